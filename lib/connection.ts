@@ -1,0 +1,98 @@
+/**
+ * The small connection interface the relay and the driver are written
+ * against. Each runtime adapter implements it over its native sockets; a Web
+ * Streams pair is wrapped into it by `streams.ts`.
+ *
+ * @module
+ */
+
+/** A host and port of a socket end. */
+export interface HostPort {
+  /** IP address text (IPv4-mapped IPv6 is normalised to dotted quad by the adapters). */
+  host: string;
+  /** TCP port. */
+  port: number;
+}
+
+/**
+ * A bidirectional byte stream with half-close.
+ *
+ * Contract:
+ * - `read()` resolves with the next chunk (owned by the caller from then on)
+ *   or `null` once the peer has sent its FIN. At most one read is pending.
+ *   While no read is pending the adapter stops reading from the socket
+ *   (backpressure).
+ * - `write()` resolves once the chunk is accepted and the connection's send
+ *   buffer is below its high-water mark; the caller must not modify the chunk
+ *   afterwards. It rejects if the connection is closed or reset.
+ * - `closeWrite()` sends a FIN after pending writes; reading goes on.
+ * - `close()` closes both directions at once (a reset where the runtime can).
+ *   Idempotent; pending reads resolve `null` or reject.
+ *
+ * @example
+ * ```ts
+ * import type { ByteConnection } from "./mod.ts";
+ * async function echo(conn: ByteConnection) {
+ *   for (let c = await conn.read(); c; c = await conn.read()) await conn.write(c);
+ *   await conn.closeWrite();
+ * }
+ * ```
+ */
+export interface ByteConnection {
+  /** Next chunk, or `null` at the peer's FIN. */
+  read(): Promise<Uint8Array | null>;
+  /** Queues `chunk`; resolves when more may be written. */
+  write(chunk: Uint8Array): Promise<void>;
+  /** Sends a FIN (half-close) once queued data is flushed. */
+  closeWrite(): Promise<void>;
+  /** Closes both directions now. */
+  close(): void;
+  /** Local end of the socket, when it is a socket. */
+  readonly localAddress?: HostPort;
+  /** Remote end of the socket, when it is a socket. */
+  readonly remoteAddress?: HostPort;
+}
+
+/** Forward and reverse DNS, as used by CONNECT by name, RESOLVE and RESOLVE_PTR. */
+export interface Resolver {
+  /**
+   * Addresses of `name`, IPv4 first then IPv6. Rejects with a `SocksError`
+   * (HostUnreachable) when the name does not exist or has no address.
+   */
+  lookup(name: string): Promise<string[]>;
+  /** Host names of `ip` (PTR). Rejects with a `SocksError` (HostUnreachable) when there is none. */
+  reverse(ip: string): Promise<string[]>;
+}
+
+/** Options for an outbound connection. */
+export interface DialOptions {
+  /** An IP literal: names are resolved (and checked by policy) before dialing. */
+  host: string;
+  /** TCP port. */
+  port: number;
+  /** Aborts the attempt (connect timeout). */
+  signal?: AbortSignal;
+}
+
+/** A listening socket. */
+export interface Listener {
+  /** The bound address (the real port when 0 was asked for). */
+  readonly address: HostPort;
+  /** Stops accepting; open connections are left alone. */
+  close(): Promise<void>;
+}
+
+/**
+ * What a runtime adapter provides: listen, connect, DNS. Nothing outside an
+ * adapter touches `Deno.`, `Bun.` or `node:net`.
+ */
+export interface RuntimeAdapter {
+  /** Runtime name and version, e.g. `"deno 2.9.6"`. */
+  readonly name: string;
+  /** Opens an outbound TCP connection; rejects with a `SocksError` carrying the right reply code. */
+  dial(options: DialOptions): Promise<ByteConnection>;
+  /** Listens on `address`, calling `onConnection` for each accepted socket. */
+  listen(address: HostPort, onConnection: (conn: ByteConnection) => void): Promise<Listener>;
+  /** A resolver using `nameServer`, or the system's resolver when it is absent. */
+  resolver(nameServer?: HostPort): Resolver;
+}
