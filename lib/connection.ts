@@ -26,8 +26,11 @@ export interface HostPort {
  *   buffer is below its high-water mark; the caller must not modify the chunk
  *   afterwards. It rejects if the connection is closed or reset.
  * - `closeWrite()` sends a FIN after pending writes; reading goes on.
- * - `close()` closes both directions at once (a reset where the runtime can).
- *   Idempotent; pending reads resolve `null` or reject.
+ * - `close()` closes both directions at once, gracefully: data already
+ *   handed to the kernel is still delivered, then a FIN. Idempotent; pending
+ *   reads resolve `null` or reject.
+ * - `abort()`, where present, closes with a reset (RST) so the peer learns
+ *   the tunnel failed; the relay uses it when the other side fails.
  *
  * @example
  * ```ts
@@ -45,8 +48,10 @@ export interface ByteConnection {
   write(chunk: Uint8Array): Promise<void>;
   /** Sends a FIN (half-close) once queued data is flushed. */
   closeWrite(): Promise<void>;
-  /** Closes both directions now. */
+  /** Closes both directions now, gracefully. */
   close(): void;
+  /** Closes both directions now with a reset, where the runtime can. */
+  abort?(): void;
   /** Local end of the socket, when it is a socket. */
   readonly localAddress?: HostPort;
   /** Remote end of the socket, when it is a socket. */

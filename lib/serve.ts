@@ -1,0 +1,81 @@
+/**
+ * A listening SOCKS server: one or more listeners, the connection handler,
+ * and a graceful stop.
+ *
+ * @module
+ */
+import type { ByteConnection, HostPort, Listener, RuntimeAdapter } from "./connection.ts";
+import { parseIPv4, parseIPv6 } from "./core/address.ts";
+import { type ConnectionLog, createHandler, type HandlerOptions } from "./server.ts";
+
+/** Options for {@linkcode serve}. */
+export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> {
+  /** Addresses to listen on. Default `127.0.0.1:1080`. Port 0 picks a free port. */
+  listen?: HostPort[];
+  /** Nameserver for RESOLVE, RESOLVE_PTR and CONNECT by name; default: the system's resolver. */
+  dns?: HostPort;
+}
+
+/** A running server. */
+export interface SocksServer {
+  /** The bound addresses (real ports). */
+  readonly addresses: HostPort[];
+  /** Connections being served now. */
+  readonly activeConnections: number;
+  /** Stops listening, closes open connections, and resolves when all have ended. */
+  close(): Promise<void>;
+}
+
+/** The default listen address: loopback only. */
+export const DEFAULT_LISTEN: HostPort = { host: "127.0.0.1", port: 1080 };
+
+/** True when `host` is a loopback address (`127.0.0.0/8`, `::1`, `localhost`). */
+export function isLoopbackHost(host: string): boolean {
+  if (host === "localhost") return true;
+  const v4 = parseIPv4(host);
+  if (v4) return v4[0] === 127;
+  const v6 = parseIPv6(host);
+  return !!v6 && v6.subarray(0, 15).every((b) => b === 0) && v6[15] === 1;
+}
+
+/**
+ * Starts a SOCKS server on a runtime adapter.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "./mod.ts";
+ * import { nodeAdapter } from "./lib/adapters/node.ts";
+ * const server = await serve(nodeAdapter, { listen: [{ host: "127.0.0.1", port: 0 }] });
+ * console.log(server.addresses[0].port);
+ * await server.close();
+ * ```
+ */
+export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {}): Promise<SocksServer> {
+  const handle = createHandler({ ...options, dial: adapter.dial, resolver: adapter.resolver(options.dns) });
+  const shutdown = new AbortController();
+  const running = new Set<Promise<ConnectionLog>>();
+  const onConnection = (conn: ByteConnection) => {
+    const p = handle(conn, shutdown.signal).finally(() => running.delete(p));
+    running.add(p);
+  };
+  const listeners: Listener[] = [];
+  try {
+    for (const address of options.listen ?? [DEFAULT_LISTEN]) {
+      listeners.push(await adapter.listen(address, onConnection));
+    }
+  } catch (error) {
+    await Promise.all(listeners.map((l) => l.close()));
+    throw error;
+  }
+  return {
+    addresses: listeners.map((l) => l.address),
+    get activeConnections() {
+      return running.size;
+    },
+    async close() {
+      await Promise.all(listeners.map((l) => l.close()));
+      shutdown.abort();
+      await Promise.allSettled([...running]);
+    },
+  };
+}

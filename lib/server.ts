@@ -1,0 +1,296 @@
+/**
+ * The per-connection driver: feeds client bytes to the state machine, does
+ * what it asks (policy, DNS, dialing), then relays. Runtime-neutral: the
+ * runtime comes in as `dial` and `resolver`.
+ *
+ * @module
+ */
+import { createAuthenticator } from "./auth.ts";
+import type { ByteConnection, DialOptions, Resolver } from "./connection.ts";
+import { canonicalIP, type SocksAddress } from "./core/address.ts";
+import { replyCodeOf, SocksError } from "./core/errors.ts";
+import { type RequestKind, type SocksRequest, SocksServerMachine, type Step } from "./core/machine.ts";
+import { ReplyCode } from "./core/wire.ts";
+import { checkCommand, checkDestination, DEFAULT_POLICY, type DestinationPolicy } from "./policy.ts";
+import { relay } from "./relay.ts";
+
+/** Timeouts in milliseconds; 0 disables one. */
+export interface Timeouts {
+  /** From accept until a complete request. Default 10 s. */
+  handshake: number;
+  /** DNS lookup plus TCP connect for a tunnel, or the lookup of a RESOLVE. Default 10 s. */
+  connect: number;
+  /** No byte either way on an open tunnel. Default 300 s. */
+  idle: number;
+}
+
+/** The defaults: handshake 10 s, connect 10 s, idle 300 s. */
+export const DEFAULT_TIMEOUTS: Timeouts = { handshake: 10_000, connect: 10_000, idle: 300_000 };
+
+/** One line per connection outcome. Never holds a password. */
+export interface ConnectionLog {
+  /** The client's address, when known. */
+  client?: string;
+  /** 4 or 5, once the request was parsed. */
+  version?: 4 | 5;
+  /** The command asked for. */
+  command?: RequestKind;
+  /** The destination or name asked for, `host:port`. */
+  target?: string;
+  /** The IP address actually dialled. */
+  dialed?: string;
+  /** The authenticated user (or SOCKS4 user id). */
+  user?: string;
+  /** Reply sent: `"granted"` for a tunnel, else the reply byte (SOCKS5 REP or SOCKS4 CD) as `"0x05"`, or `"none"`. */
+  reply: string;
+  /** Bytes client → destination (early data included). */
+  up: number;
+  /** Bytes destination → client. */
+  down: number;
+  /** Milliseconds from accept to close. */
+  durationMs: number;
+  /** Why it ended, in words. */
+  reason: string;
+}
+
+/** What the connection handler needs. */
+export interface HandlerOptions {
+  /** Opens outbound TCP connections to an IP literal (a runtime adapter's `dial`). */
+  dial: (options: DialOptions) => Promise<ByteConnection>;
+  /** DNS for CONNECT by name, RESOLVE and RESOLVE_PTR. */
+  resolver: Resolver;
+  /** RFC 1929 users (`user → password`); when non-empty, authentication is required and SOCKS4 is refused. */
+  users?: ReadonlyMap<string, string>;
+  /** Destination policy; default {@linkcode DEFAULT_POLICY}. */
+  policy?: Partial<DestinationPolicy>;
+  /** Timeouts; default {@linkcode DEFAULT_TIMEOUTS}. */
+  timeouts?: Partial<Timeouts>;
+  /** Called once per connection when it ends. */
+  onLog?: (entry: ConnectionLog) => void;
+}
+
+/** Serves one client connection to its end; `signal` ends it early (server shutdown). Never rejects. */
+export type ConnectionHandler = (client: ByteConnection, signal?: AbortSignal) => Promise<ConnectionLog>;
+
+const LINGER_MS = 1_000;
+const LINGER_BYTES = 64 * 1024;
+
+function hostPort(a: { host: string; port: number }): string {
+  return a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+/** Rejects with `error` after `ms`, or never when `ms` is 0; the returned `clear` cancels it. */
+function deadline(ms: number, error: () => Error): { promise: Promise<never>; clear: () => void } {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const promise = new Promise<never>((_, reject) => {
+    if (ms > 0) timer = setTimeout(() => reject(error()), ms);
+  });
+  promise.catch(() => {});
+  return { promise, clear: () => clearTimeout(timer) };
+}
+
+/** Rejects with the signal's reason once it aborts. */
+function aborted(signal: AbortSignal): Promise<never> {
+  const p = new Promise<never>((_, reject) => {
+    if (signal.aborted) reject(signal.reason);
+    else signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
+  p.catch(() => {});
+  return p;
+}
+
+/**
+ * Closes after a final reply without losing it: send our FIN, then read and
+ * discard what the client still sends (bounded in bytes and time) so the
+ * kernel does not answer unread data with a reset that could destroy the
+ * reply before the client reads it.
+ */
+async function lingeringClose(client: ByteConnection): Promise<void> {
+  const timer = setTimeout(() => client.close(), LINGER_MS);
+  try {
+    await client.closeWrite();
+    let seen = 0;
+    for (let c = await client.read(); c && seen < LINGER_BYTES; c = await client.read()) seen += c.length;
+  } catch {
+    // The client went away: nothing more to protect.
+  } finally {
+    clearTimeout(timer);
+    client.close();
+  }
+}
+
+/**
+ * Builds the handler that serves one client connection: SOCKS handshake,
+ * policy, DNS, dialing, then the relay. Use it with any
+ * {@linkcode ByteConnection} (see `fromWebStreams` for Web Streams).
+ *
+ * @example
+ * ```ts
+ * import { createHandler, fromWebStreams, type HandlerOptions } from "./mod.ts";
+ * declare const options: HandlerOptions;
+ * declare const stream: { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> };
+ * const handle = createHandler(options);
+ * const log = await handle(fromWebStreams(stream));
+ * ```
+ */
+export function createHandler(options: HandlerOptions): ConnectionHandler {
+  const policy: DestinationPolicy = { ...DEFAULT_POLICY, ...options.policy };
+  const timeouts: Timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+  const authenticate = options.users && options.users.size > 0 ? createAuthenticator(options.users) : undefined;
+  const { dial, resolver } = options;
+
+  /** Addresses to dial for a target, literal or resolved, before policy. */
+  async function addressesOf(target: SocksAddress): Promise<string[]> {
+    const literal = canonicalIP(target.host);
+    return literal ? [literal] : await resolver.lookup(target.host);
+  }
+
+  async function openTunnel(req: SocksRequest, log: ConnectionLog, signal: AbortSignal): Promise<ByteConnection> {
+    const candidates = await addressesOf(req.target);
+    const allowed = candidates.filter((ip) => checkDestination(ip, policy) === null);
+    if (allowed.length === 0) {
+      log.dialed = candidates[0];
+      throw new SocksError(ReplyCode.NotAllowed, `destination ${candidates.join(", ")} not allowed by policy`);
+    }
+    let lastError: unknown;
+    for (const ip of allowed) {
+      log.dialed = ip;
+      try {
+        return await dial({ host: ip, port: req.target.port, signal });
+      } catch (error) {
+        lastError = error;
+        if (signal.aborted) break;
+      }
+    }
+    throw lastError;
+  }
+
+  async function resolveOne(req: SocksRequest): Promise<string> {
+    const addresses = await addressesOf(req.target);
+    // SOCKS4 replies carry only IPv4; SOCKS5 prefers IPv4 as Tor does (lookup lists IPv4 first).
+    const pick = req.version === 4 ? addresses.find((a) => !a.includes(":")) : addresses[0];
+    if (!pick) throw new SocksError(ReplyCode.HostUnreachable, `${req.target.host} has no usable address`);
+    return pick;
+  }
+
+  return async function handle(client: ByteConnection, signal?: AbortSignal): Promise<ConnectionLog> {
+    const started = Date.now();
+    if (signal?.aborted) {
+      client.close();
+      return { reply: "none", up: 0, down: 0, durationMs: 0, reason: "server shutting down" };
+    }
+    const log: ConnectionLog = { reply: "none", up: 0, down: 0, durationMs: 0, reason: "" };
+    if (client.remoteAddress) log.client = hostPort(client.remoteAddress);
+    const machine = new SocksServerMachine({ authenticate });
+    const send = async (step: Step) => {
+      for (const w of step.write) await client.write(w);
+    };
+    let upstream: ByteConnection | undefined;
+    try {
+      // 1. Handshake, bounded by the handshake timeout.
+      let handshakeTimedOut = false;
+      const timer = timeouts.handshake > 0
+        ? setTimeout(() => {
+          handshakeTimedOut = true;
+          client.close();
+        }, timeouts.handshake)
+        : undefined;
+      let step: Step;
+      const stopHandshake = () => client.close();
+      signal?.addEventListener("abort", stopHandshake);
+      try {
+        do {
+          const chunk = await client.read();
+          if (chunk === null) {
+            log.reason = handshakeTimedOut ? "handshake timeout" : "client closed during handshake";
+            return log;
+          }
+          step = machine.receive(chunk);
+          await send(step);
+        } while (step.action.type === "need_more");
+      } catch (error) {
+        log.reason = handshakeTimedOut ? "handshake timeout" : `client error: ${String(error)}`;
+        return log;
+      } finally {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", stopHandshake);
+      }
+      if (step.action.type !== "request") {
+        log.reason = step.action.type === "close" ? step.action.reason : "protocol error";
+        await lingeringClose(client);
+        return log;
+      }
+      const { request: req, early } = step.action;
+      log.version = req.version;
+      log.command = req.kind;
+      log.target = hostPort(req.target);
+      if (req.user !== undefined) log.user = req.user;
+
+      // 2. The work the request asks for, bounded by the connect timeout.
+      const abort = new AbortController();
+      const limit = deadline(timeouts.connect, () => {
+        const e = new SocksError(ReplyCode.TtlExpired, "connect timed out");
+        abort.abort(e);
+        return e;
+      });
+      const onShutdown = () => abort.abort(new SocksError(ReplyCode.GeneralFailure, "server shutting down"));
+      signal?.addEventListener("abort", onShutdown);
+      let answer: Step;
+      try {
+        const denied = checkCommand(req.kind, policy);
+        if (denied !== null) throw new SocksError(denied, `${req.kind} not allowed by policy`);
+        if (req.kind === "connect" || req.kind === "connect_dir") {
+          const opening = openTunnel(req, log, abort.signal);
+          // A connection that completes after the deadline is closed, not leaked.
+          opening.then((c) => abort.signal.aborted && c.close(), () => {});
+          upstream = await Promise.race([opening, limit.promise, aborted(abort.signal)]);
+          answer = machine.connected(upstream.localAddress ?? { host: "0.0.0.0", port: 0 });
+        } else if (req.kind === "resolve") {
+          answer = machine.resolved(await Promise.race([resolveOne(req), limit.promise]));
+        } else {
+          const names = await Promise.race([resolver.reverse(req.target.host), limit.promise]);
+          answer = machine.resolvedName(names[0] ?? "");
+        }
+      } catch (error) {
+        const code = replyCodeOf(error);
+        answer = machine.rejected(code);
+        log.reason = error instanceof Error ? error.message : String(error);
+      } finally {
+        limit.clear();
+        signal?.removeEventListener("abort", onShutdown);
+      }
+      log.reply = answer.action.type === "relay"
+        ? "granted"
+        : `0x${(answer.write[0]?.[1] ?? 0).toString(16).padStart(2, "0")}`;
+      await send(answer);
+      if (answer.action.type !== "relay" || !upstream) {
+        if (!log.reason) log.reason = answer.action.type === "close" ? answer.action.reason : "closed";
+        await lingeringClose(client);
+        return log;
+      }
+
+      // 3. The tunnel: forward what the client sent before our reply, then relay.
+      if (early.length > 0) {
+        log.up += early.length;
+        await upstream.write(early);
+      }
+      const result = await relay(client, upstream, { idleTimeout: timeouts.idle, signal });
+      log.up += result.up;
+      log.down += result.down;
+      log.reason = result.end === "error" ? `relay error: ${String(result.error)}` : result.end === "idle" ? "idle timeout" : result.end === "aborted" ? "server shutting down" : "done";
+      return log;
+    } catch (error) {
+      log.reason = `error: ${String(error)}`;
+      client.close();
+      upstream?.close();
+      return log;
+    } finally {
+      log.durationMs = Date.now() - started;
+      try {
+        options.onLog?.(log);
+      } catch {
+        // A faulty log hook must not break serving.
+      }
+    }
+  };
+}

@@ -1,0 +1,52 @@
+/**
+ * edgesocks: a SOCKS4 / SOCKS4A / SOCKS5 proxy with Tor's extensions, for
+ * Deno, Bun and Node.
+ *
+ * Importing this module starts nothing and loads no runtime adapter; run it
+ * as a program (`deno run -A mod.ts`, `bun mod.ts`, `node mod.ts`) to start
+ * the proxy.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "./mod.ts";
+ * import { nodeAdapter } from "./lib/adapters/node.ts";
+ * const server = await serve(nodeAdapter, { listen: [{ host: "127.0.0.1", port: 1080 }] });
+ * ```
+ *
+ * @module
+ */
+export { SocksServerMachine } from "./lib/core/machine.ts";
+export type { Action, MachineOptions, RequestKind, SocksRequest, Step } from "./lib/core/machine.ts";
+export { AddressType, AuthMethod, Limits, ReplyCode, Socks4ReplyCode, SocksCommand } from "./lib/core/wire.ts";
+export { canonicalIP, type HostType, type SocksAddress } from "./lib/core/address.ts";
+export { replyCodeOf, SocksError } from "./lib/core/errors.ts";
+export type { ByteConnection, DialOptions, HostPort, Listener, Resolver, RuntimeAdapter } from "./lib/connection.ts";
+export { fromWebStreams, type ByteStreamPair } from "./lib/streams.ts";
+export { relay, type RelayOptions, type RelayResult } from "./lib/relay.ts";
+export {
+  type ConnectionHandler,
+  type ConnectionLog,
+  createHandler,
+  DEFAULT_TIMEOUTS,
+  type HandlerOptions,
+  type Timeouts,
+} from "./lib/server.ts";
+export { DEFAULT_LISTEN, serve, type ServeOptions, type SocksServer } from "./lib/serve.ts";
+export {
+  checkDestination,
+  DEFAULT_POLICY,
+  type DestinationPolicy,
+  isNonPublicAddress,
+  parseCidr,
+} from "./lib/policy.ts";
+export { createAuthenticator, parseUsers } from "./lib/auth.ts";
+export { VERSION } from "./lib/version.ts";
+
+if (import.meta.main) {
+  const [{ currentRuntime }, { main }] = await Promise.all([
+    import("./lib/adapters/detect.ts"),
+    import("./lib/cli.ts"),
+  ]);
+  const { adapter, host } = await currentRuntime();
+  await main(adapter, host);
+}
