@@ -1,0 +1,373 @@
+/**
+ * Test fixtures started by the tests themselves, on loopback only: an HTTP
+ * server, a scriptable TCP server, a DNS server (Debian's dnsmasq), the proxy
+ * in-process (on the running runtime's adapter) or as a CLI subprocess, and
+ * real clients run as subprocesses. Every wait is bounded.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { createServer as createHttpServer } from "node:http";
+import { connect, createServer, type Server, type Socket } from "node:net";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { currentRuntime } from "../lib/adapters/detect.ts";
+import { serve, type ServeOptions, type SocksServer } from "../lib/serve.ts";
+
+export const ROOT = new URL("..", import.meta.url).pathname;
+
+/** "deno" | "bun" | "node": the runtime running the tests. */
+export const RUNTIME: "deno" | "bun" | "node" = "Deno" in globalThis ? "deno" : "Bun" in globalThis ? "bun" : "node";
+
+/** Rejects after `ms` with a message naming `what`. */
+export function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  return Promise.race([
+    p,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function listenOn(server: Server): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port));
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+export const HTTP_BODY = "hello through edgesocks\n";
+
+/** A local HTTP server answering every request with {@linkcode HTTP_BODY}. */
+export async function startHttp(): Promise<{ port: number; close(): Promise<void> }> {
+  const server = createHttpServer((_req, res) => {
+    res.writeHead(200, { "content-type": "text/plain", "content-length": String(HTTP_BODY.length) });
+    res.end(HTTP_BODY);
+  });
+  const port = await listenOn(server as unknown as Server);
+  return {
+    port,
+    close: () => {
+      (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
+      return closeServer(server as unknown as Server);
+    },
+  };
+}
+
+/** A local TCP server that hands each accepted socket (allowHalfOpen) to `onSocket`. */
+export async function startTcp(
+  onSocket: (socket: Socket) => void,
+): Promise<{ port: number; sockets: Set<Socket>; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server = createServer({ allowHalfOpen: true }, (s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+    s.on("error", () => {});
+    onSocket(s);
+  });
+  const port = await listenOn(server);
+  return {
+    port,
+    sockets,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return closeServer(server);
+    },
+  };
+}
+
+/** An echo server that echoes and forwards FIN. */
+export function startEcho() {
+  return startTcp((s) => s.pipe(s));
+}
+
+/** A free TCP port on 127.0.0.1 that nothing listens on (to provoke "connection refused"). */
+export async function closedPort(): Promise<number> {
+  const server = createServer();
+  const port = await listenOn(server);
+  await closeServer(server);
+  return port;
+}
+
+/** Result of a subprocess. */
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a program to its end (bounded by `timeoutMs`); a missing program fails the test. */
+export function run(cmd: string, args: string[], options: { input?: string | Uint8Array; timeoutMs?: number } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"] });
+    const out: Uint8Array[] = [];
+    const err: Uint8Array[] = [];
+    child.stdout!.on("data", (c) => out.push(c));
+    child.stderr!.on("data", (c) => err.push(c));
+    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 15_000);
+    child.on("error", (e) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot run ${cmd}: ${e.message} (is it installed? .ci/run installs it)`));
+    });
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() });
+    });
+    child.stdin!.on("error", () => {});
+    child.stdin!.end(options.input ?? "");
+  });
+}
+
+/** DNS records served by the test DNS server. */
+export const DNS_RECORDS = {
+  "web.test": "127.0.0.1",
+  "web6.test": "::1",
+  "other.test": "127.0.0.2",
+} as const;
+
+/**
+ * Starts dnsmasq on 127.0.0.1 (a random high port) serving only
+ * {@linkcode DNS_RECORDS} (A/AAAA and their PTRs) plus `dual.test` (both);
+ * every other name under `.test` is NXDOMAIN and nothing is forwarded.
+ */
+export async function startDns(): Promise<{ host: string; port: number; stop(): Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), "edgesocks-dns-"));
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const port = 20000 + Math.floor(Math.random() * 30000);
+    const args = [
+      "--keep-in-foreground",
+      "--no-daemon",
+      `--port=${port}`,
+      "--listen-address=127.0.0.1",
+      "--bind-interfaces",
+      "--no-resolv",
+      "--no-hosts",
+      "--no-poll",
+      "--local=/test/",
+      `--pid-file=${join(dir, "pid")}`,
+      "--user=root",
+      ...Object.entries(DNS_RECORDS).map(([name, ip]) => `--host-record=${name},${ip}`),
+      "--host-record=dual.test,127.0.0.3,::1",
+    ];
+    const child = spawn("dnsmasq", args, { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr!.on("data", (c) => (stderr += c));
+    const outcome = await new Promise<"up" | "exit" | "missing">((resolve) => {
+      child.on("error", () => resolve("missing"));
+      child.on("exit", () => resolve("exit"));
+      // dnsmasq prints nothing on success; give it a moment, then probe by process liveness.
+      setTimeout(() => resolve(child.exitCode === null ? "up" : "exit"), 300);
+    });
+    if (outcome === "missing") throw new Error("dnsmasq is not installed (.ci/run installs dnsmasq-base)");
+    if (outcome === "up") {
+      return {
+        host: "127.0.0.1",
+        port,
+        stop: () => stopChild(child),
+      };
+    }
+    if (!/in use/i.test(stderr)) throw new Error(`dnsmasq failed: ${stderr}`);
+  }
+  throw new Error("no free port for dnsmasq after 10 attempts");
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill("SIGKILL"), 3_000);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill("SIGTERM");
+  });
+}
+
+/** Starts the proxy in this process on the running runtime's adapter, on 127.0.0.1:0. */
+export async function startProxy(options: ServeOptions = {}): Promise<SocksServer & { port: number }> {
+  const { adapter } = await currentRuntime();
+  const server = await serve(adapter, { listen: [{ host: "127.0.0.1", port: 0 }], ...options });
+  return Object.assign(server, { port: server.addresses[0].port });
+}
+
+/** The command line that runs mod.ts on the running runtime. */
+export function runtimeCommand(): { cmd: string; args: string[] } {
+  const mod = join(ROOT, "mod.ts");
+  if (RUNTIME === "deno") return { cmd: process.execPath, args: ["run", "-A", mod] };
+  return { cmd: process.execPath, args: [mod] };
+}
+
+/** A CLI subprocess of the proxy. */
+export interface ProxyProcess {
+  port: number;
+  startup: string;
+  output(): string;
+  errors(): string;
+  stop(signal?: "SIGINT" | "SIGTERM"): Promise<number | null>;
+  child: ChildProcess;
+}
+
+/** Starts `mod.ts` as a subprocess on the running runtime and waits for its startup line. */
+export async function spawnProxy(args: string[]): Promise<ProxyProcess> {
+  const { cmd, args: base } = runtimeCommand();
+  const child = spawn(cmd, [...base, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  child.stdout!.on("data", (c) => (out += c));
+  child.stderr!.on("data", (c) => (err += c));
+  const startup = await within(20_000, `proxy startup (stderr: ${err})`, new Promise<string>((resolve, reject) => {
+    const check = () => {
+      const line = out.split("\n").find((l) => l.includes("listening on"));
+      if (line) resolve(line);
+    };
+    child.stdout!.on("data", check);
+    child.on("exit", (code) => reject(new Error(`proxy exited with ${code}: ${err}`)));
+  }));
+  const m = /listening on \[?[0-9a-f.:]+\]?:(\d+)/.exec(startup);
+  if (!m) throw new Error(`no port in startup line: ${startup}`);
+  return {
+    port: Number(m[1]),
+    startup,
+    child,
+    output: () => out,
+    errors: () => err,
+    stop: (signal = "SIGTERM") =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null) return resolve(child.exitCode);
+        const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+        child.once("exit", (code) => {
+          clearTimeout(timer);
+          resolve(code);
+        });
+        child.kill(signal);
+      }),
+  };
+}
+
+/** Writes a users file to a temporary folder and returns its path. */
+export function usersFile(text: string): string {
+  const dir = mkdtempSync(join(tmpdir(), "edgesocks-users-"));
+  const path = join(dir, "users");
+  writeFileSync(path, text);
+  return path;
+}
+
+/**
+ * A raw TCP client for byte-level exchanges with the proxy: `send` bytes,
+ * `readExactly(n)` bytes, `readToEnd()` until FIN, with bounded waits.
+ */
+export class RawClient {
+  socket: Socket;
+  #chunks: Buffer[] = [];
+  #buffered = 0;
+  #ended = false;
+  #error: Error | undefined;
+  #waiters: (() => void)[] = [];
+
+  private constructor(socket: Socket) {
+    this.socket = socket;
+    socket.on("data", (c: Buffer) => {
+      this.#chunks.push(c);
+      this.#buffered += c.length;
+      this.#wake();
+    });
+    socket.on("end", () => {
+      this.#ended = true;
+      this.#wake();
+    });
+    socket.on("error", (e) => {
+      this.#error = e;
+      this.#ended = true;
+      this.#wake();
+    });
+    socket.on("close", () => {
+      this.#ended = true;
+      this.#wake();
+    });
+  }
+
+  #wake() {
+    for (const w of this.#waiters.splice(0)) w();
+  }
+
+  static open(port: number, host = "127.0.0.1"): Promise<RawClient> {
+    return within(5_000, "connect to proxy", new Promise((resolve, reject) => {
+      const s = connect({ port, host, allowHalfOpen: true });
+      s.setNoDelay(true);
+      s.once("connect", () => resolve(new RawClient(s)));
+      s.once("error", reject);
+    }));
+  }
+
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  get error(): Error | undefined {
+    return this.#error;
+  }
+
+  send(bytes: Uint8Array | string): void {
+    this.socket.write(typeof bytes === "string" ? Buffer.from(bytes) : bytes);
+  }
+
+  #take(n: number): Buffer {
+    const all = Buffer.concat(this.#chunks);
+    this.#chunks = [all.subarray(n)];
+    this.#buffered = all.length - n;
+    return all.subarray(0, n);
+  }
+
+  async readExactly(n: number, ms = 5_000): Promise<Buffer> {
+    await within(ms, `read ${n} bytes (have ${this.#buffered})`, (async () => {
+      while (this.#buffered < n) {
+        if (this.#ended) throw new Error(`connection ended after ${this.#buffered} of ${n} bytes`);
+        await new Promise<void>((r) => this.#waiters.push(r));
+      }
+    })());
+    return this.#take(n);
+  }
+
+  async readToEnd(ms = 5_000): Promise<Buffer> {
+    await within(ms, "read to end", (async () => {
+      while (!this.#ended) await new Promise<void>((r) => this.#waiters.push(r));
+    })());
+    return this.#take(this.#buffered);
+  }
+
+  end(): void {
+    this.socket.end();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
+
+/** Parses "05 01 00" (spaces optional) into bytes. */
+export function hex(text: string): Uint8Array {
+  const clean = text.replace(/\s+/g, "");
+  const out = new Uint8Array(clean.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(clean.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}
+
+/** Formats bytes as "05 01 00". */
+export function toHex(bytes: Uint8Array): string {
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join(" ");
+}
+
+/** Bytes of a SOCKS5 CONNECT (no auth) to 127.0.0.1:`port`, greeting included. */
+export function socks5ConnectBytes(port: number, host = "127.0.0.1"): Uint8Array {
+  const ip = host.split(".").map(Number);
+  return Uint8Array.of(5, 1, 0, 5, 1, 0, 1, ...ip, port >> 8, port & 0xff);
+}

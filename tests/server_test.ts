@@ -1,0 +1,440 @@
+/**
+ * The connection driver through the public Web Streams handler, with an
+ * in-memory client and a fake upstream: policy, DNS answers, timeouts,
+ * pipelining, half-close, backpressure and logging, without any socket.
+ * Fake dials never touch the network; the addresses they "reach" are
+ * documentation ranges.
+ */
+import { describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { createHandler, type ConnectionLog, type HandlerOptions } from "../lib/server.ts";
+import { fromWebStreams } from "../lib/streams.ts";
+import type { ByteConnection, DialOptions, Resolver } from "../lib/connection.ts";
+import { SocksError } from "../lib/core/errors.ts";
+import { ReplyCode } from "../lib/core/wire.ts";
+import { hex, toHex, within } from "./_fixtures.ts";
+
+/** One end of an in-memory duplex: write to the peer, read from the peer. */
+class End {
+  reader: ReadableStreamDefaultReader<Uint8Array>;
+  writer: WritableStreamDefaultWriter<Uint8Array>;
+  #pending: Uint8Array = new Uint8Array(0);
+  constructor(readable: ReadableStream<Uint8Array>, writable: WritableStream<Uint8Array>) {
+    this.reader = readable.getReader();
+    this.writer = writable.getWriter();
+  }
+  send(bytes: Uint8Array | string) {
+    this.writer.write(typeof bytes === "string" ? new TextEncoder().encode(bytes) : bytes).catch(() => {});
+  }
+  end() {
+    this.writer.close().catch(() => {});
+  }
+  /** Reads exactly n bytes; rejects on EOF before that. */
+  async read(n: number, ms = 2_000): Promise<Uint8Array> {
+    return await within(ms, `read ${n} bytes`, (async () => {
+      while (this.#pending.length < n) {
+        const { value, done } = await this.reader.read();
+        if (done) throw new Error(`EOF after ${this.#pending.length} of ${n} bytes`);
+        const merged = new Uint8Array(this.#pending.length + value.length);
+        merged.set(this.#pending);
+        merged.set(value, this.#pending.length);
+        this.#pending = merged;
+      }
+      const out = this.#pending.slice(0, n);
+      this.#pending = this.#pending.slice(n);
+      return out;
+    })());
+  }
+  /** Reads until EOF (or an error of the stream, reported as "error"). */
+  async readToEnd(ms = 2_000): Promise<{ bytes: Uint8Array; how: "eof" | "error" }> {
+    return await within(ms, "read to end", (async () => {
+      const parts = [this.#pending];
+      this.#pending = new Uint8Array(0);
+      try {
+        for (;;) {
+          const { value, done } = await this.reader.read();
+          if (done) return { bytes: concat(parts), how: "eof" as const };
+          parts.push(value);
+        }
+      } catch {
+        return { bytes: concat(parts), how: "error" as const };
+      }
+    })());
+  }
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) (out.set(p, o), (o += p.length));
+  return out;
+}
+
+/** A connected in-memory pair: `near` is served as a ByteConnection, `far` is driven by the test. */
+function pipePair(): { conn: ByteConnection; far: End } {
+  const toNear = new TransformStream<Uint8Array, Uint8Array>();
+  const toFar = new TransformStream<Uint8Array, Uint8Array>();
+  const conn = fromWebStreams({ readable: toNear.readable, writable: toFar.writable, remoteAddress: { host: "127.0.0.1", port: 5555 } });
+  return { conn, far: new End(toFar.readable, toNear.writable) };
+}
+
+const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+interface Harness {
+  client: End;
+  dials: DialOptions[];
+  upstreams: End[];
+  logs: ConnectionLog[];
+  done: Promise<ConnectionLog>;
+}
+
+/** Runs the handler on an in-memory client; `dial` answers with in-memory upstreams unless overridden. */
+function harness(options: Partial<HandlerOptions> = {}, records: Record<string, string[]> = {}): Harness {
+  const dials: DialOptions[] = [];
+  const upstreams: End[] = [];
+  const logs: ConnectionLog[] = [];
+  const resolver: Resolver = {
+    lookup: (name) =>
+      records[name] ? Promise.resolve(records[name]) : Promise.reject(new SocksError(ReplyCode.HostUnreachable, `${name}: NXDOMAIN`)),
+    reverse: (ip) => {
+      const hit = Object.entries(records).find(([, ips]) => ips.includes(ip));
+      return hit ? Promise.resolve([hit[0]]) : Promise.reject(new SocksError(ReplyCode.HostUnreachable, `${ip}: no PTR`));
+    },
+  };
+  const dial = options.dial ??
+    ((o: DialOptions) => {
+      dials.push(o);
+      const { conn, far } = pipePair();
+      upstreams.push(far);
+      return Promise.resolve(Object.assign(conn, { localAddress: { host: "198.51.100.1", port: 0x1234 } }));
+    });
+  const handle = createHandler({ resolver, ...options, dial: (o) => (options.dial && dials.push(o), dial(o)), onLog: (l) => logs.push(l) });
+  const { conn, far } = pipePair();
+  return { client: far, dials, upstreams, logs, done: handle(conn) };
+}
+
+const PUBLIC = "198.51.100.7"; // documentation range: only ever "dialled" by the fake dial
+const PUBLIC_HEX = "c6 33 64 07";
+
+describe("driver: CONNECT", () => {
+  it("pipelined greeting + request + data in one chunk: reply with the bound address, data forwarded", async () => {
+    const h = harness();
+    h.client.send(concat([hex(`05 01 00  05 01 00 01 ${PUBLIC_HEX} 00 50`), new TextEncoder().encode("early data")]));
+    assert.equal(toHex(await h.client.read(2)), "05 00");
+    assert.equal(toHex(await h.client.read(10)), "05 00 00 01 c6 33 64 01 12 34");
+    assert.deepEqual(h.dials.map((d) => [d.host, d.port]), [[PUBLIC, 80]]);
+    assert.equal(text(await h.upstreams[0].read(10)), "early data");
+    h.upstreams[0].send("response");
+    assert.equal(text(await h.client.read(8)), "response");
+    h.client.end();
+    assert.equal((await h.upstreams[0].readToEnd()).how, "eof");
+    h.upstreams[0].end();
+    assert.equal((await h.client.readToEnd()).how, "eof");
+    const log = await h.done;
+    assert.equal(log.reply, "granted");
+    assert.equal(log.up, 10);
+    assert.equal(log.down, 8);
+    assert.equal(log.dialed, PUBLIC);
+    assert.equal(log.reason, "done");
+  });
+
+  it("half-close from the client: the upstream gets EOF and can still send until it closes", async () => {
+    const h = harness();
+    h.client.send(hex(`04 01 00 50 ${PUBLIC_HEX} 00`));
+    assert.equal(toHex(await h.client.read(8)), "00 5a 12 34 c6 33 64 01");
+    h.client.send("request");
+    h.client.end();
+    const got = await h.upstreams[0].readToEnd();
+    assert.deepEqual([text(got.bytes), got.how], ["request", "eof"]);
+    for (let i = 0; i < 3; i++) h.upstreams[0].send(`part${i}`);
+    h.upstreams[0].end();
+    const back = await h.client.readToEnd();
+    assert.deepEqual([text(back.bytes), back.how], ["part0part1part2", "eof"]);
+    assert.equal((await h.done).reason, "done");
+  });
+
+  it("half-close from the upstream: the client gets EOF and can still send", async () => {
+    const h = harness();
+    h.client.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`));
+    await h.client.read(12);
+    h.upstreams[0].send("banner");
+    h.upstreams[0].end();
+    const back = await h.client.readToEnd();
+    assert.deepEqual([text(back.bytes), back.how], ["banner", "eof"]);
+    h.client.send("late upload");
+    h.client.end();
+    const got = await h.upstreams[0].readToEnd();
+    assert.deepEqual([text(got.bytes), got.how], ["late upload", "eof"]);
+    await h.done;
+  });
+
+  it("a slow reader stalls the upstream: at most a few chunks are in flight", async () => {
+    const h = harness();
+    h.client.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`));
+    await h.client.read(12);
+    let accepted = 0;
+    const chunk = new Uint8Array(16 * 1024);
+    const writer = h.upstreams[0].writer;
+    const pushing = (async () => {
+      for (let i = 0; i < 1000; i++) {
+        await writer.write(chunk);
+        accepted++;
+      }
+    })();
+    await new Promise((r) => setTimeout(r, 200));
+    // Without backpressure all 1000 chunks (16 MiB) would be accepted at once.
+    assert.ok(accepted <= 8, `upstream could write ${accepted} chunks to a client that reads nothing`);
+    const all = await h.client.read(1000 * chunk.length, 10_000);
+    assert.equal(all.length, 1000 * chunk.length);
+    await pushing;
+    h.client.end();
+    h.upstreams[0].end();
+    assert.equal((await h.done).down, 1000 * chunk.length);
+  });
+
+  it("an upstream failure mid-stream aborts the client side", async () => {
+    const h = harness();
+    h.client.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`));
+    await h.client.read(12);
+    await h.upstreams[0].writer.abort(new Error("reset by peer"));
+    const log = await within(2_000, "handler end", h.done);
+    assert.match(log.reason, /relay error/);
+  });
+
+  it("refused, unreachable and timed-out dials map to 05, 04 and 06", async () => {
+    for (
+      const [code, dial] of [
+        ["05", () => Promise.reject(new SocksError(ReplyCode.ConnectionRefused, "refused"))],
+        ["04", () => Promise.reject(new SocksError(ReplyCode.HostUnreachable, "unreachable"))],
+        ["01", () => Promise.reject(new Error("something odd"))],
+        ["06", () => new Promise<never>(() => {})],
+      ] as const
+    ) {
+      const h = harness({ dial, timeouts: { connect: 100 } });
+      h.client.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`));
+      assert.equal(toHex(await h.client.read(12)), `05 00 05 ${code} 00 01 00 00 00 00 00 00`);
+      assert.equal((await h.client.readToEnd()).how, "eof");
+      assert.equal((await h.done).reply, `0x${code}`);
+    }
+  });
+
+  it("a name resolving to several addresses: the first allowed one that answers is used", async () => {
+    let calls = 0;
+    const h = harness({
+      dial: () => (++calls === 1 ? Promise.reject(new SocksError(ReplyCode.ConnectionRefused, "no")) : new Promise<never>(() => {})),
+      timeouts: { connect: 100 },
+    }, { "multi.example": ["10.1.1.1", "198.51.100.8", "198.51.100.9"] });
+    h.client.send(hex("05 01 00 05 01 00 03 0d"));
+    h.client.send("multi.example");
+    h.client.send(hex("01 bb"));
+    assert.equal(toHex(await h.client.read(12)), "05 00 05 06 00 01 00 00 00 00 00 00");
+    assert.deepEqual(h.dials.map((d) => d.host), ["198.51.100.8", "198.51.100.9"]);
+    await h.done;
+  });
+});
+
+describe("driver: destination policy", () => {
+  const cases: [string, string][] = [
+    ["loopback IPv4", "05 01 00 05 01 00 01 7f 00 00 01 00 50"],
+    ["IPv4-mapped loopback", "05 01 00 05 01 00 04 00000000000000000000ffff7f000001 00 50"],
+    ["IPv6 loopback", "05 01 00 05 01 00 04 00000000000000000000000000000001 00 50"],
+    ["unspecified", "05 01 00 05 01 00 01 00 00 00 00 00 50"],
+    ["metadata", "05 01 00 05 01 00 01 a9 fe a9 fe 00 50"],
+    ["name resolving to a private address", "05 01 00 05 01 00 03 0d 69 6e 74 65 72 6e 61 6c 2e 63 6f 72 70 00 50"],
+  ];
+  for (const [what, bytes] of cases) {
+    it(`refuses ${what} with 02 and never dials`, async () => {
+      const h = harness({}, { "internal.corp": ["10.0.0.5"] });
+      h.client.send(hex(bytes));
+      assert.equal(toHex(await h.client.read(12)), "05 00 05 02 00 01 00 00 00 00 00 00");
+      assert.equal(h.dials.length, 0);
+      await h.done;
+    });
+  }
+
+  it("SOCKS4 gets 5B for a refused destination", async () => {
+    const h = harness();
+    h.client.send(hex("04 01 00 50 7f 00 00 01 00"));
+    assert.equal(toHex(await h.client.read(8)), "00 5b 00 00 00 00 00 00");
+    assert.equal(h.dials.length, 0);
+    await h.done;
+  });
+
+  it("allowPrivate lets loopback through", async () => {
+    const h = harness({ policy: { allowPrivate: true } });
+    h.client.send(hex("05 01 00 05 01 00 01 7f 00 00 01 00 50"));
+    assert.equal(toHex(await h.client.read(12)), "05 00 05 00 00 01 c6 33 64 01 12 34");
+    assert.equal(h.dials[0].host, "127.0.0.1");
+    h.client.end();
+    h.upstreams[0].end();
+    await h.done;
+  });
+
+  it("CONNECT_DIR is a tunnel by default and 02 / 5B when denied", async () => {
+    const ok = harness();
+    ok.client.send(hex(`05 01 00 05 f2 00 01 ${PUBLIC_HEX} 23 29`));
+    assert.equal(toHex(await ok.client.read(12)), "05 00 05 00 00 01 c6 33 64 01 12 34");
+    ok.client.end();
+    ok.upstreams[0].end();
+    assert.equal((await ok.done).command, "connect_dir");
+    const denied = harness({ policy: { allowConnectDir: false } });
+    denied.client.send(hex(`05 01 00 05 f2 00 01 ${PUBLIC_HEX} 23 29`));
+    assert.equal(toHex(await denied.client.read(12)), "05 00 05 02 00 01 00 00 00 00 00 00");
+    const denied4 = harness({ policy: { allowConnectDir: false } });
+    denied4.client.send(hex(`04 f2 23 29 ${PUBLIC_HEX} 00`));
+    assert.equal(toHex(await denied4.client.read(8)), "00 5b 00 00 00 00 00 00");
+    assert.equal(denied.dials.length + denied4.dials.length, 0);
+  });
+});
+
+describe("driver: RESOLVE and RESOLVE_PTR", () => {
+  const records = { "a.example": ["198.51.100.20", "2001:db8::20"], "six.example": ["2001:db8::6"] };
+  const resolve5 = (name: string) => concat([hex(`05 01 00 05 f0 00 03 ${name.length.toString(16).padStart(2, "0")}`), new TextEncoder().encode(name), hex("00 00")]);
+
+  it("SOCKS5 RESOLVE answers IPv4 first, IPv6 with ATYP 4, failures with 04 / ATYP 1", async () => {
+    for (
+      const [name, reply] of [
+        ["a.example", "05 00 00 01 c6 33 64 14 00 00"],
+        ["six.example", "05 00 00 04 20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 06 00 00"],
+        ["nx.example", "05 04 00 01 00 00 00 00 00 00"],
+      ]
+    ) {
+      const h = harness({}, records);
+      h.client.send(resolve5(name));
+      const got = await h.client.readToEnd();
+      assert.equal(toHex(got.bytes), "05 00 " + reply, name);
+      assert.equal(h.dials.length, 0);
+      await h.done;
+    }
+  });
+
+  it("SOCKS4A RESOLVE answers IPv4 only (5B when the name has only IPv6)", async () => {
+    for (
+      const [name, reply] of [["a.example", "00 5a 00 00 c6 33 64 14"], ["six.example", "00 5b 00 00 00 00 00 00"]]
+    ) {
+      const h = harness({}, records);
+      h.client.send(concat([hex("04 f0 00 00 00 00 00 01 00"), new TextEncoder().encode(name), hex("00")]));
+      assert.equal(toHex((await h.client.readToEnd()).bytes), reply, name);
+      await h.done;
+    }
+  });
+
+  it("an IP literal resolves to itself without DNS", async () => {
+    const h = harness({ resolver: { lookup: () => Promise.reject(new Error("must not be called")), reverse: () => Promise.reject(new Error("no")) } });
+    h.client.send(hex("05 01 00 05 f0 00 01 0a 00 00 01 00 00"));
+    assert.equal(toHex((await h.client.readToEnd()).bytes), "05 00 05 00 00 01 0a 00 00 01 00 00");
+    await h.done;
+  });
+
+  it("RESOLVE_PTR answers with ATYP 3, failures with 04", async () => {
+    const h = harness({}, records);
+    h.client.send(hex("05 01 00 05 f1 00 01 c6 33 64 14 00 00"));
+    assert.equal(
+      toHex((await h.client.readToEnd()).bytes),
+      "05 00 05 00 00 03 09 " + toHex(new TextEncoder().encode("a.example")) + " 00 00",
+    );
+    const miss = harness({}, records);
+    miss.client.send(hex("05 01 00 05 f1 00 04 20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 99 00 00"));
+    assert.equal(toHex((await miss.client.readToEnd()).bytes), "05 00 05 04 00 01 00 00 00 00 00 00");
+    await Promise.all([h.done, miss.done]);
+  });
+
+  it("a lookup slower than the connect timeout answers 06", async () => {
+    const h = harness({
+      resolver: { lookup: () => new Promise<never>(() => {}), reverse: () => new Promise<never>(() => {}) },
+      timeouts: { connect: 100 },
+    });
+    h.client.send(resolve5("slow.example"));
+    assert.equal(toHex((await h.client.readToEnd()).bytes), "05 00 05 06 00 01 00 00 00 00 00 00");
+    await h.done;
+  });
+});
+
+describe("driver: authentication, timeouts and logs", () => {
+  const users = new Map([["alice", "s3cret pass:with colon"]]);
+  const auth = (user: string, pass: string) =>
+    concat([hex(`01 ${user.length.toString(16).padStart(2, "0")}`), new TextEncoder().encode(user), hex(pass.length.toString(16).padStart(2, "0")), new TextEncoder().encode(pass)]);
+
+  it("username/password: success relays, and the log names the user but never the password", async () => {
+    const h = harness({ users });
+    h.client.send(concat([hex("05 02 00 02"), auth("alice", "s3cret pass:with colon"), hex(`05 01 00 01 ${PUBLIC_HEX} 00 50`)]));
+    assert.equal(toHex(await h.client.read(14)), "05 02 01 00 05 00 00 01 c6 33 64 01 12 34");
+    h.client.end();
+    h.upstreams[0].end();
+    const log = await h.done;
+    assert.equal(log.user, "alice");
+    assert.ok(!JSON.stringify(h.logs).includes("s3cret"), "password in log");
+  });
+
+  it("a wrong password gets 01 01 and a close; no-auth is refused with FF; SOCKS4 is refused", async () => {
+    const bad = harness({ users });
+    bad.client.send(concat([hex("05 01 02"), auth("alice", "wrong")]));
+    assert.equal(toHex((await bad.client.readToEnd()).bytes), "05 02 01 01");
+    assert.ok(!JSON.stringify(await bad.done).includes("wrong"));
+    const noauth = harness({ users });
+    noauth.client.send(hex("05 01 00"));
+    assert.equal(toHex((await noauth.client.readToEnd()).bytes), "05 ff");
+    const v4 = harness({ users });
+    v4.client.send(hex(`04 01 00 50 ${PUBLIC_HEX} 61 6c 69 63 65 00`));
+    assert.equal(toHex((await v4.client.readToEnd()).bytes), "00 5b 00 00 00 00 00 00");
+    assert.equal(bad.dials.length + noauth.dials.length + v4.dials.length, 0);
+  });
+
+  it("a client that sends nothing is closed at the handshake timeout", async () => {
+    const h = harness({ timeouts: { handshake: 150 } });
+    const t0 = Date.now();
+    const end = await h.client.readToEnd(2_000);
+    assert.equal(end.bytes.length, 0);
+    assert.ok(Date.now() - t0 >= 100, "closed before the timeout");
+    assert.equal((await h.done).reason, "handshake timeout");
+  });
+
+  it("a partial request is also closed at the handshake timeout", async () => {
+    const h = harness({ timeouts: { handshake: 150 } });
+    h.client.send(hex("05 01 00 05 01 00"));
+    const end = await h.client.readToEnd(2_000);
+    assert.equal(toHex(end.bytes), "05 00");
+    assert.equal((await h.done).reason, "handshake timeout");
+  });
+
+  it("an idle tunnel is closed at the idle timeout", async () => {
+    const h = harness({ timeouts: { idle: 150 } });
+    h.client.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`));
+    await h.client.read(12);
+    h.upstreams[0].send("x");
+    await h.client.read(1);
+    const t0 = Date.now();
+    await h.client.readToEnd(2_000);
+    assert.ok(Date.now() - t0 >= 100, "closed before the idle timeout");
+    assert.equal((await h.done).reason, "idle timeout");
+  });
+
+  it("garbage gets no reply and a close; HTTP gets the 501 page", async () => {
+    const g = harness();
+    g.client.send(hex("16 03 01 00 a5 01 00 00"));
+    assert.equal((await g.client.readToEnd()).bytes.length, 0);
+    const http = harness();
+    http.client.send("GET / HTTP/1.1\r\nHost: web.test\r\n\r\n");
+    const page = text((await http.client.readToEnd()).bytes);
+    assert.match(page, /^HTTP\/1\.0 501 /);
+    assert.match(page, /SOCKS/);
+    await Promise.all([g.done, http.done]);
+  });
+
+  it("a throwing log hook does not break serving", async () => {
+    const h = harness();
+    const handle = createHandler({
+      dial: () => Promise.reject(new SocksError(ReplyCode.ConnectionRefused, "no")),
+      resolver: { lookup: () => Promise.reject(new Error("x")), reverse: () => Promise.reject(new Error("x")) },
+      onLog: () => {
+        throw new Error("log sink broken");
+      },
+    });
+    const { conn, far } = pipePair();
+    const done = handle(conn);
+    far.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`));
+    assert.equal(toHex((await far.readToEnd()).bytes), "05 00 05 05 00 01 00 00 00 00 00 00");
+    assert.equal((await done).reply, "0x05");
+    h.client.end();
+  });
+});
