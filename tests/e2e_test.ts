@@ -1,0 +1,381 @@
+/**
+ * End to end through real TCP on 127.0.0.1, on the runtime running this file:
+ * the proxy on that runtime's adapter, driven by real clients (curl, OpenBSD
+ * netcat, socat, the npm `socks` client) and by raw bytes, against a local HTTP
+ * server, echo servers and a dnsmasq DNS server started here.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import type { Socket } from "node:net";
+import { createRequire } from "node:module";
+import {
+  closedPort,
+  HTTP_BODY,
+  hex,
+  RawClient,
+  run,
+  RUNTIME,
+  sleep,
+  socks5ConnectBytes,
+  startDns,
+  startEcho,
+  startHttp,
+  startProxy,
+  startTcp,
+  toHex,
+  usersFile,
+  within,
+} from "./_fixtures.ts";
+
+type Awaited2<T> = T extends Promise<infer U> ? U : T;
+
+const USER = "alice";
+const PASSWORD = "s3cret pass:x";
+
+describe(`end to end on ${RUNTIME}`, () => {
+  let http: Awaited2<ReturnType<typeof startHttp>>;
+  let echo: Awaited2<ReturnType<typeof startEcho>>;
+  let dns: Awaited2<ReturnType<typeof startDns>>;
+  let open: Awaited2<ReturnType<typeof startProxy>>; // allow-private, no auth
+  let authed: Awaited2<ReturnType<typeof startProxy>>; // allow-private, users
+  let strict: Awaited2<ReturnType<typeof startProxy>>; // default policy
+
+  before(async () => {
+    http = await startHttp();
+    echo = await startEcho();
+    dns = await startDns();
+    const base = { dns: { host: dns.host, port: dns.port } };
+    open = await startProxy({ ...base, policy: { allowPrivate: true } });
+    authed = await startProxy({ ...base, policy: { allowPrivate: true }, users: new Map([[USER, PASSWORD]]) });
+    strict = await startProxy(base);
+  });
+
+  after(async () => {
+    await Promise.all([open?.close(), authed?.close(), strict?.close()]);
+    await Promise.all([http?.close(), echo?.close(), dns?.stop()]);
+  });
+
+  const curl = (args: string[]) => run("curl", ["-sS", "--max-time", "10", ...args]);
+  const url = (host = "127.0.0.1") => `http://${host}:${http.port}/`;
+
+  describe("curl", () => {
+    for (
+      const [flag, host] of [
+        ["--socks4", "127.0.0.1"],
+        ["--socks4a", "web.test"],
+        ["--socks5", "127.0.0.1"],
+        ["--socks5-hostname", "web.test"],
+        ["--socks5-hostname", "127.0.0.1"],
+      ]
+    ) {
+      it(`${flag} fetches ${host}`, async () => {
+        const r = await curl([flag, `127.0.0.1:${open.port}`, url(host)]);
+        assert.equal(r.stderr, "");
+        assert.equal(r.stdout, HTTP_BODY);
+        assert.equal(r.code, 0);
+      });
+    }
+
+    it("--socks5-hostname with a user and password", async () => {
+      const r = await curl(["--socks5-hostname", `127.0.0.1:${authed.port}`, "--proxy-user", `${USER}:${PASSWORD}`, url("web.test")]);
+      assert.equal(r.stdout, HTTP_BODY, r.stderr);
+    });
+
+    it("--socks5 with a user and password in the proxy URL", async () => {
+      const r = await curl(["-x", `socks5://${USER}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${authed.port}`, url()]);
+      assert.equal(r.stdout, HTTP_BODY, r.stderr);
+    });
+
+    it("a wrong password fails, as does no password at all", async () => {
+      const wrong = await curl(["--socks5-hostname", `127.0.0.1:${authed.port}`, "--proxy-user", `${USER}:nope`, url("web.test")]);
+      assert.notEqual(wrong.code, 0);
+      assert.equal(wrong.stdout, "");
+      const none = await curl(["--socks5-hostname", `127.0.0.1:${authed.port}`, url("web.test")]);
+      assert.notEqual(none.code, 0);
+      assert.equal(none.stdout, "");
+      const v4 = await curl(["--socks4", `127.0.0.1:${authed.port}`, url()]);
+      assert.notEqual(v4.code, 0);
+    });
+
+    it("the default policy refuses loopback destinations, by address and by name", async () => {
+      for (const [flag, host] of [["--socks5", "127.0.0.1"], ["--socks5-hostname", "web.test"], ["--socks4a", "web.test"]]) {
+        const r = await curl([flag, `127.0.0.1:${strict.port}`, url(host)]);
+        assert.notEqual(r.code, 0, `${flag} ${host} went through`);
+        assert.equal(r.stdout, "");
+      }
+    });
+
+    it("an unknown name fails cleanly", async () => {
+      const r = await curl(["--socks5-hostname", `127.0.0.1:${open.port}`, url("nx.test")]);
+      assert.notEqual(r.code, 0);
+    });
+
+    it("HTTP sent to the SOCKS port gets the 501 page", async () => {
+      const direct = await run("curl", ["-s", "-i", "--max-time", "10", `http://127.0.0.1:${open.port}/`]);
+      assert.match(direct.stdout, /^HTTP\/1\.0 501 /);
+      assert.match(direct.stdout, /SOCKS proxy/);
+      const asHttpProxy = await run("curl", ["-s", "-i", "--max-time", "10", "-x", `http://127.0.0.1:${open.port}`, url("web.test")]);
+      assert.match(asHttpProxy.stdout, /^HTTP\/1\.0 501 /);
+    });
+
+    it("an IPv6 destination", async () => {
+      const { createServer } = await import("node:net");
+      const server = createServer((s) => s.end("HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nv6\n"));
+      await new Promise<void>((r) => server.listen(0, "::1", () => r()));
+      const port = (server.address() as { port: number }).port;
+      try {
+        const literal = await curl(["--socks5", `127.0.0.1:${open.port}`, `http://[::1]:${port}/`]);
+        assert.equal(literal.stdout, "v6\n", literal.stderr);
+        const byName = await curl(["--socks5-hostname", `127.0.0.1:${open.port}`, `http://web6.test:${port}/`]);
+        assert.equal(byName.stdout, "v6\n", byName.stderr);
+      } finally {
+        await new Promise((r) => server.close(r));
+      }
+    });
+  });
+
+  describe("other real clients", () => {
+    it("OpenBSD netcat over SOCKS5 and SOCKS4 forwards data and the FIN (-N)", async () => {
+      for (const version of ["5", "4"]) {
+        const r = await run("nc", ["-N", "-X", version, "-x", `127.0.0.1:${open.port}`, "127.0.0.1", String(echo.port)], {
+          input: `hello over socks${version}\n`,
+        });
+        assert.equal(r.stdout, `hello over socks${version}\n`, r.stderr);
+        assert.equal(r.code, 0);
+      }
+    });
+
+    it("socat over SOCKS4A", async () => {
+      const r = await run("socat", ["-t", "5", "-", `SOCKS4A:127.0.0.1:web.test:${echo.port},socksport=${open.port}`], {
+        input: "hello over socks4a\n",
+      });
+      assert.equal(r.stdout, "hello over socks4a\n", r.stderr);
+    });
+
+    it("the npm socks client, SOCKS5 with user/password, and SOCKS4", async () => {
+      const require = createRequire(import.meta.url);
+      const { SocksClient } = require("socks") as typeof import("socks");
+      for (
+        const proxy of [
+          { host: "127.0.0.1", port: authed.port, type: 5 as const, userId: USER, password: PASSWORD },
+          { host: "127.0.0.1", port: open.port, type: 4 as const },
+        ]
+      ) {
+        const { socket } = await within(5_000, "socks client", SocksClient.createConnection({
+          proxy,
+          command: "connect",
+          destination: { host: proxy.type === 5 ? "web.test" : "127.0.0.1", port: echo.port },
+        }));
+        socket.write("ping");
+        const got = await within(5_000, "echo", new Promise<string>((r) => socket.once("data", (d) => r(String(d)))));
+        assert.equal(got, "ping");
+        socket.destroy();
+      }
+    });
+  });
+
+  describe("raw bytes over TCP", () => {
+    const connectReply = /^05 00 00 01 7f 00 00 01 [0-9a-f]{2} [0-9a-f]{2}$/;
+
+    it("pipelined greeting + request + data in one segment reach the destination intact", async () => {
+      const c = await RawClient.open(open.port);
+      const payload = randomBytes(100_000);
+      c.send(Buffer.concat([socks5ConnectBytes(echo.port), payload]));
+      assert.equal(toHex(await c.readExactly(2)), "05 00");
+      assert.match(toHex(await c.readExactly(10)), connectReply);
+      assert.ok((await c.readExactly(payload.length)).equals(payload));
+      c.end();
+      assert.equal((await c.readToEnd()).length, 0);
+    });
+
+    it("greeting, auth and request in one segment", async () => {
+      const c = await RawClient.open(authed.port);
+      const u = Buffer.from(USER), p = Buffer.from(PASSWORD);
+      c.send(Buffer.concat([hex("05 01 02 01"), Buffer.of(u.length), u, Buffer.of(p.length), p, hex(`05 01 00 01 7f 00 00 01`), Buffer.of(echo.port >> 8, echo.port & 0xff), Buffer.from("x")]));
+      assert.equal(toHex(await c.readExactly(4)), "05 02 01 00");
+      assert.match(toHex(await c.readExactly(10)), connectReply);
+      assert.equal(String(await c.readExactly(1)), "x");
+      c.destroy();
+    });
+
+    it("the bound address in the reply is the outbound socket's", async () => {
+      let seenPort = -1;
+      const target = await startTcp((s) => {
+        seenPort = s.remotePort!;
+        s.end();
+      });
+      try {
+        const c = await RawClient.open(open.port);
+        c.send(socks5ConnectBytes(target.port));
+        const reply = await c.readExactly(12);
+        assert.equal(toHex(reply.subarray(2, 8)), "05 00 00 01 7f 00");
+        await c.readToEnd();
+        assert.equal(reply.readUInt16BE(10), seenPort);
+      } finally {
+        await target.close();
+      }
+    });
+
+    it("half-close: the client's FIN reaches the destination, which still answers", async () => {
+      let received = 0;
+      const target = await startTcp((s) => {
+        s.on("data", (d) => (received += d.length));
+        s.on("end", () => s.end(`got ${received}`));
+      });
+      try {
+        const c = await RawClient.open(open.port);
+        c.send(socks5ConnectBytes(target.port));
+        await c.readExactly(12);
+        c.send(randomBytes(300_000));
+        c.end();
+        assert.equal(String(await c.readToEnd()), "got 300000");
+      } finally {
+        await target.close();
+      }
+    });
+
+    it("half-close: the destination's FIN reaches the client, which can still send", async () => {
+      let upload = 0;
+      let uploadDone: () => void;
+      const finished = new Promise<void>((r) => (uploadDone = r));
+      const target = await startTcp((s) => {
+        s.end("banner then FIN");
+        s.on("data", (d) => (upload += d.length));
+        s.on("end", () => uploadDone());
+      });
+      try {
+        const c = await RawClient.open(open.port);
+        c.send(socks5ConnectBytes(target.port));
+        await c.readExactly(12);
+        assert.equal(String(await c.readToEnd()), "banner then FIN");
+        c.send(randomBytes(200_000));
+        c.end();
+        await within(5_000, "upload after FIN", finished);
+        assert.equal(upload, 200_000);
+      } finally {
+        await target.close();
+      }
+    });
+
+    it("a slow reader: the proxy buffers a bounded amount, then every byte arrives", async () => {
+      const total = 256 * 1024 * 1024;
+      let written = 0;
+      const hash = createHash("sha256");
+      const target = await startTcp((s: Socket) => {
+        const chunk = randomBytes(64 * 1024);
+        const pump = () => {
+          while (written < total) {
+            written += chunk.length;
+            hash.update(chunk);
+            if (!s.write(chunk)) return void s.once("drain", pump);
+          }
+          s.end();
+        };
+        pump();
+      });
+      try {
+        const c = await RawClient.open(open.port);
+        c.socket.pause();
+        c.send(socks5ConnectBytes(target.port));
+        await sleep(1_500);
+        // Kernel socket buffers on both hops hold a few MiB; a proxy without backpressure would take it all.
+        assert.ok(written < 64 * 1024 * 1024, `destination wrote ${written >> 20} MiB to a client that reads nothing`);
+        const got = createHash("sha256");
+        let n = 0;
+        c.socket.removeAllListeners("data");
+        await within(60_000, "drain", new Promise<void>((resolve, reject) => {
+          c.socket.on("data", (d: Buffer) => {
+            // The first 12 bytes are the SOCKS replies, the rest the payload.
+            got.update(d.subarray(Math.max(0, 12 - n)));
+            n += d.length;
+          });
+          c.socket.on("end", resolve);
+          c.socket.on("error", reject);
+          c.socket.resume();
+        }));
+        assert.equal(n, total + 12);
+        assert.equal(got.digest("hex"), hash.digest("hex"));
+        c.destroy();
+      } finally {
+        await target.close();
+      }
+    });
+
+    it("RESOLVE over SOCKS5 and SOCKS4A through the DNS server", async () => {
+      const ask = async (bytes: Uint8Array) => {
+        const c = await RawClient.open(open.port);
+        c.send(bytes);
+        const r = await c.readToEnd();
+        c.destroy();
+        return toHex(r);
+      };
+      const name5 = (n: string) => Buffer.concat([hex("05 01 00 05 f0 00 03"), Buffer.of(n.length), Buffer.from(n), hex("00 00")]);
+      const name4 = (n: string) => Buffer.concat([hex("04 f0 00 00 00 00 00 01 00"), Buffer.from(n), hex("00")]);
+      assert.equal(await ask(name5("web.test")), "05 00 05 00 00 01 7f 00 00 01 00 00");
+      assert.equal(await ask(name5("web6.test")), "05 00 05 00 00 04 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 01 00 00");
+      assert.equal(await ask(name5("dual.test")), "05 00 05 00 00 01 7f 00 00 03 00 00");
+      assert.equal(await ask(name5("nx.test")), "05 00 05 04 00 01 00 00 00 00 00 00");
+      assert.equal(await ask(name4("other.test")), "00 5a 00 00 7f 00 00 02");
+      assert.equal(await ask(name4("web6.test")), "00 5b 00 00 00 00 00 00");
+      assert.equal(await ask(name4("nx.test")), "00 5b 00 00 00 00 00 00");
+    });
+
+    it("RESOLVE_PTR for IPv4 and IPv6 through the DNS server", async () => {
+      const ask = async (bytes: string) => {
+        const c = await RawClient.open(open.port);
+        c.send(hex(bytes));
+        const r = await c.readToEnd();
+        c.destroy();
+        return r;
+      };
+      const v4 = await ask("05 01 00 05 f1 00 01 7f 00 00 01 00 00");
+      assert.equal(toHex(v4.subarray(0, 6)), "05 00 05 00 00 03");
+      assert.equal(String(v4.subarray(7, 7 + v4[6])), "web.test");
+      const v6 = await ask("05 01 00 05 f1 00 04 00000000000000000000000000000001 00 00");
+      assert.equal(String(v6.subarray(7, 7 + v6[6])), "web6.test");
+      const miss = await ask("05 01 00 05 f1 00 01 7f 00 00 63 00 00");
+      assert.equal(toHex(miss), "05 00 05 04 00 01 00 00 00 00 00 00");
+    });
+
+    it("CONNECT_DIR tunnels like CONNECT", async () => {
+      const c = await RawClient.open(open.port);
+      c.send(Buffer.concat([hex("05 01 00 05 f2 00 01 7f 00 00 01"), Buffer.of(echo.port >> 8, echo.port & 0xff), Buffer.from("dir")]));
+      await c.readExactly(2);
+      assert.match(toHex(await c.readExactly(10)), connectReply);
+      assert.equal(String(await c.readExactly(3)), "dir");
+      c.destroy();
+    });
+
+    it("error replies: refused 05, BIND and UDP ASSOCIATE 07, bad address type 08, unknown version closes", async () => {
+      const port = await closedPort();
+      const ask = async (bytes: Uint8Array) => {
+        const c = await RawClient.open(open.port);
+        c.send(bytes);
+        const r = await c.readToEnd();
+        c.destroy();
+        return toHex(r);
+      };
+      assert.equal(await ask(socks5ConnectBytes(port)), "05 00 05 05 00 01 00 00 00 00 00 00");
+      assert.equal(await ask(hex("05 01 00 05 02 00 01 7f 00 00 01 00 50")), "05 00 05 07 00 01 00 00 00 00 00 00");
+      assert.equal(await ask(hex("05 01 00 05 03 00 01 7f 00 00 01 00 50")), "05 00 05 07 00 01 00 00 00 00 00 00");
+      assert.equal(await ask(hex("05 01 00 05 01 00 09 7f 00 00 01 00 50")), "05 00 05 08 00 01 00 00 00 00 00 00");
+      assert.equal(await ask(hex("04 02 00 50 7f 00 00 01 00")), "00 5b 00 00 00 00 00 00");
+      assert.equal(await ask(hex("07 01 00")), "");
+      assert.equal(await ask(hex("05 01 00 05 01 00 03 00 00 50")), "05 00 05 01 00 01 00 00 00 00 00 00");
+    });
+
+    it("truncated requests and clients that vanish leave the server serving", async () => {
+      for (const bytes of ["05", "05 02 00", "05 01 00 05 01 00 03 10 61 62", "04 01 00 50 7f 00 00 01 61 62"]) {
+        const c = await RawClient.open(open.port);
+        c.send(hex(bytes));
+        await sleep(20);
+        c.destroy();
+      }
+      const r = await curl(["--socks5", `127.0.0.1:${open.port}`, url()]);
+      assert.equal(r.stdout, HTTP_BODY);
+      for (let i = 0; i < 100 && open.activeConnections > 0; i++) await sleep(20);
+      assert.equal(open.activeConnections, 0);
+    });
+  });
+});

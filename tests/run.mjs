@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+// The test command: installs the dev tools if needed (deno, bun and Node 24 come from npm), checks the
+// real clients the end-to-end tests drive, then runs the same test files on Deno, Bun and Node.
+// Plain JavaScript so that any Node with npm (20 included) can start it: `npm test`.
+import { spawnSync } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const bin = (name) => join(root, "node_modules", ".bin", name);
+const sh = (cmd, args, opts = {}) => spawnSync(cmd, args, { cwd: root, stdio: "inherit", ...opts });
+
+if (!["deno", "bun", "node"].every((b) => existsSync(bin(b)))) {
+  console.log("# installing dev tools from npm (deno, bun, node 24, fast-check, socks)");
+  const r = sh("npm", ["ci", "--no-audit", "--no-fund"]);
+  if (r.status !== 0) process.exit(r.status ?? 1);
+}
+
+const clients = { curl: "curl", dnsmasq: "dnsmasq-base", nc: "netcat-openbsd", socat: "socat" };
+const missing = Object.entries(clients).filter(([cmd]) =>
+  sh("sh", ["-c", `command -v ${cmd} || test -x /usr/sbin/${cmd}`], { stdio: "ignore" }).status !== 0
+);
+if (missing.length) {
+  console.error(`missing test clients: ${missing.map(([c]) => c).join(", ")}`);
+  console.error(`install them with: apt-get install -y ${missing.map(([, p]) => p).join(" ")}  (.ci/run does this)`);
+  process.exit(1);
+}
+
+const only = process.argv.slice(2);
+const files = readdirSync(join(root, "tests")).filter((f) => f.endsWith("_test.ts")).sort().map((f) => join("tests", f));
+const env = { ...process.env, PATH: `${join(root, "node_modules", ".bin")}:/usr/sbin:${process.env.PATH}` };
+const runs = [
+  ["deno", [bin("deno"), "test", "-A", "--no-check", ...files]],
+  ["bun", [bin("bun"), "test", "--timeout", "120000", ...files.map((f) => `./${f}`)]],
+  ["node", [bin("node"), "--test", "--test-timeout=120000", ...files]],
+].filter(([name]) => only.length === 0 || only.includes(name));
+
+const failed = [];
+for (const [name, [cmd, ...args]] of runs) {
+  console.log(`\n# ===== ${name}: ${[cmd.replace(root + "/", ""), ...args].join(" ")}`);
+  const r = sh(cmd, args, { env });
+  if (r.status !== 0) failed.push(name);
+}
+console.log(`\n# runtimes: ${runs.length - failed.length} passed, ${failed.length} failed${failed.length ? ` (${failed.join(", ")})` : ""}`);
+process.exit(failed.length ? 1 : 0);
