@@ -34,15 +34,23 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-function listenOn(server: Server): Promise<number> {
+function listenOn(server: Server, host = "127.0.0.1"): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port));
+    server.listen(0, host, () => resolve((server.address() as { port: number }).port));
   });
 }
 
+/** Closes a node:net server; bounded, because Deno's node:net may not report the close of a server
+ * whose accepted sockets already ended. */
 function closeServer(server: Server): Promise<void> {
-  return new Promise((resolve) => server.close(() => resolve()));
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, 1_000);
+    server.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
 
 export const HTTP_BODY = "hello through edgesocks\n";
@@ -66,6 +74,7 @@ export async function startHttp(): Promise<{ port: number; close(): Promise<void
 /** A local TCP server that hands each accepted socket (allowHalfOpen) to `onSocket`. */
 export async function startTcp(
   onSocket: (socket: Socket) => void,
+  host = "127.0.0.1",
 ): Promise<{ port: number; sockets: Set<Socket>; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
   const server = createServer({ allowHalfOpen: true }, (s) => {
@@ -74,7 +83,7 @@ export async function startTcp(
     s.on("error", () => {});
     onSocket(s);
   });
-  const port = await listenOn(server);
+  const port = await listenOn(server, host);
   return {
     port,
     sockets,
@@ -85,9 +94,12 @@ export async function startTcp(
   };
 }
 
-/** An echo server that echoes and forwards FIN. */
+/** An echo server that echoes and answers a FIN with a FIN. */
 export function startEcho() {
-  return startTcp((s) => s.pipe(s));
+  return startTcp((s) => {
+    s.on("data", (d) => s.write(d));
+    s.on("end", () => s.end());
+  });
 }
 
 /** A free TCP port on 127.0.0.1 that nothing listens on (to provoke "connection refused"). */
@@ -136,7 +148,7 @@ export const DNS_RECORDS = {
 
 /**
  * Starts dnsmasq on 127.0.0.1 (a random high port) serving only
- * {@linkcode DNS_RECORDS} (A/AAAA and their PTRs) plus `dual.test` (both);
+ * {@linkcode DNS_RECORDS} (A/AAAA and their PTRs) plus `dual.test` (both) and `ptr.test`;
  * every other name under `.test` is NXDOMAIN and nothing is forwarded.
  */
 export async function startDns(): Promise<{ host: string; port: number; stop(): Promise<void> }> {
@@ -157,6 +169,9 @@ export async function startDns(): Promise<{ host: string; port: number; stop(): 
       "--user=root",
       ...Object.entries(DNS_RECORDS).map(([name, ip]) => `--host-record=${name},${ip}`),
       "--host-record=dual.test,127.0.0.3,::1",
+      // Only for RESOLVE_PTR: documentation addresses, never dialled. Deno's resolver answers PTR
+      // queries for 127.0.0.0/8 from its hosts table without asking the server, so loopback won't do.
+      "--host-record=ptr.test,192.0.2.55,2001:db8::55",
     ];
     const child = spawn("dnsmasq", args, { stdio: ["ignore", "ignore", "pipe"] });
     let stderr = "";

@@ -24,7 +24,6 @@ import {
   startProxy,
   startTcp,
   toHex,
-  usersFile,
   within,
 } from "./_fixtures.ts";
 
@@ -120,17 +119,15 @@ describe(`end to end on ${RUNTIME}`, () => {
     });
 
     it("an IPv6 destination", async () => {
-      const { createServer } = await import("node:net");
-      const server = createServer((s) => s.end("HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nv6\n"));
-      await new Promise<void>((r) => server.listen(0, "::1", () => r()));
-      const port = (server.address() as { port: number }).port;
+      const v6 = await startTcp((s) => s.end("HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\nv6\n"), "::1");
+      const port = v6.port;
       try {
         const literal = await curl(["--socks5", `127.0.0.1:${open.port}`, `http://[::1]:${port}/`]);
         assert.equal(literal.stdout, "v6\n", literal.stderr);
         const byName = await curl(["--socks5-hostname", `127.0.0.1:${open.port}`, `http://web6.test:${port}/`]);
         assert.equal(byName.stdout, "v6\n", byName.stderr);
       } finally {
-        await new Promise((r) => server.close(r));
+        await v6.close();
       }
     });
   });
@@ -329,12 +326,12 @@ describe(`end to end on ${RUNTIME}`, () => {
         c.destroy();
         return r;
       };
-      const v4 = await ask("05 01 00 05 f1 00 01 7f 00 00 01 00 00");
+      const v4 = await ask("05 01 00 05 f1 00 01 c0 00 02 37 00 00");
       assert.equal(toHex(v4.subarray(0, 6)), "05 00 05 00 00 03");
-      assert.equal(String(v4.subarray(7, 7 + v4[6])), "web.test");
-      const v6 = await ask("05 01 00 05 f1 00 04 00000000000000000000000000000001 00 00");
-      assert.equal(String(v6.subarray(7, 7 + v6[6])), "web6.test");
-      const miss = await ask("05 01 00 05 f1 00 01 7f 00 00 63 00 00");
+      assert.equal(String(v4.subarray(7, 7 + v4[6])), "ptr.test");
+      const v6 = await ask("05 01 00 05 f1 00 04 20010db8000000000000000000000055 00 00");
+      assert.equal(String(v6.subarray(7, 7 + v6[6])), "ptr.test");
+      const miss = await ask("05 01 00 05 f1 00 01 c0 00 02 63 00 00");
       assert.equal(toHex(miss), "05 00 05 04 00 01 00 00 00 00 00 00");
     });
 
@@ -366,16 +363,21 @@ describe(`end to end on ${RUNTIME}`, () => {
     });
 
     it("truncated requests and clients that vanish leave the server serving", async () => {
-      for (const bytes of ["05", "05 02 00", "05 01 00 05 01 00 03 10 61 62", "04 01 00 50 7f 00 00 01 61 62"]) {
-        const c = await RawClient.open(open.port);
-        c.send(hex(bytes));
-        await sleep(20);
-        c.destroy();
+      const proxy = await startProxy({ policy: { allowPrivate: true } });
+      try {
+        for (const bytes of ["05", "05 02 00", "05 01 00 05 01 00 03 10 61 62", "04 01 00 50 7f 00 00 01 61 62"]) {
+          const c = await RawClient.open(proxy.port);
+          c.send(hex(bytes));
+          await sleep(20);
+          c.destroy();
+        }
+        const r = await curl(["--socks5", `127.0.0.1:${proxy.port}`, url()]);
+        assert.equal(r.stdout, HTTP_BODY);
+        for (let i = 0; i < 100 && proxy.activeConnections > 0; i++) await sleep(20);
+        assert.equal(proxy.activeConnections, 0);
+      } finally {
+        await proxy.close();
       }
-      const r = await curl(["--socks5", `127.0.0.1:${open.port}`, url()]);
-      assert.equal(r.stdout, HTTP_BODY);
-      for (let i = 0; i < 100 && open.activeConnections > 0; i++) await sleep(20);
-      assert.equal(open.activeConnections, 0);
     });
   });
 });
