@@ -263,7 +263,9 @@ export async function spawnProxy(args: string[]): Promise<ProxyProcess> {
           clearTimeout(timer);
           resolve(code);
         });
-        child.kill(signal);
+        // process.kill rather than child.kill: Deno's node:child_process reports a child it signalled
+        // itself as killed (code null) even when the child handled the signal and exited 0.
+        process.kill(child.pid!, signal);
       }),
   };
 }

@@ -232,7 +232,6 @@ export class SocksServerMachine {
   resolvedName(name: string): Step {
     const req = this.#expectPending();
     if (!req || req.kind !== "resolve_ptr") return this.#close([], "resolvedName() without a pending RESOLVE_PTR");
-    // deno-lint-ignore no-control-regex
     if (name.length === 0 || name.length > Limits.MaxField || /[^\x21-\x7e]/.test(name)) {
       return this.rejected(ReplyCode.HostUnreachable);
     }
