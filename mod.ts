@@ -17,11 +17,25 @@
  */
 export { SocksServerMachine } from "./lib/core/machine.ts";
 export type { Action, MachineOptions, RequestKind, SocksRequest, Step } from "./lib/core/machine.ts";
-export { AddressType, AuthMethod, Limits, ReplyCode, Socks4ReplyCode, SocksCommand } from "./lib/core/wire.ts";
+export {
+  AddressType,
+  AuthMethod,
+  Limits,
+  ReplyCode,
+  Socks4ReplyCode,
+  SocksCommand,
+} from "./lib/core/wire.ts";
 export { canonicalIP, type HostType, type SocksAddress } from "./lib/core/address.ts";
 export { replyCodeOf, SocksError } from "./lib/core/errors.ts";
-export type { ByteConnection, DialOptions, HostPort, Listener, Resolver, RuntimeAdapter } from "./lib/connection.ts";
-export { fromWebStreams, type ByteStreamPair } from "./lib/streams.ts";
+export type {
+  ByteConnection,
+  DialOptions,
+  HostPort,
+  Listener,
+  Resolver,
+  RuntimeAdapter,
+} from "./lib/connection.ts";
+export { type ByteStreamPair, fromWebStreams } from "./lib/streams.ts";
 export { relay, type RelayOptions, type RelayResult } from "./lib/relay.ts";
 export {
   type ConnectionHandler,

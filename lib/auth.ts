@@ -59,7 +59,9 @@ export function createAuthenticator(
 ): (user: Uint8Array, password: Uint8Array) => boolean {
   // Keyed by the user name's bytes (as latin1 text) so any UTF-8 name matches byte for byte.
   const table = new Map<string, Uint8Array>();
-  for (const [user, password] of users) table.set(decodeLatin1(encoder.encode(user)), encoder.encode(password));
+  for (const [user, password] of users) {
+    table.set(decodeLatin1(encoder.encode(user)), encoder.encode(password));
+  }
   const dummy = new Uint8Array(32);
   return (user, password) => {
     const expected = table.get(decodeLatin1(user));

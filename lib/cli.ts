@@ -58,7 +58,9 @@ Usage: deno run -A mod.ts [flags]   |   bun mod.ts [flags]   |   node mod.ts [fl
   --dns HOST[:PORT]          nameserver for RESOLVE, RESOLVE_PTR and CONNECT by name
                              (default: the system's resolver)
   --log text|json|quiet      one line per connection (default quiet)
-  --handshake-timeout SEC    time to complete the handshake (default ${DEFAULT_TIMEOUTS.handshake / 1000}; 0 = none)
+  --handshake-timeout SEC    time to complete the handshake (default ${
+  DEFAULT_TIMEOUTS.handshake / 1000
+}; 0 = none)
   --connect-timeout SEC      time for DNS + connect (default ${DEFAULT_TIMEOUTS.connect / 1000}; 0 = none)
   --idle-timeout SEC         close tunnels idle this long (default ${DEFAULT_TIMEOUTS.idle / 1000}; 0 = none)
   --help                     show this help
@@ -83,7 +85,9 @@ export function parseHostPort(text: string, defaultPort?: number): HostPort {
 }
 
 function seconds(flag: string, value: string): number {
-  if (!/^\d+(\.\d+)?$/.test(value)) throw new TypeError(`${flag} needs a number of seconds, got ${JSON.stringify(value)}`);
+  if (!/^\d+(\.\d+)?$/.test(value)) {
+    throw new TypeError(`${flag} needs a number of seconds, got ${JSON.stringify(value)}`);
+  }
   return Math.round(Number(value) * 1000);
 }
 
@@ -197,7 +201,9 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   }
   const auth = users ? `username/password (${users.size} user${users.size === 1 ? "" : "s"})` : "none";
   host.stdout(
-    `edgesocks ${VERSION} on ${adapter.name}: listening on ${server.addresses.map(formatHostPort).join(", ")}` +
+    `edgesocks ${VERSION} on ${adapter.name}: listening on ${
+      server.addresses.map(formatHostPort).join(", ")
+    }` +
       ` (auth: ${auth}${opts.allowPrivate ? ", private destinations allowed" : ""})`,
   );
   if (!users && opts.listen.some((a) => !isLoopbackHost(a.host))) {

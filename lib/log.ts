@@ -26,7 +26,10 @@ export function formatText(entry: ConnectionLog, now: Date = new Date()): string
 }
 
 /** Returns a log hook writing lines through `write`, or undefined for quiet. */
-export function createLogger(mode: LogMode, write: (line: string) => void): ((e: ConnectionLog) => void) | undefined {
+export function createLogger(
+  mode: LogMode,
+  write: (line: string) => void,
+): ((e: ConnectionLog) => void) | undefined {
   if (mode === "quiet") return undefined;
   const format = mode === "json" ? formatJson : formatText;
   return (entry) => write(format(entry));

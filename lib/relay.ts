@@ -58,7 +58,9 @@ export async function relay(
     result.end = end;
     if (error !== undefined) result.error = error;
     // A failure on one side is passed on as a reset where the runtime can.
-    const close = end === "error" ? (c: ByteConnection) => (c.abort ?? c.close).call(c) : (c: ByteConnection) => c.close();
+    const close = end === "error"
+      ? (c: ByteConnection) => (c.abort ?? c.close).call(c)
+      : (c: ByteConnection) => c.close();
     close(client);
     close(upstream);
   };

@@ -136,7 +136,9 @@ async function lingeringClose(client: ByteConnection): Promise<void> {
 export function createHandler(options: HandlerOptions): ConnectionHandler {
   const policy: DestinationPolicy = { ...DEFAULT_POLICY, ...options.policy };
   const timeouts: Timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
-  const authenticate = options.users && options.users.size > 0 ? createAuthenticator(options.users) : undefined;
+  const authenticate = options.users && options.users.size > 0
+    ? createAuthenticator(options.users)
+    : undefined;
   const { dial, resolver } = options;
 
   /** Addresses to dial for a target, literal or resolved, before policy. */
@@ -145,12 +147,19 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
     return literal ? [literal] : await resolver.lookup(target.host);
   }
 
-  async function openTunnel(req: SocksRequest, log: ConnectionLog, signal: AbortSignal): Promise<ByteConnection> {
+  async function openTunnel(
+    req: SocksRequest,
+    log: ConnectionLog,
+    signal: AbortSignal,
+  ): Promise<ByteConnection> {
     const candidates = await addressesOf(req.target);
     const allowed = candidates.filter((ip) => checkDestination(ip, policy) === null);
     if (allowed.length === 0) {
       log.dialed = candidates[0];
-      throw new SocksError(ReplyCode.NotAllowed, `destination ${candidates.join(", ")} not allowed by policy`);
+      throw new SocksError(
+        ReplyCode.NotAllowed,
+        `destination ${candidates.join(", ")} not allowed by policy`,
+      );
     }
     let lastError: unknown;
     for (const ip of allowed) {
@@ -277,7 +286,13 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
       const result = await relay(client, upstream, { idleTimeout: timeouts.idle, signal });
       log.up += result.up;
       log.down += result.down;
-      log.reason = result.end === "error" ? `relay error: ${String(result.error)}` : result.end === "idle" ? "idle timeout" : result.end === "aborted" ? "server shutting down" : "done";
+      log.reason = result.end === "error"
+        ? `relay error: ${String(result.error)}`
+        : result.end === "idle"
+        ? "idle timeout"
+        : result.end === "aborted"
+        ? "server shutting down"
+        : "done";
       return log;
     } catch (error) {
       log.reason = `error: ${String(error)}`;

@@ -17,7 +17,11 @@ import { serve, type ServeOptions, type SocksServer } from "../lib/serve.ts";
 export const ROOT = new URL("..", import.meta.url).pathname;
 
 /** "deno" | "bun" | "node": the runtime running the tests. */
-export const RUNTIME: "deno" | "bun" | "node" = "Deno" in globalThis ? "deno" : "Bun" in globalThis ? "bun" : "node";
+export const RUNTIME: "deno" | "bun" | "node" = "Deno" in globalThis
+  ? "deno"
+  : "Bun" in globalThis
+  ? "bun"
+  : "node";
 
 /** Rejects after `ms` with a message naming `what`. */
 export function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
@@ -118,7 +122,11 @@ export interface RunResult {
 }
 
 /** Runs a program to its end (bounded by `timeoutMs`); a missing program fails the test. */
-export function run(cmd: string, args: string[], options: { input?: string | Uint8Array; timeoutMs?: number } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: string[],
+  options: { input?: string | Uint8Array; timeoutMs?: number } = {},
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { stdio: ["pipe", "pipe", "pipe"] });
     const out: Uint8Array[] = [];
@@ -239,14 +247,18 @@ export async function spawnProxy(args: string[]): Promise<ProxyProcess> {
   let err = "";
   child.stdout!.on("data", (c) => (out += c));
   child.stderr!.on("data", (c) => (err += c));
-  const startup = await within(20_000, `proxy startup (stderr: ${err})`, new Promise<string>((resolve, reject) => {
-    const check = () => {
-      const line = out.split("\n").find((l) => l.includes("listening on"));
-      if (line) resolve(line);
-    };
-    child.stdout!.on("data", check);
-    child.on("exit", (code) => reject(new Error(`proxy exited with ${code}: ${err}`)));
-  }));
+  const startup = await within(
+    20_000,
+    `proxy startup (stderr: ${err})`,
+    new Promise<string>((resolve, reject) => {
+      const check = () => {
+        const line = out.split("\n").find((l) => l.includes("listening on"));
+        if (line) resolve(line);
+      };
+      child.stdout!.on("data", check);
+      child.on("exit", (code) => reject(new Error(`proxy exited with ${code}: ${err}`)));
+    }),
+  );
   const m = /listening on \[?[0-9a-f.:]+\]?:(\d+)/.exec(startup);
   if (!m) throw new Error(`no port in startup line: ${startup}`);
   return {
@@ -317,12 +329,16 @@ export class RawClient {
   }
 
   static open(port: number, host = "127.0.0.1"): Promise<RawClient> {
-    return within(5_000, "connect to proxy", new Promise((resolve, reject) => {
-      const s = connect({ port, host, allowHalfOpen: true });
-      s.setNoDelay(true);
-      s.once("connect", () => resolve(new RawClient(s)));
-      s.once("error", reject);
-    }));
+    return within(
+      5_000,
+      "connect to proxy",
+      new Promise((resolve, reject) => {
+        const s = connect({ port, host, allowHalfOpen: true });
+        s.setNoDelay(true);
+        s.once("connect", () => resolve(new RawClient(s)));
+        s.once("error", reject);
+      }),
+    );
   }
 
   get ended(): boolean {
@@ -345,19 +361,27 @@ export class RawClient {
   }
 
   async readExactly(n: number, ms = 5_000): Promise<Buffer> {
-    await within(ms, `read ${n} bytes (have ${this.#buffered})`, (async () => {
-      while (this.#buffered < n) {
-        if (this.#ended) throw new Error(`connection ended after ${this.#buffered} of ${n} bytes`);
-        await new Promise<void>((r) => this.#waiters.push(r));
-      }
-    })());
+    await within(
+      ms,
+      `read ${n} bytes (have ${this.#buffered})`,
+      (async () => {
+        while (this.#buffered < n) {
+          if (this.#ended) throw new Error(`connection ended after ${this.#buffered} of ${n} bytes`);
+          await new Promise<void>((r) => this.#waiters.push(r));
+        }
+      })(),
+    );
     return this.#take(n);
   }
 
   async readToEnd(ms = 5_000): Promise<Buffer> {
-    await within(ms, "read to end", (async () => {
-      while (!this.#ended) await new Promise<void>((r) => this.#waiters.push(r));
-    })());
+    await within(
+      ms,
+      "read to end",
+      (async () => {
+        while (!this.#ended) await new Promise<void>((r) => this.#waiters.push(r));
+      })(),
+    );
     return this.#take(this.#buffered);
   }
 

@@ -4,7 +4,18 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { HTTP_BODY, RawClient, run, RUNTIME, runtimeCommand, spawnProxy, startDns, startHttp, toHex, usersFile } from "./_fixtures.ts";
+import {
+  HTTP_BODY,
+  RawClient,
+  run,
+  RUNTIME,
+  runtimeCommand,
+  spawnProxy,
+  startDns,
+  startHttp,
+  toHex,
+  usersFile,
+} from "./_fixtures.ts";
 import { parseArgs, parseHostPort } from "../lib/cli.ts";
 import { VERSION } from "../lib/version.ts";
 
@@ -24,33 +35,81 @@ describe(`CLI on ${RUNTIME}`, () => {
   it("starts with users, serves curl, logs JSON without the password, and stops cleanly on SIGTERM", async () => {
     const file = usersFile("# test users\nalice:pa ss:word\nbob:hunter2\n");
     const proxy = await spawnProxy([
-      "--listen", "127.0.0.1:0", "--users", file, "--allow-private", "--log", "json", "--dns", `${dns.host}:${dns.port}`,
+      "--listen",
+      "127.0.0.1:0",
+      "--users",
+      file,
+      "--allow-private",
+      "--log",
+      "json",
+      "--dns",
+      `${dns.host}:${dns.port}`,
     ]);
     try {
       assert.match(proxy.startup, new RegExp(`^edgesocks ${VERSION.replaceAll(".", "\\.")} on ${RUNTIME} `));
       assert.match(proxy.startup, /auth: username\/password \(2 users\)/);
-      const ok = await run("curl", ["-sS", "--max-time", "10", "--socks5-hostname", `127.0.0.1:${proxy.port}`, "--proxy-user", "alice:pa ss:word", `http://web.test:${http.port}/`]);
+      const ok = await run("curl", [
+        "-sS",
+        "--max-time",
+        "10",
+        "--socks5-hostname",
+        `127.0.0.1:${proxy.port}`,
+        "--proxy-user",
+        "alice:pa ss:word",
+        `http://web.test:${http.port}/`,
+      ]);
       assert.equal(ok.stdout, HTTP_BODY, ok.stderr);
-      const bad = await run("curl", ["-sS", "--max-time", "10", "--socks5-hostname", `127.0.0.1:${proxy.port}`, "--proxy-user", "bob:wrongpass", `http://web.test:${http.port}/`]);
+      const bad = await run("curl", [
+        "-sS",
+        "--max-time",
+        "10",
+        "--socks5-hostname",
+        `127.0.0.1:${proxy.port}`,
+        "--proxy-user",
+        "bob:wrongpass",
+        `http://web.test:${http.port}/`,
+      ]);
       assert.notEqual(bad.code, 0);
     } finally {
       const code = await proxy.stop("SIGTERM");
       assert.equal(code, 0);
     }
     const lines = proxy.output().trim().split("\n").slice(1).map((l) => JSON.parse(l));
-    assert.ok(lines.some((l) => l.user === "alice" && l.reply === "granted" && l.target === `web.test:${http.port}` && l.dialed === "127.0.0.1"));
+    assert.ok(
+      lines.some((l) =>
+        l.user === "alice" && l.reply === "granted" && l.target === `web.test:${http.port}` &&
+        l.dialed === "127.0.0.1"
+      ),
+    );
     assert.ok(lines.some((l) => /authentication failed/.test(l.reason)), proxy.output());
     for (const secret of ["pa ss:word", "hunter2", "wrongpass"]) {
-      assert.ok(!proxy.output().includes(secret) && !proxy.errors().includes(secret), `credential ${secret} in the log`);
+      assert.ok(
+        !proxy.output().includes(secret) && !proxy.errors().includes(secret),
+        `credential ${secret} in the log`,
+      );
     }
   });
 
   it("defaults to 127.0.0.1:1080-style loopback, refuses private destinations, and SIGINT stops it", async () => {
-    const proxy = await spawnProxy(["--listen", "127.0.0.1:0", "--log", "text", "--dns", `${dns.host}:${dns.port}`]);
+    const proxy = await spawnProxy([
+      "--listen",
+      "127.0.0.1:0",
+      "--log",
+      "text",
+      "--dns",
+      `${dns.host}:${dns.port}`,
+    ]);
     try {
       assert.match(proxy.startup, /listening on 127\.0\.0\.1:\d+ \(auth: none\)/);
       assert.equal(proxy.errors(), "");
-      const r = await run("curl", ["-sS", "--max-time", "10", "--socks5-hostname", `127.0.0.1:${proxy.port}`, `http://web.test:${http.port}/`]);
+      const r = await run("curl", [
+        "-sS",
+        "--max-time",
+        "10",
+        "--socks5-hostname",
+        `127.0.0.1:${proxy.port}`,
+        `http://web.test:${http.port}/`,
+      ]);
       assert.notEqual(r.code, 0);
       const c = await RawClient.open(proxy.port);
       c.send(Uint8Array.of(5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 80));
@@ -77,7 +136,9 @@ describe(`CLI on ${RUNTIME}`, () => {
   it("warns loudly when listening beyond loopback without users", async () => {
     const proxy = await spawnProxy(["--listen", "0.0.0.0:0"]);
     try {
-      for (let i = 0; i < 50 && !proxy.errors().includes("OPEN PROXY"); i++) await new Promise((r) => setTimeout(r, 20));
+      for (let i = 0; i < 50 && !proxy.errors().includes("OPEN PROXY"); i++) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
       assert.match(proxy.errors(), /WARNING.*OPEN PROXY/);
     } finally {
       await proxy.stop();
@@ -89,7 +150,14 @@ describe(`CLI on ${RUNTIME}`, () => {
     try {
       const m = /listening on 127\.0\.0\.1:(\d+), \[::1\]:(\d+)/.exec(proxy.startup);
       assert.ok(m, proxy.startup);
-      const r = await run("curl", ["-sS", "--max-time", "10", "--socks5", `[::1]:${m[2]}`, `http://127.0.0.1:${http.port}/`]);
+      const r = await run("curl", [
+        "-sS",
+        "--max-time",
+        "10",
+        "--socks5",
+        `[::1]:${m[2]}`,
+        `http://127.0.0.1:${http.port}/`,
+      ]);
       assert.equal(r.stdout, HTTP_BODY, r.stderr);
     } finally {
       await proxy.stop();
@@ -100,10 +168,17 @@ describe(`CLI on ${RUNTIME}`, () => {
     const { cmd, args } = runtimeCommand();
     const help = await run(cmd, [...args, "--help"]);
     assert.equal(help.code, 0);
-    for (const flag of ["--listen", "--users", "--allow-private", "--dns", "--log", "--idle-timeout"]) assert.ok(help.stdout.includes(flag));
+    for (const flag of ["--listen", "--users", "--allow-private", "--dns", "--log", "--idle-timeout"]) {
+      assert.ok(help.stdout.includes(flag));
+    }
     const version = await run(cmd, [...args, "--version"]);
     assert.equal(version.stdout.trim(), `edgesocks ${VERSION}`);
-    for (const bad of [["--bogus"], ["--listen", "nope"], ["--log", "loud"], ["--users", "/nonexistent/users"], ["--idle-timeout", "soon"]]) {
+    for (
+      const bad of [["--bogus"], ["--listen", "nope"], ["--log", "loud"], ["--users", "/nonexistent/users"], [
+        "--idle-timeout",
+        "soon",
+      ]]
+    ) {
       const r = await run(cmd, [...args, ...bad]);
       assert.equal(r.code, 2, `${bad.join(" ")}: ${r.stderr}`);
       assert.match(r.stderr, /^edgesocks: /);
@@ -136,7 +211,18 @@ describe("CLI argument parsing", () => {
     assert.deepEqual(d.listen, [{ host: "127.0.0.1", port: 1080 }]);
     assert.equal(d.allowPrivate, false);
     assert.equal(d.log, "quiet");
-    const o = parseArgs(["--listen=0.0.0.0:9050", "--listen", "[::1]:9051", "--allow-private", "--dns", "127.0.0.1:5353", "--idle-timeout", "1.5", "--log", "json"]);
+    const o = parseArgs([
+      "--listen=0.0.0.0:9050",
+      "--listen",
+      "[::1]:9051",
+      "--allow-private",
+      "--dns",
+      "127.0.0.1:5353",
+      "--idle-timeout",
+      "1.5",
+      "--log",
+      "json",
+    ]);
     assert.deepEqual(o.listen, [{ host: "0.0.0.0", port: 9050 }, { host: "::1", port: 9051 }]);
     assert.deepEqual(o.dns, { host: "127.0.0.1", port: 5353 });
     assert.equal(o.idleTimeout, 1500);

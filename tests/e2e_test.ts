@@ -11,8 +11,8 @@ import type { Socket } from "node:net";
 import { createRequire } from "node:module";
 import {
   closedPort,
-  HTTP_BODY,
   hex,
+  HTTP_BODY,
   RawClient,
   run,
   RUNTIME,
@@ -46,7 +46,11 @@ describe(`end to end on ${RUNTIME}`, () => {
     dns = await startDns();
     const base = { dns: { host: dns.host, port: dns.port } };
     open = await startProxy({ ...base, policy: { allowPrivate: true } });
-    authed = await startProxy({ ...base, policy: { allowPrivate: true }, users: new Map([[USER, PASSWORD]]) });
+    authed = await startProxy({
+      ...base,
+      policy: { allowPrivate: true },
+      users: new Map([[USER, PASSWORD]]),
+    });
     strict = await startProxy(base);
   });
 
@@ -77,17 +81,33 @@ describe(`end to end on ${RUNTIME}`, () => {
     }
 
     it("--socks5-hostname with a user and password", async () => {
-      const r = await curl(["--socks5-hostname", `127.0.0.1:${authed.port}`, "--proxy-user", `${USER}:${PASSWORD}`, url("web.test")]);
+      const r = await curl([
+        "--socks5-hostname",
+        `127.0.0.1:${authed.port}`,
+        "--proxy-user",
+        `${USER}:${PASSWORD}`,
+        url("web.test"),
+      ]);
       assert.equal(r.stdout, HTTP_BODY, r.stderr);
     });
 
     it("--socks5 with a user and password in the proxy URL", async () => {
-      const r = await curl(["-x", `socks5://${USER}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${authed.port}`, url()]);
+      const r = await curl([
+        "-x",
+        `socks5://${USER}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${authed.port}`,
+        url(),
+      ]);
       assert.equal(r.stdout, HTTP_BODY, r.stderr);
     });
 
     it("a wrong password fails, as does no password at all", async () => {
-      const wrong = await curl(["--socks5-hostname", `127.0.0.1:${authed.port}`, "--proxy-user", `${USER}:nope`, url("web.test")]);
+      const wrong = await curl([
+        "--socks5-hostname",
+        `127.0.0.1:${authed.port}`,
+        "--proxy-user",
+        `${USER}:nope`,
+        url("web.test"),
+      ]);
       assert.notEqual(wrong.code, 0);
       assert.equal(wrong.stdout, "");
       const none = await curl(["--socks5-hostname", `127.0.0.1:${authed.port}`, url("web.test")]);
@@ -98,7 +118,12 @@ describe(`end to end on ${RUNTIME}`, () => {
     });
 
     it("the default policy refuses loopback destinations, by address and by name", async () => {
-      for (const [flag, host] of [["--socks5", "127.0.0.1"], ["--socks5-hostname", "web.test"], ["--socks4a", "web.test"]]) {
+      for (
+        const [flag, host] of [["--socks5", "127.0.0.1"], ["--socks5-hostname", "web.test"], [
+          "--socks4a",
+          "web.test",
+        ]]
+      ) {
         const r = await curl([flag, `127.0.0.1:${strict.port}`, url(host)]);
         assert.notEqual(r.code, 0, `${flag} ${host} went through`);
         assert.equal(r.stdout, "");
@@ -114,7 +139,15 @@ describe(`end to end on ${RUNTIME}`, () => {
       const direct = await run("curl", ["-s", "-i", "--max-time", "10", `http://127.0.0.1:${open.port}/`]);
       assert.match(direct.stdout, /^HTTP\/1\.0 501 /);
       assert.match(direct.stdout, /SOCKS proxy/);
-      const asHttpProxy = await run("curl", ["-s", "-i", "--max-time", "10", "-x", `http://127.0.0.1:${open.port}`, url("web.test")]);
+      const asHttpProxy = await run("curl", [
+        "-s",
+        "-i",
+        "--max-time",
+        "10",
+        "-x",
+        `http://127.0.0.1:${open.port}`,
+        url("web.test"),
+      ]);
       assert.match(asHttpProxy.stdout, /^HTTP\/1\.0 501 /);
     });
 
@@ -124,7 +157,11 @@ describe(`end to end on ${RUNTIME}`, () => {
       try {
         const literal = await curl(["--socks5", `127.0.0.1:${open.port}`, `http://[::1]:${port}/`]);
         assert.equal(literal.stdout, "v6\n", literal.stderr);
-        const byName = await curl(["--socks5-hostname", `127.0.0.1:${open.port}`, `http://web6.test:${port}/`]);
+        const byName = await curl([
+          "--socks5-hostname",
+          `127.0.0.1:${open.port}`,
+          `http://web6.test:${port}/`,
+        ]);
         assert.equal(byName.stdout, "v6\n", byName.stderr);
       } finally {
         await v6.close();
@@ -135,7 +172,15 @@ describe(`end to end on ${RUNTIME}`, () => {
   describe("other real clients", () => {
     it("OpenBSD netcat over SOCKS5 and SOCKS4 forwards data and the FIN (-N)", async () => {
       for (const version of ["5", "4"]) {
-        const r = await run("nc", ["-N", "-X", version, "-x", `127.0.0.1:${open.port}`, "127.0.0.1", String(echo.port)], {
+        const r = await run("nc", [
+          "-N",
+          "-X",
+          version,
+          "-x",
+          `127.0.0.1:${open.port}`,
+          "127.0.0.1",
+          String(echo.port),
+        ], {
           input: `hello over socks${version}\n`,
         });
         assert.equal(r.stdout, `hello over socks${version}\n`, r.stderr);
@@ -144,7 +189,12 @@ describe(`end to end on ${RUNTIME}`, () => {
     });
 
     it("socat over SOCKS4A", async () => {
-      const r = await run("socat", ["-t", "5", "-", `SOCKS4A:127.0.0.1:web.test:${echo.port},socksport=${open.port}`], {
+      const r = await run("socat", [
+        "-t",
+        "5",
+        "-",
+        `SOCKS4A:127.0.0.1:web.test:${echo.port},socksport=${open.port}`,
+      ], {
         input: "hello over socks4a\n",
       });
       assert.equal(r.stdout, "hello over socks4a\n", r.stderr);
@@ -159,13 +209,21 @@ describe(`end to end on ${RUNTIME}`, () => {
           { host: "127.0.0.1", port: open.port, type: 4 as const },
         ]
       ) {
-        const { socket } = await within(5_000, "socks client", SocksClient.createConnection({
-          proxy,
-          command: "connect",
-          destination: { host: proxy.type === 5 ? "web.test" : "127.0.0.1", port: echo.port },
-        }));
+        const { socket } = await within(
+          5_000,
+          "socks client",
+          SocksClient.createConnection({
+            proxy,
+            command: "connect",
+            destination: { host: proxy.type === 5 ? "web.test" : "127.0.0.1", port: echo.port },
+          }),
+        );
         socket.write("ping");
-        const got = await within(5_000, "echo", new Promise<string>((r) => socket.once("data", (d) => r(String(d)))));
+        const got = await within(
+          5_000,
+          "echo",
+          new Promise<string>((r) => socket.once("data", (d) => r(String(d)))),
+        );
         assert.equal(got, "ping");
         socket.destroy();
       }
@@ -189,7 +247,18 @@ describe(`end to end on ${RUNTIME}`, () => {
     it("greeting, auth and request in one segment", async () => {
       const c = await RawClient.open(authed.port);
       const u = Buffer.from(USER), p = Buffer.from(PASSWORD);
-      c.send(Buffer.concat([hex("05 01 02 01"), Buffer.of(u.length), u, Buffer.of(p.length), p, hex(`05 01 00 01 7f 00 00 01`), Buffer.of(echo.port >> 8, echo.port & 0xff), Buffer.from("x")]));
+      c.send(
+        Buffer.concat([
+          hex("05 01 02 01"),
+          Buffer.of(u.length),
+          u,
+          Buffer.of(p.length),
+          p,
+          hex(`05 01 00 01 7f 00 00 01`),
+          Buffer.of(echo.port >> 8, echo.port & 0xff),
+          Buffer.from("x"),
+        ]),
+      );
       assert.equal(toHex(await c.readExactly(4)), "05 02 01 00");
       assert.match(toHex(await c.readExactly(10)), connectReply);
       assert.equal(String(await c.readExactly(1)), "x");
@@ -277,20 +346,27 @@ describe(`end to end on ${RUNTIME}`, () => {
         c.send(socks5ConnectBytes(target.port));
         await sleep(1_500);
         // Kernel socket buffers on both hops hold a few MiB; a proxy without backpressure would take it all.
-        assert.ok(written < 64 * 1024 * 1024, `destination wrote ${written >> 20} MiB to a client that reads nothing`);
+        assert.ok(
+          written < 64 * 1024 * 1024,
+          `destination wrote ${written >> 20} MiB to a client that reads nothing`,
+        );
         const got = createHash("sha256");
         let n = 0;
         c.socket.removeAllListeners("data");
-        await within(60_000, "drain", new Promise<void>((resolve, reject) => {
-          c.socket.on("data", (d: Buffer) => {
-            // The first 12 bytes are the SOCKS replies, the rest the payload.
-            got.update(d.subarray(Math.max(0, 12 - n)));
-            n += d.length;
-          });
-          c.socket.on("end", resolve);
-          c.socket.on("error", reject);
-          c.socket.resume();
-        }));
+        await within(
+          60_000,
+          "drain",
+          new Promise<void>((resolve, reject) => {
+            c.socket.on("data", (d: Buffer) => {
+              // The first 12 bytes are the SOCKS replies, the rest the payload.
+              got.update(d.subarray(Math.max(0, 12 - n)));
+              n += d.length;
+            });
+            c.socket.on("end", resolve);
+            c.socket.on("error", reject);
+            c.socket.resume();
+          }),
+        );
         assert.equal(n, total + 12);
         assert.equal(got.digest("hex"), hash.digest("hex"));
         c.destroy();
@@ -307,10 +383,15 @@ describe(`end to end on ${RUNTIME}`, () => {
         c.destroy();
         return toHex(r);
       };
-      const name5 = (n: string) => Buffer.concat([hex("05 01 00 05 f0 00 03"), Buffer.of(n.length), Buffer.from(n), hex("00 00")]);
-      const name4 = (n: string) => Buffer.concat([hex("04 f0 00 00 00 00 00 01 00"), Buffer.from(n), hex("00")]);
+      const name5 = (n: string) =>
+        Buffer.concat([hex("05 01 00 05 f0 00 03"), Buffer.of(n.length), Buffer.from(n), hex("00 00")]);
+      const name4 = (n: string) =>
+        Buffer.concat([hex("04 f0 00 00 00 00 00 01 00"), Buffer.from(n), hex("00")]);
       assert.equal(await ask(name5("web.test")), "05 00 05 00 00 01 7f 00 00 01 00 00");
-      assert.equal(await ask(name5("web6.test")), "05 00 05 00 00 04 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 01 00 00");
+      assert.equal(
+        await ask(name5("web6.test")),
+        "05 00 05 00 00 04 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 01 00 00",
+      );
       assert.equal(await ask(name5("dual.test")), "05 00 05 00 00 01 7f 00 00 03 00 00");
       assert.equal(await ask(name5("nx.test")), "05 00 05 04 00 01 00 00 00 00 00 00");
       assert.equal(await ask(name4("other.test")), "00 5a 00 00 7f 00 00 02");
@@ -337,7 +418,13 @@ describe(`end to end on ${RUNTIME}`, () => {
 
     it("CONNECT_DIR tunnels like CONNECT", async () => {
       const c = await RawClient.open(open.port);
-      c.send(Buffer.concat([hex("05 01 00 05 f2 00 01 7f 00 00 01"), Buffer.of(echo.port >> 8, echo.port & 0xff), Buffer.from("dir")]));
+      c.send(
+        Buffer.concat([
+          hex("05 01 00 05 f2 00 01 7f 00 00 01"),
+          Buffer.of(echo.port >> 8, echo.port & 0xff),
+          Buffer.from("dir"),
+        ]),
+      );
       await c.readExactly(2);
       assert.match(toHex(await c.readExactly(10)), connectReply);
       assert.equal(String(await c.readExactly(3)), "dir");
@@ -354,9 +441,18 @@ describe(`end to end on ${RUNTIME}`, () => {
         return toHex(r);
       };
       assert.equal(await ask(socks5ConnectBytes(port)), "05 00 05 05 00 01 00 00 00 00 00 00");
-      assert.equal(await ask(hex("05 01 00 05 02 00 01 7f 00 00 01 00 50")), "05 00 05 07 00 01 00 00 00 00 00 00");
-      assert.equal(await ask(hex("05 01 00 05 03 00 01 7f 00 00 01 00 50")), "05 00 05 07 00 01 00 00 00 00 00 00");
-      assert.equal(await ask(hex("05 01 00 05 01 00 09 7f 00 00 01 00 50")), "05 00 05 08 00 01 00 00 00 00 00 00");
+      assert.equal(
+        await ask(hex("05 01 00 05 02 00 01 7f 00 00 01 00 50")),
+        "05 00 05 07 00 01 00 00 00 00 00 00",
+      );
+      assert.equal(
+        await ask(hex("05 01 00 05 03 00 01 7f 00 00 01 00 50")),
+        "05 00 05 07 00 01 00 00 00 00 00 00",
+      );
+      assert.equal(
+        await ask(hex("05 01 00 05 01 00 09 7f 00 00 01 00 50")),
+        "05 00 05 08 00 01 00 00 00 00 00 00",
+      );
       assert.equal(await ask(hex("04 02 00 50 7f 00 00 01 00")), "00 5b 00 00 00 00 00 00");
       assert.equal(await ask(hex("07 01 00")), "");
       assert.equal(await ask(hex("05 01 00 05 01 00 03 00 00 50")), "05 00 05 01 00 01 00 00 00 00 00 00");
@@ -365,7 +461,9 @@ describe(`end to end on ${RUNTIME}`, () => {
     it("truncated requests and clients that vanish leave the server serving", async () => {
       const proxy = await startProxy({ policy: { allowPrivate: true } });
       try {
-        for (const bytes of ["05", "05 02 00", "05 01 00 05 01 00 03 10 61 62", "04 01 00 50 7f 00 00 01 61 62"]) {
+        for (
+          const bytes of ["05", "05 02 00", "05 01 00 05 01 00 03 10 61 62", "04 01 00 50 7f 00 00 01 61 62"]
+        ) {
           const c = await RawClient.open(proxy.port);
           c.send(hex(bytes));
           await sleep(20);

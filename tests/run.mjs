@@ -23,12 +23,16 @@ const missing = Object.entries(clients).filter(([cmd]) =>
 );
 if (missing.length) {
   console.error(`missing test clients: ${missing.map(([c]) => c).join(", ")}`);
-  console.error(`install them with: apt-get install -y ${missing.map(([, p]) => p).join(" ")}  (.ci/run does this)`);
+  console.error(
+    `install them with: apt-get install -y ${missing.map(([, p]) => p).join(" ")}  (.ci/run does this)`,
+  );
   process.exit(1);
 }
 
 const only = process.argv.slice(2);
-const files = readdirSync(join(root, "tests")).filter((f) => f.endsWith("_test.ts")).sort().map((f) => join("tests", f));
+const files = readdirSync(join(root, "tests")).filter((f) => f.endsWith("_test.ts")).sort().map((f) =>
+  join("tests", f)
+);
 const env = { ...process.env, PATH: `${join(root, "node_modules", ".bin")}:/usr/sbin:${process.env.PATH}` };
 const runs = [
   ["deno", [bin("deno"), "test", "-A", "--no-check", ...files]],
@@ -42,5 +46,9 @@ for (const [name, [cmd, ...args]] of runs) {
   const r = sh(cmd, args, { env });
   if (r.status !== 0) failed.push(name);
 }
-console.log(`\n# runtimes: ${runs.length - failed.length} passed, ${failed.length} failed${failed.length ? ` (${failed.join(", ")})` : ""}`);
+console.log(
+  `\n# runtimes: ${runs.length - failed.length} passed, ${failed.length} failed${
+    failed.length ? ` (${failed.join(", ")})` : ""
+  }`,
+);
 process.exit(failed.length ? 1 : 0);

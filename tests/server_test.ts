@@ -7,7 +7,7 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { createHandler, type ConnectionLog, type HandlerOptions } from "../lib/server.ts";
+import { type ConnectionLog, createHandler, type HandlerOptions } from "../lib/server.ts";
 import { fromWebStreams } from "../lib/streams.ts";
 import type { ByteConnection, DialOptions, Resolver } from "../lib/connection.ts";
 import { SocksError } from "../lib/core/errors.ts";
@@ -31,35 +31,43 @@ class End {
   }
   /** Reads exactly n bytes; rejects on EOF before that. */
   async read(n: number, ms = 2_000): Promise<Uint8Array> {
-    return await within(ms, `read ${n} bytes`, (async () => {
-      while (this.#pending.length < n) {
-        const { value, done } = await this.reader.read();
-        if (done) throw new Error(`EOF after ${this.#pending.length} of ${n} bytes`);
-        const merged = new Uint8Array(this.#pending.length + value.length);
-        merged.set(this.#pending);
-        merged.set(value, this.#pending.length);
-        this.#pending = merged;
-      }
-      const out = this.#pending.slice(0, n);
-      this.#pending = this.#pending.slice(n);
-      return out;
-    })());
+    return await within(
+      ms,
+      `read ${n} bytes`,
+      (async () => {
+        while (this.#pending.length < n) {
+          const { value, done } = await this.reader.read();
+          if (done) throw new Error(`EOF after ${this.#pending.length} of ${n} bytes`);
+          const merged = new Uint8Array(this.#pending.length + value.length);
+          merged.set(this.#pending);
+          merged.set(value, this.#pending.length);
+          this.#pending = merged;
+        }
+        const out = this.#pending.slice(0, n);
+        this.#pending = this.#pending.slice(n);
+        return out;
+      })(),
+    );
   }
   /** Reads until EOF (or an error of the stream, reported as "error"). */
   async readToEnd(ms = 2_000): Promise<{ bytes: Uint8Array; how: "eof" | "error" }> {
-    return await within(ms, "read to end", (async () => {
-      const parts = [this.#pending];
-      this.#pending = new Uint8Array(0);
-      try {
-        for (;;) {
-          const { value, done } = await this.reader.read();
-          if (done) return { bytes: concat(parts), how: "eof" as const };
-          parts.push(value);
+    return await within(
+      ms,
+      "read to end",
+      (async () => {
+        const parts = [this.#pending];
+        this.#pending = new Uint8Array(0);
+        try {
+          for (;;) {
+            const { value, done } = await this.reader.read();
+            if (done) return { bytes: concat(parts), how: "eof" as const };
+            parts.push(value);
+          }
+        } catch {
+          return { bytes: concat(parts), how: "error" as const };
         }
-      } catch {
-        return { bytes: concat(parts), how: "error" as const };
-      }
-    })());
+      })(),
+    );
   }
 }
 
@@ -74,7 +82,11 @@ function concat(parts: Uint8Array[]): Uint8Array {
 function pipePair(): { conn: ByteConnection; far: End } {
   const toNear = new TransformStream<Uint8Array, Uint8Array>();
   const toFar = new TransformStream<Uint8Array, Uint8Array>();
-  const conn = fromWebStreams({ readable: toNear.readable, writable: toFar.writable, remoteAddress: { host: "127.0.0.1", port: 5555 } });
+  const conn = fromWebStreams({
+    readable: toNear.readable,
+    writable: toFar.writable,
+    remoteAddress: { host: "127.0.0.1", port: 5555 },
+  });
   return { conn, far: new End(toFar.readable, toNear.writable) };
 }
 
@@ -95,10 +107,14 @@ function harness(options: Partial<HandlerOptions> = {}, records: Record<string, 
   const logs: ConnectionLog[] = [];
   const resolver: Resolver = {
     lookup: (name) =>
-      records[name] ? Promise.resolve(records[name]) : Promise.reject(new SocksError(ReplyCode.HostUnreachable, `${name}: NXDOMAIN`)),
+      records[name]
+        ? Promise.resolve(records[name])
+        : Promise.reject(new SocksError(ReplyCode.HostUnreachable, `${name}: NXDOMAIN`)),
     reverse: (ip) => {
       const hit = Object.entries(records).find(([, ips]) => ips.includes(ip));
-      return hit ? Promise.resolve([hit[0]]) : Promise.reject(new SocksError(ReplyCode.HostUnreachable, `${ip}: no PTR`));
+      return hit
+        ? Promise.resolve([hit[0]])
+        : Promise.reject(new SocksError(ReplyCode.HostUnreachable, `${ip}: no PTR`));
     },
   };
   const dial = options.dial ??
@@ -108,7 +124,12 @@ function harness(options: Partial<HandlerOptions> = {}, records: Record<string, 
       upstreams.push(far);
       return Promise.resolve(Object.assign(conn, { localAddress: { host: "198.51.100.1", port: 0x1234 } }));
     });
-  const handle = createHandler({ resolver, ...options, dial: (o) => (options.dial && dials.push(o), dial(o)), onLog: (l) => logs.push(l) });
+  const handle = createHandler({
+    resolver,
+    ...options,
+    dial: (o) => (options.dial && dials.push(o), dial(o)),
+    onLog: (l) => logs.push(l),
+  });
   const { conn, far } = pipePair();
   return { client: far, dials, upstreams, logs, done: handle(conn) };
 }
@@ -119,7 +140,9 @@ const PUBLIC_HEX = "c6 33 64 07";
 describe("driver: CONNECT", () => {
   it("pipelined greeting + request + data in one chunk: reply with the bound address, data forwarded", async () => {
     const h = harness();
-    h.client.send(concat([hex(`05 01 00  05 01 00 01 ${PUBLIC_HEX} 00 50`), new TextEncoder().encode("early data")]));
+    h.client.send(
+      concat([hex(`05 01 00  05 01 00 01 ${PUBLIC_HEX} 00 50`), new TextEncoder().encode("early data")]),
+    );
     assert.equal(toHex(await h.client.read(2)), "05 00");
     assert.equal(toHex(await h.client.read(10)), "05 00 00 01 c6 33 64 01 12 34");
     assert.deepEqual(h.dials.map((d) => [d.host, d.port]), [[PUBLIC, 80]]);
@@ -221,7 +244,9 @@ describe("driver: CONNECT", () => {
   it("a name resolving to several addresses: the first allowed one that answers is used", async () => {
     let calls = 0;
     const h = harness({
-      dial: () => (++calls === 1 ? Promise.reject(new SocksError(ReplyCode.ConnectionRefused, "no")) : new Promise<never>(() => {})),
+      dial: () => (++calls === 1
+        ? Promise.reject(new SocksError(ReplyCode.ConnectionRefused, "no"))
+        : new Promise<never>(() => {})),
       timeouts: { connect: 100 },
     }, { "multi.example": ["10.1.1.1", "198.51.100.8", "198.51.100.9"] });
     h.client.send(hex("05 01 00 05 01 00 03 0d"));
@@ -240,7 +265,10 @@ describe("driver: destination policy", () => {
     ["IPv6 loopback", "05 01 00 05 01 00 04 00000000000000000000000000000001 00 50"],
     ["unspecified", "05 01 00 05 01 00 01 00 00 00 00 00 50"],
     ["metadata", "05 01 00 05 01 00 01 a9 fe a9 fe 00 50"],
-    ["name resolving to a private address", "05 01 00 05 01 00 03 0d 69 6e 74 65 72 6e 61 6c 2e 63 6f 72 70 00 50"],
+    [
+      "name resolving to a private address",
+      "05 01 00 05 01 00 03 0d 69 6e 74 65 72 6e 61 6c 2e 63 6f 72 70 00 50",
+    ],
   ];
   for (const [what, bytes] of cases) {
     it(`refuses ${what} with 02 and never dials`, async () => {
@@ -289,7 +317,12 @@ describe("driver: destination policy", () => {
 
 describe("driver: RESOLVE and RESOLVE_PTR", () => {
   const records = { "a.example": ["198.51.100.20", "2001:db8::20"], "six.example": ["2001:db8::6"] };
-  const resolve5 = (name: string) => concat([hex(`05 01 00 05 f0 00 03 ${name.length.toString(16).padStart(2, "0")}`), new TextEncoder().encode(name), hex("00 00")]);
+  const resolve5 = (name: string) =>
+    concat([
+      hex(`05 01 00 05 f0 00 03 ${name.length.toString(16).padStart(2, "0")}`),
+      new TextEncoder().encode(name),
+      hex("00 00"),
+    ]);
 
   it("SOCKS5 RESOLVE answers IPv4 first, IPv6 with ATYP 4, failures with 04 / ATYP 1", async () => {
     for (
@@ -310,7 +343,10 @@ describe("driver: RESOLVE and RESOLVE_PTR", () => {
 
   it("SOCKS4A RESOLVE answers IPv4 only (5B when the name has only IPv6)", async () => {
     for (
-      const [name, reply] of [["a.example", "00 5a 00 00 c6 33 64 14"], ["six.example", "00 5b 00 00 00 00 00 00"]]
+      const [name, reply] of [["a.example", "00 5a 00 00 c6 33 64 14"], [
+        "six.example",
+        "00 5b 00 00 00 00 00 00",
+      ]]
     ) {
       const h = harness({}, records);
       h.client.send(concat([hex("04 f0 00 00 00 00 00 01 00"), new TextEncoder().encode(name), hex("00")]));
@@ -320,7 +356,12 @@ describe("driver: RESOLVE and RESOLVE_PTR", () => {
   });
 
   it("an IP literal resolves to itself without DNS", async () => {
-    const h = harness({ resolver: { lookup: () => Promise.reject(new Error("must not be called")), reverse: () => Promise.reject(new Error("no")) } });
+    const h = harness({
+      resolver: {
+        lookup: () => Promise.reject(new Error("must not be called")),
+        reverse: () => Promise.reject(new Error("no")),
+      },
+    });
     h.client.send(hex("05 01 00 05 f0 00 01 0a 00 00 01 00 00"));
     assert.equal(toHex((await h.client.readToEnd()).bytes), "05 00 05 00 00 01 0a 00 00 01 00 00");
     await h.done;
@@ -353,11 +394,22 @@ describe("driver: RESOLVE and RESOLVE_PTR", () => {
 describe("driver: authentication, timeouts and logs", () => {
   const users = new Map([["alice", "s3cret pass:with colon"]]);
   const auth = (user: string, pass: string) =>
-    concat([hex(`01 ${user.length.toString(16).padStart(2, "0")}`), new TextEncoder().encode(user), hex(pass.length.toString(16).padStart(2, "0")), new TextEncoder().encode(pass)]);
+    concat([
+      hex(`01 ${user.length.toString(16).padStart(2, "0")}`),
+      new TextEncoder().encode(user),
+      hex(pass.length.toString(16).padStart(2, "0")),
+      new TextEncoder().encode(pass),
+    ]);
 
   it("username/password: success relays, and the log names the user but never the password", async () => {
     const h = harness({ users });
-    h.client.send(concat([hex("05 02 00 02"), auth("alice", "s3cret pass:with colon"), hex(`05 01 00 01 ${PUBLIC_HEX} 00 50`)]));
+    h.client.send(
+      concat([
+        hex("05 02 00 02"),
+        auth("alice", "s3cret pass:with colon"),
+        hex(`05 01 00 01 ${PUBLIC_HEX} 00 50`),
+      ]),
+    );
     assert.equal(toHex(await h.client.read(14)), "05 02 01 00 05 00 00 01 c6 33 64 01 12 34");
     h.client.end();
     h.upstreams[0].end();
@@ -425,7 +477,10 @@ describe("driver: authentication, timeouts and logs", () => {
     const h = harness();
     const handle = createHandler({
       dial: () => Promise.reject(new SocksError(ReplyCode.ConnectionRefused, "no")),
-      resolver: { lookup: () => Promise.reject(new Error("x")), reverse: () => Promise.reject(new Error("x")) },
+      resolver: {
+        lookup: () => Promise.reject(new Error("x")),
+        reverse: () => Promise.reject(new Error("x")),
+      },
       onLog: () => {
         throw new Error("log sink broken");
       },

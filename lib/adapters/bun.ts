@@ -15,7 +15,14 @@
  * @module
  */
 import { promises as dns } from "node:dns";
-import type { ByteConnection, DialOptions, HostPort, Listener, Resolver, RuntimeAdapter } from "../connection.ts";
+import type {
+  ByteConnection,
+  DialOptions,
+  HostPort,
+  Listener,
+  Resolver,
+  RuntimeAdapter,
+} from "../connection.ts";
 import { canonicalIP } from "../core/address.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
@@ -82,7 +89,9 @@ class BunConnection implements ByteConnection {
   constructor(socket: BunSocket) {
     this.#socket = socket;
     socket.setNoDelay?.(true);
-    this.localAddress = socket.localAddress ? { host: unmapIPv4(socket.localAddress), port: socket.localPort } : undefined;
+    this.localAddress = socket.localAddress
+      ? { host: unmapIPv4(socket.localAddress), port: socket.localPort }
+      : undefined;
     this.remoteAddress = socket.remoteAddress && socket.remotePort !== undefined
       ? { host: unmapIPv4(socket.remoteAddress), port: socket.remotePort }
       : undefined;
@@ -255,7 +264,9 @@ async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection
     if (error instanceof SocksError) throw error;
     const e = error as Error & { code?: string };
     const code = CONNECT_ERRORS[e.code ?? ""] ?? ReplyCode.GeneralFailure;
-    throw new SocksError(code, `connect to ${host}:${port} failed: ${e.message} (${e.code})`, { cause: error });
+    throw new SocksError(code, `connect to ${host}:${port} failed: ${e.message} (${e.code})`, {
+      cause: error,
+    });
   }
   const conn = new BunConnection(socket);
   socket.data = conn;
@@ -290,7 +301,9 @@ function notFound(what: string, cause?: unknown): SocksError {
 
 function nameServerResolver(server: HostPort): Resolver {
   const resolver = new dns.Resolver({ timeout: 5_000, tries: 2 });
-  resolver.setServers([server.host.includes(":") ? `[${server.host}]:${server.port}` : `${server.host}:${server.port}`]);
+  resolver.setServers([
+    server.host.includes(":") ? `[${server.host}]:${server.port}` : `${server.host}:${server.port}`,
+  ]);
   return {
     async lookup(name) {
       const [v4, v6] = await Promise.allSettled([resolver.resolve4(name), resolver.resolve6(name)]);

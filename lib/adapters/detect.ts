@@ -11,7 +11,10 @@ import type { RuntimeAdapter } from "../connection.ts";
 export async function currentRuntime(): Promise<{ adapter: RuntimeAdapter; host: CliHost }> {
   const g = globalThis as { Deno?: unknown; Bun?: unknown };
   if (g.Deno !== undefined) {
-    const [{ denoAdapter }, { denoHost }] = await Promise.all([import("./deno.ts"), import("./deno_host.ts")]);
+    const [{ denoAdapter }, { denoHost }] = await Promise.all([
+      import("./deno.ts"),
+      import("./deno_host.ts"),
+    ]);
     return { adapter: denoAdapter, host: denoHost };
   }
   if (g.Bun !== undefined) {

@@ -12,7 +12,14 @@
 import { promises as dns } from "node:dns";
 import { connect, createServer, type Socket } from "node:net";
 import process from "node:process";
-import type { ByteConnection, DialOptions, HostPort, Listener, Resolver, RuntimeAdapter } from "../connection.ts";
+import type {
+  ByteConnection,
+  DialOptions,
+  HostPort,
+  Listener,
+  Resolver,
+  RuntimeAdapter,
+} from "../connection.ts";
 import { canonicalIP } from "../core/address.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
@@ -189,13 +196,16 @@ function listen(address: HostPort, onConnection: (conn: ByteConnection) => void)
       // After listening, accept errors (EMFILE, ...) are transient: libuv retries; never crash.
       server.on("error", () => {});
       const bound = server.address();
-      const real = typeof bound === "object" && bound ? { host: unmapIPv4(bound.address), port: bound.port } : address;
+      const real = typeof bound === "object" && bound
+        ? { host: unmapIPv4(bound.address), port: bound.port }
+        : address;
       resolve({
         address: real,
-        close: () => new Promise<void>((done) => {
-          server.close();
-          done();
-        }),
+        close: () =>
+          new Promise<void>((done) => {
+            server.close();
+            done();
+          }),
       });
     });
   });
@@ -207,7 +217,9 @@ function notFound(what: string, cause?: unknown): SocksError {
 
 function nameServerResolver(server: HostPort): Resolver {
   const resolver = new dns.Resolver({ timeout: 5_000, tries: 2 });
-  resolver.setServers([server.host.includes(":") ? `[${server.host}]:${server.port}` : `${server.host}:${server.port}`]);
+  resolver.setServers([
+    server.host.includes(":") ? `[${server.host}]:${server.port}` : `${server.host}:${server.port}`,
+  ]);
   return {
     async lookup(name) {
       const [v4, v6] = await Promise.allSettled([resolver.resolve4(name), resolver.resolve6(name)]);

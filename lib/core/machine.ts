@@ -80,13 +80,6 @@ type State =
   | "relaying"
   | "closed";
 
-type Parse<T> =
-  | { status: "incomplete" }
-  | { status: "ok"; value: T; consumed: number }
-  | { status: "error"; reason: string; reply?: Uint8Array };
-
-const INCOMPLETE = { status: "incomplete" } as const;
-
 /** Decodes a host name, refusing empty names, NUL, controls, spaces and non-ASCII. */
 function decodeName(bytes: Uint8Array): string | null {
   if (bytes.length === 0) return null;
@@ -221,7 +214,10 @@ export class SocksServerMachine {
     if (!req || req.kind !== "resolve") return this.#close([], "resolved() without a pending RESOLVE");
     if (req.version === 4) {
       if (!fitsSocks4(address)) {
-        return this.#close([encodeSocks4Reply(Socks4ReplyCode.Rejected)], "IPv6 answer cannot be sent over SOCKS4");
+        return this.#close(
+          [encodeSocks4Reply(Socks4ReplyCode.Rejected)],
+          "IPv6 answer cannot be sent over SOCKS4",
+        );
       }
       return this.#close([encodeSocks4Reply(Socks4ReplyCode.Granted, address, 0)], "resolved");
     }
@@ -231,7 +227,9 @@ export class SocksServerMachine {
   /** Answers a RESOLVE_PTR with a host name (ASCII, 1-255 bytes; anything else becomes HostUnreachable). */
   resolvedName(name: string): Step {
     const req = this.#expectPending();
-    if (!req || req.kind !== "resolve_ptr") return this.#close([], "resolvedName() without a pending RESOLVE_PTR");
+    if (!req || req.kind !== "resolve_ptr") {
+      return this.#close([], "resolvedName() without a pending RESOLVE_PTR");
+    }
     if (name.length === 0 || name.length > Limits.MaxField || /[^\x21-\x7e]/.test(name)) {
       return this.rejected(ReplyCode.HostUnreachable);
     }
@@ -272,9 +270,18 @@ export class SocksServerMachine {
         else if (v === SocksVersion.Socks4) {
           this.#state = "s4_request";
         } else if (HttpFirstBytes.has(v)) {
-          return { kind: "close", consumed: data.length, write: HTTP_RESISTANCE_RESPONSE, reason: "HTTP request on SOCKS port" };
+          return {
+            kind: "close",
+            consumed: data.length,
+            write: HTTP_RESISTANCE_RESPONSE,
+            reason: "HTTP request on SOCKS port",
+          };
         } else {
-          return { kind: "close", consumed: data.length, reason: `unknown protocol version 0x${v.toString(16)}` };
+          return {
+            kind: "close",
+            consumed: data.length,
+            reason: `unknown protocol version 0x${v.toString(16)}`,
+          };
         }
         return { kind: "continue", consumed: 0 };
       }
@@ -302,7 +309,9 @@ export class SocksServerMachine {
         kind: "close",
         consumed: 2 + n,
         write: encodeMethodSelection(AuthMethod.NoAcceptable),
-        reason: this.#authenticate ? "client did not offer username/password" : "client did not offer no-auth",
+        reason: this.#authenticate
+          ? "client did not offer username/password"
+          : "client did not offer no-auth",
       } as const;
     }
     this.#state = this.#authenticate ? "s5_auth" : "s5_request";
@@ -311,7 +320,12 @@ export class SocksServerMachine {
 
   #auth(data: Uint8Array) {
     if (data[0] !== SocksVersion.UserPassAuth) {
-      return { kind: "close", consumed: data.length, write: encodeAuthStatus(false), reason: "bad auth version" } as const;
+      return {
+        kind: "close",
+        consumed: data.length,
+        write: encodeAuthStatus(false),
+        reason: "bad auth version",
+      } as const;
     }
     if (data.length < 2) return { kind: "incomplete" } as const;
     const ulen = data[1];
@@ -323,7 +337,12 @@ export class SocksServerMachine {
     const pass = data.subarray(3 + ulen, end);
     const ok = ulen > 0 && plen > 0 && this.#authenticate!(user, pass);
     if (!ok) {
-      return { kind: "close", consumed: end, write: encodeAuthStatus(false), reason: "authentication failed" } as const;
+      return {
+        kind: "close",
+        consumed: end,
+        write: encodeAuthStatus(false),
+        reason: "authentication failed",
+      } as const;
     }
     this.#user = decodeLatin1(user);
     this.#state = "s5_request";
@@ -333,7 +352,9 @@ export class SocksServerMachine {
   #socks5Request(data: Uint8Array) {
     const fail = (code: ReplyCode, consumed: number, reason: string) =>
       ({ kind: "close", consumed, write: encodeSocks5Reply(code), reason }) as const;
-    if (data[0] !== SocksVersion.Socks5) return fail(ReplyCode.GeneralFailure, data.length, "bad request version");
+    if (data[0] !== SocksVersion.Socks5) {
+      return fail(ReplyCode.GeneralFailure, data.length, "bad request version");
+    }
     if (data.length < 4) return { kind: "incomplete" } as const;
     const cmd = data[1];
     const atyp = data[3];
@@ -343,7 +364,11 @@ export class SocksServerMachine {
     else if (atyp === AddressType.DomainName) {
       if (data.length < 5) return { kind: "incomplete" } as const;
       addrLen = 1 + data[4];
-    } else return fail(ReplyCode.AddressTypeNotSupported, data.length, `bad address type 0x${atyp.toString(16)}`);
+    } else {return fail(
+        ReplyCode.AddressTypeNotSupported,
+        data.length,
+        `bad address type 0x${atyp.toString(16)}`,
+      );}
     const end = 4 + addrLen + 2;
     if (data.length < end) return { kind: "incomplete" } as const;
     const addr = data.subarray(4, 4 + addrLen);
@@ -360,9 +385,6 @@ export class SocksServerMachine {
     }
     if (kind === "resolve_ptr" && target.type === "domain") {
       return fail(ReplyCode.AddressTypeNotSupported, end, "RESOLVE_PTR needs an IP address");
-    }
-    if (kind === "resolve" && target.type !== "domain") {
-      // An IP literal resolves to itself; the driver answers it without DNS.
     }
     this.#request = { version: 5, kind, target, ...(this.#user !== undefined ? { user: this.#user } : {}) };
     return { kind: "request", consumed: end, write: undefined } as const;
@@ -387,7 +409,9 @@ export class SocksServerMachine {
     if (isSocks4a) {
       const hostEnd = data.indexOf(0, end);
       if (hostEnd < 0) {
-        if (data.length - end > Limits.MaxSocks4Host) return reject(data.length, "SOCKS4A host name too long");
+        if (data.length - end > Limits.MaxSocks4Host) {
+          return reject(data.length, "SOCKS4A host name too long");
+        }
         return { kind: "incomplete" } as const;
       }
       const name = decodeName(data.subarray(end, hostEnd));
