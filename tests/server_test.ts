@@ -49,8 +49,11 @@ class End {
       })(),
     );
   }
-  /** Reads until EOF (or an error of the stream, reported as "error"). */
-  async readToEnd(ms = 2_000): Promise<{ bytes: Uint8Array; how: "eof" | "error" }> {
+  /**
+   * Reads until EOF (or an error of the stream, reported as "error"), then
+   * closes this side as a real client does, unless `keepOpen`.
+   */
+  async readToEnd(ms = 2_000, keepOpen = false): Promise<{ bytes: Uint8Array; how: "eof" | "error" }> {
     return await within(
       ms,
       "read to end",
@@ -60,7 +63,10 @@ class End {
         try {
           for (;;) {
             const { value, done } = await this.reader.read();
-            if (done) return { bytes: concat(parts), how: "eof" as const };
+            if (done) {
+              if (!keepOpen) this.end();
+              return { bytes: concat(parts), how: "eof" as const };
+            }
             parts.push(value);
           }
         } catch {
@@ -167,7 +173,7 @@ describe("driver: CONNECT", () => {
     assert.equal(toHex(await h.client.read(8)), "00 5a 12 34 c6 33 64 01");
     h.client.send("request");
     h.client.end();
-    const got = await h.upstreams[0].readToEnd();
+    const got = await h.upstreams[0].readToEnd(2_000, true);
     assert.deepEqual([text(got.bytes), got.how], ["request", "eof"]);
     for (let i = 0; i < 3; i++) h.upstreams[0].send(`part${i}`);
     h.upstreams[0].end();
@@ -182,7 +188,7 @@ describe("driver: CONNECT", () => {
     await h.client.read(12);
     h.upstreams[0].send("banner");
     h.upstreams[0].end();
-    const back = await h.client.readToEnd();
+    const back = await h.client.readToEnd(2_000, true);
     assert.deepEqual([text(back.bytes), back.how], ["banner", "eof"]);
     h.client.send("late upload");
     h.client.end();
