@@ -48,6 +48,7 @@ export {
 export { DEFAULT_LISTEN, serve, type ServeOptions, type SocksServer } from "./lib/serve.ts";
 export {
   checkDestination,
+  type Cidr,
   DEFAULT_POLICY,
   type DestinationPolicy,
   isNonPublicAddress,

@@ -198,6 +198,7 @@ describe("Tor extensions", () => {
     );
     assert.equal(toHex(ask().rejected(ReplyCode.HostUnreachable).write[0]), "05 04 00 01 00 00 00 00 00 00");
     assert.equal(ask().resolved("1.2.3.4").action.type, "close");
+    assert.equal(toHex(ask().resolved("not-an-ip").write[0]), "05 04 00 01 00 00 00 00 00 00");
   });
 
   it("RESOLVE on SOCKS4A and SOCKS4: IPv4 only", () => {

@@ -40,13 +40,14 @@ export function parseIPv6(input: string): Uint8Array | null {
   const out = new Uint8Array(16);
   const halves = text.split("::");
   if (halves.length > 2) return null;
-  const parseGroups = (s: string): number[] | null => {
+  // A dotted quad may only end the whole address, never the part before `::`.
+  const parseGroups = (s: string, last: boolean): number[] | null => {
     if (s === "") return [];
     const groups: number[] = [];
     const items = s.split(":");
     for (let i = 0; i < items.length; i++) {
       const g = items[i];
-      if (i === items.length - 1 && g.includes(".")) {
+      if (last && i === items.length - 1 && g.includes(".")) {
         const v4 = parseIPv4(g);
         if (!v4) return null;
         groups.push((v4[0] << 8) | v4[1], (v4[2] << 8) | v4[3]);
@@ -57,8 +58,8 @@ export function parseIPv6(input: string): Uint8Array | null {
     }
     return groups;
   };
-  const head = parseGroups(halves[0]);
-  const tail = halves.length === 2 ? parseGroups(halves[1]) : [];
+  const head = parseGroups(halves[0], halves.length === 1);
+  const tail = halves.length === 2 ? parseGroups(halves[1], true) : [];
   if (!head || !tail) return null;
   if (halves.length === 1 && head.length !== 8) return null;
   if (halves.length === 2 && head.length + tail.length > 7) return null;

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { formatIPv4, formatIPv6, type SocksAddress } from "./address.ts";
+import { canonicalIP, formatIPv4, formatIPv6, type SocksAddress } from "./address.ts";
 import {
   encodeAuthStatus,
   encodeMethodSelection,
@@ -208,10 +208,15 @@ export class SocksServerMachine {
     return { write: [reply], action: { type: "relay" } };
   }
 
-  /** Answers a RESOLVE with an IP address (text). SOCKS4 can carry only IPv4; an IPv6 answer becomes 0x5B there. */
+  /**
+   * Answers a RESOLVE with an IP address (text). SOCKS4 can carry only IPv4;
+   * an IPv6 answer becomes 0x5B there. Text that is not an IP address is
+   * treated as no answer (HostUnreachable), never as a success.
+   */
   resolved(address: string): Step {
     const req = this.#expectPending();
     if (!req || req.kind !== "resolve") return this.#close([], "resolved() without a pending RESOLVE");
+    if (canonicalIP(address) === null) return this.rejected(ReplyCode.HostUnreachable);
     if (req.version === 4) {
       if (!fitsSocks4(address)) {
         return this.#close(
@@ -398,22 +403,21 @@ export class SocksServerMachine {
     const port = (data[2] << 8) | data[3];
     const ip = data.subarray(4, 8);
     const userEnd = data.indexOf(0, 8);
-    if (userEnd < 0) {
-      if (data.length - 8 > Limits.MaxSocks4UserId) return reject(data.length, "SOCKS4 user id too long");
-      return { kind: "incomplete" } as const;
+    // Check the limits whether or not the NUL has arrived, so chunking never changes the outcome.
+    if ((userEnd < 0 ? data.length : userEnd) - 8 > Limits.MaxSocks4UserId) {
+      return reject(data.length, "SOCKS4 user id too long");
     }
+    if (userEnd < 0) return { kind: "incomplete" } as const;
     const user = decodeLatin1(data.subarray(8, userEnd));
     let end = userEnd + 1;
     let target: SocksAddress;
     const isSocks4a = ip[0] === 0 && ip[1] === 0 && ip[2] === 0 && ip[3] !== 0;
     if (isSocks4a) {
       const hostEnd = data.indexOf(0, end);
-      if (hostEnd < 0) {
-        if (data.length - end > Limits.MaxSocks4Host) {
-          return reject(data.length, "SOCKS4A host name too long");
-        }
-        return { kind: "incomplete" } as const;
+      if ((hostEnd < 0 ? data.length : hostEnd) - end > Limits.MaxSocks4Host) {
+        return reject(data.length, "SOCKS4A host name too long");
       }
+      if (hostEnd < 0) return { kind: "incomplete" } as const;
       const name = decodeName(data.subarray(end, hostEnd));
       end = hostEnd + 1;
       if (name === null) return reject(end, "malformed SOCKS4A host name");
