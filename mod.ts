@@ -57,11 +57,5 @@ export {
 export { createAuthenticator, parseUsers } from "./lib/auth.ts";
 export { VERSION } from "./lib/version.ts";
 
-if (import.meta.main) {
-  const [{ currentRuntime }, { main }] = await Promise.all([
-    import("./lib/adapters/detect.ts"),
-    import("./lib/cli.ts"),
-  ]);
-  const { adapter, host } = await currentRuntime();
-  await main(adapter, host);
-}
+// The CLI and the runtime adapter load only when this file is the program.
+if (import.meta.main) await import("./lib/bin.ts");

@@ -239,10 +239,18 @@ export interface ProxyProcess {
   child: ChildProcess;
 }
 
-/** Starts `mod.ts` as a subprocess on the running runtime and waits for its startup line. */
-export async function spawnProxy(args: string[]): Promise<ProxyProcess> {
-  const { cmd, args: base } = runtimeCommand();
-  const child = spawn(cmd, [...base, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+/**
+ * Starts a proxy program as a subprocess and waits for its startup line
+ * (`listening on HOST:PORT` from the CLI, `SOCKS proxy on HOST:PORT` from the
+ * examples). By default the program is `mod.ts` on the running runtime.
+ */
+export async function spawnProxy(
+  args: string[],
+  program: { cmd: string; args: string[]; env?: Record<string, string> } = runtimeCommand(),
+): Promise<ProxyProcess> {
+  const { cmd, args: base } = program;
+  const env = { ...process.env, ...program.env };
+  const child = spawn(cmd, [...base, ...args], { stdio: ["ignore", "pipe", "pipe"], env });
   let out = "";
   let err = "";
   child.stdout!.on("data", (c) => (out += c));
@@ -252,14 +260,14 @@ export async function spawnProxy(args: string[]): Promise<ProxyProcess> {
     `proxy startup (stderr: ${err})`,
     new Promise<string>((resolve, reject) => {
       const check = () => {
-        const line = out.split("\n").find((l) => l.includes("listening on"));
+        const line = out.split("\n").find((l) => / on \[?[0-9a-f.:]+\]?:\d+/.test(l));
         if (line) resolve(line);
       };
       child.stdout!.on("data", check);
       child.on("exit", (code) => reject(new Error(`proxy exited with ${code}: ${err}`)));
     }),
   );
-  const m = /listening on \[?[0-9a-f.:]+\]?:(\d+)/.exec(startup);
+  const m = / on \[?[0-9a-f.:]+\]?:(\d+)/.exec(startup);
   if (!m) throw new Error(`no port in startup line: ${startup}`);
   return {
     port: Number(m[1]),

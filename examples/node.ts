@@ -1,0 +1,15 @@
+// A minimal embedding on Node (≥ 22.18 runs this .ts directly; with the npm package, import from
+// "edgesocks" and "edgesocks/node" instead). PORT=1080 ALLOW_PRIVATE=1 node examples/node.ts
+import process from "node:process";
+import { serve } from "../mod.ts";
+import { nodeAdapter } from "../lib/adapters/node.ts";
+
+const server = await serve(nodeAdapter, {
+  listen: [{ host: "127.0.0.1", port: Number(process.env.PORT ?? 1080) }],
+  policy: { allowPrivate: process.env.ALLOW_PRIVATE === "1" },
+  onLog: (entry) => console.log(JSON.stringify(entry)),
+});
+console.log(`SOCKS proxy on ${server.addresses.map((a) => `${a.host}:${a.port}`).join(", ")}`);
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => server.close().then(() => process.exit(0)));
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env node
+/**
+ * The program: starts the CLI on whichever runtime runs it. This is what
+ * `mod.ts` loads under `import.meta.main`, the npm package's `bin`, and the
+ * entry of the single-binary build.
+ *
+ * @module
+ */
+import { currentRuntime } from "./adapters/detect.ts";
+import { main } from "./cli.ts";
+
+const { adapter, host } = await currentRuntime();
+await main(adapter, host);
