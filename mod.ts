@@ -45,14 +45,27 @@ export {
   type HandlerOptions,
   type Timeouts,
 } from "./lib/server.ts";
-export { DEFAULT_LISTEN, serve, type ServeOptions, type SocksServer } from "./lib/serve.ts";
+export {
+  DEFAULT_LISTEN,
+  DEFAULT_MAX_CONNECTIONS,
+  serve,
+  type ServeOptions,
+  type SocksServer,
+} from "./lib/serve.ts";
 export {
   checkDestination,
   type Cidr,
+  clientAllowed,
+  type ClientPolicy,
   DEFAULT_POLICY,
   type DestinationPolicy,
+  type DestinationQuery,
+  type DestinationRule,
+  evaluateDestination,
   isNonPublicAddress,
   parseCidr,
+  parseRule,
+  type RuleCommand,
 } from "./lib/policy.ts";
 export { createAuthenticator, parseUsers } from "./lib/auth.ts";
 export { VERSION } from "./lib/version.ts";

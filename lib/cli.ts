@@ -8,7 +8,14 @@ import { parseUsers } from "./auth.ts";
 import type { HostPort, RuntimeAdapter } from "./connection.ts";
 import { parseIPv6 } from "./core/address.ts";
 import { createLogger, type LogMode } from "./log.ts";
-import { DEFAULT_LISTEN, isLoopbackHost, serve, type ServeOptions } from "./serve.ts";
+import { type Cidr, type DestinationRule, parseCidr, parseRule } from "./policy.ts";
+import {
+  DEFAULT_LISTEN,
+  DEFAULT_MAX_CONNECTIONS,
+  isLoopbackHost,
+  serve,
+  type ServeOptions,
+} from "./serve.ts";
 import { DEFAULT_TIMEOUTS } from "./server.ts";
 import { VERSION } from "./version.ts";
 
@@ -31,6 +38,10 @@ export interface CliHost {
 /** Parsed command line. */
 export interface CliOptions {
   listen: HostPort[];
+  rules: DestinationRule[];
+  clientRules: { action: "allow" | "deny"; cidr: Cidr }[];
+  maxConnections: number;
+  maxConnectionsPerClient: number;
   usersFile?: string;
   allowPrivate: boolean;
   denyConnectDir: boolean;
@@ -55,6 +66,16 @@ Usage: deno run -A mod.ts [flags]   |   bun mod.ts [flags]   |   node mod.ts [fl
   --allow-private            allow loopback, private, link-local, CGNAT, multicast and
                              unspecified destinations (refused by default)
   --deny-connect-dir         refuse Tor's CONNECT_DIR (0xF2) command
+  --allow RULE, --deny RULE  destination rules, repeatable, first match wins, checked before the
+                             defaults: [COMMANDS@]TARGET[:PORTS] where COMMANDS is a comma list of
+                             connect, connect_dir, resolve; TARGET an address, CIDR range
+                             ([v6/len] with a port), host name, *.domain or *; PORTS N or N-M.
+                             e.g. --allow 10.0.0.0/8:443  --deny 'resolve@*.corp.example'
+  --allow-client CIDR        only these clients may connect (repeatable)
+  --deny-client CIDR         refuse these clients (repeatable; first match wins)
+  --max-connections N        connections served at once, more are closed (default ${DEFAULT_MAX_CONNECTIONS}; 0 = no cap)
+  --max-connections-per-client N
+                             connections per client address (default 0 = no cap)
   --dns HOST[:PORT]          nameserver for RESOLVE, RESOLVE_PTR and CONNECT by name
                              (default: the system's resolver)
   --log text|json|quiet      one line per connection (default quiet)
@@ -91,10 +112,21 @@ function seconds(flag: string, value: string): number {
   return Math.round(Number(value) * 1000);
 }
 
+function count(flag: string, value: string): number {
+  if (!/^\d{1,9}$/.test(value)) {
+    throw new TypeError(`${flag} needs a whole number, got ${JSON.stringify(value)}`);
+  }
+  return Number(value);
+}
+
 /** Parses the command line; throws a TypeError with a message for the user on bad input. */
 export function parseArgs(args: string[]): CliOptions {
   const opts: CliOptions = {
     listen: [],
+    rules: [],
+    clientRules: [],
+    maxConnections: DEFAULT_MAX_CONNECTIONS,
+    maxConnectionsPerClient: 0,
     allowPrivate: false,
     denyConnectDir: false,
     log: "quiet",
@@ -126,6 +158,23 @@ export function parseArgs(args: string[]): CliOptions {
         break;
       case "--deny-connect-dir":
         opts.denyConnectDir = true;
+        break;
+      case "--allow":
+      case "--deny":
+        opts.rules.push(parseRule(flag === "--allow" ? "allow" : "deny", take()));
+        break;
+      case "--allow-client":
+      case "--deny-client":
+        opts.clientRules.push({
+          action: flag === "--allow-client" ? "allow" : "deny",
+          cidr: parseCidr(take()),
+        });
+        break;
+      case "--max-connections":
+        opts.maxConnections = count(flag, take());
+        break;
+      case "--max-connections-per-client":
+        opts.maxConnectionsPerClient = count(flag, take());
         break;
       case "--dns":
         opts.dns = parseHostPort(take(), 53);
@@ -188,7 +237,10 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     listen: opts.listen,
     users,
     dns: opts.dns,
-    policy: { allowPrivate: opts.allowPrivate, allowConnectDir: !opts.denyConnectDir },
+    policy: { allowPrivate: opts.allowPrivate, allowConnectDir: !opts.denyConnectDir, rules: opts.rules },
+    clientPolicy: { rules: opts.clientRules },
+    maxConnections: opts.maxConnections,
+    maxConnectionsPerClient: opts.maxConnectionsPerClient,
     timeouts: { handshake: opts.handshakeTimeout, connect: opts.connectTimeout, idle: opts.idleTimeout },
     onLog: createLogger(opts.log, host.stdout),
   };

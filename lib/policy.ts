@@ -92,12 +92,178 @@ export function isNonPublicAddress(ip: string): boolean {
   return NON_PUBLIC_RANGES.some((r) => inCidr(bytes, r));
 }
 
+/** The command groups a destination rule can name: RESOLVE covers RESOLVE_PTR too. */
+export type RuleCommand = "connect" | "connect_dir" | "resolve";
+
+/**
+ * One allow/deny rule. A rule matches when every field it sets matches; the
+ * first matching rule decides; when none matches, the defaults apply.
+ */
+export interface DestinationRule {
+  /** What a match does. */
+  action: "allow" | "deny";
+  /** The commands the rule applies to. */
+  commands: readonly RuleCommand[];
+  /** Range the address (dialled, or answered by RESOLVE, or asked by RESOLVE_PTR) must be in. */
+  cidr?: Cidr;
+  /** Host name pattern for the name the client asked for: `name`, `*.suffix` (subdomains), or `*`. */
+  host?: string;
+  /** Inclusive port range. */
+  ports?: readonly [number, number];
+  /** The rule as written, for logs. */
+  text: string;
+}
+
+const ALL_COMMANDS: readonly RuleCommand[] = ["connect", "connect_dir", "resolve"];
+
+/**
+ * Parses a rule: `[COMMANDS@]TARGET[:PORTS]`, where COMMANDS is a comma list
+ * of `connect`, `connect_dir`, `resolve`; TARGET is an address or CIDR
+ * (IPv6 in brackets when a port follows), a host pattern (`example.com`,
+ * `*.example.com`) or `*`; PORTS is `N` or `N-M`. Throws a TypeError on bad input.
+ *
+ * @example
+ * ```ts
+ * import { parseRule } from "./mod.ts";
+ * parseRule("deny", "169.254.0.0/16");
+ * parseRule("allow", "connect@10.0.0.0/8:443");
+ * parseRule("deny", "resolve@*.internal.example");
+ * ```
+ */
+export function parseRule(action: "allow" | "deny", text: string): DestinationRule {
+  const bad = (why: string) => new TypeError(`invalid rule ${JSON.stringify(text)}: ${why}`);
+  let rest = text;
+  let commands = ALL_COMMANDS;
+  const at = rest.indexOf("@");
+  if (at >= 0) {
+    const names = rest.slice(0, at).split(",");
+    if (names.some((c) => !ALL_COMMANDS.includes(c as RuleCommand))) {
+      throw bad("commands are connect, connect_dir, resolve");
+    }
+    commands = names as RuleCommand[];
+    rest = rest.slice(at + 1);
+  }
+  let target: string;
+  let portText: string | undefined;
+  const bracket = /^\[([^\]]+)\](?::(.+))?$/.exec(rest);
+  if (bracket) [target, portText] = [bracket[1], bracket[2]];
+  else if (parseIPv6(rest.split("/")[0])) target = rest;
+  else {
+    const colon = rest.lastIndexOf(":");
+    [target, portText] = colon < 0 ? [rest, undefined] : [rest.slice(0, colon), rest.slice(colon + 1)];
+  }
+  const rule: DestinationRule = { action, commands, text };
+  if (portText !== undefined) {
+    const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(portText);
+    const lo = m ? Number(m[1]) : -1, hi = m ? Number(m[2] ?? m[1]) : -1;
+    if (!m || lo > hi || hi > 65535) throw bad("ports are N or N-M, 0-65535");
+    rule.ports = [lo, hi];
+  }
+  if (target === "*") return rule;
+  if (parseIPv4(target.split("/")[0]) || parseIPv6(target.split("/")[0])) {
+    try {
+      rule.cidr = parseCidr(target);
+    } catch {
+      throw bad("bad address range");
+    }
+    return rule;
+  }
+  const host = target.toLowerCase().replace(/\.$/, "");
+  if (!/^(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*$/.test(host)) {
+    throw bad("expected an address, a CIDR range, a host name or *");
+  }
+  rule.host = host;
+  return rule;
+}
+
+function hostMatches(pattern: string, name: string | undefined): boolean {
+  if (name === undefined) return false;
+  const n = name.toLowerCase().replace(/\.$/, "");
+  return pattern.startsWith("*.") ? n.endsWith(pattern.slice(1)) : n === pattern;
+}
+
+/** What a destination check looks at. */
+export interface DestinationQuery {
+  /** The command, grouped as rules name it. */
+  command: RuleCommand;
+  /** The name the client asked for, when it asked by name. */
+  name?: string;
+  /** The address to be dialled (or answered, or reverse-resolved); absent before name resolution. */
+  ip?: string;
+  /** The destination port (0 for RESOLVE). */
+  port: number;
+}
+
+/** Maps a request kind to the command group rules name. */
+export function ruleCommand(kind: RequestKind): RuleCommand {
+  return kind === "resolve_ptr" ? "resolve" : kind;
+}
+
+/**
+ * Evaluates the rules, then the defaults (non-public addresses refused unless
+ * `allowPrivate`). Returns the reply code to refuse with, or null when
+ * allowed. Without `ip` (before name resolution) it refuses only what a
+ * name rule denies outright, and otherwise lets the lookup go ahead (the
+ * addresses are checked after it); an undecided answer is `"undecided"`.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_POLICY, evaluateDestination } from "./mod.ts";
+ * evaluateDestination({ command: "connect", ip: "10.0.0.1", port: 80 }, DEFAULT_POLICY); // 0x02
+ * ```
+ */
+export function evaluateDestination(
+  query: DestinationQuery,
+  policy: DestinationPolicy,
+): ReplyCode | null | "undecided" {
+  for (const rule of policy.rules ?? []) {
+    if (!rule.commands.includes(query.command)) continue;
+    if (rule.ports && (query.port < rule.ports[0] || query.port > rule.ports[1])) continue;
+    if (rule.host !== undefined && !hostMatches(rule.host, query.name)) continue;
+    if (rule.cidr) {
+      if (query.ip === undefined) return "undecided";
+      const bytes = effectiveAddress(query.ip);
+      if (!bytes || !inCidr(bytes, rule.cidr)) continue;
+    }
+    if (rule.action === "deny") return ReplyCode.NotAllowed;
+    return query.ip === undefined || effectiveAddress(query.ip) ? null : ReplyCode.NotAllowed;
+  }
+  if (query.ip === undefined) return "undecided";
+  return checkDestination(query.ip, policy);
+}
+
 /** Which destinations the server may dial. Plain data, built from flags. */
 export interface DestinationPolicy {
   /** Allow loopback, private, link-local, CGNAT, multicast and unspecified destinations. Default false. */
   allowPrivate: boolean;
   /** Serve Tor's CONNECT_DIR (0xF2) as a tunnel. Default true. */
   allowConnectDir: boolean;
+  /** Allow/deny rules, first match wins, checked before the defaults. */
+  rules?: readonly DestinationRule[];
+}
+
+/** Which clients may use the server: first matching rule wins; with any allow rule, unmatched clients are refused. */
+export interface ClientPolicy {
+  /** Rules in order. */
+  rules: readonly { action: "allow" | "deny"; cidr: Cidr }[];
+}
+
+/**
+ * True when a client at `ip` may connect.
+ *
+ * @example
+ * ```ts
+ * import { clientAllowed, parseCidr } from "./mod.ts";
+ * clientAllowed("10.1.2.3", { rules: [{ action: "allow", cidr: parseCidr("10.0.0.0/8") }] }); // true
+ * ```
+ */
+export function clientAllowed(ip: string | undefined, policy: ClientPolicy): boolean {
+  if (policy.rules.length === 0) return true;
+  const bytes = ip === undefined ? null : effectiveAddress(ip);
+  for (const rule of policy.rules) {
+    if (bytes && inCidr(bytes, rule.cidr)) return rule.action === "allow";
+  }
+  return !policy.rules.some((r) => r.action === "allow");
 }
 
 /** The safe default: public destinations only, CONNECT_DIR allowed. */

@@ -14,7 +14,14 @@ export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> 
   listen?: HostPort[];
   /** Nameserver for RESOLVE, RESOLVE_PTR and CONNECT by name; default: the system's resolver. */
   dns?: HostPort;
+  /** Most connections served at once; more are closed at once. Default 10,000; 0: no cap. */
+  maxConnections?: number;
+  /** Most connections from one client address at once; more are closed at once. Default 0: no cap. */
+  maxConnectionsPerClient?: number;
 }
+
+/** Default global connection cap. */
+export const DEFAULT_MAX_CONNECTIONS = 10_000;
 
 /** A running server. */
 export interface SocksServer {
@@ -54,8 +61,38 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   const handle = createHandler({ ...options, dial: adapter.dial, resolver: adapter.resolver(options.dns) });
   const shutdown = new AbortController();
   const running = new Set<Promise<ConnectionLog>>();
+  const maxTotal = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
+  const maxPerClient = options.maxConnectionsPerClient ?? 0;
+  const perClient = new Map<string, number>();
+  const refuse = (conn: ByteConnection, reason: string) => {
+    // Refused at once, never queued: the client sees the connection close.
+    conn.close();
+    const client = conn.remoteAddress ? `${conn.remoteAddress.host}:${conn.remoteAddress.port}` : undefined;
+    try {
+      options.onLog?.({
+        ...(client ? { client } : {}),
+        reply: "none",
+        up: 0,
+        down: 0,
+        durationMs: 0,
+        reason,
+      });
+    } catch {
+      // A faulty log hook must not break accepting.
+    }
+  };
   const onConnection = (conn: ByteConnection) => {
-    const p = handle(conn, shutdown.signal).finally(() => running.delete(p));
+    if (maxTotal > 0 && running.size >= maxTotal) return refuse(conn, "connection limit reached");
+    const key = conn.remoteAddress?.host ?? "";
+    const count = perClient.get(key) ?? 0;
+    if (maxPerClient > 0 && count >= maxPerClient) return refuse(conn, "per-client connection limit reached");
+    perClient.set(key, count + 1);
+    const p = handle(conn, shutdown.signal).finally(() => {
+      running.delete(p);
+      const left = (perClient.get(key) ?? 1) - 1;
+      if (left > 0) perClient.set(key, left);
+      else perClient.delete(key);
+    });
     running.add(p);
   };
   const listeners: Listener[] = [];

@@ -7,11 +7,19 @@
  */
 import { createAuthenticator } from "./auth.ts";
 import type { ByteConnection, DialOptions, Resolver } from "./connection.ts";
-import { canonicalIP, type SocksAddress } from "./core/address.ts";
+import { canonicalIP } from "./core/address.ts";
 import { replyCodeOf, SocksError } from "./core/errors.ts";
 import { type RequestKind, type SocksRequest, SocksServerMachine, type Step } from "./core/machine.ts";
 import { ReplyCode } from "./core/wire.ts";
-import { checkCommand, checkDestination, DEFAULT_POLICY, type DestinationPolicy } from "./policy.ts";
+import {
+  checkCommand,
+  clientAllowed,
+  type ClientPolicy,
+  DEFAULT_POLICY,
+  type DestinationPolicy,
+  evaluateDestination,
+  ruleCommand,
+} from "./policy.ts";
 import { relay } from "./relay.ts";
 
 /** Timeouts in milliseconds; 0 disables one. */
@@ -63,6 +71,8 @@ export interface HandlerOptions {
   users?: ReadonlyMap<string, string>;
   /** Destination policy; default {@linkcode DEFAULT_POLICY}. */
   policy?: Partial<DestinationPolicy>;
+  /** Which clients may connect; default everyone. */
+  clientPolicy?: ClientPolicy;
   /** Timeouts; default {@linkcode DEFAULT_TIMEOUTS}. */
   timeouts?: Partial<Timeouts>;
   /** Called once per connection when it ends. */
@@ -140,20 +150,27 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
     ? createAuthenticator(options.users)
     : undefined;
   const { dial, resolver } = options;
+  const clientPolicy: ClientPolicy = options.clientPolicy ?? { rules: [] };
 
-  /** Addresses to dial for a target, literal or resolved, before policy. */
-  async function addressesOf(target: SocksAddress): Promise<string[]> {
-    const literal = canonicalIP(target.host);
-    return literal ? [literal] : await resolver.lookup(target.host);
-  }
-
-  async function openTunnel(
-    req: SocksRequest,
-    log: ConnectionLog,
-    signal: AbortSignal,
-  ): Promise<ByteConnection> {
-    const candidates = await addressesOf(req.target);
-    const allowed = candidates.filter((ip) => checkDestination(ip, policy) === null);
+  /**
+   * The addresses a request may use, in preference order: a literal as it is,
+   * a name resolved, each checked by the destination policy (a name rule may
+   * refuse before any DNS query is sent). Refuses with NotAllowed when the
+   * policy leaves nothing.
+   */
+  async function allowedAddresses(req: SocksRequest, log: ConnectionLog): Promise<string[]> {
+    const command = ruleCommand(req.kind);
+    const literal = canonicalIP(req.target.host);
+    const name = literal ? undefined : req.target.host;
+    const port = req.kind === "resolve" ? 0 : req.target.port;
+    const verdict = name === undefined ? "undecided" : evaluateDestination({ command, name, port }, policy);
+    if (verdict !== "undecided" && verdict !== null) {
+      throw new SocksError(ReplyCode.NotAllowed, `${name} not allowed by policy`);
+    }
+    const candidates = literal ? [literal] : await resolver.lookup(req.target.host);
+    const allowed = candidates.filter((ip) =>
+      evaluateDestination({ command, name, ip, port }, policy) === null
+    );
     if (allowed.length === 0) {
       log.dialed = candidates[0];
       throw new SocksError(
@@ -161,8 +178,16 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
         `destination ${candidates.join(", ")} not allowed by policy`,
       );
     }
+    return allowed;
+  }
+
+  async function openTunnel(
+    req: SocksRequest,
+    log: ConnectionLog,
+    signal: AbortSignal,
+  ): Promise<ByteConnection> {
     let lastError: unknown;
-    for (const ip of allowed) {
+    for (const ip of await allowedAddresses(req, log)) {
       log.dialed = ip;
       try {
         return await dial({ host: ip, port: req.target.port, signal });
@@ -174,12 +199,23 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
     throw lastError;
   }
 
-  async function resolveOne(req: SocksRequest): Promise<string> {
-    const addresses = await addressesOf(req.target);
+  async function resolveOne(req: SocksRequest, log: ConnectionLog): Promise<string> {
+    // An IP literal resolves to itself: no DNS, nothing revealed, so no policy check.
+    const literal = canonicalIP(req.target.host);
+    const addresses = literal ? [literal] : await allowedAddresses(req, log);
     // SOCKS4 replies carry only IPv4; SOCKS5 prefers IPv4 as Tor does (lookup lists IPv4 first).
     const pick = req.version === 4 ? addresses.find((a) => !a.includes(":")) : addresses[0];
     if (!pick) throw new SocksError(ReplyCode.HostUnreachable, `${req.target.host} has no usable address`);
     return pick;
+  }
+
+  async function reverseOne(req: SocksRequest): Promise<string> {
+    const denied = evaluateDestination({ command: "resolve", ip: req.target.host, port: 0 }, policy);
+    if (denied !== null) {
+      throw new SocksError(ReplyCode.NotAllowed, `${req.target.host} not allowed by policy`);
+    }
+    const names = await resolver.reverse(req.target.host);
+    return names[0] ?? "";
   }
 
   return async function handle(client: ByteConnection, signal?: AbortSignal): Promise<ConnectionLog> {
@@ -190,6 +226,12 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
     }
     const log: ConnectionLog = { reply: "none", up: 0, down: 0, durationMs: 0, reason: "" };
     if (client.remoteAddress) log.client = hostPort(client.remoteAddress);
+    if (!clientAllowed(client.remoteAddress?.host, clientPolicy)) {
+      client.close();
+      log.reason = "client not allowed by policy";
+      options.onLog?.(log);
+      return log;
+    }
     const machine = new SocksServerMachine({ authenticate });
     const send = async (step: Step) => {
       for (const w of step.write) await client.write(w);
@@ -255,10 +297,9 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
           upstream = await Promise.race([opening, limit.promise, aborted(abort.signal)]);
           answer = machine.connected(upstream.localAddress ?? { host: "0.0.0.0", port: 0 });
         } else if (req.kind === "resolve") {
-          answer = machine.resolved(await Promise.race([resolveOne(req), limit.promise]));
+          answer = machine.resolved(await Promise.race([resolveOne(req, log), limit.promise]));
         } else {
-          const names = await Promise.race([resolver.reverse(req.target.host), limit.promise]);
-          answer = machine.resolvedName(names[0] ?? "");
+          answer = machine.resolvedName(await Promise.race([reverseOne(req), limit.promise]));
         }
       } catch (error) {
         const code = replyCodeOf(error);

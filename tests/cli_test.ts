@@ -164,6 +164,85 @@ describe(`CLI on ${RUNTIME}`, () => {
     }
   });
 
+  it("--deny rules refuse by name, --allow rules by range, before the defaults", async () => {
+    const proxy = await spawnProxy([
+      "--listen",
+      "127.0.0.1:0",
+      "--dns",
+      `${dns.host}:${dns.port}`,
+      "--deny",
+      "connect@web.test",
+      "--allow",
+      `connect@127.0.0.0/8:${http.port}`,
+    ]);
+    try {
+      const curl = (host: string) =>
+        run("curl", [
+          "-sS",
+          "--max-time",
+          "10",
+          "--socks5-hostname",
+          `127.0.0.1:${proxy.port}`,
+          `http://${host}:${http.port}/`,
+        ]);
+      const byName = await curl("web.test");
+      assert.notEqual(byName.code, 0, "web.test went through a deny rule");
+      const allowed = await curl("127.0.0.1");
+      assert.equal(
+        allowed.stdout,
+        HTTP_BODY,
+        `${allowed.stderr} (the allow rule should open 127.0.0.0/8:${http.port})`,
+      );
+      // other.test is 127.0.0.2: the range rule lets it be dialled, and nothing listens there, so the
+      // reply is 05 (refused) rather than 02 (not allowed).
+      const other = await curl("other.test");
+      assert.match(other.stderr, /\(5\)\s*$/);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it("--max-connections and --max-connections-per-client close extra connections at once; --deny-client refuses", async () => {
+    for (const flags of [["--max-connections", "2"], ["--max-connections-per-client", "2"]]) {
+      const proxy = await spawnProxy(["--listen", "127.0.0.1:0", "--allow-private", ...flags]);
+      try {
+        const held = [await RawClient.open(proxy.port), await RawClient.open(proxy.port)];
+        held[0].send(Uint8Array.of(5));
+        held[1].send(Uint8Array.of(5));
+        await new Promise((r) => setTimeout(r, 200));
+        const extra = await RawClient.open(proxy.port);
+        extra.send(Uint8Array.of(5, 1, 0));
+        const t0 = Date.now();
+        assert.equal(
+          (await extra.readToEnd(2_000)).length,
+          0,
+          `${flags[0]}: the extra connection got a reply`,
+        );
+        assert.ok(Date.now() - t0 < 1_500, `${flags[0]}: not refused promptly`);
+        for (const c of held) c.destroy();
+        await new Promise((r) => setTimeout(r, 300));
+        const again = await RawClient.open(proxy.port);
+        again.send(Uint8Array.of(5, 1, 0));
+        assert.equal(
+          toHex(await again.readExactly(2)),
+          "05 00",
+          `${flags[0]}: no recovery after the others closed`,
+        );
+        again.destroy();
+      } finally {
+        await proxy.stop();
+      }
+    }
+    const denied = await spawnProxy(["--listen", "127.0.0.1:0", "--deny-client", "127.0.0.0/8"]);
+    try {
+      const c = await RawClient.open(denied.port);
+      c.send(Uint8Array.of(5, 1, 0));
+      assert.equal((await c.readToEnd(2_000)).length, 0);
+    } finally {
+      await denied.stop();
+    }
+  });
+
   it("--help, --version, and clear errors for bad flags", async () => {
     const { cmd, args } = runtimeCommand();
     const help = await run(cmd, [...args, "--help"]);
@@ -174,10 +253,19 @@ describe(`CLI on ${RUNTIME}`, () => {
     const version = await run(cmd, [...args, "--version"]);
     assert.equal(version.stdout.trim(), `edgesocks ${VERSION}`);
     for (
-      const bad of [["--bogus"], ["--listen", "nope"], ["--log", "loud"], ["--users", "/nonexistent/users"], [
-        "--idle-timeout",
-        "soon",
-      ]]
+      const bad of [
+        ["--bogus"],
+        ["--listen", "nope"],
+        ["--log", "loud"],
+        ["--users", "/nonexistent/users"],
+        [
+          "--idle-timeout",
+          "soon",
+        ],
+        ["--deny", "bind@1.2.3.4"],
+        ["--allow-client", "nope"],
+        ["--max-connections", "-1"],
+      ]
     ) {
       const r = await run(cmd, [...args, ...bad]);
       assert.equal(r.code, 2, `${bad.join(" ")}: ${r.stderr}`);

@@ -4,9 +4,14 @@ import assert from "node:assert/strict";
 import {
   checkCommand,
   checkDestination,
+  clientAllowed,
   DEFAULT_POLICY,
+  type DestinationPolicy,
+  type DestinationRule,
+  evaluateDestination,
   isNonPublicAddress,
   parseCidr,
+  parseRule,
 } from "../lib/policy.ts";
 import { constantTimeEqual, createAuthenticator, parseUsers } from "../lib/auth.ts";
 import { ReplyCode } from "../lib/core/wire.ts";
@@ -139,5 +144,135 @@ describe("users and credentials", () => {
     assert.equal(constantTimeEqual(bytes("abc"), bytes("abcabc")), false);
     assert.equal(constantTimeEqual(bytes(""), bytes("a")), false);
     assert.equal(constantTimeEqual(bytes(""), bytes("")), true);
+  });
+});
+
+describe("destination rules", () => {
+  const policy = (rules: DestinationRule[], allowPrivate = false): DestinationPolicy => ({
+    allowPrivate,
+    allowConnectDir: true,
+    rules,
+  });
+
+  it("parses every rule form and names the problem in bad ones", () => {
+    assert.deepEqual(parseRule("allow", "connect@10.0.0.0/8:443").ports, [443, 443]);
+    assert.deepEqual(parseRule("deny", "connect,resolve@*.corp.example").commands, ["connect", "resolve"]);
+    assert.equal(parseRule("deny", "*.Corp.Example.").host, "*.corp.example");
+    assert.equal(parseRule("deny", "[fd00::/8]:1-1024").cidr?.prefix, 8);
+    assert.deepEqual(parseRule("deny", "[fd00::/8]:1-1024").ports, [1, 1024]);
+    assert.equal(parseRule("deny", "2001:db8::/32").cidr?.prefix, 32);
+    assert.equal(parseRule("allow", "*:8080").host, undefined);
+    for (
+      const bad of ["bind@1.2.3.4", "1.2.3.4:99999", "1.2.3.4:9-1", "10.0.0.0/40", "a b", "x@", "*.*.example"]
+    ) {
+      assert.throws(() => parseRule("deny", bad), /invalid rule/, bad);
+    }
+  });
+
+  it("refuses cloud metadata, private and loopback by default, in every spelling, for every command", () => {
+    for (
+      const ip of [
+        "169.254.169.254",
+        "fd00:ec2::254",
+        "::ffff:169.254.169.254",
+        "127.0.0.1",
+        "0.0.0.0",
+        "10.0.0.1",
+      ]
+    ) {
+      for (const command of ["connect", "connect_dir", "resolve"] as const) {
+        assert.equal(
+          evaluateDestination({ command, ip, port: 80 }, DEFAULT_POLICY),
+          ReplyCode.NotAllowed,
+          `${command} ${ip}`,
+        );
+      }
+    }
+  });
+
+  it("first match wins; an allow rule opens a private range; a deny rule closes a public one", () => {
+    const p = policy([
+      parseRule("deny", "10.9.0.0/16"),
+      parseRule("allow", "connect@10.0.0.0/8:443"),
+      parseRule("deny", "connect@198.51.100.0/24"),
+    ]);
+    assert.equal(evaluateDestination({ command: "connect", ip: "10.1.2.3", port: 443 }, p), null);
+    assert.equal(
+      evaluateDestination({ command: "connect", ip: "10.1.2.3", port: 80 }, p),
+      ReplyCode.NotAllowed,
+    );
+    assert.equal(
+      evaluateDestination({ command: "connect", ip: "10.9.2.3", port: 443 }, p),
+      ReplyCode.NotAllowed,
+    );
+    assert.equal(
+      evaluateDestination({ command: "connect_dir", ip: "10.1.2.3", port: 443 }, p),
+      ReplyCode.NotAllowed,
+    );
+    assert.equal(
+      evaluateDestination({ command: "connect", ip: "198.51.100.7", port: 443 }, p),
+      ReplyCode.NotAllowed,
+    );
+    assert.equal(evaluateDestination({ command: "resolve", ip: "198.51.100.7", port: 0 }, p), null);
+    assert.equal(
+      evaluateDestination({ command: "connect", ip: "::ffff:10.9.0.1", port: 443 }, p),
+      ReplyCode.NotAllowed,
+    );
+  });
+
+  it("host rules decide before name resolution; CIDR rules wait for the address", () => {
+    const p = policy([parseRule("deny", "*.corp.example"), parseRule("allow", "resolve@intranet.example")]);
+    assert.equal(
+      evaluateDestination({ command: "connect", name: "db.corp.example", port: 5432 }, p),
+      ReplyCode.NotAllowed,
+    );
+    assert.equal(
+      evaluateDestination({ command: "connect", name: "corp.example", port: 5432 }, p),
+      "undecided",
+    );
+    assert.equal(evaluateDestination({ command: "resolve", name: "intranet.example", port: 0 }, p), null);
+    assert.equal(
+      evaluateDestination({ command: "resolve", name: "intranet.example", ip: "10.0.0.8", port: 0 }, p),
+      null,
+    );
+    assert.equal(
+      evaluateDestination({ command: "connect", name: "intranet.example", ip: "10.0.0.8", port: 80 }, p),
+      ReplyCode.NotAllowed,
+    );
+    const cidrFirst = policy([parseRule("deny", "192.0.2.0/24"), parseRule("deny", "bad.example")]);
+    assert.equal(
+      evaluateDestination({ command: "connect", name: "bad.example", port: 80 }, cidrFirst),
+      "undecided",
+    );
+    assert.equal(
+      evaluateDestination(
+        { command: "connect", name: "bad.example", ip: "198.51.100.1", port: 80 },
+        cidrFirst,
+      ),
+      ReplyCode.NotAllowed,
+    );
+  });
+
+  it("allowPrivate opens the default ranges but rules still apply", () => {
+    const p = policy([parseRule("deny", "169.254.169.254")], true);
+    assert.equal(evaluateDestination({ command: "connect", ip: "10.0.0.1", port: 80 }, p), null);
+    assert.equal(
+      evaluateDestination({ command: "connect", ip: "169.254.169.254", port: 80 }, p),
+      ReplyCode.NotAllowed,
+    );
+  });
+});
+
+describe("client policy", () => {
+  it("no rules: everyone; allow rules: only those; deny rules: all but those", () => {
+    assert.equal(clientAllowed("203.0.113.9", { rules: [] }), true);
+    const only = { rules: [{ action: "allow" as const, cidr: parseCidr("127.0.0.0/8") }] };
+    assert.equal(clientAllowed("127.0.0.5", only), true);
+    assert.equal(clientAllowed("::ffff:127.0.0.5", only), true);
+    assert.equal(clientAllowed("203.0.113.9", only), false);
+    assert.equal(clientAllowed(undefined, only), false);
+    const deny = { rules: [{ action: "deny" as const, cidr: parseCidr("203.0.113.0/24") }] };
+    assert.equal(clientAllowed("203.0.113.9", deny), false);
+    assert.equal(clientAllowed("198.51.100.1", deny), true);
   });
 });

@@ -12,6 +12,7 @@ import { fromWebStreams } from "../lib/streams.ts";
 import type { ByteConnection, DialOptions, Resolver } from "../lib/connection.ts";
 import { SocksError } from "../lib/core/errors.ts";
 import { ReplyCode } from "../lib/core/wire.ts";
+import { parseCidr, parseRule } from "../lib/policy.ts";
 import { hex, toHex, within } from "./_fixtures.ts";
 
 /** One end of an in-memory duplex: write to the peer, read from the peer. */
@@ -497,5 +498,46 @@ describe("driver: authentication, timeouts and logs", () => {
     assert.equal(toHex((await far.readToEnd()).bytes), "05 00 05 05 00 01 00 00 00 00 00 00");
     assert.equal((await done).reply, "0x05");
     h.client.end();
+  });
+});
+
+describe("driver: destination rules and client policy", () => {
+  it("a host rule refuses before any DNS query", async () => {
+    let lookups = 0;
+    const h = harness({
+      policy: { rules: [parseRule("deny", "*.corp.example")] },
+      resolver: {
+        lookup: () => (lookups++, Promise.resolve(["198.51.100.9"])),
+        reverse: () => Promise.reject(new Error("unused")),
+      },
+    });
+    h.client.send(hex(`05 01 00 05 01 00 03 0f ${toHex(new TextEncoder().encode("db.corp.example"))} 00 50`));
+    assert.equal(toHex(await h.client.read(12)), "05 00 05 02 00 01 00 00 00 00 00 00");
+    assert.equal(lookups, 0);
+    assert.equal(h.dials.length, 0);
+    await h.done;
+  });
+
+  it("RESOLVE and RESOLVE_PTR refuse private answers and targets by default, and a rule opens them", async () => {
+    const records = { "inside.example": ["10.0.0.7"] };
+    const resolve = hex(`05 01 00 05 f0 00 03 0e ${toHex(new TextEncoder().encode("inside.example"))} 00 00`);
+    const closed = harness({}, records);
+    closed.client.send(resolve);
+    assert.equal(toHex((await closed.client.readToEnd()).bytes), "05 00 05 02 00 01 00 00 00 00 00 00");
+    const open = harness({ policy: { rules: [parseRule("allow", "resolve@10.0.0.0/8")] } }, records);
+    open.client.send(resolve);
+    assert.equal(toHex((await open.client.readToEnd()).bytes), "05 00 05 00 00 01 0a 00 00 07 00 00");
+    const ptr = harness({}, records);
+    ptr.client.send(hex("05 01 00 05 f1 00 01 0a 00 00 07 00 00"));
+    assert.equal(toHex((await ptr.client.readToEnd()).bytes), "05 00 05 02 00 01 00 00 00 00 00 00");
+    await Promise.all([closed.done, open.done, ptr.done]);
+  });
+
+  it("a client outside the client policy is closed without a reply", async () => {
+    const h = harness({ clientPolicy: { rules: [{ action: "deny", cidr: parseCidr("127.0.0.0/8") }] } });
+    h.client.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`));
+    assert.equal((await h.client.readToEnd()).bytes.length, 0);
+    assert.equal((await h.done).reason, "client not allowed by policy");
+    assert.equal(h.dials.length, 0);
   });
 });
