@@ -9,7 +9,6 @@
  *
  * @module
  */
-import { promises as dns } from "node:dns";
 import type {
   ByteConnection,
   DialOptions,
@@ -18,10 +17,11 @@ import type {
   Resolver,
   RuntimeAdapter,
 } from "../connection.ts";
-import { canonicalIP, parseIPv4, parseIPv6 } from "../core/address.ts";
+import { parseIPv4, parseIPv6 } from "../core/address.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
+import { notFound, systemResolver } from "./_node_dns.ts";
 
 // A read buffer stays pending for as long as a socket is idle, so it starts
 // small and only grows while reads fill it (a fixed 64 KiB costs ~110 KiB per
@@ -188,10 +188,6 @@ function ptrName(ip: string): string | null {
   return `${nibbles.join(".")}.ip6.arpa`;
 }
 
-function notFound(what: string, cause?: unknown): SocksError {
-  return new SocksError(ReplyCode.HostUnreachable, `cannot resolve ${what}`, { cause });
-}
-
 function nameServerResolver(server: HostPort): Resolver {
   const options = { nameServer: { ipAddr: server.host, port: server.port } };
   return {
@@ -219,35 +215,6 @@ function nameServerResolver(server: HostPort): Resolver {
     },
   };
 }
-
-// Deno.resolveDns refuses to work without a `nameserver` line in
-// resolv.conf, even for /etc/hosts names; node:dns goes through getaddrinfo.
-const systemResolver: Resolver = {
-  async lookup(name) {
-    let found: { address: string; family: number }[];
-    try {
-      found = await dns.lookup(name, { all: true });
-    } catch (error) {
-      throw notFound(name, error);
-    }
-    const byFamily = (family: number) => found.filter((f) => f.family === family).map((f) => f.address);
-    const addresses = [...new Set([...byFamily(4), ...byFamily(6)])];
-    if (addresses.length === 0) throw notFound(name);
-    return addresses;
-  },
-  async reverse(ip) {
-    const text = unmapIPv4(ip);
-    let hostname: string;
-    try {
-      ({ hostname } = await dns.lookupService(text, 0));
-    } catch (error) {
-      throw notFound(ip, error);
-    }
-    // getnameinfo answers with the address itself when there is no PTR.
-    if (!hostname || canonicalIP(hostname) !== null) throw notFound(ip);
-    return [hostname.replace(/\.$/, "")];
-  },
-};
 
 /**
  * The runtime adapter for Deno.

@@ -9,21 +9,13 @@
  *
  * @module
  */
-import { promises as dns } from "node:dns";
 import { connect, createServer, type Socket } from "node:net";
 import process from "node:process";
-import type {
-  ByteConnection,
-  DialOptions,
-  HostPort,
-  Listener,
-  Resolver,
-  RuntimeAdapter,
-} from "../connection.ts";
-import { canonicalIP } from "../core/address.ts";
+import type { ByteConnection, DialOptions, HostPort, Listener, RuntimeAdapter } from "../connection.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
+import { CONNECT_ERRORS, nameServerResolver, systemResolver } from "./_node_dns.ts";
 
 function endpoint(host: string | undefined, port: number | undefined): HostPort | undefined {
   return host && port !== undefined ? { host: unmapIPv4(host), port } : undefined;
@@ -139,20 +131,6 @@ class NodeConnection implements ByteConnection {
   }
 }
 
-const CONNECT_ERRORS: Record<string, ReplyCode> = {
-  ECONNREFUSED: ReplyCode.ConnectionRefused,
-  EHOSTUNREACH: ReplyCode.HostUnreachable,
-  EHOSTDOWN: ReplyCode.HostUnreachable,
-  ENETUNREACH: ReplyCode.NetworkUnreachable,
-  ENETDOWN: ReplyCode.NetworkUnreachable,
-  ETIMEDOUT: ReplyCode.TtlExpired,
-  EACCES: ReplyCode.NotAllowed,
-  EPERM: ReplyCode.NotAllowed,
-  ENOTFOUND: ReplyCode.HostUnreachable,
-  EAI_AGAIN: ReplyCode.HostUnreachable,
-  EAI_NONAME: ReplyCode.HostUnreachable,
-};
-
 function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(new SocksError(ReplyCode.TtlExpired, "connect timed out"));
@@ -210,61 +188,6 @@ function listen(address: HostPort, onConnection: (conn: ByteConnection) => void)
     });
   });
 }
-
-function notFound(what: string, cause?: unknown): SocksError {
-  return new SocksError(ReplyCode.HostUnreachable, `cannot resolve ${what}`, { cause });
-}
-
-function nameServerResolver(server: HostPort): Resolver {
-  const resolver = new dns.Resolver({ timeout: 5_000, tries: 2 });
-  resolver.setServers([
-    server.host.includes(":") ? `[${server.host}]:${server.port}` : `${server.host}:${server.port}`,
-  ]);
-  return {
-    async lookup(name) {
-      const [v4, v6] = await Promise.allSettled([resolver.resolve4(name), resolver.resolve6(name)]);
-      const found = [v4, v6].flatMap((a) => a.status === "fulfilled" ? a.value : []);
-      if (found.length > 0) return found;
-      throw notFound(name, v4.status === "rejected" ? v4.reason : undefined);
-    },
-    async reverse(ip) {
-      let names: string[];
-      try {
-        names = await resolver.reverse(unmapIPv4(ip));
-      } catch (error) {
-        throw notFound(ip, error);
-      }
-      if (names.length === 0) throw notFound(ip);
-      return names;
-    },
-  };
-}
-
-const systemResolver: Resolver = {
-  async lookup(name) {
-    let found: { address: string; family: number }[];
-    try {
-      found = await dns.lookup(name, { all: true });
-    } catch (error) {
-      throw notFound(name, error);
-    }
-    const byFamily = (family: number) => found.filter((f) => f.family === family).map((f) => f.address);
-    const addresses = [...new Set([...byFamily(4), ...byFamily(6)])];
-    if (addresses.length === 0) throw notFound(name);
-    return addresses;
-  },
-  async reverse(ip) {
-    let hostname: string;
-    try {
-      ({ hostname } = await dns.lookupService(unmapIPv4(ip), 0));
-    } catch (error) {
-      throw notFound(ip, error);
-    }
-    // getnameinfo answers with the address itself when there is no name.
-    if (!hostname || canonicalIP(hostname) !== null) throw notFound(ip);
-    return [hostname];
-  },
-};
 
 /**
  * The runtime adapter for Node (≥ 20).

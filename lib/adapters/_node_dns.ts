@@ -1,0 +1,88 @@
+/**
+ * DNS through `node:dns`, shared by the adapters: Node and Bun use it for
+ * everything, Deno for the system resolver (its own `Deno.resolveDns` refuses
+ * to work without a `nameserver` line in resolv.conf, even for /etc/hosts
+ * names, while `node:dns` goes through getaddrinfo). Also the errno → reply
+ * table for connect errors reported with Node-style codes.
+ *
+ * @module
+ */
+import { promises as dns } from "node:dns";
+import type { HostPort, Resolver } from "../connection.ts";
+import { canonicalIP } from "../core/address.ts";
+import { SocksError } from "../core/errors.ts";
+import { unmapIPv4 } from "../core/replies.ts";
+import { ReplyCode } from "../core/wire.ts";
+
+/** The reply a failed connect maps to, by its errno code. */
+export const CONNECT_ERRORS: Readonly<Record<string, ReplyCode>> = {
+  ECONNREFUSED: ReplyCode.ConnectionRefused,
+  EHOSTUNREACH: ReplyCode.HostUnreachable,
+  EHOSTDOWN: ReplyCode.HostUnreachable,
+  ENETUNREACH: ReplyCode.NetworkUnreachable,
+  ENETDOWN: ReplyCode.NetworkUnreachable,
+  ETIMEDOUT: ReplyCode.TtlExpired,
+  EACCES: ReplyCode.NotAllowed,
+  EPERM: ReplyCode.NotAllowed,
+  ENOTFOUND: ReplyCode.HostUnreachable,
+  EAI_AGAIN: ReplyCode.HostUnreachable,
+  EAI_NONAME: ReplyCode.HostUnreachable,
+};
+
+/** A name or address with no answer. */
+export function notFound(what: string, cause?: unknown): SocksError {
+  return new SocksError(ReplyCode.HostUnreachable, `cannot resolve ${what}`, { cause });
+}
+
+/** A resolver asking `server` directly (A and AAAA in parallel, IPv4 answers first; PTR). */
+export function nameServerResolver(server: HostPort): Resolver {
+  const resolver = new dns.Resolver({ timeout: 5_000, tries: 2 });
+  resolver.setServers([
+    server.host.includes(":") ? `[${server.host}]:${server.port}` : `${server.host}:${server.port}`,
+  ]);
+  return {
+    async lookup(name) {
+      const [v4, v6] = await Promise.allSettled([resolver.resolve4(name), resolver.resolve6(name)]);
+      const found = [v4, v6].flatMap((a) => a.status === "fulfilled" ? a.value : []);
+      if (found.length > 0) return found;
+      throw notFound(name, v4.status === "rejected" ? v4.reason : undefined);
+    },
+    async reverse(ip) {
+      let names: string[];
+      try {
+        names = await resolver.reverse(unmapIPv4(ip));
+      } catch (error) {
+        throw notFound(ip, error);
+      }
+      if (names.length === 0) throw notFound(ip);
+      return names;
+    },
+  };
+}
+
+/** The system resolver: getaddrinfo / getnameinfo, so /etc/hosts and nsswitch apply. */
+export const systemResolver: Resolver = {
+  async lookup(name) {
+    let found: { address: string; family: number }[];
+    try {
+      found = await dns.lookup(name, { all: true });
+    } catch (error) {
+      throw notFound(name, error);
+    }
+    const byFamily = (family: number) => found.filter((f) => f.family === family).map((f) => f.address);
+    const addresses = [...new Set([...byFamily(4), ...byFamily(6)])];
+    if (addresses.length === 0) throw notFound(name);
+    return addresses;
+  },
+  async reverse(ip) {
+    let hostname: string;
+    try {
+      ({ hostname } = await dns.lookupService(unmapIPv4(ip), 0));
+    } catch (error) {
+      throw notFound(ip, error);
+    }
+    // getnameinfo answers with the address itself when there is no name.
+    if (!hostname || canonicalIP(hostname) !== null) throw notFound(ip);
+    return [hostname.replace(/\.$/, "")];
+  },
+};
