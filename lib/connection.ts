@@ -1,3 +1,5 @@
+import type { RelayOptions, RelayResult } from "./relay.ts";
+
 /**
  * The small connection interface the relay and the driver are written
  * against. Each runtime adapter implements it over its native sockets; a Web
@@ -100,4 +102,17 @@ export interface RuntimeAdapter {
   listen(address: HostPort, onConnection: (conn: ByteConnection) => void): Promise<Listener>;
   /** A resolver using `nameServer`, or the system's resolver when it is absent. */
   resolver(nameServer?: HostPort): Resolver;
+  /**
+   * A faster relay over the runtime's own sockets, for two connections this
+   * adapter made; returns undefined when it cannot take them (then the
+   * runtime-neutral `relay()` runs). Same contract as `relay()`.
+   */
+  relay?: NativeRelay;
 }
+
+/** The signature of {@linkcode RuntimeAdapter.relay}. */
+export type NativeRelay = (
+  client: ByteConnection,
+  upstream: ByteConnection,
+  options: RelayOptions,
+) => Promise<RelayResult> | undefined;

@@ -58,7 +58,12 @@ export function isLoopbackHost(host: string): boolean {
  * ```
  */
 export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {}): Promise<SocksServer> {
-  const handle = createHandler({ ...options, dial: adapter.dial, resolver: adapter.resolver(options.dns) });
+  const handle = createHandler({
+    ...options,
+    dial: adapter.dial,
+    resolver: adapter.resolver(options.dns),
+    relay: adapter.relay,
+  });
   const shutdown = new AbortController();
   const running = new Set<Promise<ConnectionLog>>();
   const maxTotal = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;

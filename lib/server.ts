@@ -6,7 +6,7 @@
  * @module
  */
 import { createAuthenticator } from "./auth.ts";
-import type { ByteConnection, DialOptions, Resolver } from "./connection.ts";
+import type { ByteConnection, DialOptions, NativeRelay, Resolver } from "./connection.ts";
 import { canonicalIP } from "./core/address.ts";
 import { replyCodeOf, SocksError } from "./core/errors.ts";
 import { type RequestKind, type SocksRequest, SocksServerMachine, type Step } from "./core/machine.ts";
@@ -67,6 +67,8 @@ export interface HandlerOptions {
   dial: (options: DialOptions) => Promise<ByteConnection>;
   /** DNS for CONNECT by name, RESOLVE and RESOLVE_PTR. */
   resolver: Resolver;
+  /** A runtime's faster relay (a runtime adapter's `relay`), tried before the runtime-neutral one. */
+  relay?: NativeRelay;
   /** RFC 1929 users (`user → password`); when non-empty, authentication is required and SOCKS4 is refused. */
   users?: ReadonlyMap<string, string>;
   /** Destination policy; default {@linkcode DEFAULT_POLICY}. */
@@ -324,7 +326,9 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
         log.up += early.length;
         await upstream.write(early);
       }
-      const result = await relay(client, upstream, { idleTimeout: timeouts.idle, signal });
+      const relayOptions = { idleTimeout: timeouts.idle, signal };
+      const result =
+        await (options.relay?.(client, upstream, relayOptions) ?? relay(client, upstream, relayOptions));
       log.up += result.up;
       log.down += result.down;
       log.reason = result.end === "error"

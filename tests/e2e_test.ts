@@ -8,6 +8,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
+import type { ConnectionLog } from "../lib/server.ts";
 import { createRequire } from "node:module";
 import {
   closedPort,
@@ -371,6 +372,42 @@ describe(`end to end on ${RUNTIME}`, () => {
         assert.equal(got.digest("hex"), hash.digest("hex"));
         c.destroy();
       } finally {
+        await target.close();
+      }
+    });
+
+    it("the log counts every byte each way, early data included; an idle tunnel is closed", async () => {
+      const logs: ConnectionLog[] = [];
+      const proxy = await startProxy({
+        policy: { allowPrivate: true },
+        timeouts: { idle: 300 },
+        onLog: (l) => logs.push(l),
+      });
+      const target = await startTcp((s) => {
+        let n = 0;
+        s.on("data", (d) => (n += d.length));
+        s.on("end", () => s.end(Buffer.alloc(n * 2, 7)));
+      });
+      try {
+        const c = await RawClient.open(proxy.port);
+        c.send(Buffer.concat([socks5ConnectBytes(target.port), Buffer.alloc(1000, 1)]));
+        await c.readExactly(12);
+        c.send(Buffer.alloc(4000, 2));
+        c.end();
+        assert.equal((await c.readToEnd()).length, 10_000);
+        for (let i = 0; i < 100 && logs.length === 0; i++) await sleep(10);
+        assert.deepEqual([logs[0]?.up, logs[0]?.down, logs[0]?.reason], [5000, 10_000, "done"]);
+
+        const idle = await RawClient.open(proxy.port);
+        idle.send(socks5ConnectBytes(target.port));
+        await idle.readExactly(12);
+        const t0 = Date.now();
+        await idle.readToEnd(3_000);
+        assert.ok(Date.now() - t0 >= 250, "closed before the idle timeout");
+        for (let i = 0; i < 100 && logs.length < 2; i++) await sleep(10);
+        assert.equal(logs[1]?.reason, "idle timeout");
+      } finally {
+        await proxy.close();
         await target.close();
       }
     });

@@ -11,7 +11,15 @@
  */
 import { connect, createServer, type Socket } from "node:net";
 import process from "node:process";
-import type { ByteConnection, DialOptions, HostPort, Listener, RuntimeAdapter } from "../connection.ts";
+import type {
+  ByteConnection,
+  DialOptions,
+  HostPort,
+  Listener,
+  NativeRelay,
+  RuntimeAdapter,
+} from "../connection.ts";
+import type { RelayResult } from "../relay.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
@@ -33,40 +41,59 @@ class NodeConnection implements ByteConnection {
   #reader: { resolve: (c: Uint8Array | null) => void; reject: (e: Error) => void } | null = null;
   #drainWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
 
+  // deno-lint-ignore no-explicit-any -- node:events listeners take any arguments
+  #listeners: [string, (...args: any[]) => void][];
+
   constructor(socket: Socket) {
     this.#socket = socket;
     socket.setNoDelay(true);
     socket.pause();
     this.localAddress = endpoint(socket.localAddress, socket.localPort);
     this.remoteAddress = endpoint(socket.remoteAddress, socket.remotePort);
-    socket.on("data", (data: Uint8Array) => {
-      const r = this.#reader;
-      if (r) {
-        this.#reader = null;
-        r.resolve(data);
-      } else {
-        this.#chunk = data;
-      }
-      // One chunk in hand at most: wait for the next read() before reading on.
-      socket.pause();
-    });
-    socket.on("end", () => {
-      this.#eof = true;
-      this.#settleReader();
-    });
-    socket.on("error", (error: Error) => {
-      this.#error = error;
-      this.#settleReader();
-      this.#settleWriters();
-    });
-    socket.on("close", () => {
-      this.#eof = true;
-      this.#settleReader();
-      this.#settleWriters();
-    });
-    socket.on("drain", () => {
-      for (const w of this.#drainWaiters.splice(0)) w.resolve();
-    });
+    this.#listeners = [
+      ["data", (data: Uint8Array) => {
+        const r = this.#reader;
+        if (r) {
+          this.#reader = null;
+          r.resolve(data);
+        } else {
+          this.#chunk = data;
+        }
+        // One chunk in hand at most: wait for the next read() before reading on.
+        socket.pause();
+      }],
+      ["end", () => {
+        this.#eof = true;
+        this.#settleReader();
+      }],
+      ["error", (error: Error) => {
+        this.#error = error;
+        this.#settleReader();
+        this.#settleWriters();
+      }],
+      ["close", () => {
+        this.#eof = true;
+        this.#settleReader();
+        this.#settleWriters();
+      }],
+      ["drain", () => {
+        for (const w of this.#drainWaiters.splice(0)) w.resolve();
+      }],
+    ];
+    for (const [event, fn] of this.#listeners) socket.on(event, fn);
+  }
+
+  /**
+   * Hands the socket over to the native relay, with the chunk already read
+   * but not consumed. Undefined when the connection is not idle and healthy.
+   */
+  detach(): { socket: Socket; pending: Uint8Array | null; eof: boolean } | undefined {
+    if (this.#closed || this.#error || this.#reader || this.#drainWaiters.length > 0) return undefined;
+    for (const [event, fn] of this.#listeners) this.#socket.off(event, fn);
+    this.#closed = true;
+    const pending = this.#chunk;
+    this.#chunk = null;
+    return { socket: this.#socket, pending, eof: this.#eof };
   }
 
   #settleReader() {
@@ -190,6 +217,76 @@ function listen(address: HostPort, onConnection: (conn: ByteConnection) => void)
 }
 
 /**
+ * The relay on Node's own streams: `pipe()` both ways (backpressure through
+ * `write()`'s return and `drain`, a FIN passed on by `end()` since the
+ * sockets are half-open), the idle timeout by `setTimeout()` on both sockets
+ * (any byte through the tunnel touches both), an error on one side resets
+ * both. No JavaScript runs per chunk beyond the stream machinery, and
+ * sockets are not paused per chunk as the generic read() loop must.
+ */
+const nativeRelay: NativeRelay = (client, upstream, options) => {
+  if (!(client instanceof NodeConnection) || !(upstream instanceof NodeConnection)) return undefined;
+  const a = client.detach();
+  if (!a) return undefined;
+  const b = upstream.detach();
+  if (!b) {
+    // Give the client side back to the generic relay's behaviour: close both, nothing half-done.
+    a.socket.destroy();
+    upstream.close();
+    return Promise.resolve({
+      up: 0,
+      down: 0,
+      end: "error",
+      error: new Error("upstream not ready for relay"),
+    });
+  }
+  return new Promise<RelayResult>((resolve) => {
+    const result: RelayResult = { up: 0, down: 0, end: "done" };
+    const sa = a.socket, sb = b.socket;
+    const readA = sa.bytesRead - (a.pending?.length ?? 0), readB = sb.bytesRead - (b.pending?.length ?? 0);
+    let open = 2;
+    let finished = false;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      options.signal?.removeEventListener("abort", onAbort);
+      result.up = sa.bytesRead - readA;
+      result.down = sb.bytesRead - readB;
+      resolve(result);
+    };
+    const stop = (end: RelayResult["end"], error?: unknown) => {
+      if (result.end !== "done") return;
+      result.end = end;
+      if (error !== undefined) result.error = error;
+      for (const s of [sa, sb]) {
+        if (end === "error" && s.readyState === "open") s.resetAndDestroy();
+        else s.destroy();
+      }
+    };
+    const onAbort = () => stop("aborted");
+    for (const s of [sa, sb]) {
+      s.on("error", (error) => stop("error", error));
+      s.on("close", () => --open === 0 && finish());
+      if (options.idleTimeout) {
+        s.setTimeout(options.idleTimeout);
+        s.on("timeout", () => stop("idle"));
+      }
+    }
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    if (options.signal?.aborted) onAbort();
+    const forward = (from: typeof a, to: Socket) => {
+      if (from.pending) to.write(from.pending);
+      if (from.eof) to.end();
+      else from.socket.pipe(to);
+    };
+    forward(a, sb);
+    forward(b, sa);
+    // A socket whose both directions are done closes by itself; one that had already closed won't emit again.
+    for (const s of [sa, sb]) if (s.destroyed) --open === 0 && finish();
+  });
+};
+
+/**
  * The runtime adapter for Node (≥ 20).
  *
  * @example
@@ -204,4 +301,5 @@ export const nodeAdapter: RuntimeAdapter = {
   dial,
   listen,
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
+  relay: nativeRelay,
 };
