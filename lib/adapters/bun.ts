@@ -14,15 +14,31 @@
  *
  * @module
  */
-import type { ByteConnection, DialOptions, HostPort, Listener, RuntimeAdapter } from "../connection.ts";
+import type {
+  ByteConnection,
+  DialOptions,
+  HostPort,
+  Listener,
+  NativeRelay,
+  RuntimeAdapter,
+} from "../connection.ts";
+import type { RelayOptions, RelayResult } from "../relay.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
 import { CONNECT_ERRORS, nameServerResolver, systemResolver } from "./_node_dns.ts";
 
+/** What a socket's events are delivered to: a connection, or one side of the native relay. */
+interface SocketState {
+  onData(data: Uint8Array): void;
+  onDrain(): void;
+  onEnd(): void;
+  onClose(error?: Error): void;
+}
+
 /** The part of Bun's socket API used here (Bun's own types are not available to `deno check`). */
 interface BunSocket {
-  data: BunConnection | undefined;
+  data: SocketState | undefined;
   write(data: Uint8Array): number;
   shutdown(halfClose?: boolean): void;
   end(): void;
@@ -144,6 +160,18 @@ class BunConnection implements ByteConnection {
     w?.reject(error);
   }
 
+  /**
+   * Hands the socket over to the native relay, with the bytes already read
+   * but not consumed. Undefined when the connection is not idle and healthy.
+   */
+  detach(): { socket: BunSocket; pending: Uint8Array | null; eof: boolean } | undefined {
+    if (this.#closed || this.#error || this.#reader || this.#unsent) return undefined;
+    this.#closed = true;
+    const pending = this.#chunk;
+    this.#chunk = null;
+    return { socket: this.#socket, pending, eof: this.#eof };
+  }
+
   // -- ByteConnection --
   read(): Promise<Uint8Array | null> {
     if (this.#chunk) {
@@ -216,6 +244,161 @@ const handlers: SocketHandlers = {
   end: (s) => s.data?.onEnd(),
   close: (s, e) => s.data?.onClose(e),
   error: (s, e) => s.data?.onClose(e),
+};
+
+/**
+ * One direction's source in the native relay: its data goes straight to the
+ * peer socket. Only what the kernel did not take is copied and kept, and the
+ * source is paused until the peer's `drain` has flushed it; a FIN is passed
+ * on (`shutdown()`) once everything before it went out.
+ */
+class RelaySide implements SocketState {
+  peer!: RelaySide;
+  unsent: Uint8Array | null = null;
+  ended = false;
+  closed = false;
+  bytes = 0;
+  readonly socket: BunSocket;
+  readonly tunnel: NativeTunnel;
+  constructor(socket: BunSocket, tunnel: NativeTunnel) {
+    this.socket = socket;
+    this.tunnel = tunnel;
+  }
+
+  onData(data: Uint8Array) {
+    this.bytes += data.length;
+    this.tunnel.touch();
+    const n = this.peer.socket.write(data);
+    if (n < 0) return this.tunnel.stop("error", new Error("peer socket closed"));
+    if (n < data.length) {
+      // Bun reuses `data`: keep a copy of what is left.
+      this.unsent = data.slice(n);
+      this.socket.pause();
+    }
+  }
+
+  /** The peer socket drained: flush what this side's peer left unsent (its data, our socket). */
+  onDrain() {
+    const from = this.peer;
+    const rest = from.unsent;
+    if (!rest) return;
+    const n = this.socket.write(rest);
+    if (n < 0) return this.tunnel.stop("error", new Error("socket closed"));
+    if (n < rest.length) {
+      from.unsent = rest.subarray(n);
+      return;
+    }
+    from.unsent = null;
+    this.tunnel.touch();
+    if (from.ended) this.socket.shutdown();
+    else from.socket.resume();
+  }
+
+  onEnd() {
+    if (this.ended) return;
+    this.ended = true;
+    if (!this.unsent) this.peer.socket.shutdown();
+  }
+
+  onClose(error?: Error) {
+    if (this.closed) return;
+    this.closed = true;
+    // Once our side of a socket is shut down, Bun reports its FIN as `close` without `end`. A close is
+    // clean when our FIN went out (the peer ended and everything it sent was flushed here); anything
+    // else is a reset or an abort.
+    const ourFinSent = this.peer.ended && !this.peer.unsent;
+    if (error) this.tunnel.stop("error", error);
+    else if (!ourFinSent) this.tunnel.stop("error", new Error("socket closed early"));
+    else this.onEnd();
+    this.tunnel.closed();
+  }
+}
+
+class NativeTunnel {
+  result: RelayResult = { up: 0, down: 0, end: "done" };
+  #last = Date.now();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #open = 2;
+  #done: (r: RelayResult) => void;
+  #a: RelaySide;
+  #b: RelaySide;
+  #options: RelayOptions;
+  #onAbort = () => this.stop("aborted");
+
+  constructor(a: BunSocket, b: BunSocket, options: RelayOptions, done: (r: RelayResult) => void) {
+    this.#options = options;
+    this.#done = done;
+    this.#a = new RelaySide(a, this);
+    this.#b = new RelaySide(b, this);
+    this.#a.peer = this.#b;
+    this.#b.peer = this.#a;
+    a.data = this.#a;
+    b.data = this.#b;
+    const idle = options.idleTimeout ?? 0;
+    if (idle > 0) {
+      const check = () => {
+        const quiet = Date.now() - this.#last;
+        if (quiet >= idle) this.stop("idle");
+        else this.#timer = setTimeout(check, idle - quiet);
+      };
+      this.#timer = setTimeout(check, idle);
+    }
+    options.signal?.addEventListener("abort", this.#onAbort, { once: true });
+    if (options.signal?.aborted) this.#onAbort();
+  }
+
+  start(pendingA: Uint8Array | null, eofA: boolean, pendingB: Uint8Array | null, eofB: boolean) {
+    for (const [side, pending, eof] of [[this.#a, pendingA, eofA], [this.#b, pendingB, eofB]] as const) {
+      if (pending) side.onData(pending);
+      if (eof) side.onEnd();
+      else if (!side.unsent) side.socket.resume();
+    }
+  }
+
+  touch() {
+    this.#last = Date.now();
+  }
+
+  stop(end: RelayResult["end"], error?: unknown) {
+    if (this.result.end !== "done") return;
+    this.result.end = end;
+    if (error !== undefined) this.result.error = error;
+    for (const side of [this.#a, this.#b]) {
+      if (side.closed) continue;
+      if (end === "error") side.socket.terminate();
+      else side.socket.end();
+    }
+  }
+
+  closed() {
+    if (--this.#open > 0) return;
+    clearTimeout(this.#timer);
+    this.#options.signal?.removeEventListener("abort", this.#onAbort);
+    this.result.up = this.#a.bytes;
+    this.result.down = this.#b.bytes;
+    this.#done(this.result);
+  }
+}
+
+/** The relay on Bun's own sockets, for two connections this adapter made. */
+const nativeRelay: NativeRelay = (client, upstream, options) => {
+  if (!(client instanceof BunConnection) || !(upstream instanceof BunConnection)) return undefined;
+  const a = client.detach();
+  if (!a) return undefined;
+  const b = upstream.detach();
+  if (!b) {
+    a.socket.terminate();
+    upstream.close();
+    return Promise.resolve({
+      up: 0,
+      down: 0,
+      end: "error",
+      error: new Error("upstream not ready for relay"),
+    });
+  }
+  return new Promise<RelayResult>((resolve) => {
+    new NativeTunnel(a.socket, b.socket, options, resolve).start(a.pending, a.eof, b.pending, b.eof);
+  });
 };
 
 async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
@@ -292,4 +475,5 @@ export const bunAdapter: RuntimeAdapter = {
   dial,
   listen,
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
+  relay: nativeRelay,
 };
