@@ -7,7 +7,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createServer as createHttpServer } from "node:http";
 import { connect, createServer, type Server, type Socket } from "node:net";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -195,7 +195,7 @@ export async function startDns(): Promise<{ host: string; port: number; stop(): 
       return {
         host: "127.0.0.1",
         port,
-        stop: () => stopChild(child),
+        stop: () => stopChild(child).finally(() => rmSync(dir, { recursive: true, force: true })),
       };
     }
     if (!/in use/i.test(stderr)) throw new Error(`dnsmasq failed: ${stderr}`);
@@ -290,12 +290,12 @@ export async function spawnProxy(
   };
 }
 
-/** Writes a users file to a temporary folder and returns its path. */
-export function usersFile(text: string): string {
+/** Writes a users file to a temporary folder and returns its path; `remove()` deletes it. */
+export function usersFile(text: string): { path: string; remove(): void } {
   const dir = mkdtempSync(join(tmpdir(), "edgesocks-users-"));
   const path = join(dir, "users");
   writeFileSync(path, text);
-  return path;
+  return { path, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
 /**

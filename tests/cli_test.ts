@@ -33,12 +33,12 @@ describe(`CLI on ${RUNTIME}`, () => {
   });
 
   it("starts with users, serves curl, logs JSON without the password, and stops cleanly on SIGTERM", async () => {
-    const file = usersFile("# test users\nalice:pa ss:word\nbob:hunter2\n");
+    const users = usersFile("# test users\nalice:pa ss:word\nbob:hunter2\n");
     const proxy = await spawnProxy([
       "--listen",
       "127.0.0.1:0",
       "--users",
-      file,
+      users.path,
       "--allow-private",
       "--log",
       "json",
@@ -71,6 +71,7 @@ describe(`CLI on ${RUNTIME}`, () => {
       ]);
       assert.notEqual(bad.code, 0);
     } finally {
+      users.remove();
       const code = await proxy.stop("SIGTERM");
       assert.equal(code, 0);
     }
