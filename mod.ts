@@ -32,6 +32,7 @@ export type {
   DialOptions,
   HostPort,
   Listener,
+  NativeRelay,
   Resolver,
   RuntimeAdapter,
 } from "./lib/connection.ts";

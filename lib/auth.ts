@@ -53,6 +53,14 @@ function decodeLatin1(bytes: Uint8Array): string {
  * Builds the `authenticate` callback for the state machine from a user map.
  * Passwords are compared in constant time; an unknown user is compared
  * against a dummy so the timing does not tell which part was wrong.
+ *
+ * @example
+ * ```ts
+ * import { createAuthenticator } from "./mod.ts";
+ * const authenticate = createAuthenticator(new Map([["alice", "secret"]]));
+ * const bytes = (s: string) => new TextEncoder().encode(s);
+ * authenticate(bytes("alice"), bytes("secret")); // true
+ * ```
  */
 export function createAuthenticator(
   users: ReadonlyMap<string, string>,

@@ -8,7 +8,15 @@ import type { RelayOptions, RelayResult } from "./relay.ts";
  * @module
  */
 
-/** A host and port of a socket end. */
+/**
+ * A host and port of a socket end.
+ *
+ * @example
+ * ```ts
+ * import type { HostPort } from "./mod.ts";
+ * const show = (a: HostPort) => a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+ * ```
+ */
 export interface HostPort {
   /** IP address text (IPv4-mapped IPv6 is normalised to dotted quad by the adapters). */
   host: string;
@@ -60,7 +68,19 @@ export interface ByteConnection {
   readonly remoteAddress?: HostPort;
 }
 
-/** Forward and reverse DNS, as used by CONNECT by name, RESOLVE and RESOLVE_PTR. */
+/**
+ * Forward and reverse DNS, as used by CONNECT by name, RESOLVE and RESOLVE_PTR.
+ *
+ * @example
+ * ```ts
+ * import { ReplyCode, type Resolver, SocksError } from "./mod.ts";
+ * const none = (q: string) => Promise.reject(new SocksError(ReplyCode.HostUnreachable, `${q}: not found`));
+ * const fixed: Resolver = {
+ *   lookup: (name) => name === "example.test" ? Promise.resolve(["192.0.2.1"]) : none(name),
+ *   reverse: (ip) => none(ip),
+ * };
+ * ```
+ */
 export interface Resolver {
   /**
    * Addresses of `name`, IPv4 first then IPv6. Rejects with a `SocksError`
@@ -71,7 +91,17 @@ export interface Resolver {
   reverse(ip: string): Promise<string[]>;
 }
 
-/** Options for an outbound connection. */
+/**
+ * Options for an outbound connection.
+ *
+ * @example
+ * ```ts
+ * import type { DialOptions, RuntimeAdapter } from "./mod.ts";
+ * declare const adapter: RuntimeAdapter;
+ * const options: DialOptions = { host: "93.184.216.34", port: 443, signal: AbortSignal.timeout(10_000) };
+ * const upstream = await adapter.dial(options);
+ * ```
+ */
 export interface DialOptions {
   /** An IP literal: names are resolved (and checked by policy) before dialing. */
   host: string;
@@ -81,7 +111,18 @@ export interface DialOptions {
   signal?: AbortSignal;
 }
 
-/** A listening socket. */
+/**
+ * A listening socket.
+ *
+ * @example
+ * ```ts
+ * import type { Listener, RuntimeAdapter } from "./mod.ts";
+ * declare const adapter: RuntimeAdapter;
+ * const listener: Listener = await adapter.listen({ host: "127.0.0.1", port: 0 }, (conn) => conn.close());
+ * console.log(listener.address.port); // the port the system picked
+ * await listener.close();
+ * ```
+ */
 export interface Listener {
   /** The bound address (the real port when 0 was asked for). */
   readonly address: HostPort;
@@ -92,6 +133,14 @@ export interface Listener {
 /**
  * What a runtime adapter provides: listen, connect, DNS. Nothing outside an
  * adapter touches `Deno.`, `Bun.` or `node:net`.
+ *
+ * @example
+ * ```ts
+ * import { createHandler, type RuntimeAdapter } from "./mod.ts";
+ * declare const adapter: RuntimeAdapter; // denoAdapter, bunAdapter or nodeAdapter
+ * const handle = createHandler({ dial: adapter.dial, resolver: adapter.resolver(), relay: adapter.relay });
+ * await adapter.listen({ host: "127.0.0.1", port: 1080 }, (conn) => void handle(conn));
+ * ```
  */
 export interface RuntimeAdapter {
   /** Runtime name and version, e.g. `"deno 2.9.6"`. */
@@ -110,7 +159,16 @@ export interface RuntimeAdapter {
   relay?: NativeRelay;
 }
 
-/** The signature of {@linkcode RuntimeAdapter.relay}. */
+/**
+ * The signature of {@linkcode RuntimeAdapter.relay}.
+ *
+ * @example
+ * ```ts
+ * import { relay, type NativeRelay } from "./mod.ts";
+ * // An adapter without a faster path can still offer one that defers to the generic relay.
+ * const passThrough: NativeRelay = (client, upstream, options) => relay(client, upstream, options);
+ * ```
+ */
 export type NativeRelay = (
   client: ByteConnection,
   upstream: ByteConnection,

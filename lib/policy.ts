@@ -8,7 +8,15 @@ import { parseIPv4, parseIPv6 } from "./core/address.ts";
 import type { RequestKind } from "./core/machine.ts";
 import { ReplyCode } from "./core/wire.ts";
 
-/** An address range in CIDR form, parsed. */
+/**
+ * An address range in CIDR form, parsed.
+ *
+ * @example
+ * ```ts
+ * import { type Cidr, parseCidr } from "./mod.ts";
+ * const office: Cidr = parseCidr("198.51.100.0/24"); // { bytes: [198, 51, 100, 0], prefix: 24, text }
+ * ```
+ */
 export interface Cidr {
   /** 4 or 16 bytes. */
   bytes: Uint8Array;
@@ -18,7 +26,17 @@ export interface Cidr {
   text: string;
 }
 
-/** Parses `a.b.c.d/n` or `v6::/n` (a bare address is a /32 or /128); throws on bad input. */
+/**
+ * Parses `a.b.c.d/n` or `v6::/n` (a bare address is a /32 or /128); throws on bad input.
+ *
+ * @example
+ * ```ts
+ * import { parseCidr } from "./mod.ts";
+ * parseCidr("10.0.0.0/8").prefix; // 8
+ * parseCidr("2001:db8::1").prefix; // 128
+ * parseCidr("10.0.0.0/33"); // throws a TypeError
+ * ```
+ */
 export function parseCidr(text: string): Cidr {
   const [addr, len, extra] = text.split("/");
   const bytes = parseIPv4(addr) ?? parseIPv6(addr);
@@ -85,19 +103,44 @@ export function effectiveAddress(ip: string): Uint8Array | null {
   return embeddedIPv4(v6) ?? v6;
 }
 
-/** True when `ip` is in a loopback, private, link-local, CGNAT, multicast, unspecified or other non-public range. */
+/**
+ * True when `ip` is in a loopback, private, link-local, CGNAT, multicast, unspecified or other non-public range.
+ *
+ * @example
+ * ```ts
+ * import { isNonPublicAddress } from "./mod.ts";
+ * isNonPublicAddress("192.168.1.1"); // true
+ * isNonPublicAddress("::ffff:10.0.0.1"); // true: IPv4-mapped, checked as 10.0.0.1
+ * isNonPublicAddress("93.184.216.34"); // false
+ * ```
+ */
 export function isNonPublicAddress(ip: string): boolean {
   const bytes = effectiveAddress(ip);
   if (!bytes) return true; // not an IP literal: never dial it unchecked
   return NON_PUBLIC_RANGES.some((r) => inCidr(bytes, r));
 }
 
-/** The command groups a destination rule can name: RESOLVE covers RESOLVE_PTR too. */
+/**
+ * The command groups a destination rule can name: RESOLVE covers RESOLVE_PTR too.
+ *
+ * @example
+ * ```ts
+ * import type { RuleCommand } from "./mod.ts";
+ * const lookups: RuleCommand[] = ["resolve"]; // RESOLVE and RESOLVE_PTR
+ * ```
+ */
 export type RuleCommand = "connect" | "connect_dir" | "resolve";
 
 /**
  * One allow/deny rule. A rule matches when every field it sets matches; the
  * first matching rule decides; when none matches, the defaults apply.
+ *
+ * @example
+ * ```ts
+ * import { type DestinationPolicy, type DestinationRule, parseRule } from "./mod.ts";
+ * const rules: DestinationRule[] = [parseRule("allow", "connect@10.0.0.0/8:443"), parseRule("deny", "*")];
+ * const policy: DestinationPolicy = { allowPrivate: false, allowConnectDir: true, rules }; // 10/8 HTTPS only
+ * ```
  */
 export interface DestinationRule {
   /** What a match does. */
@@ -182,7 +225,16 @@ function hostMatches(pattern: string, name: string | undefined): boolean {
   return pattern.startsWith("*.") ? n.endsWith(pattern.slice(1)) : n === pattern;
 }
 
-/** What a destination check looks at. */
+/**
+ * What a destination check looks at.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_POLICY, type DestinationQuery, evaluateDestination } from "./mod.ts";
+ * const query: DestinationQuery = { command: "connect", name: "example.org", port: 443 }; // before DNS
+ * evaluateDestination(query, DEFAULT_POLICY); // "undecided": the addresses are checked after the lookup
+ * ```
+ */
 export interface DestinationQuery {
   /** The command, grouped as rules name it. */
   command: RuleCommand;
@@ -232,7 +284,19 @@ export function evaluateDestination(
   return checkDestination(query.ip, policy);
 }
 
-/** Which destinations the server may dial. Plain data, built from flags. */
+/**
+ * Which destinations the server may dial. Plain data, built from flags.
+ *
+ * @example
+ * ```ts
+ * import { type DestinationPolicy, parseRule } from "./mod.ts";
+ * const policy: DestinationPolicy = {
+ *   allowPrivate: false,
+ *   allowConnectDir: false,
+ *   rules: [parseRule("deny", "*:25")], // no SMTP
+ * };
+ * ```
+ */
 export interface DestinationPolicy {
   /** Allow loopback, private, link-local, CGNAT, multicast and unspecified destinations. Default false. */
   allowPrivate: boolean;
@@ -242,7 +306,15 @@ export interface DestinationPolicy {
   rules?: readonly DestinationRule[];
 }
 
-/** Which clients may use the server: first matching rule wins; with any allow rule, unmatched clients are refused. */
+/**
+ * Which clients may use the server: first matching rule wins; with any allow rule, unmatched clients are refused.
+ *
+ * @example
+ * ```ts
+ * import { type ClientPolicy, parseCidr } from "./mod.ts";
+ * const lanOnly: ClientPolicy = { rules: [{ action: "allow", cidr: parseCidr("192.168.0.0/16") }] };
+ * ```
+ */
 export interface ClientPolicy {
   /** Rules in order. */
   rules: readonly { action: "allow" | "deny"; cidr: Cidr }[];
@@ -266,7 +338,15 @@ export function clientAllowed(ip: string | undefined, policy: ClientPolicy): boo
   return !policy.rules.some((r) => r.action === "allow");
 }
 
-/** The safe default: public destinations only, CONNECT_DIR allowed. */
+/**
+ * The safe default: public destinations only, CONNECT_DIR allowed.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_POLICY, type DestinationPolicy } from "./mod.ts";
+ * const lab: DestinationPolicy = { ...DEFAULT_POLICY, allowPrivate: true }; // may reach private networks
+ * ```
+ */
 export const DEFAULT_POLICY: DestinationPolicy = { allowPrivate: false, allowConnectDir: true };
 
 /**

@@ -6,7 +6,17 @@
  */
 import type { ByteConnection } from "./connection.ts";
 
-/** How a relay ended. */
+/**
+ * How a relay ended.
+ *
+ * @example
+ * ```ts
+ * import { type ByteConnection, relay, type RelayResult } from "./mod.ts";
+ * declare const client: ByteConnection, upstream: ByteConnection;
+ * const result: RelayResult = await relay(client, upstream);
+ * if (result.end === "error") console.error("tunnel failed:", result.error);
+ * ```
+ */
 export interface RelayResult {
   /** Bytes copied from `client` to `upstream`. */
   up: number;
@@ -21,7 +31,18 @@ export interface RelayResult {
   error?: unknown;
 }
 
-/** Relay options. */
+/**
+ * Relay options.
+ *
+ * @example
+ * ```ts
+ * import { type ByteConnection, relay, type RelayOptions } from "./mod.ts";
+ * declare const client: ByteConnection, upstream: ByteConnection;
+ * const shutdown = new AbortController(); // abort() closes the tunnel
+ * const options: RelayOptions = { idleTimeout: 300_000, signal: shutdown.signal };
+ * await relay(client, upstream, options);
+ * ```
+ */
 export interface RelayOptions {
   /** Close both sides after this many milliseconds without a byte either way; 0 or absent: never. */
   idleTimeout?: number;

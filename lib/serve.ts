@@ -8,7 +8,17 @@ import type { ByteConnection, HostPort, Listener, RuntimeAdapter } from "./conne
 import { parseIPv4, parseIPv6 } from "./core/address.ts";
 import { type ConnectionLog, createHandler, type HandlerOptions } from "./server.ts";
 
-/** Options for {@linkcode serve}. */
+/**
+ * Options for {@linkcode serve}.
+ *
+ * @example
+ * ```ts
+ * import { serve, type ServeOptions } from "./mod.ts";
+ * import { nodeAdapter } from "./lib/adapters/node.ts";
+ * const options: ServeOptions = { listen: [{ host: "::1", port: 1080 }], maxConnectionsPerClient: 64 };
+ * const server = await serve(nodeAdapter, options);
+ * ```
+ */
 export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> {
   /** Addresses to listen on. Default `127.0.0.1:1080`. Port 0 picks a free port. */
   listen?: HostPort[];
@@ -20,10 +30,29 @@ export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> 
   maxConnectionsPerClient?: number;
 }
 
-/** Default global connection cap. */
+/**
+ * Default global connection cap.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_MAX_CONNECTIONS, type ServeOptions } from "./mod.ts";
+ * const options: ServeOptions = { maxConnections: 4 * DEFAULT_MAX_CONNECTIONS }; // a bigger host
+ * ```
+ */
 export const DEFAULT_MAX_CONNECTIONS = 10_000;
 
-/** A running server. */
+/**
+ * A running server.
+ *
+ * @example
+ * ```ts
+ * import type { SocksServer } from "./mod.ts";
+ * async function stop(server: SocksServer) {
+ *   console.log(`closing ${server.activeConnections} connections on`, server.addresses);
+ *   await server.close(); // resolves once every tunnel has ended
+ * }
+ * ```
+ */
 export interface SocksServer {
   /** The bound addresses (real ports). */
   readonly addresses: HostPort[];
@@ -33,7 +62,16 @@ export interface SocksServer {
   close(): Promise<void>;
 }
 
-/** The default listen address: loopback only. */
+/**
+ * The default listen address: loopback only.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_LISTEN, serve } from "./mod.ts";
+ * import { nodeAdapter } from "./lib/adapters/node.ts";
+ * const server = await serve(nodeAdapter, { listen: [DEFAULT_LISTEN, { host: "::1", port: 1080 }] });
+ * ```
+ */
 export const DEFAULT_LISTEN: HostPort = { host: "127.0.0.1", port: 1080 };
 
 /** True when `host` is a loopback address (`127.0.0.0/8`, `::1`, `localhost`). */

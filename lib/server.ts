@@ -22,7 +22,15 @@ import {
 } from "./policy.ts";
 import { relay } from "./relay.ts";
 
-/** Timeouts in milliseconds; 0 disables one. */
+/**
+ * Timeouts in milliseconds; 0 disables one.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_TIMEOUTS, type Timeouts } from "./mod.ts";
+ * const timeouts: Timeouts = { ...DEFAULT_TIMEOUTS, idle: 0 }; // open tunnels never time out
+ * ```
+ */
 export interface Timeouts {
   /** From accept until a complete request. Default 10 s. */
   handshake: number;
@@ -32,10 +40,27 @@ export interface Timeouts {
   idle: number;
 }
 
-/** The defaults: handshake 10 s, connect 10 s, idle 300 s. */
+/**
+ * The defaults: handshake 10 s, connect 10 s, idle 300 s.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_TIMEOUTS } from "./mod.ts";
+ * const strict = { ...DEFAULT_TIMEOUTS, handshake: 2_000 }; // a slow handshake is cut after 2 s
+ * ```
+ */
 export const DEFAULT_TIMEOUTS: Timeouts = { handshake: 10_000, connect: 10_000, idle: 300_000 };
 
-/** One line per connection outcome. Never holds a password. */
+/**
+ * One line per connection outcome. Never holds a password.
+ *
+ * @example
+ * ```ts
+ * import type { ConnectionLog } from "./mod.ts";
+ * const onLog = (e: ConnectionLog) =>
+ *   console.log(`${e.client} ${e.command} ${e.target} ${e.reply} up=${e.up} down=${e.down} ${e.durationMs}ms`);
+ * ```
+ */
 export interface ConnectionLog {
   /** The client's address, when known. */
   client?: string;
@@ -61,7 +86,20 @@ export interface ConnectionLog {
   reason: string;
 }
 
-/** What the connection handler needs. */
+/**
+ * What the connection handler needs.
+ *
+ * @example
+ * ```ts
+ * import type { HandlerOptions, RuntimeAdapter } from "./mod.ts";
+ * declare const adapter: RuntimeAdapter;
+ * const options: HandlerOptions = {
+ *   dial: adapter.dial,
+ *   resolver: adapter.resolver({ host: "127.0.0.1", port: 53 }),
+ *   users: new Map([["alice", "secret"]]),
+ * };
+ * ```
+ */
 export interface HandlerOptions {
   /** Opens outbound TCP connections to an IP literal (a runtime adapter's `dial`). */
   dial: (options: DialOptions) => Promise<ByteConnection>;
@@ -81,7 +119,17 @@ export interface HandlerOptions {
   onLog?: (entry: ConnectionLog) => void;
 }
 
-/** Serves one client connection to its end; `signal` ends it early (server shutdown). Never rejects. */
+/**
+ * Serves one client connection to its end; `signal` ends it early (server shutdown). Never rejects.
+ *
+ * @example
+ * ```ts
+ * import { type ByteConnection, type ConnectionHandler, createHandler, type HandlerOptions } from "./mod.ts";
+ * declare const options: HandlerOptions, client: ByteConnection;
+ * const handle: ConnectionHandler = createHandler(options);
+ * const log = await handle(client, AbortSignal.timeout(3_600_000)); // closed after an hour at most
+ * ```
+ */
 export type ConnectionHandler = (client: ByteConnection, signal?: AbortSignal) => Promise<ConnectionLog>;
 
 const LINGER_MS = 1_000;

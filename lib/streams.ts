@@ -6,7 +6,18 @@
  */
 import type { ByteConnection, HostPort } from "./connection.ts";
 
-/** A readable/writable byte pair, as `Deno.Conn`, `WebSocketStream` or `TransformStream` pairs provide. */
+/**
+ * A readable/writable byte pair, as `Deno.Conn`, `WebSocketStream` or `TransformStream` pairs provide.
+ *
+ * @example
+ * ```ts
+ * import { type ByteStreamPair, fromWebStreams } from "./mod.ts";
+ * const toServer = new TransformStream<Uint8Array, Uint8Array>();
+ * const toClient = new TransformStream<Uint8Array, Uint8Array>();
+ * const serverSide: ByteStreamPair = { readable: toServer.readable, writable: toClient.writable };
+ * const conn = fromWebStreams(serverSide); // the client writes to toServer and reads from toClient
+ * ```
+ */
 export interface ByteStreamPair {
   /** Bytes from the peer. */
   readable: ReadableStream<Uint8Array>;

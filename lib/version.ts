@@ -1,2 +1,10 @@
-/** The edgesocks version (kept equal to deno.json and package.json by a test). */
+/**
+ * The edgesocks version (kept equal to deno.json and package.json by a test).
+ *
+ * @example
+ * ```ts
+ * import { VERSION } from "./mod.ts";
+ * console.log(`edgesocks ${VERSION}`); // "edgesocks 0.1.0"
+ * ```
+ */
 export const VERSION = "0.1.0";

@@ -154,7 +154,9 @@ Deno.addSignalListener("SIGTERM", () => server.close().then(() => Deno.exit(0)))
       ]);
       assert.equal(r.stdout, HTTP_BODY, r.stderr);
     } finally {
-      assert.equal(await proxy.stop(), 0);
+      const code = await proxy.stop();
+      rmSync(dir, { recursive: true, force: true });
+      assert.equal(code, 0);
     }
     assert.match(
       proxy.errors(),

@@ -33,7 +33,11 @@ const only = process.argv.slice(2);
 const files = readdirSync(join(root, "tests")).filter((f) => f.endsWith("_test.ts")).sort().map((f) =>
   join("tests", f)
 );
-const env = { ...process.env, DENO_NO_UPDATE_CHECK: "1", PATH: `${join(root, "node_modules", ".bin")}:/usr/sbin:${process.env.PATH}` };
+const env = {
+  ...process.env,
+  DENO_NO_UPDATE_CHECK: "1",
+  PATH: `${join(root, "node_modules", ".bin")}:/usr/sbin:${process.env.PATH}`,
+};
 const runs = [
   ["deno", [bin("deno"), "test", "-A", "--no-check", ...files]],
   ["bun", [bin("bun"), "test", "--timeout", "120000", ...files.map((f) => `./${f}`)]],

@@ -4,10 +4,26 @@
  * @module
  */
 
-/** What kind of host a request names. */
+/**
+ * What kind of host a request names.
+ *
+ * @example
+ * ```ts
+ * import type { HostType } from "./mod.ts";
+ * const type: HostType = "domain"; // sent as SOCKS5 ATYP 0x03, or as a SOCKS4A name
+ * ```
+ */
 export type HostType = "ipv4" | "ipv6" | "domain";
 
-/** A host and port as named in a request or reply. */
+/**
+ * A host and port as named in a request or reply.
+ *
+ * @example
+ * ```ts
+ * import type { SocksAddress } from "./mod.ts";
+ * const target: SocksAddress = { host: "example.org", type: "domain", port: 443 };
+ * ```
+ */
 export interface SocksAddress {
   /** Dotted quad, RFC 5952 IPv6 text, or a domain name. */
   host: string;
@@ -106,7 +122,16 @@ export function hostType(host: string): HostType {
   return "domain";
 }
 
-/** Returns the canonical text of an IP literal, or null when `host` is not one. */
+/**
+ * Returns the canonical text of an IP literal, or null when `host` is not one.
+ *
+ * @example
+ * ```ts
+ * import { canonicalIP } from "./mod.ts";
+ * canonicalIP("2001:DB8:0:0:0:0:0:1"); // "2001:db8::1"
+ * canonicalIP("example.org"); // null
+ * ```
+ */
 export function canonicalIP(host: string): string | null {
   const v4 = parseIPv4(host);
   if (v4) return formatIPv4(v4);

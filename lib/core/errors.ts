@@ -27,7 +27,16 @@ export class SocksError extends Error {
   }
 }
 
-/** Returns the reply code an arbitrary thrown value maps to (GeneralFailure unless it is a {@linkcode SocksError}). */
+/**
+ * Returns the reply code an arbitrary thrown value maps to (GeneralFailure unless it is a {@linkcode SocksError}).
+ *
+ * @example
+ * ```ts
+ * import { ReplyCode, replyCodeOf, SocksError } from "./mod.ts";
+ * replyCodeOf(new SocksError(ReplyCode.ConnectionRefused, "refused")); // 0x05
+ * replyCodeOf(new Error("anything else")); // 0x01 (GeneralFailure)
+ * ```
+ */
 export function replyCodeOf(error: unknown): ReplyCode {
   return error instanceof SocksError ? error.reply : ReplyCode.GeneralFailure;
 }

@@ -25,10 +25,30 @@ import {
   SocksVersion,
 } from "./wire.ts";
 
-/** What a request asks the server to do. */
+/**
+ * What a request asks the server to do.
+ *
+ * @example
+ * ```ts
+ * import type { RequestKind } from "./mod.ts";
+ * const opensTunnel = (kind: RequestKind) => kind === "connect" || kind === "connect_dir";
+ * ```
+ */
 export type RequestKind = "connect" | "connect_dir" | "resolve" | "resolve_ptr";
 
-/** A parsed, well-formed request that the driver must act on. */
+/**
+ * A parsed, well-formed request that the driver must act on.
+ *
+ * @example
+ * ```ts
+ * import type { SocksRequest } from "./mod.ts";
+ * const request: SocksRequest = {
+ *   version: 5,
+ *   kind: "connect",
+ *   target: { host: "example.org", type: "domain", port: 443 },
+ * };
+ * ```
+ */
 export interface SocksRequest {
   /** 4 for SOCKS4 and 4A, 5 for SOCKS5. */
   version: 4 | 5;
@@ -40,7 +60,17 @@ export interface SocksRequest {
   user?: string;
 }
 
-/** What the driver must do after feeding the machine. */
+/**
+ * What the driver must do after feeding the machine.
+ *
+ * @example
+ * ```ts
+ * import type { Action } from "./mod.ts";
+ * function describe(action: Action): string {
+ *   return action.type === "request" ? `${action.request.kind} ${action.request.target.host}` : action.type;
+ * }
+ * ```
+ */
 export type Action =
   /** Read more bytes from the client. */
   | { type: "need_more" }
@@ -51,7 +81,18 @@ export type Action =
   /** Write the output, then close the connection. */
   | { type: "close"; reason: string };
 
-/** The result of one call into the machine: bytes to write, in order, then an action. */
+/**
+ * The result of one call into the machine: bytes to write, in order, then an action.
+ *
+ * @example
+ * ```ts
+ * import type { ByteConnection, Step } from "./mod.ts";
+ * async function apply(client: ByteConnection, step: Step) {
+ *   for (const bytes of step.write) await client.write(bytes);
+ *   return step.action;
+ * }
+ * ```
+ */
 export interface Step {
   /** Messages to write to the client, in order, before doing `action`. */
   write: Uint8Array[];
@@ -59,7 +100,16 @@ export interface Step {
   action: Action;
 }
 
-/** How the machine authenticates and which protocol versions it serves. */
+/**
+ * How the machine authenticates and which protocol versions it serves.
+ *
+ * @example
+ * ```ts
+ * import { createAuthenticator, type MachineOptions, SocksServerMachine } from "./mod.ts";
+ * const options: MachineOptions = { authenticate: createAuthenticator(new Map([["alice", "secret"]])) };
+ * const machine = new SocksServerMachine(options); // SOCKS5 with username/password only
+ * ```
+ */
 export interface MachineOptions {
   /**
    * Checks RFC 1929 credentials (raw bytes as sent). When set, SOCKS5 clients

@@ -15,7 +15,15 @@ export const SocksVersion = {
   Socks4Reply: 0x00,
 } as const;
 
-/** Commands, shared by SOCKS4 and SOCKS5 (Tor's extensions included). */
+/**
+ * Commands, shared by SOCKS4 and SOCKS5 (Tor's extensions included).
+ *
+ * @example
+ * ```ts
+ * import { SocksCommand } from "./mod.ts";
+ * const command: SocksCommand = SocksCommand.Resolve; // 0xF0: Tor's RESOLVE
+ * ```
+ */
 export const SocksCommand = {
   Connect: 0x01,
   Bind: 0x02,
@@ -30,7 +38,15 @@ export const SocksCommand = {
 /** A command byte. */
 export type SocksCommand = typeof SocksCommand[keyof typeof SocksCommand];
 
-/** SOCKS5 address types (ATYP). */
+/**
+ * SOCKS5 address types (ATYP).
+ *
+ * @example
+ * ```ts
+ * import { AddressType } from "./mod.ts";
+ * const atyp: AddressType = AddressType.IPv6; // 0x04: 16 address bytes follow
+ * ```
+ */
 export const AddressType = {
   IPv4: 0x01,
   DomainName: 0x03,
@@ -39,7 +55,15 @@ export const AddressType = {
 /** An ATYP byte. */
 export type AddressType = typeof AddressType[keyof typeof AddressType];
 
-/** SOCKS5 authentication methods. */
+/**
+ * SOCKS5 authentication methods.
+ *
+ * @example
+ * ```ts
+ * import { AuthMethod } from "./mod.ts";
+ * const greeting = Uint8Array.of(0x05, 2, AuthMethod.NoAuth, AuthMethod.UserPass); // VER, NMETHODS, METHODS
+ * ```
+ */
 export const AuthMethod = {
   NoAuth: 0x00,
   UserPass: 0x02,
@@ -54,7 +78,15 @@ export const AuthStatus = {
   Failure: 0x01,
 } as const;
 
-/** SOCKS5 reply codes (REP). */
+/**
+ * SOCKS5 reply codes (REP).
+ *
+ * @example
+ * ```ts
+ * import { ReplyCode } from "./mod.ts";
+ * const refused = Uint8Array.of(0x05, ReplyCode.ConnectionRefused, 0x00, 0x01, 0, 0, 0, 0, 0, 0);
+ * ```
+ */
 export const ReplyCode = {
   Succeeded: 0x00,
   GeneralFailure: 0x01,
@@ -69,7 +101,15 @@ export const ReplyCode = {
 /** A REP byte. */
 export type ReplyCode = typeof ReplyCode[keyof typeof ReplyCode];
 
-/** SOCKS4 reply codes (CD). */
+/**
+ * SOCKS4 reply codes (CD).
+ *
+ * @example
+ * ```ts
+ * import { Socks4ReplyCode } from "./mod.ts";
+ * const granted = Uint8Array.of(0x00, Socks4ReplyCode.Granted, 0, 80, 93, 184, 216, 34); // VN, CD, port, IPv4
+ * ```
+ */
 export const Socks4ReplyCode = {
   Granted: 0x5a,
   Rejected: 0x5b,
@@ -87,7 +127,15 @@ export const HttpFirstBytes: ReadonlySet<number> = new Set([
   0x43, // C(ONNECT)
 ]);
 
-/** Protocol limits: no handshake message may exceed these. */
+/**
+ * Protocol limits: no handshake message may exceed these.
+ *
+ * @example
+ * ```ts
+ * import { Limits } from "./mod.ts";
+ * const fitsField = (name: string) => new TextEncoder().encode(name).length <= Limits.MaxField;
+ * ```
+ */
 export const Limits = {
   /** Longest domain name / username / password: one length byte. */
   MaxField: 255,
