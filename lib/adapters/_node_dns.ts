@@ -9,7 +9,7 @@
  */
 import { promises as dns } from "node:dns";
 import type { HostPort, Resolver } from "../connection.ts";
-import { canonicalIP } from "../core/address.ts";
+import { canonicalIP, parseIPv4, parseIPv6 } from "../core/address.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
@@ -28,6 +28,18 @@ export const CONNECT_ERRORS: Readonly<Record<string, ReplyCode>> = {
   EAI_AGAIN: ReplyCode.HostUnreachable,
   EAI_NONAME: ReplyCode.HostUnreachable,
 };
+
+/** The in-addr.arpa / ip6.arpa name of an IP literal (IPv4-mapped counts as IPv4), or null. */
+export function reverseLookupName(ip: string): string | null {
+  const text = unmapIPv4(ip);
+  const v4 = parseIPv4(text);
+  if (v4) return `${[...v4].reverse().join(".")}.in-addr.arpa`;
+  const v6 = parseIPv6(text);
+  if (!v6) return null;
+  const nibbles: string[] = [];
+  for (let i = 15; i >= 0; i--) nibbles.push((v6[i] & 15).toString(16), (v6[i] >> 4).toString(16));
+  return `${nibbles.join(".")}.ip6.arpa`;
+}
 
 /** A name or address with no answer. */
 export function notFound(what: string, cause?: unknown): SocksError {
@@ -48,9 +60,12 @@ export function nameServerResolver(server: HostPort): Resolver {
       throw notFound(name, v4.status === "rejected" ? v4.reason : undefined);
     },
     async reverse(ip) {
+      // resolvePtr asks the server; resolver.reverse() would answer from /etc/hosts first.
+      const ptr = reverseLookupName(ip);
+      if (!ptr) throw notFound(ip);
       let names: string[];
       try {
-        names = await resolver.reverse(unmapIPv4(ip));
+        names = (await resolver.resolvePtr(ptr)).map((n) => n.replace(/\.$/, ""));
       } catch (error) {
         throw notFound(ip, error);
       }

@@ -80,29 +80,36 @@ interface BunApi {
 
 const bun = () => (globalThis as unknown as { Bun: BunApi }).Bun;
 
-/** One Bun socket as a {@linkcode ByteConnection}: paused unless a read is pending. */
+/** A write the kernel has not fully taken yet; an empty `rest` marks the FIN of `closeWrite()`. */
+interface PendingWrite {
+  rest: Uint8Array;
+  resolve: () => void;
+  reject: (e: Error) => void;
+}
+
+/** One Bun socket as a {@linkcode ByteConnection}: paused while a chunk waits for a read. */
 class BunConnection implements ByteConnection {
   readonly localAddress?: HostPort;
   readonly remoteAddress?: HostPort;
   #socket: BunSocket;
   #chunk: Uint8Array | null = null;
+  #paused = false;
   #eof = false;
   #error: Error | null = null;
   #closed = false;
+  #finQueued = false;
   #reader: { resolve: (c: Uint8Array | null) => void; reject: (e: Error) => void } | null = null;
-  /** Bytes the kernel has not taken yet, and who waits for them to go. */
-  #unsent: Uint8Array | null = null;
-  #flushed: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  #writes: PendingWrite[] = [];
 
   constructor(socket: BunSocket) {
     this.#socket = socket;
+    // Attached from `open`, before Bun can deliver data; nothing is read until the first read().
+    socket.data = this;
+    socket.pause();
+    this.#paused = true;
     socket.setNoDelay?.(true);
-    this.localAddress = socket.localAddress
-      ? { host: unmapIPv4(socket.localAddress), port: socket.localPort }
-      : undefined;
-    this.remoteAddress = socket.remoteAddress && socket.remotePort !== undefined
-      ? { host: unmapIPv4(socket.remoteAddress), port: socket.remotePort }
-      : undefined;
+    this.localAddress = endpoint(socket.localAddress, socket.localPort);
+    this.remoteAddress = endpoint(socket.remoteAddress, socket.remotePort);
   }
 
   // -- event handlers, called by the shared socket handlers below --
@@ -113,24 +120,28 @@ class BunConnection implements ByteConnection {
     if (r) {
       this.#reader = null;
       r.resolve(copy);
-    } else this.#chunk = this.#chunk ? concat(this.#chunk, copy) : copy;
-    // One chunk in hand at most: read on only when asked.
-    this.#socket.pause();
+      return;
+    }
+    // Nobody is reading: hold one chunk (plus whatever Bun had already read) and stop reading.
+    this.#chunk = this.#chunk ? concat(this.#chunk, copy) : copy;
+    if (!this.#paused) {
+      this.#paused = true;
+      this.#socket.pause();
+    }
   }
 
   onDrain() {
-    const rest = this.#unsent;
-    if (!rest) return;
-    const n = this.#socket.write(rest);
-    if (n < 0) return this.#failWrites(new Error("socket closed"));
-    if (n < rest.length) {
-      this.#unsent = rest.subarray(n);
-      return;
+    while (this.#writes.length > 0) {
+      const w = this.#writes[0];
+      const n = w.rest.length > 0 ? this.#socket.write(w.rest) : 0;
+      if (n < 0) return this.#failWrites(this.#error ?? new Error("socket closed"));
+      if (n < w.rest.length) {
+        w.rest = w.rest.subarray(n);
+        return;
+      }
+      this.#writes.shift();
+      w.resolve();
     }
-    this.#unsent = null;
-    const w = this.#flushed;
-    this.#flushed = null;
-    w?.resolve();
   }
 
   onEnd() {
@@ -154,10 +165,7 @@ class BunConnection implements ByteConnection {
   }
 
   #failWrites(error: Error) {
-    this.#unsent = null;
-    const w = this.#flushed;
-    this.#flushed = null;
-    w?.reject(error);
+    for (const w of this.#writes.splice(0)) w.reject(error);
   }
 
   /**
@@ -165,10 +173,13 @@ class BunConnection implements ByteConnection {
    * but not consumed. Undefined when the connection is not idle and healthy.
    */
   detach(): { socket: BunSocket; pending: Uint8Array | null; eof: boolean } | undefined {
-    if (this.#closed || this.#error || this.#reader || this.#unsent) return undefined;
+    const busy = this.#reader || this.#writes.length > 0 || this.#finQueued;
+    if (this.#closed || this.#error || busy) return undefined;
     this.#closed = true;
     const pending = this.#chunk;
     this.#chunk = null;
+    // The relay resumes it when it is ready for data.
+    this.#socket.pause();
     return { socket: this.#socket, pending, eof: this.#eof };
   }
 
@@ -183,39 +194,41 @@ class BunConnection implements ByteConnection {
     if (this.#eof || this.#closed) return Promise.resolve(null);
     return new Promise((resolve, reject) => {
       this.#reader = { resolve, reject };
-      this.#socket.resume();
+      if (this.#paused) {
+        this.#paused = false;
+        this.#socket.resume();
+      }
     });
   }
 
   write(chunk: Uint8Array): Promise<void> {
     if (this.#error) return Promise.reject(this.#error);
-    if (this.#closed) return Promise.reject(new Error("write after close"));
-    if (this.#unsent) return Promise.reject(new Error("write while a write is pending"));
-    const n = this.#socket.write(chunk);
-    if (n < 0) return Promise.reject(new Error("socket closed"));
-    if (n === chunk.length) return Promise.resolve();
-    // The caller does not touch `chunk` after write(), so a view of the rest is enough.
-    this.#unsent = chunk.subarray(n);
-    return new Promise((resolve, reject) => (this.#flushed = { resolve, reject }));
+    if (this.#closed || this.#finQueued) return Promise.reject(new Error("write after close"));
+    let rest = chunk;
+    if (this.#writes.length === 0) {
+      const n = this.#socket.write(chunk);
+      if (n < 0) return Promise.reject(new Error("socket closed"));
+      if (n === chunk.length) return Promise.resolve();
+      rest = chunk.subarray(n);
+    }
+    // Resolved only once the kernel has it all (on `drain`), so the caller feels the backpressure.
+    return new Promise((resolve, reject) => this.#writes.push({ rest: rest.slice(), resolve, reject }));
   }
 
-  async closeWrite(): Promise<void> {
-    if (this.#closed) return;
-    if (this.#flushed) {
-      const pending = this.#flushed;
-      await new Promise<void>((resolve, reject) => {
-        this.#flushed = {
-          resolve: () => (pending.resolve(), resolve()),
-          reject: (e) => (pending.reject(e), reject(e)),
-        };
-      });
-    }
-    this.#socket.shutdown();
+  closeWrite(): Promise<void> {
+    if (this.#closed || this.#finQueued) return Promise.resolve();
+    this.#finQueued = true;
+    const fin = () => this.#socket.shutdown();
+    if (this.#writes.length === 0) return Promise.resolve(fin());
+    return new Promise((resolve, reject) =>
+      this.#writes.push({ rest: new Uint8Array(0), resolve: () => resolve(fin()), reject })
+    );
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // Everything write() resolved for is in the kernel, which still sends it before the FIN.
     this.#socket.end();
     this.#settleReader();
     this.#failWrites(new Error("socket closed"));
@@ -228,6 +241,10 @@ class BunConnection implements ByteConnection {
     this.#settleReader();
     this.#failWrites(new Error("socket aborted"));
   }
+}
+
+function endpoint(host: string | undefined, port: number | undefined): HostPort | undefined {
+  return host && port !== undefined ? { host: unmapIPv4(host), port } : undefined;
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
@@ -402,18 +419,23 @@ const nativeRelay: NativeRelay = (client, upstream, options) => {
 };
 
 async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
-  if (signal?.aborted) throw new SocksError(ReplyCode.TtlExpired, "connect timed out");
+  const timedOut = () => new SocksError(ReplyCode.TtlExpired, "connect timed out");
+  if (signal?.aborted) throw timedOut();
   let socket: BunSocket;
   try {
     const connecting = bun().connect({
       hostname: host,
       port,
       allowHalfOpen: true,
-      socket: { ...handlers, connectError: () => {} },
+      socket: {
+        ...handlers,
+        open: (s) => void (signal?.aborted ? s.terminate() : new BunConnection(s)),
+        connectError: () => {},
+      },
     });
     let onAbort = () => {};
     const aborted = new Promise<never>((_, reject) => {
-      onAbort = () => reject(new SocksError(ReplyCode.TtlExpired, "connect timed out"));
+      onAbort = () => reject(timedOut());
       signal?.addEventListener("abort", onAbort, { once: true });
     });
     // A connection that lands after the abort is closed, not leaked.
@@ -431,30 +453,33 @@ async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection
       cause: error,
     });
   }
-  const conn = new BunConnection(socket);
-  socket.data = conn;
-  socket.pause();
-  return conn;
+  return socket.data instanceof BunConnection ? socket.data : new BunConnection(socket);
 }
 
 function listen(address: HostPort, onConnection: (conn: ByteConnection) => void): Promise<Listener> {
-  const listener = bun().listen({
-    hostname: address.host,
-    port: address.port,
-    allowHalfOpen: true,
-    socket: {
-      ...handlers,
-      open(socket) {
-        const conn = new BunConnection(socket);
-        socket.data = conn;
-        socket.pause();
-        onConnection(conn);
+  // Inside the executor a bind error (EADDRINUSE) rejects instead of throwing.
+  return new Promise((resolve) => {
+    const listener = bun().listen({
+      hostname: address.host,
+      port: address.port,
+      allowHalfOpen: true,
+      socket: {
+        ...handlers,
+        open(socket) {
+          const conn = new BunConnection(socket);
+          try {
+            onConnection(conn);
+          } catch {
+            // A failing handler costs this connection, never the process.
+            conn.abort();
+          }
+        },
       },
-    },
-  });
-  return Promise.resolve({
-    address: { host: unmapIPv4(listener.hostname), port: listener.port },
-    close: () => Promise.resolve(listener.stop(false)),
+    });
+    resolve({
+      address: { host: unmapIPv4(listener.hostname), port: listener.port },
+      close: () => Promise.resolve(listener.stop(false)),
+    });
   });
 }
 

@@ -17,11 +17,10 @@ import type {
   Resolver,
   RuntimeAdapter,
 } from "../connection.ts";
-import { parseIPv4, parseIPv6 } from "../core/address.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
-import { notFound, systemResolver } from "./_node_dns.ts";
+import { notFound, reverseLookupName, systemResolver } from "./_node_dns.ts";
 
 // A read buffer stays pending for as long as a socket is idle, so it starts
 // small and only grows while reads fill it (a fixed 64 KiB costs ~110 KiB per
@@ -176,18 +175,6 @@ function startListener(address: HostPort, onConnection: (conn: ByteConnection) =
   };
 }
 
-/** The reverse-lookup name of an IP literal (in-addr.arpa / ip6.arpa), or null. */
-function ptrName(ip: string): string | null {
-  const text = unmapIPv4(ip);
-  const v4 = parseIPv4(text);
-  if (v4) return `${[...v4].reverse().join(".")}.in-addr.arpa`;
-  const v6 = parseIPv6(text);
-  if (!v6) return null;
-  const nibbles: string[] = [];
-  for (let i = 15; i >= 0; i--) nibbles.push((v6[i] & 15).toString(16), (v6[i] >> 4).toString(16));
-  return `${nibbles.join(".")}.ip6.arpa`;
-}
-
 function nameServerResolver(server: HostPort): Resolver {
   const options = { nameServer: { ipAddr: server.host, port: server.port } };
   return {
@@ -201,7 +188,7 @@ function nameServerResolver(server: HostPort): Resolver {
       throw notFound(name, answers.find((a) => a.status === "rejected")?.reason);
     },
     async reverse(ip) {
-      const ptr = ptrName(ip);
+      const ptr = reverseLookupName(ip);
       if (!ptr) throw notFound(ip);
       let names: string[];
       try {
