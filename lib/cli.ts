@@ -15,6 +15,7 @@ import {
   isLoopbackHost,
   serve,
   type ServeOptions,
+  type SocksServer,
 } from "./serve.ts";
 import { DEFAULT_TIMEOUTS } from "./server.ts";
 import { VERSION } from "./version.ts";
@@ -243,8 +244,26 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     maxConnectionsPerClient: opts.maxConnectionsPerClient,
     timeouts: { handshake: opts.handshakeTimeout, connect: opts.connectTimeout, idle: opts.idleTimeout },
     onLog: createLogger(opts.log, host.stdout),
+    onAcceptError: (error, failures) =>
+      host.stderr(
+        `edgesocks: cannot accept connections (${failures}x in the last second): ${
+          error instanceof Error ? error.message : String(error)
+        }; still listening`,
+      ),
   };
-  let server;
+  // Signal handlers go in before anything else: a stop request that arrives while starting (or right
+  // after the startup line) must still end in a clean exit, and Deno cannot set them up later if the
+  // process has run out of descriptors by then.
+  let server: SocksServer | undefined;
+  let stopping = false;
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    if (!server) return host.exit(0);
+    server.close().then(() => host.exit(0), () => host.exit(1));
+  };
+  host.onSignal("SIGINT", stop);
+  host.onSignal("SIGTERM", stop);
   try {
     server = await serve(adapter, options);
   } catch (error) {
@@ -264,12 +283,5 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
         "this is an OPEN PROXY that anyone who can reach it may use. Pass --users FILE.",
     );
   }
-  let stopping = false;
-  const stop = () => {
-    if (stopping) return;
-    stopping = true;
-    server.close().then(() => host.exit(0), () => host.exit(1));
-  };
-  host.onSignal("SIGINT", stop);
-  host.onSignal("SIGTERM", stop);
+  if (stopping) await server.close().then(() => host.exit(0), () => host.exit(1));
 }

@@ -147,8 +147,16 @@ export interface RuntimeAdapter {
   readonly name: string;
   /** Opens an outbound TCP connection; rejects with a `SocksError` carrying the right reply code. */
   dial(options: DialOptions): Promise<ByteConnection>;
-  /** Listens on `address`, calling `onConnection` for each accepted socket. */
-  listen(address: HostPort, onConnection: (conn: ByteConnection) => void): Promise<Listener>;
+  /**
+   * Listens on `address`, calling `onConnection` for each accepted socket.
+   * Accept failures (out of descriptors, above all) go to `onAcceptError`
+   * where the runtime reports them; the listener keeps going.
+   */
+  listen(
+    address: HostPort,
+    onConnection: (conn: ByteConnection) => void,
+    onAcceptError?: (error: unknown) => void,
+  ): Promise<Listener>;
   /** A resolver using `nameServer`, or the system's resolver when it is absent. */
   resolver(nameServer?: HostPort): Resolver;
   /**

@@ -28,6 +28,12 @@ export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> 
   maxConnections?: number;
   /** Most connections from one client address at once; more are closed at once. Default 0: no cap. */
   maxConnectionsPerClient?: number;
+  /**
+   * Told when accepting fails (out of file descriptors, above all), at most
+   * once a second per listener with the number of failures since the last
+   * call. The server keeps listening and recovers when descriptors free up.
+   */
+  onAcceptError?: (error: unknown, failures: number) => void;
 }
 
 /**
@@ -141,7 +147,20 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   const listeners: Listener[] = [];
   try {
     for (const address of options.listen ?? [DEFAULT_LISTEN]) {
-      listeners.push(await adapter.listen(address, onConnection));
+      let failures = 0, last = 0;
+      const onAcceptError = (error: unknown) => {
+        failures++;
+        const now = Date.now();
+        if (now - last < 1_000) return;
+        last = now;
+        try {
+          options.onAcceptError?.(error, failures);
+        } catch {
+          // A faulty hook must not stop accepting.
+        }
+        failures = 0;
+      };
+      listeners.push(await adapter.listen(address, onConnection, onAcceptError));
     }
   } catch (error) {
     await Promise.all(listeners.map((l) => l.close()));

@@ -138,7 +138,11 @@ async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection
   return new DenoConnection(conn);
 }
 
-function startListener(address: HostPort, onConnection: (conn: ByteConnection) => void): Listener {
+function startListener(
+  address: HostPort,
+  onConnection: (conn: ByteConnection) => void,
+  onAcceptError?: (error: unknown) => void,
+): Listener {
   const listener = Deno.listen({ hostname: address.host, port: address.port, transport: "tcp" });
   let closed = false;
   const acceptLoop = (async () => {
@@ -148,7 +152,8 @@ function startListener(address: HostPort, onConnection: (conn: ByteConnection) =
         conn = await listener.accept();
       } catch (error) {
         if (closed || error instanceof Deno.errors.BadResource) return;
-        // Transient (EMFILE, ECONNABORTED, ...): back off rather than spin or die.
+        // Transient (EMFILE, ECONNABORTED, ...): report, then back off rather than spin or die.
+        onAcceptError?.(error);
         await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
         continue;
       }
@@ -219,6 +224,7 @@ export const denoAdapter: RuntimeAdapter = {
   name: `deno ${Deno.version.deno}`,
   dial,
   // Deno.listen throws synchronously (AddrInUse, ...): turn that into a rejection.
-  listen: (address, onConnection) => Promise.resolve().then(() => startListener(address, onConnection)),
+  listen: (address, onConnection, onAcceptError) =>
+    Promise.resolve().then(() => startListener(address, onConnection, onAcceptError)),
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
 };

@@ -9,8 +9,10 @@
  *
  * @module
  */
+import { Buffer } from "node:buffer";
 import { connect, createServer, type Socket } from "node:net";
 import process from "node:process";
+import { setImmediate, setTimeout } from "node:timers";
 import type {
   ByteConnection,
   DialOptions,
@@ -25,8 +27,28 @@ import { unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
 import { CONNECT_ERRORS, nameServerResolver, systemResolver } from "./_node_dns.ts";
 
+/** How long a gracefully closed socket may take to flush to a peer that does not read. */
+const LINGER_MS = 30_000;
+
 function endpoint(host: string | undefined, port: number | undefined): HostPort | undefined {
   return host && port !== undefined ? { host: unmapIPv4(host), port } : undefined;
+}
+
+/** Closes `socket` with a RST where the runtime can, so the peer learns the tunnel failed. */
+function reset(socket: Socket): void {
+  if (socket.destroyed) return;
+  try {
+    // A socket still connecting, or whose both directions are done, has no connection to reset.
+    if (socket.readyState === "opening" || socket.readyState === "closed") socket.destroy();
+    else socket.resetAndDestroy();
+  } catch {
+    socket.destroy(); // node:net without resetAndDestroy, or not over a TCP handle
+  }
+}
+
+interface Waiter<T> {
+  resolve: (value: T) => void;
+  reject: (error: Error) => void;
 }
 
 /** A `net.Socket` as a {@linkcode ByteConnection}: paused unless a read is pending. */
@@ -34,12 +56,12 @@ class NodeConnection implements ByteConnection {
   readonly localAddress?: HostPort;
   readonly remoteAddress?: HostPort;
   #socket: Socket;
-  #chunk: Uint8Array | null = null;
+  #chunk: Buffer | null = null;
   #eof = false;
   #error: Error | null = null;
   #closed = false;
-  #reader: { resolve: (c: Uint8Array | null) => void; reject: (e: Error) => void } | null = null;
-  #drainWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  #reader: Waiter<Uint8Array | null> | null = null;
+  #writers: Waiter<void>[] = [];
 
   // deno-lint-ignore no-explicit-any -- node:events listeners take any arguments
   #listeners: [string, (...args: any[]) => void][];
@@ -50,16 +72,19 @@ class NodeConnection implements ByteConnection {
     socket.pause();
     this.localAddress = endpoint(socket.localAddress, socket.localPort);
     this.remoteAddress = endpoint(socket.remoteAddress, socket.remotePort);
+    const flushed = () => {
+      for (const w of this.#writers.splice(0)) w.resolve();
+    };
     this.#listeners = [
-      ["data", (data: Uint8Array) => {
+      ["data", (data: Buffer) => {
+        // After close() incoming bytes are dropped but still read, so unread data in the kernel does
+        // not turn our FIN into a RST.
+        if (this.#closed) return;
         const r = this.#reader;
-        if (r) {
-          this.#reader = null;
-          r.resolve(data);
-        } else {
-          this.#chunk = data;
-        }
-        // One chunk in hand at most: wait for the next read() before reading on.
+        this.#reader = null;
+        if (r) r.resolve(data);
+        else this.#chunk = this.#chunk ? Buffer.concat([this.#chunk, data]) : data;
+        // One chunk in hand at most: stop reading until the next read().
         socket.pause();
       }],
       ["end", () => {
@@ -67,18 +92,18 @@ class NodeConnection implements ByteConnection {
         this.#settleReader();
       }],
       ["error", (error: Error) => {
-        this.#error = error;
+        this.#error ??= error;
         this.#settleReader();
-        this.#settleWriters();
+        this.#failWriters();
       }],
       ["close", () => {
         this.#eof = true;
         this.#settleReader();
-        this.#settleWriters();
+        this.#failWriters();
       }],
-      ["drain", () => {
-        for (const w of this.#drainWaiters.splice(0)) w.resolve();
-      }],
+      ["drain", flushed],
+      // Node emits no 'drain' once end() was called; 'finish' means everything went out.
+      ["finish", flushed],
     ];
     for (const [event, fn] of this.#listeners) socket.on(event, fn);
   }
@@ -88,7 +113,7 @@ class NodeConnection implements ByteConnection {
    * but not consumed. Undefined when the connection is not idle and healthy.
    */
   detach(): { socket: Socket; pending: Uint8Array | null; eof: boolean } | undefined {
-    if (this.#closed || this.#error || this.#reader || this.#drainWaiters.length > 0) return undefined;
+    if (this.#closed || this.#error || this.#reader || this.#writers.length > 0) return undefined;
     for (const [event, fn] of this.#listeners) this.#socket.off(event, fn);
     this.#closed = true;
     const pending = this.#chunk;
@@ -100,18 +125,18 @@ class NodeConnection implements ByteConnection {
     const r = this.#reader;
     if (!r || this.#chunk) return;
     this.#reader = null;
+    // A reset rejects, so the relay can tell it from a FIN; our own close() reads as the end.
     if (this.#error && !this.#closed) r.reject(this.#error);
     else r.resolve(null);
   }
 
-  #settleWriters() {
-    const error = this.#error ?? new Error("socket closed");
-    for (const w of this.#drainWaiters.splice(0)) w.reject(error);
+  #failWriters(error = this.#error ?? new Error("socket closed")) {
+    for (const w of this.#writers.splice(0)) w.reject(error);
   }
 
   read(): Promise<Uint8Array | null> {
-    if (this.#chunk) {
-      const c = this.#chunk;
+    const c = this.#chunk;
+    if (c) {
       this.#chunk = null;
       return Promise.resolve(c);
     }
@@ -124,37 +149,46 @@ class NodeConnection implements ByteConnection {
   }
 
   write(chunk: Uint8Array): Promise<void> {
+    const s = this.#socket;
     if (this.#error) return Promise.reject(this.#error);
-    if (this.#closed || this.#socket.destroyed || this.#socket.writableEnded) {
-      return Promise.reject(new Error("write after close"));
-    }
-    if (this.#socket.write(chunk)) return Promise.resolve();
-    return new Promise((resolve, reject) => this.#drainWaiters.push({ resolve, reject }));
+    if (this.#closed || s.destroyed || s.writableEnded) return Promise.reject(new Error("write after close"));
+    if (s.write(chunk)) return Promise.resolve();
+    return new Promise((resolve, reject) => this.#writers.push({ resolve, reject }));
   }
 
   closeWrite(): Promise<void> {
-    if (this.#closed || this.#socket.destroyed || this.#socket.writableEnded) return Promise.resolve();
-    return new Promise((resolve) => this.#socket.end(() => resolve()));
+    const s = this.#socket;
+    if (this.#error) return Promise.reject(this.#error);
+    if (this.#closed || s.destroyed || s.writableEnded) return Promise.resolve();
+    // end() sends only a FIN (the socket is half-open); its callback runs once flushed, or with the error.
+    return new Promise((resolve, reject) =>
+      s.end((error?: Error | null) => error ? reject(error) : resolve())
+    );
   }
 
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    // Queued data still goes out before the FIN: destroySoon() = end() + destroy once flushed.
-    this.#socket.destroySoon();
-    this.#socket.resume();
+    this.#chunk = null;
+    const s = this.#socket;
+    if (!s.destroyed) {
+      // What write() accepted may still sit in Node's buffer: destroySoon() sends it, then the FIN, then
+      // closes. A peer that never reads must not keep the socket forever.
+      const linger = setTimeout(() => s.destroy(), LINGER_MS);
+      linger.unref();
+      s.once("close", () => clearTimeout(linger));
+      s.destroySoon();
+      s.resume();
+    }
     this.#settleReader();
   }
 
   abort(): void {
     this.#closed = true;
-    if (!this.#socket.destroyed) {
-      if (typeof this.#socket.resetAndDestroy === "function" && this.#socket.readyState === "open") {
-        this.#socket.resetAndDestroy();
-      } else this.#socket.destroy();
-    }
+    this.#chunk = null;
+    reset(this.#socket);
     this.#settleReader();
-    this.#settleWriters();
+    this.#failWriters(new Error("connection aborted"));
   }
 }
 
@@ -179,7 +213,8 @@ function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
     const onError = (error: Error & { code?: string }) => {
       cleanup();
       socket.destroy();
-      const code = CONNECT_ERRORS[error.code ?? ""] ?? ReplyCode.GeneralFailure;
+      const code = CONNECT_ERRORS[error.code ?? ""] ??
+        (error.code?.startsWith("EAI_") ? ReplyCode.HostUnreachable : ReplyCode.GeneralFailure);
       reject(new SocksError(code, `connect to ${host}:${port} failed: ${error.message}`, { cause: error }));
     };
     signal?.addEventListener("abort", onAbort, { once: true });
@@ -188,18 +223,28 @@ function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
   });
 }
 
-function listen(address: HostPort, onConnection: (conn: ByteConnection) => void): Promise<Listener> {
+function listen(
+  address: HostPort,
+  onConnection: (conn: ByteConnection) => void,
+  onAcceptError?: (error: unknown) => void,
+): Promise<Listener> {
   return new Promise((resolve, reject) => {
     const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => {
       // A socket reset before we wrap it has no address; drop it.
       if (!socket.remoteAddress) return void socket.destroy();
-      onConnection(new NodeConnection(socket));
+      const conn = new NodeConnection(socket);
+      try {
+        onConnection(conn);
+      } catch {
+        // A failing handler costs this connection, never the process.
+        conn.abort();
+      }
     });
     server.once("error", reject);
     server.listen({ host: address.host, port: address.port }, () => {
       server.off("error", reject);
       // After listening, accept errors (EMFILE, ...) are transient: libuv retries; never crash.
-      server.on("error", () => {});
+      server.on("error", (error) => onAcceptError?.(error));
       const bound = server.address();
       const real = typeof bound === "object" && bound
         ? { host: unmapIPv4(bound.address), port: bound.port }
@@ -244,11 +289,9 @@ const nativeRelay: NativeRelay = (client, upstream, options) => {
     const result: RelayResult = { up: 0, down: 0, end: "done" };
     const sa = a.socket, sb = b.socket;
     const readA = sa.bytesRead - (a.pending?.length ?? 0), readB = sb.bytesRead - (b.pending?.length ?? 0);
-    let open = 2;
-    let finished = false;
-    const finish = () => {
-      if (finished) return;
-      finished = true;
+    const closed = new Set<Socket>();
+    const onClose = (s: Socket) => {
+      if (closed.has(s) || closed.add(s).size < 2) return;
       options.signal?.removeEventListener("abort", onAbort);
       result.up = sa.bytesRead - readA;
       result.down = sb.bytesRead - readB;
@@ -258,15 +301,12 @@ const nativeRelay: NativeRelay = (client, upstream, options) => {
       if (result.end !== "done") return;
       result.end = end;
       if (error !== undefined) result.error = error;
-      for (const s of [sa, sb]) {
-        if (end === "error" && s.readyState === "open") s.resetAndDestroy();
-        else s.destroy();
-      }
+      for (const s of [sa, sb]) end === "error" ? reset(s) : s.destroy();
     };
     const onAbort = () => stop("aborted");
     for (const s of [sa, sb]) {
       s.on("error", (error) => stop("error", error));
-      s.on("close", () => --open === 0 && finish());
+      s.on("close", () => onClose(s));
       if (options.idleTimeout) {
         s.setTimeout(options.idleTimeout);
         s.on("timeout", () => stop("idle"));
@@ -281,8 +321,9 @@ const nativeRelay: NativeRelay = (client, upstream, options) => {
     };
     forward(a, sb);
     forward(b, sa);
-    // A socket whose both directions are done closes by itself; one that had already closed won't emit again.
-    for (const s of [sa, sb]) if (s.destroyed) --open === 0 && finish();
+    // A socket whose both directions were done has closed by itself; its 'close' may be gone or still
+    // queued for this tick, so it is counted after that, once.
+    for (const s of [sa, sb]) if (s.destroyed) setImmediate(() => onClose(s));
   });
 };
 
