@@ -439,6 +439,23 @@ describe("driver: authentication, timeouts and logs", () => {
     assert.equal(bad.dials.length + noauth.dials.length + v4.dials.length, 0);
   });
 
+  it("unknown user, empty fields and maximal (255-byte) fields all get 01 01 and a close", async () => {
+    for (
+      const [user, pass] of [["mallory", "s3cret pass:with colon"], ["", "x"], ["alice", ""], [
+        "a".repeat(255),
+        "p".repeat(255),
+      ]]
+    ) {
+      const h = harness({ users });
+      h.client.send(concat([hex("05 01 02"), auth(user, pass)]));
+      assert.equal(toHex((await h.client.readToEnd()).bytes), "05 02 01 01", `${user.length}:${pass.length}`);
+      const log = await h.done;
+      assert.match(log.reason, /authentication failed/);
+      assert.ok(!JSON.stringify(log).includes(pass) || pass === "", "password in log");
+      assert.equal(h.dials.length, 0);
+    }
+  });
+
   it("a client that sends nothing is closed at the handshake timeout", async () => {
     const h = harness({ timeouts: { handshake: 150 } });
     const t0 = Date.now();
