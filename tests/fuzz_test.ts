@@ -37,8 +37,8 @@ function envInteger(name: string): number | undefined {
   if (text === undefined || text === "") return undefined;
   const n = Number(text);
   // A typo must not silently fall back to the default run.
-  if (!Number.isSafeInteger(n) || n < 0) {
-    throw new Error(`${name} must be a non-negative integer, got ${text}`);
+  if (!Number.isSafeInteger(n) || n < 1) {
+    throw new Error(`${name} must be a positive integer, got ${text}`);
   }
   return n;
 }
@@ -54,8 +54,37 @@ const TIMEOUT = Math.ceil(Math.max(1, TOTAL_RUNS / DEFAULT_TOTAL_RUNS)) * 180_00
 /** Coverage of the generators is only asserted when enough cases run to make a miss a real regression. */
 const CHECK_COVERAGE = TOTAL_RUNS >= DEFAULT_TOTAL_RUNS / 4;
 
+/**
+ * Shrinking a failure of a 1200-byte input can take many minutes. Once a
+ * failure has been shrunk for this long, every further candidate is passed
+ * without a run, so fast-check stops and reports the smallest failure found.
+ */
+const SHRINK_BUDGET_MS = 10_000;
+
+/** Runs `predicate` over `runs` values of `arb` with a fixed seed; fast-check prints seed, path and a shrunk counterexample on failure. */
 function check<T>(arb: fc.Arbitrary<T>, runs: number, seedOffset: number, predicate: (value: T) => void) {
-  fc.assert(fc.property(arb, predicate), { numRuns: runs, seed: SEED + seedOffset });
+  let failedAt: number | undefined;
+  const budgeted = (value: T) => {
+    if (failedAt !== undefined && Date.now() - failedAt > SHRINK_BUDGET_MS) return;
+    try {
+      predicate(value);
+    } catch (error) {
+      failedAt ??= Date.now();
+      throw error;
+    }
+  };
+  fc.assert(fc.property(arb, budgeted), { numRuns: runs, seed: SEED + seedOffset });
+}
+
+/** Runs `body`; when it fails, prefixes the message with `context()`, computed only then (hex of 1200 bytes costs). */
+function withContext(context: () => string, body: () => void) {
+  try {
+    body();
+  } catch (error) {
+    throw new Error(`${context()}\n${error instanceof Error ? error.message : String(error)}`, {
+      cause: error,
+    });
+  }
 }
 
 // ---------------------------------------------------------------- bytes
@@ -155,11 +184,11 @@ const TERMINAL = /^(http|s4reject|selff|auth_fail|s5fail0[1-8])$/;
 interface Outcome {
   /** Hex of each message written, in order. */
   writes: string[];
+  /** The messages named by {@linkcode token}, comma-separated. */
+  sentence: string;
   /** The first action other than need_more (or the last need_more); after a request, `early` includes every byte not fed. */
   action: Action;
 }
-
-type RequestAction = Extract<Action, { type: "request" }>;
 
 /**
  * Feeds `chunks` as the per-connection driver does: stop at the first action
@@ -249,7 +278,7 @@ function converse(input: Uint8Array, chunks: Uint8Array[], mode: Mode, scribble:
       assert.equal(late.action.type, "close");
     }
   }
-  return { writes: writes.map(toHex), action };
+  return { writes: writes.map(toHex), sentence, action };
 }
 
 function answerAll(machine: SocksServerMachine): Step[] {
@@ -272,8 +301,11 @@ function checkRequestInvariants(request: SocksRequest) {
     `port ${target.port}`,
   );
   if (target.type === "ipv4") assert.match(target.host, DOTTED_QUAD);
-  else if (target.type === "ipv6") assert.equal(target.host, canonicalIPv6(ipv6Bytes(target.host)!));
-  else {
+  else if (target.type === "ipv6") {
+    const bytes = ipv6Bytes(target.host);
+    assert.ok(bytes, `not IPv6: ${target.host}`);
+    assert.equal(target.host, canonicalIPv6(bytes), "IPv6 target not in RFC 5952 form");
+  } else {
     assert.equal(target.type, "domain");
     assert.match(target.host, /^[\x21-\x7e]{1,255}$/, "a domain name out of range");
   }
@@ -299,21 +331,17 @@ function split(bytes: Uint8Array, cuts: number[] | "bytes"): Uint8Array[] {
 
 /** Properties 1-4 for one input: fed whole and chunked, both must pass every check and agree. Returns a label of the outcome. */
 function conversationAgrees(input: Uint8Array, cuts: number[] | "bytes", mode: Mode): string {
-  const whole = converse(input, [input], mode, false);
   const chunks = split(input, cuts);
-  const chunked = converse(input, chunks, mode, true);
-  assert.deepEqual(
-    chunked,
-    whole,
-    `chunking changed the outcome (mode ${mode}, chunks ${chunks.map((c) => c.length)}): ${toHex(input)}`,
-  );
-  const action = whole.action;
-  return `${whole.writes.map((w) => token(hexBytes(w))).join(",")}|${action.type}${
-    action.type === "request" ? action.request.version : ""
-  }`;
+  let label = "";
+  withContext(() => `mode ${mode}, chunks of ${chunks.map((c) => c.length)}, input ${toHex(input)}`, () => {
+    const whole = converse(input, [input], mode, false);
+    const chunked = converse(input, chunks, mode, true);
+    assert.deepEqual(chunked, whole, "chunking changed the outcome");
+    const { action } = whole;
+    label = `${whole.sentence}|${action.type}${action.type === "request" ? action.request.version : ""}`;
+  });
+  return label;
 }
-
-const hexBytes = (h: string) => Uint8Array.from(h === "" ? [] : h.split(" "), (x) => parseInt(x, 16));
 
 // ---------------------------------------------------------------- IP oracle (independent of lib/core)
 
@@ -466,8 +494,11 @@ function expectedAnswer(request: SocksRequest, a: Answer): { reply: string; acti
     }
     case "rejected":
       return {
-        // A rejection never reads as success: code 0 becomes a general failure.
-        reply: v5 ? socks5Reply(a.code === 0 ? ReplyCode.GeneralFailure : a.code, null, 0) : SOCKS4_REJECT,
+        // A rejection never reads as success: anything but an RFC 1928 failure code (01-08) is sent as
+        // a general failure.
+        reply: v5
+          ? socks5Reply(a.code >= 1 && a.code <= 8 ? a.code : ReplyCode.GeneralFailure, null, 0)
+          : SOCKS4_REJECT,
         action: "close",
       };
   }
@@ -818,6 +849,7 @@ const answerName = fc.oneof(
   fc.constantFrom("", "a", "a b", "x".repeat(255), "x".repeat(256), "é", "tab\there"),
 );
 
+/** The named codes, and any byte: REP is one byte on the wire (values beyond 0-255 are outside the type). */
 const replyCode = fc.oneof(
   fc.constantFrom(...Object.values(ReplyCode)),
   byte.map((b) => b as ReplyCode),
@@ -858,6 +890,56 @@ function chooseAnswer(request: SocksRequest, a: AnswerInputs): Answer {
     default:
       return { method: "rejected", code: a.code };
   }
+}
+
+/**
+ * Property 5 for one valid request: it parses to exactly the request that was
+ * encoded, then `choice` yields exactly one correct reply (or, when it does
+ * not fit the request, a close without a reply), and nothing after that.
+ * Returns a label of the outcome.
+ */
+function answerOnce(valid: ValidRequest, chunks: Uint8Array[], choice: Answer): string {
+  const machine = new SocksServerMachine(optionsFor(valid.mode, []));
+  let action: Action = { type: "need_more" };
+  const writes: string[] = [];
+  for (let i = 0; i < chunks.length && action.type === "need_more"; i++) {
+    const step = machine.receive(chunks[i]);
+    writes.push(...step.write.map(toHex));
+    action = step.action;
+    if (action.type === "request") {
+      action = { ...action, early: concat([action.early, ...chunks.slice(i + 1)]) };
+    }
+  }
+  assert.deepEqual(action, { type: "request", request: valid.request, early: valid.early });
+  const handshake = valid.request.version === 4
+    ? []
+    : requiresAuth(valid.mode)
+    ? ["05 02", "01 00"]
+    : ["05 00"];
+  assert.deepEqual(writes, handshake);
+
+  const { request } = valid;
+  const expected = expectedAnswer(request, choice);
+  const step = answer(machine, choice);
+  let label: string;
+  if (expected === null) {
+    // Misuse: the wrong method for this request closes without a reply.
+    assert.deepEqual(step.write, [], "a reply to a method that does not fit the request");
+    assert.equal(step.action.type, "close");
+    label = "misuse";
+  } else {
+    assert.equal(step.write.length, 1, "exactly one reply");
+    checkReplyShape(step.write[0], request.version);
+    assert.equal(toHex(step.write[0]), expected.reply);
+    assert.equal(step.action.type, expected.action);
+    label = `${request.version}:${choice.method}:${expected.reply.slice(0, 5)}`;
+  }
+  // Exactly one: nothing more is ever written, whatever is called next.
+  for (const late of [...answerAll(machine), machine.receive(Uint8Array.of(5, 1, 0))]) {
+    assert.deepEqual(late.write, [], "a second reply");
+    assert.equal(late.action.type, "close");
+  }
+  return label;
 }
 
 // ---------------------------------------------------------------- the properties
@@ -956,56 +1038,11 @@ describe("fuzzing SocksServerMachine", () => {
         runsOf(SHARE.answers),
         4,
         ([valid, cuts, a]) => {
-          const calls: boolean[] = [];
-          const machine = new SocksServerMachine(optionsFor(valid.mode, calls));
-          const chunks = split(valid.bytes, cuts);
-          let action: Action = { type: "need_more" };
-          const writes: string[] = [];
-          for (let i = 0; i < chunks.length && action.type === "need_more"; i++) {
-            const step = machine.receive(chunks[i]);
-            writes.push(...step.write.map(toHex));
-            action = step.action;
-            if (action.type === "request") {
-              action = {
-                ...action,
-                early: concat([action.early, ...chunks.slice(i + 1)]),
-              };
-            }
-          }
-          assert.deepEqual(
-            action,
-            { type: "request", request: valid.request, early: valid.early },
-            `mode ${valid.mode}: ${toHex(valid.bytes)}`,
+          const choice = chooseAnswer(valid.request, a);
+          withContext(
+            () => `mode ${valid.mode}, ${JSON.stringify(choice)}, input ${toHex(valid.bytes)}`,
+            () => seen.add(answerOnce(valid, split(valid.bytes, cuts), choice)),
           );
-          const handshake = valid.request.version === 4
-            ? []
-            : requiresAuth(valid.mode)
-            ? ["05 02", "01 00"]
-            : ["05 00"];
-          assert.deepEqual(writes, handshake);
-
-          const request = (action as RequestAction).request;
-          const choice: Answer = chooseAnswer(request, a);
-          const expected = expectedAnswer(request, choice);
-          const step = answer(machine, choice);
-          const context = `${JSON.stringify(choice)} to ${JSON.stringify(request)}`;
-          if (expected === null) {
-            // Misuse: the wrong method for this request closes without a reply.
-            assert.deepEqual(step.write, [], context);
-            assert.equal(step.action.type, "close", context);
-            seen.add("misuse");
-          } else {
-            assert.equal(step.write.length, 1, `exactly one reply: ${context}`);
-            checkReplyShape(step.write[0], request.version);
-            assert.equal(toHex(step.write[0]), expected.reply, context);
-            assert.equal(step.action.type, expected.action, context);
-            seen.add(`${request.version}:${choice.method}:${expected.reply.slice(0, 5)}`);
-          }
-          // Exactly one: nothing more is ever written, whatever is called next.
-          for (const late of [...answerAll(machine), machine.receive(Uint8Array.of(5, 1, 0))]) {
-            assert.deepEqual(late.write, [], `a second reply after ${context}`);
-            assert.equal(late.action.type, "close");
-          }
         },
       );
       if (CHECK_COVERAGE) {

@@ -172,6 +172,18 @@ describe("SOCKS5 handshake", () => {
     }
   });
 
+  it("rejected() never sends success, and sends codes outside 01-08 as general failure", () => {
+    for (const code of [0, 9, 255, 256, 512, -256, NaN, 1.5]) {
+      const m = new SocksServerMachine();
+      m.receive(hex("05 01 00 05 01 00 01 01 02 03 04 00 50"));
+      assert.equal(
+        toHex(m.rejected(code as ReplyCode).write[0]),
+        "05 01 00 01 00 00 00 00 00 00",
+        String(code),
+      );
+    }
+  });
+
   it("rejected() maps every code into a well-formed reply", () => {
     for (const code of Object.values(ReplyCode).filter((c) => c !== 0)) {
       const m = new SocksServerMachine();

@@ -147,6 +147,12 @@ function decodeLatin1(bytes: Uint8Array): string {
   return s;
 }
 
+/** True for the RFC 1928 failure codes (0x01-0x08); anything else is sent as a general failure. */
+function isFailureCode(code: number): code is ReplyCode {
+  return Number.isInteger(code) && code >= ReplyCode.GeneralFailure &&
+    code <= ReplyCode.AddressTypeNotSupported;
+}
+
 const SOCKS5_KINDS: Record<number, RequestKind> = {
   [SocksCommand.Connect]: "connect",
   [SocksCommand.ConnectDir]: "connect_dir",
@@ -297,7 +303,7 @@ export class SocksServerMachine {
     if (!req) return this.#close([], "rejected() without a pending request");
     const reply = req.version === 4
       ? encodeSocks4Reply(Socks4ReplyCode.Rejected)
-      : encodeSocks5Reply(code === ReplyCode.Succeeded ? ReplyCode.GeneralFailure : code);
+      : encodeSocks5Reply(isFailureCode(code) ? code : ReplyCode.GeneralFailure);
     return this.#close([reply], `rejected with 0x${code.toString(16).padStart(2, "0")}`);
   }
 
