@@ -301,7 +301,10 @@ const nativeRelay: NativeRelay = (client, upstream, options) => {
       if (result.end !== "done") return;
       result.end = end;
       if (error !== undefined) result.error = error;
-      for (const s of [sa, sb]) end === "error" ? reset(s) : s.destroy();
+      for (const s of [sa, sb]) {
+        if (end === "error") reset(s);
+        else s.destroy();
+      }
     };
     const onAbort = () => stop("aborted");
     for (const s of [sa, sb]) {
