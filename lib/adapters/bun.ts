@@ -168,13 +168,17 @@ class BunConnection implements ByteConnection {
     for (const w of this.#writes.splice(0)) w.reject(error);
   }
 
+  /** True while nothing is in flight: the socket can be handed over. */
+  get detachable(): boolean {
+    const busy = this.#reader || this.#writes.length > 0 || this.#finQueued;
+    return !(this.#closed || this.#error || busy);
+  }
+
   /**
    * Hands the socket over to the native relay, with the bytes already read
-   * but not consumed. Undefined when the connection is not idle and healthy.
+   * but not consumed. Only when `detachable`.
    */
-  detach(): { socket: BunSocket; pending: Uint8Array | null; eof: boolean } | undefined {
-    const busy = this.#reader || this.#writes.length > 0 || this.#finQueued;
-    if (this.#closed || this.#error || busy) return undefined;
+  detach(): { socket: BunSocket; pending: Uint8Array | null; eof: boolean } {
     this.#closed = true;
     const pending = this.#chunk;
     this.#chunk = null;
@@ -400,19 +404,8 @@ class NativeTunnel {
 /** The relay on Bun's own sockets, for two connections this adapter made. */
 const nativeRelay: NativeRelay = (client, upstream, options) => {
   if (!(client instanceof BunConnection) || !(upstream instanceof BunConnection)) return undefined;
-  const a = client.detach();
-  if (!a) return undefined;
-  const b = upstream.detach();
-  if (!b) {
-    a.socket.terminate();
-    upstream.close();
-    return Promise.resolve({
-      up: 0,
-      down: 0,
-      end: "error",
-      error: new Error("upstream not ready for relay"),
-    });
-  }
+  if (!client.detachable || !upstream.detachable) return undefined;
+  const a = client.detach(), b = upstream.detach();
   return new Promise<RelayResult>((resolve) => {
     new NativeTunnel(a.socket, b.socket, options, resolve).start(a.pending, a.eof, b.pending, b.eof);
   });

@@ -108,12 +108,16 @@ class NodeConnection implements ByteConnection {
     for (const [event, fn] of this.#listeners) socket.on(event, fn);
   }
 
+  /** True while nothing is in flight: the socket can be handed over. */
+  get detachable(): boolean {
+    return !(this.#closed || this.#error || this.#reader || this.#writers.length > 0);
+  }
+
   /**
    * Hands the socket over to the native relay, with the chunk already read
-   * but not consumed. Undefined when the connection is not idle and healthy.
+   * but not consumed. Only when `detachable`.
    */
-  detach(): { socket: Socket; pending: Uint8Array | null; eof: boolean } | undefined {
-    if (this.#closed || this.#error || this.#reader || this.#writers.length > 0) return undefined;
+  detach(): { socket: Socket; pending: Uint8Array | null; eof: boolean } {
     for (const [event, fn] of this.#listeners) this.#socket.off(event, fn);
     this.#closed = true;
     const pending = this.#chunk;
@@ -271,20 +275,8 @@ function listen(
  */
 const nativeRelay: NativeRelay = (client, upstream, options) => {
   if (!(client instanceof NodeConnection) || !(upstream instanceof NodeConnection)) return undefined;
-  const a = client.detach();
-  if (!a) return undefined;
-  const b = upstream.detach();
-  if (!b) {
-    // Give the client side back to the generic relay's behaviour: close both, nothing half-done.
-    a.socket.destroy();
-    upstream.close();
-    return Promise.resolve({
-      up: 0,
-      down: 0,
-      end: "error",
-      error: new Error("upstream not ready for relay"),
-    });
-  }
+  if (!client.detachable || !upstream.detachable) return undefined;
+  const a = client.detach(), b = upstream.detach();
   return new Promise<RelayResult>((resolve) => {
     const result: RelayResult = { up: 0, down: 0, end: "done" };
     const sa = a.socket, sb = b.socket;
