@@ -11,7 +11,7 @@
 // It prints a Markdown report and writes bench/results/latest.json and bench/results/latest.md.
 // Every process it starts runs in its own process group and is killed by its PID at the end or on error.
 import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import { dirname, join } from "node:path";
@@ -998,6 +998,7 @@ async function main() {
     }
   } finally {
     for (const proc of [...live.values()]) await stop(proc);
+    rmSync(tmpDir, { recursive: true, force: true });
   }
 
   results.targets = evaluateTargets(results);
