@@ -147,6 +147,11 @@ export function run(
   });
 }
 
+/** curl with the options every test uses (quiet but for errors, bounded in time) and `args`. */
+export function curl(args: string[]): Promise<RunResult> {
+  return run("curl", ["-sS", "--max-time", "10", ...args]);
+}
+
 /** DNS records served by the test DNS server. */
 export const DNS_RECORDS = {
   "web.test": "127.0.0.1",
@@ -395,6 +400,17 @@ export class RawClient {
 
   end(): void {
     this.socket.end();
+  }
+
+  /** One exchange: connect to `port`, send `bytes`, read until the server closes. */
+  static async exchange(port: number, bytes: Uint8Array): Promise<Buffer> {
+    const c = await RawClient.open(port);
+    try {
+      c.send(bytes);
+      return await c.readToEnd();
+    } finally {
+      c.destroy();
+    }
   }
 
   destroy(): void {

@@ -5,6 +5,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
+  curl,
   HTTP_BODY,
   RawClient,
   run,
@@ -48,10 +49,7 @@ describe(`CLI on ${RUNTIME}`, () => {
     try {
       assert.match(proxy.startup, new RegExp(`^edgesocks ${VERSION.replaceAll(".", "\\.")} on ${RUNTIME} `));
       assert.match(proxy.startup, /auth: username\/password \(2 users\)/);
-      const ok = await run("curl", [
-        "-sS",
-        "--max-time",
-        "10",
+      const ok = await curl([
         "--socks5-hostname",
         `127.0.0.1:${proxy.port}`,
         "--proxy-user",
@@ -59,10 +57,7 @@ describe(`CLI on ${RUNTIME}`, () => {
         `http://web.test:${http.port}/`,
       ]);
       assert.equal(ok.stdout, HTTP_BODY, ok.stderr);
-      const bad = await run("curl", [
-        "-sS",
-        "--max-time",
-        "10",
+      const bad = await curl([
         "--socks5-hostname",
         `127.0.0.1:${proxy.port}`,
         "--proxy-user",
@@ -103,10 +98,7 @@ describe(`CLI on ${RUNTIME}`, () => {
     try {
       assert.match(proxy.startup, /listening on 127\.0\.0\.1:\d+ \(auth: none\)/);
       assert.equal(proxy.errors(), "");
-      const r = await run("curl", [
-        "-sS",
-        "--max-time",
-        "10",
+      const r = await curl([
         "--socks5-hostname",
         `127.0.0.1:${proxy.port}`,
         `http://web.test:${http.port}/`,
@@ -151,10 +143,7 @@ describe(`CLI on ${RUNTIME}`, () => {
     try {
       const m = /listening on 127\.0\.0\.1:(\d+), \[::1\]:(\d+)/.exec(proxy.startup);
       assert.ok(m, proxy.startup);
-      const r = await run("curl", [
-        "-sS",
-        "--max-time",
-        "10",
+      const r = await curl([
         "--socks5",
         `[::1]:${m[2]}`,
         `http://127.0.0.1:${http.port}/`,
@@ -177,18 +166,15 @@ describe(`CLI on ${RUNTIME}`, () => {
       `connect@127.0.0.0/8:${http.port}`,
     ]);
     try {
-      const curl = (host: string) =>
-        run("curl", [
-          "-sS",
-          "--max-time",
-          "10",
+      const fetchVia = (host: string) =>
+        curl([
           "--socks5-hostname",
           `127.0.0.1:${proxy.port}`,
           `http://${host}:${http.port}/`,
         ]);
-      const byName = await curl("web.test");
+      const byName = await fetchVia("web.test");
       assert.notEqual(byName.code, 0, "web.test went through a deny rule");
-      const allowed = await curl("127.0.0.1");
+      const allowed = await fetchVia("127.0.0.1");
       assert.equal(
         allowed.stdout,
         HTTP_BODY,
@@ -196,7 +182,7 @@ describe(`CLI on ${RUNTIME}`, () => {
       );
       // other.test is 127.0.0.2: the range rule lets it be dialled, and nothing listens there, so the
       // reply is 05 (refused) rather than 02 (not allowed).
-      const other = await curl("other.test");
+      const other = await fetchVia("other.test");
       assert.match(other.stderr, /\(5\)\s*$/);
     } finally {
       await proxy.stop();

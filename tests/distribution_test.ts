@@ -10,7 +10,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import process from "node:process";
-import { HTTP_BODY, ROOT, run, RUNTIME, spawnProxy, startHttp } from "./_fixtures.ts";
+import { curl, HTTP_BODY, ROOT, RUNTIME, spawnProxy, startHttp } from "./_fixtures.ts";
 
 type Awaited2<T> = T extends Promise<infer U> ? U : T;
 
@@ -144,10 +144,7 @@ Deno.addSignalListener("SIGTERM", () => server.close().then(() => Deno.exit(0)))
       env: { DENO_DIR: join(dir, "deno_dir"), NO_COLOR: "1" },
     });
     try {
-      const r = await run("curl", [
-        "-sS",
-        "--max-time",
-        "10",
+      const r = await curl([
         "--socks5",
         `127.0.0.1:${proxy.port}`,
         `http://127.0.0.1:${http.port}/`,
@@ -175,10 +172,7 @@ describe(`examples on ${RUNTIME}`, () => {
       : { cmd: process.execPath, args: [file] };
     const proxy = await spawnProxy([], { ...program, env: { PORT: "0", ALLOW_PRIVATE: "1" } });
     try {
-      const r = await run("curl", [
-        "-sS",
-        "--max-time",
-        "10",
+      const r = await curl([
         "--socks5",
         `127.0.0.1:${proxy.port}`,
         `http://127.0.0.1:${http.port}/`,

@@ -12,6 +12,7 @@ import type { ConnectionLog } from "../lib/server.ts";
 import { createRequire } from "node:module";
 import {
   closedPort,
+  curl,
   hex,
   HTTP_BODY,
   RawClient,
@@ -60,7 +61,6 @@ describe(`end to end on ${RUNTIME}`, () => {
     await Promise.all([http?.close(), echo?.close(), dns?.stop()]);
   });
 
-  const curl = (args: string[]) => run("curl", ["-sS", "--max-time", "10", ...args]);
   const url = (host = "127.0.0.1") => `http://${host}:${http.port}/`;
 
   describe("curl", () => {
@@ -413,13 +413,7 @@ describe(`end to end on ${RUNTIME}`, () => {
     });
 
     it("RESOLVE over SOCKS5 and SOCKS4A through the DNS server", async () => {
-      const ask = async (bytes: Uint8Array) => {
-        const c = await RawClient.open(open.port);
-        c.send(bytes);
-        const r = await c.readToEnd();
-        c.destroy();
-        return toHex(r);
-      };
+      const ask = async (bytes: Uint8Array) => toHex(await RawClient.exchange(open.port, bytes));
       const name5 = (n: string) =>
         Buffer.concat([hex("05 01 00 05 f0 00 03"), Buffer.of(n.length), Buffer.from(n), hex("00 00")]);
       const name4 = (n: string) =>
@@ -437,13 +431,7 @@ describe(`end to end on ${RUNTIME}`, () => {
     });
 
     it("RESOLVE_PTR for IPv4 and IPv6 through the DNS server", async () => {
-      const ask = async (bytes: string) => {
-        const c = await RawClient.open(open.port);
-        c.send(hex(bytes));
-        const r = await c.readToEnd();
-        c.destroy();
-        return r;
-      };
+      const ask = (bytes: string) => RawClient.exchange(open.port, hex(bytes));
       const v4 = await ask("05 01 00 05 f1 00 01 c0 00 02 37 00 00");
       assert.equal(toHex(v4.subarray(0, 6)), "05 00 05 00 00 03");
       assert.equal(String(v4.subarray(7, 7 + v4[6])), "ptr.test");
@@ -470,13 +458,7 @@ describe(`end to end on ${RUNTIME}`, () => {
 
     it("error replies: refused 05, BIND and UDP ASSOCIATE 07, bad address type 08, unknown version closes", async () => {
       const port = await closedPort();
-      const ask = async (bytes: Uint8Array) => {
-        const c = await RawClient.open(open.port);
-        c.send(bytes);
-        const r = await c.readToEnd();
-        c.destroy();
-        return toHex(r);
-      };
+      const ask = async (bytes: Uint8Array) => toHex(await RawClient.exchange(open.port, bytes));
       assert.equal(await ask(socks5ConnectBytes(port)), "05 00 05 05 00 01 00 00 00 00 00 00");
       assert.equal(
         await ask(hex("05 01 00 05 02 00 01 7f 00 00 01 00 50")),
