@@ -33,7 +33,8 @@ if (argv.includes("--help") || argv.includes("-h")) {
   --quick   smoke test: 64 MiB transfers, 500 tunnels, 500 held tunnels (~30-60 s)
   --only    edgesocks runtimes (and their bare forwarders) to measure; default all three
   --skip    reference proxies to leave out (microsocks, dante)
-  --runs N  throughput and tunnels/s runs per subject (default 3 and 5; --quick: 3 and 1)`);
+  --runs N  throughput and tunnels/s runs per subject (default 3 and 5; --quick: 3 and 1)
+  --parts   what to measure: a comma list of throughput, tunnels, memory; default all three`);
   process.exit(0);
 }
 function listFlag(name, allowed, fallback) {
@@ -55,6 +56,8 @@ if (runsFlag !== null && !(Number.isInteger(runsFlag) && runsFlag >= 1 && runsFl
 }
 const only = listFlag("--only", RUNTIMES, RUNTIMES);
 const skip = listFlag("--skip", REFERENCES, []);
+const PARTS = ["throughput", "tunnels", "memory"];
+const parts = listFlag("--parts", PARTS, PARTS);
 
 const cfg = quick
   ? {
@@ -915,7 +918,7 @@ async function main() {
   const list = subjects();
   const results = {
     env,
-    config: { ...cfg, quick, only, skip },
+    config: { ...cfg, quick, only, skip, parts },
     subjects: list,
     tput: {},
     tunnels: {},
@@ -928,7 +931,7 @@ async function main() {
     const raw = Object.fromEntries(
       running.map((r) => [r.subject.id, { up: [], down: [], tunnels: [], errors: [] }]),
     );
-    for (const r of running) {
+    for (const r of parts.includes("throughput") ? running : []) {
       try {
         await measureTput(r, "up", cfg.tputWarmBytes);
         await measureTput(r, "down", cfg.tputWarmBytes);
@@ -937,7 +940,7 @@ async function main() {
         log(`${r.subject.label}: warm-up failed: ${error.message}`);
       }
     }
-    for (let run = 1; run <= cfg.tputRuns; run++) {
+    for (let run = 1; parts.includes("throughput") && run <= cfg.tputRuns; run++) {
       for (const r of running) {
         for (const dir of ["up", "down"]) {
           let t = null;
@@ -953,14 +956,14 @@ async function main() {
       }
     }
 
-    for (const r of running) {
+    for (const r of parts.includes("tunnels") ? running : []) {
       try {
         await measureTunnels(r, cfg.tunnelWarmCount, 1);
       } catch (error) {
         log(`${r.subject.label}: tunnels warm-up failed: ${error.message}`);
       }
     }
-    for (let run = 1; run <= cfg.tunnelRuns; run++) {
+    for (let run = 1; parts.includes("tunnels") && run <= cfg.tunnelRuns; run++) {
       for (const r of running) {
         let t = null;
         try {
@@ -985,7 +988,7 @@ async function main() {
     results.background = { ...spread(all), waitedSeconds: (cfg.quietBudgetMs - quietBudgetMs) / 1000 };
 
     // ---- memory: a fresh process per subject
-    for (const s of list) {
+    for (const s of parts.includes("memory") ? list : []) {
       if (!s.start || s.noMemory) continue;
       try {
         const mem = await measureMemory(s);

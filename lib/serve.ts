@@ -6,7 +6,7 @@
  */
 import type { ByteConnection, HostPort, Listener, RuntimeAdapter } from "./connection.ts";
 import { parseIPv4, parseIPv6 } from "./core/address.ts";
-import { type ConnectionLog, createHandler, type HandlerOptions } from "./server.ts";
+import { createHandler, type HandlerOptions } from "./server.ts";
 
 /**
  * Options for {@linkcode serve}.
@@ -109,7 +109,9 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     relay: adapter.relay,
   });
   const shutdown = new AbortController();
-  const running = new Set<Promise<ConnectionLog>>();
+  // A count, not a set of promises: per connection only the one callback that releases it stays.
+  let running = 0;
+  let drained: (() => void) | undefined;
   const maxTotal = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   const maxPerClient = options.maxConnectionsPerClient ?? 0;
   const perClient = new Map<string, number>();
@@ -131,18 +133,20 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     }
   };
   const onConnection = (conn: ByteConnection) => {
-    if (maxTotal > 0 && running.size >= maxTotal) return refuse(conn, "connection limit reached");
+    if (maxTotal > 0 && running >= maxTotal) return refuse(conn, "connection limit reached");
     const key = conn.remoteAddress?.host ?? "";
     const count = perClient.get(key) ?? 0;
     if (maxPerClient > 0 && count >= maxPerClient) return refuse(conn, "per-client connection limit reached");
     perClient.set(key, count + 1);
-    const p = handle(conn, shutdown.signal).finally(() => {
-      running.delete(p);
+    running++;
+    const release = () => {
+      running--;
       const left = (perClient.get(key) ?? 1) - 1;
       if (left > 0) perClient.set(key, left);
       else perClient.delete(key);
-    });
-    running.add(p);
+      if (running === 0) drained?.();
+    };
+    handle(conn, shutdown.signal).then(release, release);
   };
   const listeners: Listener[] = [];
   try {
@@ -169,12 +173,12 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   return {
     addresses: listeners.map((l) => l.address),
     get activeConnections() {
-      return running.size;
+      return running;
     },
     async close() {
       await Promise.all(listeners.map((l) => l.close()));
       shutdown.abort();
-      await Promise.allSettled([...running]);
+      if (running > 0) await new Promise<void>((resolve) => (drained = resolve));
     },
   };
 }

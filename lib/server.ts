@@ -20,7 +20,7 @@ import {
   evaluateDestination,
   ruleCommand,
 } from "./policy.ts";
-import { relay } from "./relay.ts";
+import { relay, type RelayResult } from "./relay.ts";
 
 /**
  * Timeouts in milliseconds; 0 disables one.
@@ -268,115 +268,151 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
     return names[0] ?? "";
   }
 
-  return async function handle(client: ByteConnection, signal?: AbortSignal): Promise<ConnectionLog> {
-    const started = Date.now();
-    if (signal?.aborted) {
-      client.close();
-      return { reply: "none", up: 0, down: 0, durationMs: 0, reason: "server shutting down" };
-    }
-    const log: ConnectionLog = { reply: "none", up: 0, down: 0, durationMs: 0, reason: "" };
-    if (client.remoteAddress) log.client = hostPort(client.remoteAddress);
-    if (!clientAllowed(client.remoteAddress?.host, clientPolicy)) {
-      client.close();
-      log.reason = "client not allowed by policy";
-      options.onLog?.(log);
-      return log;
-    }
+  /**
+   * The handshake and the request's work. Resolves with the open upstream and
+   * the bytes the client sent early when a tunnel was granted, or undefined
+   * once the connection is done (it is then closed). Kept apart from the relay
+   * so that nothing it allocated (the machine, timers, the dial's abort)
+   * outlives the handshake: an idle tunnel costs only what the relay holds.
+   */
+  async function negotiate(
+    client: ByteConnection,
+    log: ConnectionLog,
+    signal: AbortSignal | undefined,
+  ): Promise<{ upstream: ByteConnection; early: Uint8Array } | undefined> {
     const machine = new SocksServerMachine({ authenticate });
     const send = async (step: Step) => {
       for (const w of step.write) await client.write(w);
     };
-    let upstream: ByteConnection | undefined;
+    // 1. Handshake, bounded by the handshake timeout.
+    let handshakeTimedOut = false;
+    const timer = timeouts.handshake > 0
+      ? setTimeout(() => {
+        handshakeTimedOut = true;
+        client.close();
+      }, timeouts.handshake)
+      : undefined;
+    let step: Step;
+    const stopHandshake = () => client.close();
+    signal?.addEventListener("abort", stopHandshake);
     try {
-      // 1. Handshake, bounded by the handshake timeout.
-      let handshakeTimedOut = false;
-      const timer = timeouts.handshake > 0
-        ? setTimeout(() => {
-          handshakeTimedOut = true;
+      do {
+        const chunk = await client.read();
+        if (chunk === null) {
+          log.reason = handshakeTimedOut ? "handshake timeout" : "client closed during handshake";
           client.close();
-        }, timeouts.handshake)
-        : undefined;
-      let step: Step;
-      const stopHandshake = () => client.close();
-      signal?.addEventListener("abort", stopHandshake);
-      try {
-        do {
-          const chunk = await client.read();
-          if (chunk === null) {
-            log.reason = handshakeTimedOut ? "handshake timeout" : "client closed during handshake";
-            return log;
-          }
-          step = machine.receive(chunk);
-          await send(step);
-        } while (step.action.type === "need_more");
-      } catch (error) {
-        log.reason = handshakeTimedOut ? "handshake timeout" : `client error: ${String(error)}`;
-        return log;
-      } finally {
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", stopHandshake);
-      }
-      if (step.action.type !== "request") {
-        log.reason = step.action.type === "close" ? step.action.reason : "protocol error";
-        await lingeringClose(client);
-        return log;
-      }
-      const { request: req, early } = step.action;
-      log.version = req.version;
-      log.command = req.kind;
-      log.target = hostPort(req.target);
-      if (req.user !== undefined) log.user = req.user;
-
-      // 2. The work the request asks for, bounded by the connect timeout.
-      const abort = new AbortController();
-      const limit = deadline(timeouts.connect, () => {
-        const e = new SocksError(ReplyCode.TtlExpired, "connect timed out");
-        abort.abort(e);
-        return e;
-      });
-      const onShutdown = () => abort.abort(new SocksError(ReplyCode.GeneralFailure, "server shutting down"));
-      signal?.addEventListener("abort", onShutdown);
-      let answer: Step;
-      try {
-        const denied = checkCommand(req.kind, policy);
-        if (denied !== null) throw new SocksError(denied, `${req.kind} not allowed by policy`);
-        if (req.kind === "connect" || req.kind === "connect_dir") {
-          const opening = openTunnel(req, log, abort.signal);
-          // A connection that completes after the deadline is closed, not leaked.
-          opening.then((c) => abort.signal.aborted && c.close(), () => {});
-          upstream = await Promise.race([opening, limit.promise, aborted(abort.signal)]);
-          answer = machine.connected(upstream.localAddress ?? { host: "0.0.0.0", port: 0 });
-        } else if (req.kind === "resolve") {
-          answer = machine.resolved(await Promise.race([resolveOne(req, log), limit.promise]));
-        } else {
-          answer = machine.resolvedName(await Promise.race([reverseOne(req), limit.promise]));
+          return undefined;
         }
-      } catch (error) {
-        const code = replyCodeOf(error);
-        answer = machine.rejected(code);
-        log.reason = error instanceof Error ? error.message : String(error);
-      } finally {
-        limit.clear();
-        signal?.removeEventListener("abort", onShutdown);
-      }
-      log.reply = answer.action.type === "relay"
-        ? "granted"
-        : `0x${(answer.write[0]?.[1] ?? 0).toString(16).padStart(2, "0")}`;
-      await send(answer);
-      if (answer.action.type !== "relay" || !upstream) {
-        if (!log.reason) log.reason = answer.action.type === "close" ? answer.action.reason : "closed";
-        await lingeringClose(client);
-        return log;
-      }
+        step = machine.receive(chunk);
+        await send(step);
+      } while (step.action.type === "need_more");
+    } catch (error) {
+      log.reason = handshakeTimedOut ? "handshake timeout" : `client error: ${String(error)}`;
+      client.close();
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", stopHandshake);
+    }
+    if (step.action.type !== "request") {
+      log.reason = step.action.type === "close" ? step.action.reason : "protocol error";
+      await lingeringClose(client);
+      return undefined;
+    }
+    const { request: req, early } = step.action;
+    log.version = req.version;
+    log.command = req.kind;
+    log.target = hostPort(req.target);
+    if (req.user !== undefined) log.user = req.user;
 
-      // 3. The tunnel: forward what the client sent before our reply, then relay.
-      if (early.length > 0) {
-        log.up += early.length;
-        await upstream.write(early);
+    // 2. The work the request asks for, bounded by the connect timeout.
+    const abort = new AbortController();
+    const limit = deadline(timeouts.connect, () => {
+      const e = new SocksError(ReplyCode.TtlExpired, "connect timed out");
+      abort.abort(e);
+      return e;
+    });
+    const onShutdown = () => abort.abort(new SocksError(ReplyCode.GeneralFailure, "server shutting down"));
+    signal?.addEventListener("abort", onShutdown);
+    let upstream: ByteConnection | undefined;
+    let answer: Step;
+    try {
+      const denied = checkCommand(req.kind, policy);
+      if (denied !== null) throw new SocksError(denied, `${req.kind} not allowed by policy`);
+      if (req.kind === "connect" || req.kind === "connect_dir") {
+        const opening = openTunnel(req, log, abort.signal);
+        // A connection that completes after the deadline is closed, not leaked.
+        opening.then((c) => abort.signal.aborted && c.close(), () => {});
+        upstream = await Promise.race([opening, limit.promise, aborted(abort.signal)]);
+        answer = machine.connected(upstream.localAddress ?? { host: "0.0.0.0", port: 0 });
+      } else if (req.kind === "resolve") {
+        answer = machine.resolved(await Promise.race([resolveOne(req, log), limit.promise]));
+      } else {
+        answer = machine.resolvedName(await Promise.race([reverseOne(req), limit.promise]));
       }
-      const relayOptions = { idleTimeout: timeouts.idle, signal };
-      const result =
-        await (options.relay?.(client, upstream, relayOptions) ?? relay(client, upstream, relayOptions));
+    } catch (error) {
+      const code = replyCodeOf(error);
+      answer = machine.rejected(code);
+      log.reason = error instanceof Error ? error.message : String(error);
+    } finally {
+      limit.clear();
+      signal?.removeEventListener("abort", onShutdown);
+    }
+    log.reply = answer.action.type === "relay"
+      ? "granted"
+      : `0x${(answer.write[0]?.[1] ?? 0).toString(16).padStart(2, "0")}`;
+    try {
+      await send(answer);
+    } catch (error) {
+      upstream?.close();
+      throw error;
+    }
+    if (answer.action.type !== "relay" || !upstream) {
+      if (!log.reason) log.reason = answer.action.type === "close" ? answer.action.reason : "closed";
+      await lingeringClose(client);
+      return undefined;
+    }
+    return { upstream, early };
+  }
+
+  /** 3. The tunnel: forward what the client sent before our reply, then relay. */
+  async function tunnel(
+    client: ByteConnection,
+    upstream: ByteConnection,
+    early: Uint8Array,
+    log: ConnectionLog,
+    signal: AbortSignal | undefined,
+  ): Promise<RelayResult> {
+    if (early.length > 0) {
+      try {
+        await upstream.write(early);
+      } catch (error) {
+        client.close();
+        upstream.close();
+        throw error;
+      }
+      log.up += early.length;
+    }
+    const relayOptions = { idleTimeout: timeouts.idle, signal };
+    // Returned, not awaited: this frame (and `early`) is not kept alive for the tunnel's lifetime.
+    return options.relay?.(client, upstream, relayOptions) ?? relay(client, upstream, relayOptions);
+  }
+
+  const finish = (log: ConnectionLog, started: number): ConnectionLog => {
+    log.durationMs = Date.now() - started;
+    try {
+      options.onLog?.(log);
+    } catch {
+      // A faulty log hook must not break serving.
+    }
+    return log;
+  };
+
+  // The two callbacks that wait for a tunnel's end are made here, not inside
+  // `handle`: a closure keeps its whole scope alive, and the client
+  // connection must not outlive the relay's hold on it.
+  const settled = (log: ConnectionLog, started: number) => (result: RelayResult | undefined): ConnectionLog => {
+    if (result) {
       log.up += result.up;
       log.down += result.down;
       log.reason = result.end === "error"
@@ -386,19 +422,36 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
         : result.end === "aborted"
         ? "server shutting down"
         : "done";
-      return log;
-    } catch (error) {
-      log.reason = `error: ${String(error)}`;
-      client.close();
-      upstream?.close();
-      return log;
-    } finally {
-      log.durationMs = Date.now() - started;
-      try {
-        options.onLog?.(log);
-      } catch {
-        // A faulty log hook must not break serving.
-      }
     }
+    return finish(log, started);
+  };
+  const failed = (log: ConnectionLog, started: number) => (error: unknown): ConnectionLog => {
+    log.reason = `error: ${String(error)}`;
+    return finish(log, started);
+  };
+
+  // Plain promise chains rather than one async function: a suspended async
+  // function keeps every local of its frame alive, for as long as the tunnel.
+  return function handle(client: ByteConnection, signal?: AbortSignal): Promise<ConnectionLog> {
+    const started = Date.now();
+    if (signal?.aborted) {
+      client.close();
+      return Promise.resolve({ reply: "none", up: 0, down: 0, durationMs: 0, reason: "server shutting down" });
+    }
+    const log: ConnectionLog = { reply: "none", up: 0, down: 0, durationMs: 0, reason: "" };
+    const remote = client.remoteAddress;
+    if (remote) log.client = hostPort(remote);
+    if (!clientAllowed(remote?.host, clientPolicy)) {
+      client.close();
+      log.reason = "client not allowed by policy";
+      return Promise.resolve(finish(log, started));
+    }
+    return negotiate(client, log, signal)
+      .catch((error) => {
+        client.close();
+        throw error;
+      })
+      .then((granted) => granted && tunnel(client, granted.upstream, granted.early, log, signal))
+      .then(settled(log, started), failed(log, started));
   };
 }

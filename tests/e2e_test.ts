@@ -412,6 +412,42 @@ describe(`end to end on ${RUNTIME}`, () => {
       }
     });
 
+    it("bytes flowing one way only, either way, keep a tunnel open past the idle timeout", async () => {
+      const logs: ConnectionLog[] = [];
+      const proxy = await startProxy({
+        policy: { allowPrivate: true },
+        timeouts: { idle: 300 },
+        onLog: (l) => logs.push(l),
+      });
+      // The target drips a byte every 100 ms while it reads nothing, or swallows what it gets.
+      const dripping = await startTcp((s) => {
+        const t = setInterval(() => s.write("d"), 100);
+        s.on("close", () => clearInterval(t));
+      });
+      const sink = await startTcp((s) => s.resume());
+      try {
+        const down = await RawClient.open(proxy.port);
+        down.send(socks5ConnectBytes(dripping.port));
+        await down.readExactly(12);
+        const up = await RawClient.open(proxy.port);
+        up.send(socks5ConnectBytes(sink.port));
+        await up.readExactly(12);
+        for (let i = 0; i < 9; i++) {
+          up.send("u");
+          await sleep(100);
+        }
+        // 900 ms, three idle timeouts: both tunnels are still open, and both carried their bytes.
+        assert.equal(down.ended || up.ended, false, "a one-way tunnel was cut as idle");
+        assert.ok((await down.readExactly(8)).every((b) => b === 0x64));
+        assert.deepEqual(logs, []);
+        down.destroy();
+        up.destroy();
+      } finally {
+        await proxy.close();
+        await Promise.all([dripping.close(), sink.close()]);
+      }
+    });
+
     it("RESOLVE over SOCKS5 and SOCKS4A through the DNS server", async () => {
       const ask = async (bytes: Uint8Array) => toHex(await RawClient.exchange(open.port, bytes));
       const name5 = (n: string) =>

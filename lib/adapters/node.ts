@@ -53,8 +53,6 @@ interface Waiter<T> {
 
 /** A `net.Socket` as a {@linkcode ByteConnection}: paused unless a read is pending. */
 class NodeConnection implements ByteConnection {
-  readonly localAddress?: HostPort;
-  readonly remoteAddress?: HostPort;
   #socket: Socket;
   #chunk: Buffer | null = null;
   #eof = false;
@@ -70,8 +68,6 @@ class NodeConnection implements ByteConnection {
     this.#socket = socket;
     socket.setNoDelay(true);
     socket.pause();
-    this.localAddress = endpoint(socket.localAddress, socket.localPort);
-    this.remoteAddress = endpoint(socket.remoteAddress, socket.remotePort);
     const flushed = () => {
       for (const w of this.#writers.splice(0)) w.resolve();
     };
@@ -106,6 +102,16 @@ class NodeConnection implements ByteConnection {
       ["finish", flushed],
     ];
     for (const [event, fn] of this.#listeners) socket.on(event, fn);
+  }
+
+  // Looked up when asked (a system call each, and Node keeps the answer for the socket's life): the
+  // driver wants only the client's remote and the upstream's local end.
+  get localAddress(): HostPort | undefined {
+    return endpoint(this.#socket.localAddress, this.#socket.localPort);
+  }
+
+  get remoteAddress(): HostPort | undefined {
+    return endpoint(this.#socket.remoteAddress, this.#socket.remotePort);
   }
 
   /** True while nothing is in flight: the socket can be handed over. */
@@ -268,23 +274,26 @@ function listen(
 /**
  * The relay on Node's own streams: `pipe()` both ways (backpressure through
  * `write()`'s return and `drain`, a FIN passed on by `end()` since the
- * sockets are half-open), the idle timeout by `setTimeout()` on both sockets
- * (any byte through the tunnel touches both), an error on one side resets
- * both. No JavaScript runs per chunk beyond the stream machinery, and
- * sockets are not paused per chunk as the generic read() loop must.
+ * sockets are half-open), the idle timeout by `setTimeout()` on the client
+ * socket (every byte of the tunnel is read from or written to it, and both
+ * refresh its timer), an error on one side resets both. No JavaScript runs
+ * per chunk beyond the stream machinery, and sockets are not paused per
+ * chunk as the generic read() loop must. An idle tunnel holds little more
+ * than the two sockets: one listener of each kind, shared by both.
  */
 const nativeRelay: NativeRelay = (client, upstream, options) => {
   if (!(client instanceof NodeConnection) || !(upstream instanceof NodeConnection)) return undefined;
   if (!client.detachable || !upstream.detachable) return undefined;
   const a = client.detach(), b = upstream.detach();
-  return new Promise<RelayResult>((resolve) => {
+  const sa = a.socket, sb = b.socket;
+  const readA = sa.bytesRead - (a.pending?.length ?? 0), readB = sb.bytesRead - (b.pending?.length ?? 0);
+  const signal = options.signal, idle = options.idleTimeout ?? 0;
+  const started = new Promise<RelayResult>((resolve) => {
     const result: RelayResult = { up: 0, down: 0, end: "done" };
-    const sa = a.socket, sb = b.socket;
-    const readA = sa.bytesRead - (a.pending?.length ?? 0), readB = sb.bytesRead - (b.pending?.length ?? 0);
-    const closed = new Set<Socket>();
-    const onClose = (s: Socket) => {
-      if (closed.has(s) || closed.add(s).size < 2) return;
-      options.signal?.removeEventListener("abort", onAbort);
+    let open = 2;
+    const onClose = () => {
+      if (--open > 0) return;
+      signal?.removeEventListener("abort", onAbort);
       result.up = sa.bytesRead - readA;
       result.down = sb.bytesRead - readB;
       resolve(result);
@@ -293,33 +302,38 @@ const nativeRelay: NativeRelay = (client, upstream, options) => {
       if (result.end !== "done") return;
       result.end = end;
       if (error !== undefined) result.error = error;
-      for (const s of [sa, sb]) {
-        if (end === "error") reset(s);
-        else s.destroy();
+      if (end === "error") {
+        reset(sa);
+        reset(sb);
+      } else {
+        sa.destroy();
+        sb.destroy();
       }
     };
+    const onError = (error: Error) => stop("error", error);
     const onAbort = () => stop("aborted");
     for (const s of [sa, sb]) {
-      s.on("error", (error) => stop("error", error));
-      s.on("close", () => onClose(s));
-      if (options.idleTimeout) {
-        s.setTimeout(options.idleTimeout);
-        s.on("timeout", () => stop("idle"));
-      }
+      s.on("error", onError);
+      // A socket whose both directions were done has closed by itself: its 'close' was emitted or is
+      // queued on nextTick, so it is counted after that instead, exactly once.
+      if (s.destroyed) setImmediate(onClose);
+      else s.on("close", onClose);
     }
-    options.signal?.addEventListener("abort", onAbort, { once: true });
-    if (options.signal?.aborted) onAbort();
-    const forward = (from: typeof a, to: Socket) => {
-      if (from.pending) to.write(from.pending);
-      if (from.eof) to.end();
-      else from.socket.pipe(to);
-    };
-    forward(a, sb);
-    forward(b, sa);
-    // A socket whose both directions were done has closed by itself; its 'close' may be gone or still
-    // queued for this tick, so it is counted after that, once.
-    for (const s of [sa, sb]) if (s.destroyed) setImmediate(() => onClose(s));
+    if (idle > 0) {
+      sa.setTimeout(idle);
+      sa.on("timeout", () => stop("idle"));
+    }
+    signal?.addEventListener("abort", onAbort);
+    if (signal?.aborted) onAbort();
   });
+  // Outside the promise's executor, so that its closures do not keep the handed-over chunks alive.
+  if (a.pending) sb.write(a.pending);
+  if (a.eof) sb.end();
+  else sa.pipe(sb);
+  if (b.pending) sa.write(b.pending);
+  if (b.eof) sa.end();
+  else sb.pipe(sa);
+  return started;
 };
 
 /**
