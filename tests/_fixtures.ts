@@ -11,6 +11,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
+import type { RuntimeAdapter } from "../lib/connection.ts";
 import { currentRuntime } from "../lib/adapters/detect.ts";
 import { serve, type ServeOptions, type SocksServer } from "../lib/serve.ts";
 
@@ -220,10 +221,16 @@ function stopChild(child: ChildProcess): Promise<void> {
   });
 }
 
-/** Starts the proxy in this process on the running runtime's adapter, on 127.0.0.1:0. */
-export async function startProxy(options: ServeOptions = {}): Promise<SocksServer & { port: number }> {
+/**
+ * Starts the proxy in this process on the running runtime's adapter (or on
+ * what `wrap` makes of it), on 127.0.0.1:0.
+ */
+export async function startProxy(
+  options: ServeOptions = {},
+  wrap: (adapter: RuntimeAdapter) => RuntimeAdapter = (a) => a,
+): Promise<SocksServer & { port: number }> {
   const { adapter } = await currentRuntime();
-  const server = await serve(adapter, { listen: [{ host: "127.0.0.1", port: 0 }], ...options });
+  const server = await serve(wrap(adapter), { listen: [{ host: "127.0.0.1", port: 0 }], ...options });
   return Object.assign(server, { port: server.addresses[0].port });
 }
 

@@ -284,6 +284,31 @@ describe(`end to end on ${RUNTIME}`, () => {
       }
     });
 
+    it("tunnels run on the runtime's own relay (the one the tests in this file exercise)", async () => {
+      let taken = 0, declined = 0;
+      const proxy = await startProxy({ policy: { allowPrivate: true } }, (adapter) => ({
+        ...adapter,
+        relay: (client, upstream, options) => {
+          const p = adapter.relay?.(client, upstream, options);
+          if (p) taken++;
+          else declined++;
+          return p;
+        },
+      }));
+      try {
+        const data = randomBytes(1_000_000);
+        const c = await RawClient.open(proxy.port);
+        c.send(Buffer.concat([socks5ConnectBytes(echo.port), data.subarray(0, 1000)]));
+        await c.readExactly(12);
+        c.send(data.subarray(1000));
+        c.end();
+        assert.ok((await c.readToEnd()).equals(data));
+        assert.deepEqual({ taken, declined }, { taken: 1, declined: 0 });
+      } finally {
+        await proxy.close();
+      }
+    });
+
     it("half-close: the client's FIN reaches the destination, which still answers", async () => {
       let received = 0;
       const target = await startTcp((s) => {

@@ -14,9 +14,11 @@ import type {
   DialOptions,
   HostPort,
   Listener,
+  NativeRelay,
   Resolver,
   RuntimeAdapter,
 } from "../connection.ts";
+import type { RelayResult } from "../relay.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
@@ -34,20 +36,48 @@ function hostPort(addr: Deno.Addr): HostPort | undefined {
   return addr.transport === "tcp" ? { host: unmapIPv4(addr.hostname), port: addr.port } : undefined;
 }
 
+/** True when `error` is what a pending read or write sees after our own close(). */
+function closedUnderneath(error: unknown): boolean {
+  return error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted;
+}
+
+/** The next read size: doubled after a read that filled the buffer, halved after one that used less than half. */
+function nextReadSize(size: number, n: number): number {
+  if (n === size) return Math.min(size * 2, MAX_READ);
+  if (n < size / 2) return Math.max(size / 2, MIN_READ);
+  return size;
+}
+
 class DenoConnection implements ByteConnection {
-  readonly localAddress?: HostPort;
-  readonly remoteAddress?: HostPort;
-  #conn: Deno.Conn;
+  #conn: Deno.TcpConn;
   #readSize = MIN_READ;
   #closed = false;
+  #busy = 0;
 
   constructor(conn: Deno.TcpConn) {
     this.#conn = conn;
     try {
       conn.setNoDelay(true);
     } catch { /* the peer may already have reset; the first read or write will say so */ }
-    this.localAddress = hostPort(conn.localAddr);
-    this.remoteAddress = hostPort(conn.remoteAddr);
+  }
+
+  get localAddress(): HostPort | undefined {
+    return hostPort(this.#conn.localAddr);
+  }
+
+  get remoteAddress(): HostPort | undefined {
+    return hostPort(this.#conn.remoteAddr);
+  }
+
+  /** True while no read or write is in flight: the socket can be handed over. */
+  get detachable(): boolean {
+    return !this.#closed && this.#busy === 0;
+  }
+
+  /** Hands the socket over to the native relay; this wrapper is closed from then on. */
+  detach(): Deno.TcpConn {
+    this.#closed = true;
+    return this.#conn;
   }
 
   async read(): Promise<Uint8Array | null> {
@@ -55,41 +85,32 @@ class DenoConnection implements ByteConnection {
     // A fresh buffer per read: the caller owns the chunk and may hold it past the next read.
     const buf = new Uint8Array(this.#readSize);
     let n: number | null;
+    this.#busy++;
     try {
       n = await this.#conn.read(buf);
     } catch (error) {
       // Our own close() cancels the pending read; anything else (a reset above all) is real.
-      if (
-        this.#closed && (error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted)
-      ) {
-        return null;
-      }
+      if (this.#closed && closedUnderneath(error)) return null;
       throw error;
+    } finally {
+      this.#busy--;
     }
     if (n === null) return null;
-    if (n === buf.length) this.#readSize = Math.min(buf.length * 2, MAX_READ);
-    else if (n < buf.length / 2) this.#readSize = Math.max(buf.length / 2, MIN_READ);
+    this.#readSize = nextReadSize(buf.length, n);
     return n === buf.length ? buf : buf.subarray(0, n);
   }
 
   async write(chunk: Uint8Array): Promise<void> {
-    // Deno.Conn.write resolves once the kernel took some bytes, possibly not all.
-    for (let off = 0; off < chunk.length;) {
-      const n = await this.#conn.write(off === 0 ? chunk : chunk.subarray(off));
-      if (n <= 0) throw new Deno.errors.WriteZero("socket accepted no bytes");
-      off += n;
+    this.#busy++;
+    try {
+      await writeAll(this.#conn, chunk);
+    } finally {
+      this.#busy--;
     }
   }
 
-  async closeWrite(): Promise<void> {
-    try {
-      await this.#conn.closeWrite();
-    } catch (error) {
-      // A peer that already went away (or our own close) leaves nothing to half-close.
-      if (error instanceof Deno.errors.NotConnected) return;
-      if (this.#closed && error instanceof Deno.errors.BadResource) return;
-      throw error;
-    }
+  closeWrite(): Promise<void> {
+    return closeWrite(this.#conn, () => this.#closed);
   }
 
   close(): void {
@@ -99,6 +120,113 @@ class DenoConnection implements ByteConnection {
       this.#conn.close();
     } catch { /* already closed underneath us */ }
   }
+}
+
+/** Sends a FIN; a peer that already went away, or our own close (`closed()`), leaves nothing to half-close. */
+async function closeWrite(conn: Deno.Conn, closed: () => boolean): Promise<void> {
+  try {
+    await conn.closeWrite();
+  } catch (error) {
+    if (error instanceof Deno.errors.NotConnected) return;
+    if (closed() && error instanceof Deno.errors.BadResource) return;
+    throw error;
+  }
+}
+
+/** Deno.Conn.write resolves once the kernel took some bytes, possibly not all. */
+async function writeAll(conn: Deno.Conn, chunk: Uint8Array): Promise<void> {
+  for (let off = 0; off < chunk.length;) {
+    const n = await conn.write(off === 0 ? chunk : chunk.subarray(off));
+    if (n <= 0) throw new Deno.errors.WriteZero("socket accepted no bytes");
+    off += n;
+  }
+}
+
+/**
+ * The relay on `Deno.Conn` itself: a read/write loop per direction with one
+ * buffer per direction, reused from read to read (the generic relay's
+ * read() must hand out a fresh buffer each time) and sized as DenoConnection
+ * sizes its reads: small while the tunnel is quiet, doubling to 64 KiB while
+ * reads fill it. Same contract as the generic relay: a FIN is passed on as a
+ * FIN, a failure closes both sides, the idle timeout and the signal close both.
+ */
+const nativeRelay: NativeRelay = (client, upstream, options) => {
+  if (!(client instanceof DenoConnection) || !(upstream instanceof DenoConnection)) return undefined;
+  if (!client.detachable || !upstream.detachable) return undefined;
+  return relayConns(client.detach(), upstream.detach(), options.idleTimeout ?? 0, options.signal);
+};
+
+async function relayConns(
+  a: Deno.TcpConn,
+  b: Deno.TcpConn,
+  idle: number,
+  signal: AbortSignal | undefined,
+): Promise<RelayResult> {
+  const result: RelayResult = { up: 0, down: 0, end: "done" };
+  let lastActivity = Date.now();
+  let stopped = false;
+  const closeBoth = () => {
+    for (const c of [a, b]) {
+      try {
+        c.close();
+      } catch { /* already closed */ }
+    }
+  };
+  const stop = (end: "idle" | "error" | "aborted", error?: unknown) => {
+    if (stopped) return;
+    stopped = true;
+    result.end = end;
+    if (error !== undefined) result.error = error;
+    closeBoth();
+  };
+  const pump = async (src: Deno.TcpConn, dst: Deno.TcpConn, up: boolean) => {
+    let buf = new Uint8Array(MIN_READ);
+    let short = 0;
+    try {
+      for (;;) {
+        const n = await src.read(buf);
+        if (n === null) {
+          if (!stopped) await closeWrite(dst, () => stopped);
+          return;
+        }
+        lastActivity = Date.now();
+        if (up) result.up += n;
+        else result.down += n;
+        await writeAll(dst, n === buf.length ? buf : buf.subarray(0, n));
+        lastActivity = Date.now();
+        // Grown while reads fill the buffer; shrunk only after several short reads in a row, so a
+        // bulk transfer whose reads come back partly filled keeps its buffer.
+        if (n === buf.length) {
+          short = 0;
+          if (buf.length < MAX_READ) buf = new Uint8Array(buf.length * 2);
+        } else if (n < buf.length / 2 && buf.length > MIN_READ && ++short >= 4) {
+          short = 0;
+          buf = new Uint8Array(buf.length / 2);
+        }
+      }
+    } catch (error) {
+      // Our own stop() cancels the other direction's pending read or write: not a second failure.
+      if (stopped && closedUnderneath(error)) return;
+      stop("error", error);
+    }
+  };
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  if (idle > 0) {
+    const check = () => {
+      const quiet = Date.now() - lastActivity;
+      if (quiet >= idle) stop("idle");
+      else timer = setTimeout(check, idle - quiet);
+    };
+    timer = setTimeout(check, idle);
+  }
+  const onAbort = () => stop("aborted");
+  signal?.addEventListener("abort", onAbort);
+  if (signal?.aborted) onAbort();
+  await Promise.all([pump(a, b, true), pump(b, a, false)]);
+  clearTimeout(timer);
+  signal?.removeEventListener("abort", onAbort);
+  if (!stopped) closeBoth();
+  return result;
 }
 
 // Deno has error classes for a few errno values only; the rest are told apart by code or message.
@@ -228,4 +356,5 @@ export const denoAdapter: RuntimeAdapter = {
   listen: (address, onConnection, onAcceptError) =>
     Promise.resolve().then(() => startListener(address, onConnection, onAcceptError)),
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
+  relay: nativeRelay,
 };
