@@ -30,8 +30,8 @@ export interface HostPort {
  * Contract:
  * - `read()` resolves with the next chunk (owned by the caller from then on)
  *   or `null` once the peer has sent its FIN. At most one read is pending.
- *   While no read is pending the adapter stops reading from the socket
- *   (backpressure).
+ *   The adapter reads at most one chunk ahead of the caller: while a chunk
+ *   waits for a read() it stops reading from the socket (backpressure).
  * - `write()` resolves once the chunk is accepted and the connection's send
  *   buffer is below its high-water mark; the caller must not modify the chunk
  *   afterwards. It rejects if the connection is closed or reset.

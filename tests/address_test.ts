@@ -1,6 +1,7 @@
 /** IP address text <-> bytes: strict parsing, RFC 5952 canonical output. */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { canonicalIP, formatIPv4, formatIPv6, hostType, parseIPv4, parseIPv6 } from "../lib/core/address.ts";
 import { hex, toHex } from "./_hex.ts";
 
@@ -56,6 +57,20 @@ describe("parseIPv4", () => {
     ) {
       assert.equal(v4(bad), null, JSON.stringify(bad));
     }
+  });
+
+  it("agrees with the plain definition (four 0-255 decimals without leading zeros) on any near-miss text", () => {
+    const reference = (text: string) => {
+      const parts = text.split(".");
+      if (parts.length !== 4 || !parts.every((p) => /^(0|[1-9][0-9]{0,2})$/.test(p) && Number(p) <= 255)) {
+        return null;
+      }
+      return toHex(Uint8Array.from(parts.map(Number)));
+    };
+    const near = fc.array(fc.constantFrom(..."0123456789...25 x"), { maxLength: 18 }).map((a) => a.join(""));
+    fc.assert(fc.property(near, (text) => assert.equal(v4(text), reference(text), JSON.stringify(text))), {
+      numRuns: 20_000,
+    });
   });
 });
 

@@ -78,9 +78,10 @@ class NodeConnection implements ByteConnection {
         if (this.#closed) return;
         const r = this.#reader;
         this.#reader = null;
-        if (r) r.resolve(data);
-        else this.#chunk = this.#chunk ? Buffer.concat([this.#chunk, data]) : data;
-        // One chunk in hand at most: stop reading until the next read().
+        if (r) return r.resolve(data);
+        this.#chunk = this.#chunk ? Buffer.concat([this.#chunk, data]) : data;
+        // One chunk in hand at most: stop reading until the next read(). A socket is not paused while
+        // reads keep up (each pause and resume costs stream machinery), only once a chunk waits.
         socket.pause();
       }],
       ["end", () => {
@@ -154,7 +155,7 @@ class NodeConnection implements ByteConnection {
     if (this.#eof || this.#closed) return Promise.resolve(null);
     return new Promise((resolve, reject) => {
       this.#reader = { resolve, reject };
-      this.#socket.resume();
+      if (this.#socket.isPaused()) this.#socket.resume();
     });
   }
 

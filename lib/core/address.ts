@@ -35,17 +35,26 @@ export interface SocksAddress {
 
 /** Parses dotted-quad IPv4 text into 4 bytes, or returns null. Strict: no leading zeros, no shorthand. */
 export function parseIPv4(text: string): Uint8Array | null {
-  const parts = text.split(".");
-  if (parts.length !== 4) return null;
+  // By character codes: this runs several times per connection (policy, replies, canonical forms).
+  if (text.length < 7 || text.length > 15) return null;
   const out = new Uint8Array(4);
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i];
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return null;
-    const n = Number(p);
-    if (n > 255) return null;
-    out[i] = n;
+  let part = 0, value = 0, digits = 0;
+  for (let i = 0; i <= text.length; i++) {
+    const c = i < text.length ? text.charCodeAt(i) : 0x2e;
+    if (c === 0x2e) {
+      if (digits === 0 || part > 3) return null;
+      out[part++] = value;
+      value = 0;
+      digits = 0;
+    } else if (c >= 0x30 && c <= 0x39) {
+      if (digits > 0 && value === 0) return null; // a leading zero
+      value = value * 10 + (c - 0x30);
+      if (++digits > 3 || value > 255) return null;
+    } else {
+      return null;
+    }
   }
-  return out;
+  return part === 4 ? out : null;
 }
 
 /** Parses IPv6 text (with `::`, and an optional trailing dotted quad) into 16 bytes, or returns null. */
