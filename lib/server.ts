@@ -411,20 +411,21 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
   // The two callbacks that wait for a tunnel's end are made here, not inside
   // `handle`: a closure keeps its whole scope alive, and the client
   // connection must not outlive the relay's hold on it.
-  const settled = (log: ConnectionLog, started: number) => (result: RelayResult | undefined): ConnectionLog => {
-    if (result) {
-      log.up += result.up;
-      log.down += result.down;
-      log.reason = result.end === "error"
-        ? `relay error: ${String(result.error)}`
-        : result.end === "idle"
-        ? "idle timeout"
-        : result.end === "aborted"
-        ? "server shutting down"
-        : "done";
-    }
-    return finish(log, started);
-  };
+  const settled =
+    (log: ConnectionLog, started: number) => (result: RelayResult | undefined): ConnectionLog => {
+      if (result) {
+        log.up += result.up;
+        log.down += result.down;
+        log.reason = result.end === "error"
+          ? `relay error: ${String(result.error)}`
+          : result.end === "idle"
+          ? "idle timeout"
+          : result.end === "aborted"
+          ? "server shutting down"
+          : "done";
+      }
+      return finish(log, started);
+    };
   const failed = (log: ConnectionLog, started: number) => (error: unknown): ConnectionLog => {
     log.reason = `error: ${String(error)}`;
     return finish(log, started);
@@ -436,7 +437,13 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
     const started = Date.now();
     if (signal?.aborted) {
       client.close();
-      return Promise.resolve({ reply: "none", up: 0, down: 0, durationMs: 0, reason: "server shutting down" });
+      return Promise.resolve({
+        reply: "none",
+        up: 0,
+        down: 0,
+        durationMs: 0,
+        reason: "server shutting down",
+      });
     }
     const log: ConnectionLog = { reply: "none", up: 0, down: 0, durationMs: 0, reason: "" };
     const remote = client.remoteAddress;
