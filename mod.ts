@@ -32,6 +32,7 @@ export type {
   DialOptions,
   HostPort,
   Listener,
+  ListenOptions,
   NativeRelay,
   Resolver,
   RuntimeAdapter,

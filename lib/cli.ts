@@ -19,6 +19,7 @@ import {
 } from "./serve.ts";
 import { DEFAULT_TIMEOUTS } from "./server.ts";
 import { VERSION } from "./version.ts";
+import { readyLine, supervise, type WorkerProcess } from "./workers.ts";
 
 /** Process services the CLI needs, one implementation per runtime. */
 export interface CliHost {
@@ -34,6 +35,16 @@ export interface CliHost {
   stdout(line: string): void;
   /** Writes a line to standard error. */
   stderr(line: string): void;
+  /** Writes bytes to standard output as they are (a worker's log, copied through). */
+  writeStdout(bytes: Uint8Array): void;
+  /** True in a worker process started by `--workers`. */
+  isWorker(): boolean;
+  /** Starts this program again as a worker with `args`; absent where the runtime cannot. */
+  spawnWorker?(args: string[], usersFile?: string): WorkerProcess;
+  /** Calls `fn` once standard input ends (in a worker: the supervisor has gone). */
+  onStdinEnd(fn: () => void): void;
+  /** Number of CPUs, for `--workers auto`. */
+  cpus(): number;
 }
 
 /** Parsed command line. */
@@ -51,6 +62,8 @@ export interface CliOptions {
   handshakeTimeout: number;
   connectTimeout: number;
   idleTimeout: number;
+  /** Worker processes sharing the listen addresses; 1: this process serves. */
+  workers: number | "auto";
   help: boolean;
   version: boolean;
 }
@@ -85,6 +98,9 @@ Usage: deno run -A mod.ts [flags]   |   bun mod.ts [flags]   |   node mod.ts [fl
 }; 0 = none)
   --connect-timeout SEC      time for DNS + connect (default ${DEFAULT_TIMEOUTS.connect / 1000}; 0 = none)
   --idle-timeout SEC         close tunnels idle this long (default ${DEFAULT_TIMEOUTS.idle / 1000}; 0 = none)
+  --workers N|auto           N processes serve the same addresses (SO_REUSEPORT, Linux), so
+                             every core is used; auto: one per CPU (default 1). The caps
+                             above then apply per worker (--max-connections is split)
   --help                     show this help
   --version                  print the version
 `;
@@ -134,6 +150,7 @@ export function parseArgs(args: string[]): CliOptions {
     handshakeTimeout: DEFAULT_TIMEOUTS.handshake,
     connectTimeout: DEFAULT_TIMEOUTS.connect,
     idleTimeout: DEFAULT_TIMEOUTS.idle,
+    workers: 1,
     help: false,
     version: false,
   };
@@ -197,6 +214,13 @@ export function parseArgs(args: string[]): CliOptions {
       case "--idle-timeout":
         opts.idleTimeout = seconds(flag, take());
         break;
+      case "--workers": {
+        const v = take();
+        if (v === "auto") opts.workers = "auto";
+        else if (/^\d{1,3}$/.test(v) && Number(v) >= 1 && Number(v) <= 256) opts.workers = Number(v);
+        else throw new TypeError(`--workers needs a number from 1 to 256 or auto, got ${JSON.stringify(v)}`);
+        break;
+      }
       case "--help":
       case "-h":
         opts.help = true;
@@ -251,6 +275,40 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
         }; still listening`,
       ),
   };
+  const auth = users ? `username/password (${users.size} user${users.size === 1 ? "" : "s"})` : "none";
+  const startupLine = (addresses: HostPort[], workers?: number) =>
+    `edgesocks ${VERSION} on ${adapter.name}: listening on ${addresses.map(formatHostPort).join(", ")}` +
+    ` (auth: ${auth}${opts.allowPrivate ? ", private destinations allowed" : ""}${
+      workers ? `, ${workers} workers` : ""
+    })`;
+  const warnIfOpen = () => {
+    if (!users && opts.listen.some((a) => !isLoopbackHost(a.host))) {
+      host.stderr(
+        "WARNING: edgesocks is listening on a non-loopback address with no users configured: " +
+          "this is an OPEN PROXY that anyone who can reach it may use. Pass --users FILE.",
+      );
+    }
+  };
+  const worker = host.isWorker();
+  const workers = worker ? 1 : opts.workers === "auto" ? Math.max(1, host.cpus()) : opts.workers;
+  if (workers > 1) {
+    if (!host.spawnWorker) {
+      host.stderr(`edgesocks: --workers is not available on ${adapter.name}`);
+      return host.exit(2);
+    }
+    const spawnWorker = host.spawnWorker.bind(host);
+    const addresses = await supervise({ ...host, spawnWorker: (args) => spawnWorker(args, opts.usersFile) }, {
+      count: workers,
+      args: host.args(),
+      listen: opts.listen,
+      maxConnections: opts.maxConnections,
+    });
+    if (!addresses) return;
+    host.stdout(startupLine(addresses, workers));
+    return warnIfOpen();
+  }
+  if (worker) options.reusePort = true;
+
   // Signal handlers go in before anything else: a stop request that arrives while starting (or right
   // after the startup line) must still end in a clean exit, and Deno cannot set them up later if the
   // process has run out of descriptors by then.
@@ -264,24 +322,18 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   };
   host.onSignal("SIGINT", stop);
   host.onSignal("SIGTERM", stop);
+  // A worker whose supervisor has gone (its end of our standard input closed) stops too.
+  if (worker) host.onStdinEnd(stop);
   try {
     server = await serve(adapter, options);
   } catch (error) {
     host.stderr(`edgesocks: cannot listen: ${error instanceof Error ? error.message : String(error)}`);
     return host.exit(1);
   }
-  const auth = users ? `username/password (${users.size} user${users.size === 1 ? "" : "s"})` : "none";
-  host.stdout(
-    `edgesocks ${VERSION} on ${adapter.name}: listening on ${
-      server.addresses.map(formatHostPort).join(", ")
-    }` +
-      ` (auth: ${auth}${opts.allowPrivate ? ", private destinations allowed" : ""})`,
-  );
-  if (!users && opts.listen.some((a) => !isLoopbackHost(a.host))) {
-    host.stderr(
-      "WARNING: edgesocks is listening on a non-loopback address with no users configured: " +
-        "this is an OPEN PROXY that anyone who can reach it may use. Pass --users FILE.",
-    );
+  if (worker) host.stdout(readyLine(server.addresses));
+  else {
+    host.stdout(startupLine(server.addresses));
+    warnIfOpen();
   }
   if (stopping) await server.close().then(() => host.exit(0), () => host.exit(1));
 }

@@ -131,6 +131,27 @@ export interface Listener {
 }
 
 /**
+ * Options for {@linkcode RuntimeAdapter.listen}.
+ *
+ * @example
+ * ```ts
+ * import type { ListenOptions, RuntimeAdapter } from "./mod.ts";
+ * declare const adapter: RuntimeAdapter;
+ * const options: ListenOptions = { reusePort: true }; // several processes share the port
+ * await adapter.listen({ host: "127.0.0.1", port: 1080 }, (conn) => conn.close(), undefined, options);
+ * ```
+ */
+export interface ListenOptions {
+  /**
+   * Sets SO_REUSEPORT, so that several processes can listen on the same
+   * address and the kernel spreads new connections between them (Linux).
+   * Rejects where the runtime cannot (Node before 22.12; Deno without
+   * `--unstable-net`).
+   */
+  reusePort?: boolean;
+}
+
+/**
  * What a runtime adapter provides: listen, connect, DNS. Nothing outside an
  * adapter touches `Deno.`, `Bun.` or `node:net`.
  *
@@ -156,6 +177,7 @@ export interface RuntimeAdapter {
     address: HostPort,
     onConnection: (conn: ByteConnection) => void,
     onAcceptError?: (error: unknown) => void,
+    options?: ListenOptions,
   ): Promise<Listener>;
   /** A resolver using `nameServer`, or the system's resolver when it is absent. */
   resolver(nameServer?: HostPort): Resolver;

@@ -34,6 +34,11 @@ export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> 
    * call. The server keeps listening and recovers when descriptors free up.
    */
   onAcceptError?: (error: unknown, failures: number) => void;
+  /**
+   * Listen with SO_REUSEPORT, so that several processes can serve the same
+   * address (the CLI's `--workers`). Default false.
+   */
+  reusePort?: boolean;
 }
 
 /**
@@ -164,7 +169,9 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
         }
         failures = 0;
       };
-      listeners.push(await adapter.listen(address, onConnection, onAcceptError));
+      listeners.push(
+        await adapter.listen(address, onConnection, onAcceptError, { reusePort: options.reusePort === true }),
+      );
     }
   } catch (error) {
     await Promise.all(listeners.map((l) => l.close()));

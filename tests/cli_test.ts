@@ -234,7 +234,17 @@ describe(`CLI on ${RUNTIME}`, () => {
     const { cmd, args } = runtimeCommand();
     const help = await run(cmd, [...args, "--help"]);
     assert.equal(help.code, 0);
-    for (const flag of ["--listen", "--users", "--allow-private", "--dns", "--log", "--idle-timeout"]) {
+    for (
+      const flag of [
+        "--listen",
+        "--users",
+        "--allow-private",
+        "--dns",
+        "--log",
+        "--idle-timeout",
+        "--workers",
+      ]
+    ) {
       assert.ok(help.stdout.includes(flag));
     }
     const version = await run(cmd, [...args, "--version"]);
@@ -252,6 +262,7 @@ describe(`CLI on ${RUNTIME}`, () => {
         ["--deny", "bind@1.2.3.4"],
         ["--allow-client", "nope"],
         ["--max-connections", "-1"],
+        ["--workers", "0"],
       ]
     ) {
       const r = await run(cmd, [...args, ...bad]);

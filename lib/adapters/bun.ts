@@ -19,6 +19,7 @@ import type {
   DialOptions,
   HostPort,
   Listener,
+  ListenOptions,
   NativeRelay,
   RuntimeAdapter,
 } from "../connection.ts";
@@ -68,6 +69,7 @@ interface BunApi {
     hostname: string;
     port: number;
     allowHalfOpen: boolean;
+    reusePort?: boolean;
     socket: SocketHandlers;
   }): { port: number; hostname: string; stop(closeActiveConnections?: boolean): void };
   connect(options: {
@@ -449,13 +451,19 @@ async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection
   return socket.data instanceof BunConnection ? socket.data : new BunConnection(socket);
 }
 
-function listen(address: HostPort, onConnection: (conn: ByteConnection) => void): Promise<Listener> {
+function listen(
+  address: HostPort,
+  onConnection: (conn: ByteConnection) => void,
+  _onAcceptError?: (error: unknown) => void,
+  options: ListenOptions = {},
+): Promise<Listener> {
   // Inside the executor a bind error (EADDRINUSE) rejects instead of throwing.
   return new Promise((resolve) => {
     const listener = bun().listen({
       hostname: address.host,
       port: address.port,
       allowHalfOpen: true,
+      ...(options.reusePort ? { reusePort: true } : {}),
       socket: {
         ...handlers,
         open(socket) {

@@ -14,6 +14,7 @@ import type {
   DialOptions,
   HostPort,
   Listener,
+  ListenOptions,
   NativeRelay,
   Resolver,
   RuntimeAdapter,
@@ -271,8 +272,14 @@ function startListener(
   address: HostPort,
   onConnection: (conn: ByteConnection) => void,
   onAcceptError?: (error: unknown) => void,
+  options: ListenOptions = {},
 ): Listener {
-  const listener = Deno.listen({ hostname: address.host, port: address.port, transport: "tcp" });
+  const listener = Deno.listen({
+    hostname: address.host,
+    port: address.port,
+    transport: "tcp",
+    ...(options.reusePort ? { reusePort: true } : {}),
+  });
   let closed = false;
   const acceptLoop = (async () => {
     while (!closed) {
@@ -353,8 +360,8 @@ export const denoAdapter: RuntimeAdapter = {
   name: `deno ${Deno.version.deno}`,
   dial,
   // Deno.listen throws synchronously (AddrInUse, ...): turn that into a rejection.
-  listen: (address, onConnection, onAcceptError) =>
-    Promise.resolve().then(() => startListener(address, onConnection, onAcceptError)),
+  listen: (address, onConnection, onAcceptError, options) =>
+    Promise.resolve().then(() => startListener(address, onConnection, onAcceptError, options)),
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
   relay: nativeRelay,
 };

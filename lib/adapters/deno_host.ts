@@ -4,8 +4,60 @@
  * @module
  */
 import type { CliHost } from "../cli.ts";
+import { WORKER_ENV, type WorkerProcess } from "../workers.ts";
 
 const encoder = new TextEncoder();
+
+/**
+ * Permission flags for a worker: those granted to this process for all of a
+ * kind, plus reading the users file. A grant limited to some hosts or paths
+ * cannot be read back, so it is not passed on (the worker then fails with
+ * Deno's own permission error).
+ */
+function permissionFlags(usersFile?: string): string[] {
+  const flags: string[] = [];
+  const names = ["net", "read", "write", "env", "sys", "run", "ffi", "import"] as const;
+  for (const name of names) {
+    try {
+      if (Deno.permissions.querySync({ name } as Deno.PermissionDescriptor).state === "granted") {
+        flags.push(`--allow-${name}`);
+      }
+    } catch { /* a permission this Deno does not know */ }
+  }
+  // The worker must be able to see that it is one.
+  if (!flags.includes("--allow-env")) flags.push(`--allow-env=${WORKER_ENV}`);
+  if (!flags.includes("--allow-read") && usersFile !== undefined) {
+    if (Deno.permissions.querySync({ name: "read", path: usersFile }).state === "granted") {
+      flags.push(`--allow-read=${usersFile}`);
+    }
+  }
+  return flags;
+}
+
+function spawnWorker(args: string[], usersFile?: string): WorkerProcess {
+  // Workers share the port through SO_REUSEPORT, which Deno keeps behind --unstable-net.
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-prompt", "--unstable-net", ...permissionFlags(usersFile), Deno.mainModule, ...args],
+    env: { [WORKER_ENV]: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  // Our end of its standard input stays open while we live; it closing tells the worker to stop.
+  const stdin = child.stdin.getWriter();
+  const exited = child.status.then((s) => (s.signal ? null : s.code));
+  exited.finally(() => stdin.close().catch(() => {}));
+  return {
+    pid: child.pid,
+    stdout: child.stdout,
+    exited,
+    kill: (signal) => {
+      try {
+        child.kill(signal);
+      } catch { /* already gone */ }
+    },
+  };
+}
 
 /** The CLI host backed by the `Deno` namespace. */
 export const denoHost: CliHost = {
@@ -15,4 +67,21 @@ export const denoHost: CliHost = {
   exit: (code) => Deno.exit(code),
   stdout: (line) => void Deno.stdout.writeSync(encoder.encode(line + "\n")),
   stderr: (line) => void Deno.stderr.writeSync(encoder.encode(line + "\n")),
+  writeStdout: (bytes) => {
+    for (let off = 0; off < bytes.length;) off += Deno.stdout.writeSync(bytes.subarray(off));
+  },
+  // Asked only when allowed, so that a plain run never prompts for environment access.
+  isWorker: () =>
+    Deno.permissions.querySync({ name: "env", variable: WORKER_ENV }).state === "granted" &&
+    Deno.env.get(WORKER_ENV) === "1",
+  spawnWorker,
+  onStdinEnd: (fn) => {
+    void (async () => {
+      try {
+        for await (const _ of Deno.stdin.readable) { /* nothing is ever sent */ }
+      } catch { /* a broken pipe ends it too */ }
+      fn();
+    })();
+  },
+  cpus: () => navigator.hardwareConcurrency ?? 1,
 };

@@ -18,6 +18,7 @@ import type {
   DialOptions,
   HostPort,
   Listener,
+  ListenOptions,
   NativeRelay,
   RuntimeAdapter,
 } from "../connection.ts";
@@ -234,11 +235,25 @@ function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
   });
 }
 
+/** `server.listen({ reusePort })` arrived in Node 22.12 and 23.1; older versions ignore it silently. */
+function hasReusePort(): boolean {
+  const [major, minor] = process.versions.node.split(".").map(Number);
+  return major > 23 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
+}
+
 function listen(
   address: HostPort,
   onConnection: (conn: ByteConnection) => void,
   onAcceptError?: (error: unknown) => void,
+  options: ListenOptions = {},
 ): Promise<Listener> {
+  if (options.reusePort && !hasReusePort()) {
+    return Promise.reject(
+      new Error(
+        `sharing a port (SO_REUSEPORT) needs Node 22.12 or later; this is Node ${process.versions.node}`,
+      ),
+    );
+  }
   return new Promise((resolve, reject) => {
     const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => {
       // A socket reset before we wrap it has no address; drop it.
@@ -252,7 +267,8 @@ function listen(
       }
     });
     server.once("error", reject);
-    server.listen({ host: address.host, port: address.port }, () => {
+    const reusePort = options.reusePort === true;
+    server.listen({ host: address.host, port: address.port, ...(reusePort ? { reusePort } : {}) }, () => {
       server.off("error", reject);
       // After listening, accept errors (EMFILE, ...) are transient: libuv retries; never crash.
       server.on("error", (error) => onAcceptError?.(error));

@@ -1,12 +1,48 @@
 /**
- * Process services for the CLI on Node and Bun (both provide `node:process`
- * and `node:fs`).
+ * Process services for the CLI on Node and Bun (both provide `node:process`,
+ * `node:fs` and `node:child_process`).
  *
  * @module
  */
+import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
+import { availableParallelism } from "node:os";
 import process from "node:process";
 import type { CliHost } from "../cli.ts";
+import { WORKER_ENV, type WorkerProcess } from "../workers.ts";
+
+/** This program's command line, for starting it again: runtime, its flags, the script (unless built in). */
+function selfCommand(): string[] {
+  const script = process.argv[1];
+  // A single binary from `bun build --compile` carries its script inside, at a /$bunfs/ path.
+  const embedded = script === undefined || script.startsWith("/$bunfs/") || script.startsWith("B:/~BUN/");
+  return [process.execPath, ...process.execArgv, ...(embedded ? [] : [script])];
+}
+
+function spawnWorker(args: string[]): WorkerProcess {
+  const [cmd, ...base] = selfCommand();
+  const child = spawn(cmd, [...base, ...args], {
+    stdio: ["pipe", "pipe", "inherit"],
+    env: { ...process.env, [WORKER_ENV]: "1" },
+  });
+  const exited = new Promise<number | null>((resolve) => {
+    child.once("exit", (code) => resolve(code));
+    // Not started at all (the executable vanished): reported like an exit.
+    child.once("error", () => resolve(child.exitCode ?? 127));
+  });
+  // Our end of its standard input stays open while we live; it closing tells the worker to stop.
+  child.stdin!.on("error", () => {});
+  return {
+    pid: child.pid ?? -1,
+    stdout: child.stdout!,
+    exited,
+    kill: (signal) => {
+      try {
+        if (child.pid !== undefined && child.exitCode === null) process.kill(child.pid, signal);
+      } catch { /* already gone */ }
+    },
+  };
+}
 
 /** The CLI host backed by `node:process`. */
 export const nodeHost: CliHost = {
@@ -16,4 +52,13 @@ export const nodeHost: CliHost = {
   exit: (code) => process.exit(code),
   stdout: (line) => void process.stdout.write(line + "\n"),
   stderr: (line) => void process.stderr.write(line + "\n"),
+  writeStdout: (bytes) => void process.stdout.write(bytes),
+  isWorker: () => process.env[WORKER_ENV] === "1",
+  spawnWorker,
+  onStdinEnd: (fn) => {
+    process.stdin.on("end", fn);
+    process.stdin.on("error", fn);
+    process.stdin.resume();
+  },
+  cpus: () => availableParallelism(),
 };

@@ -1,0 +1,225 @@
+/**
+ * `--workers N`: a supervisor process that runs N copies of the proxy
+ * (workers) listening on the same addresses with SO_REUSEPORT, so the kernel
+ * spreads connections over them and they use every core. Runtime-neutral: the
+ * runtime comes in through the CLI host's `spawnWorker`.
+ *
+ * Protocol between the two: a worker is this program with the environment
+ * variable {@linkcode WORKER_ENV} set; its first line on standard output is
+ * `READY_PREFIX` and the addresses it bound, everything after that is its
+ * log, copied through verbatim. A worker ends when its standard input ends,
+ * so workers never outlive a supervisor that was killed.
+ *
+ * @module
+ */
+import type { HostPort } from "./connection.ts";
+
+/** Set (to "1") in the environment of a worker process. */
+export const WORKER_ENV = "EDGESOCKS_WORKER";
+
+/** The first line a worker writes once it listens, followed by its addresses. */
+export const READY_PREFIX = "edgesocks-worker-ready ";
+
+/** A worker process as the CLI host starts it. */
+export interface WorkerProcess {
+  readonly pid: number;
+  /** The worker's standard output (its standard error is the supervisor's). */
+  readonly stdout: AsyncIterable<Uint8Array>;
+  /** Resolves with the exit code (null when a signal ended it). */
+  readonly exited: Promise<number | null>;
+  kill(signal: "SIGTERM" | "SIGKILL"): void;
+}
+
+/** What the supervisor needs from the runtime. */
+export interface SupervisorHost {
+  spawnWorker(args: string[]): WorkerProcess;
+  onSignal(signal: "SIGINT" | "SIGTERM", fn: () => void): void;
+  writeStdout(bytes: Uint8Array): void;
+  stdout(line: string): void;
+  stderr(line: string): void;
+  exit(code: number): void;
+}
+
+// Flags of the CLI that take a value, so that a value is never mistaken for a flag.
+const VALUE_FLAGS = new Set([
+  "--listen",
+  "--users",
+  "--allow",
+  "--deny",
+  "--allow-client",
+  "--deny-client",
+  "--max-connections",
+  "--max-connections-per-client",
+  "--dns",
+  "--log",
+  "--handshake-timeout",
+  "--connect-timeout",
+  "--idle-timeout",
+  "--workers",
+]);
+
+/**
+ * A worker's command line: the user's, without `--workers`, with `--listen`
+ * set to `listen` and `--max-connections` to the worker's share.
+ */
+export function workerArgs(args: string[], listen: HostPort[], maxConnections: number): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const eq = args[i].startsWith("--") ? args[i].indexOf("=") : -1;
+    const flag = eq > 0 ? args[i].slice(0, eq) : args[i];
+    const drop = flag === "--workers" || flag === "--listen" || flag === "--max-connections";
+    if (drop) {
+      if (eq < 0) i++;
+      continue;
+    }
+    out.push(args[i]);
+    if (eq < 0 && VALUE_FLAGS.has(flag) && i + 1 < args.length) out.push(args[++i]);
+  }
+  for (const a of listen) {
+    out.push("--listen", a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
+  }
+  out.push("--max-connections", String(maxConnections));
+  return out;
+}
+
+/** Parses a ready line's addresses (`host:port` or `[v6]:port`, comma separated). */
+export function parseReady(line: string): HostPort[] | null {
+  if (!line.startsWith(READY_PREFIX)) return null;
+  const list = line.slice(READY_PREFIX.length).trim().split(",");
+  const out: HostPort[] = [];
+  for (const item of list) {
+    const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(item);
+    if (!m) return null;
+    out.push({ host: m[1], port: Number(m[2]) });
+  }
+  return out.length > 0 ? out : null;
+}
+
+/** The ready line for `addresses`. */
+export function readyLine(addresses: HostPort[]): string {
+  return READY_PREFIX +
+    addresses.map((a) => (a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`))
+      .join(",");
+}
+
+const RESTART_DELAY_MS = 1_000;
+const READY_TIMEOUT_MS = 30_000;
+
+/**
+ * Starts `count` workers, waits until all listen, and keeps them running:
+ * a worker that dies is started again after a second; SIGINT/SIGTERM stop
+ * them all (each closes its tunnels) and then the supervisor exits.
+ * Resolves with the bound addresses once all listen; on a startup failure
+ * stops the others and exits 1.
+ */
+export async function supervise(
+  host: SupervisorHost,
+  options: {
+    count: number;
+    args: string[];
+    listen: HostPort[];
+    maxConnections: number;
+  },
+): Promise<HostPort[] | undefined> {
+  const { count } = options;
+  // A cap of 0 means none; otherwise every worker gets its share, rounded up.
+  const share = options.maxConnections === 0 ? 0 : Math.ceil(options.maxConnections / count);
+  // Each live worker, with the promise of its exit and of its output copied through to the end.
+  const live = new Map<WorkerProcess, Promise<unknown>>();
+  let stopping = false;
+  let exiting = false;
+  let started = false; // all workers listened once: from then on a dead one is replaced
+
+  const stopAll = async (code: number) => {
+    if (exiting) return;
+    exiting = true;
+    stopping = true;
+    for (const w of live.keys()) w.kill("SIGTERM");
+    const timer = setTimeout(() => {
+      for (const w of live.keys()) w.kill("SIGKILL");
+    }, 30_000);
+    await Promise.all(live.values());
+    clearTimeout(timer);
+    host.exit(code);
+  };
+  host.onSignal("SIGINT", () => void stopAll(0));
+  host.onSignal("SIGTERM", () => void stopAll(0));
+
+  /** Starts one worker; resolves with its addresses once it listens, or null if it exits first. */
+  const start = (listen: HostPort[]): Promise<HostPort[] | null> => {
+    let w: WorkerProcess;
+    try {
+      w = host.spawnWorker(workerArgs(options.args, listen, share));
+    } catch (error) {
+      // Deno without --allow-run, above all.
+      host.stderr(
+        `edgesocks: cannot start a worker: ${error instanceof Error ? error.message : String(error)}`,
+      );
+      return Promise.resolve(null);
+    }
+    let ready: (a: HostPort[] | null) => void = () => {};
+    const readyP = new Promise<HostPort[] | null>((r) => (ready = r));
+    const timer = setTimeout(() => {
+      host.stderr(`edgesocks: worker ${w.pid} did not start listening within ${READY_TIMEOUT_MS / 1000} s`);
+      w.kill("SIGKILL");
+    }, READY_TIMEOUT_MS);
+    const copied = (async () => {
+      let pending = "";
+      let isReady = false;
+      try {
+        for await (const chunk of w.stdout) {
+          if (isReady) {
+            host.writeStdout(chunk);
+            continue;
+          }
+          pending += new TextDecoder().decode(chunk);
+          const nl = pending.indexOf("\n");
+          if (nl < 0) continue;
+          isReady = true;
+          clearTimeout(timer);
+          ready(parseReady(pending.slice(0, nl)));
+          const rest = pending.slice(nl + 1);
+          if (rest) host.writeStdout(new TextEncoder().encode(rest));
+        }
+      } catch { /* the pipe broke: the exit below tells the rest */ }
+    })();
+    live.set(w, Promise.all([w.exited, copied]));
+    void w.exited.then(async (code) => {
+      await copied;
+      clearTimeout(timer);
+      live.delete(w);
+      ready(null);
+      if (stopping || !started) return;
+      host.stderr(
+        `edgesocks: worker ${w.pid} exited (${
+          code === null ? "killed by a signal" : `code ${code}`
+        }); starting another`,
+      );
+      setTimeout(() => {
+        if (stopping) return;
+        void start(listen).then((a) => {
+          if (!a && !stopping) {
+            host.stderr("edgesocks: a worker could not be restarted; stopping");
+            void stopAll(1);
+          }
+        });
+      }, RESTART_DELAY_MS);
+    });
+    return readyP;
+  };
+
+  // The first worker binds (port 0 becomes a real port); the others join it on the same addresses.
+  const first = await start(options.listen);
+  if (!first) {
+    await stopAll(1);
+    return undefined;
+  }
+  const rest = await Promise.all(Array.from({ length: count - 1 }, () => start(first)));
+  if (rest.some((a) => !a)) {
+    host.stderr("edgesocks: not every worker could start; stopping");
+    await stopAll(1);
+    return undefined;
+  }
+  started = true;
+  return first;
+}

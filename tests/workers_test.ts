@@ -1,0 +1,261 @@
+/**
+ * `--workers N`: a supervisor and N worker processes of the runtime running
+ * this file, sharing one port with SO_REUSEPORT. Linux only (reads /proc to
+ * see the processes and their sockets).
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { join } from "node:path";
+import process from "node:process";
+import {
+  curl,
+  HTTP_BODY,
+  RawClient,
+  ROOT,
+  RUNTIME,
+  sleep,
+  socks5ConnectBytes,
+  spawnProxy,
+  startEcho,
+  startHttp,
+  usersFile,
+} from "./_fixtures.ts";
+import { parseArgs } from "../lib/cli.ts";
+import { parseReady, readyLine, workerArgs } from "../lib/workers.ts";
+
+type Awaited2<T> = T extends Promise<infer U> ? U : T;
+
+/** PIDs of the processes `pid` started. */
+function children(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/).filter(Boolean)
+      .map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/** Open TCP sockets of process `pid`. */
+function sockets(pid: number): number {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith("socket:");
+      } catch {
+        return false;
+      }
+    }).length;
+  } catch {
+    return 0;
+  }
+}
+
+const alive = (pid: number) => existsSync(`/proc/${pid}`) && !/\) Z /.test(stat(pid));
+const stat = (pid: number) => {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return "";
+  }
+};
+
+async function until(what: string, ms: number, test: () => boolean): Promise<void> {
+  const end = Date.now() + ms;
+  while (!test()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+describe(`--workers on ${RUNTIME}`, () => {
+  let http: Awaited2<ReturnType<typeof startHttp>>;
+  let echo: Awaited2<ReturnType<typeof startEcho>>;
+  before(async () => {
+    http = await startHttp();
+    echo = await startEcho();
+  });
+  after(async () => {
+    await Promise.all([http?.close(), echo?.close()]);
+  });
+
+  it("two workers share the port and both serve; their log comes through; SIGTERM stops them all", async () => {
+    const users = usersFile("alice:secret\n");
+    const proxy = await spawnProxy([
+      "--listen",
+      "127.0.0.1:0",
+      "--workers",
+      "2",
+      "--users",
+      users.path,
+      "--allow-private",
+      "--log",
+      "json",
+    ]);
+    const pid = proxy.child.pid!;
+    const clients: RawClient[] = [];
+    let workers: number[] = [];
+    try {
+      assert.match(
+        proxy.startup,
+        /listening on 127\.0\.0\.1:\d+ \(auth: username\/password \(1 user\).*2 workers\)$/,
+      );
+      workers = children(pid);
+      assert.equal(workers.length, 2, `children of the supervisor: ${workers}`);
+      const before = workers.map(sockets);
+      // 40 open tunnels (greeting offering username/password, credentials, CONNECT, all in one go): the
+      // kernel spreads them over both workers.
+      const hello = Buffer.from(
+        "05 01 02 01 05 61 6c 69 63 65 06 73 65 63 72 65 74".replaceAll(" ", ""),
+        "hex",
+      );
+      for (let i = 0; i < 40; i++) {
+        const c = await RawClient.open(proxy.port);
+        c.send(Buffer.concat([hello, socks5ConnectBytes(echo.port).subarray(3)]));
+        await c.readExactly(2 + 2 + 10);
+        c.send("ping");
+        assert.equal(String(await c.readExactly(4)), "ping");
+        clients.push(c);
+      }
+      const grown = workers.map((w, i) => sockets(w) - before[i]);
+      assert.ok(grown.every((n) => n >= 2), `sockets added per worker: ${grown}`);
+      assert.ok(grown[0] + grown[1] >= 80, `sockets added per worker: ${grown}`);
+      const r = await curl([
+        "--socks5",
+        `127.0.0.1:${proxy.port}`,
+        "--proxy-user",
+        "alice:secret",
+        `http://127.0.0.1:${http.port}/`,
+      ]);
+      assert.equal(r.stdout, HTTP_BODY, r.stderr);
+    } finally {
+      for (const c of clients) c.destroy();
+      users.remove();
+      assert.equal(await proxy.stop("SIGTERM"), 0);
+    }
+    for (const w of workers) await until(`worker ${w} to exit`, 5_000, () => !alive(w));
+    const lines = proxy.output().trim().split("\n").slice(1).map((l) => JSON.parse(l));
+    assert.ok(lines.length >= 41, proxy.output());
+    assert.ok(lines.some((l) => l.user === "alice" && l.reply === "granted" && l.down > 0));
+    assert.ok(!proxy.output().includes("secret") && !proxy.errors().includes("secret"));
+  });
+
+  it("a worker that dies is replaced; workers end when the supervisor is killed", async () => {
+    const proxy = await spawnProxy(["--listen", "127.0.0.1:0", "--workers", "2", "--allow-private"]);
+    const pid = proxy.child.pid!;
+    let workers = children(pid);
+    try {
+      assert.equal(workers.length, 2);
+      process.kill(workers[0], "SIGKILL");
+      await until("a replacement worker", 10_000, () => {
+        const now = children(pid);
+        return now.length === 2 && !now.includes(workers[0]);
+      });
+      assert.match(
+        proxy.errors(),
+        new RegExp(`worker ${workers[0]} exited \\(killed by a signal\\); starting another`),
+      );
+      workers = children(pid);
+      // Every connection is served whichever worker takes it.
+      for (let i = 0; i < 10; i++) {
+        const c = await RawClient.open(proxy.port);
+        c.send(socks5ConnectBytes(echo.port));
+        assert.equal((await c.readExactly(12)).subarray(0, 4).toString("hex"), "05000500", `reply ${i}`);
+        c.destroy();
+      }
+    } finally {
+      process.kill(pid, "SIGKILL");
+      await proxy.stop();
+    }
+    // Their standard input closed with the supervisor: they stop by themselves.
+    for (const w of workers) await until(`orphaned worker ${w} to exit`, 10_000, () => !alive(w));
+  });
+
+  // Deno permissions exist on Deno only: the test is registered there and nowhere else.
+  if (RUNTIME === "deno") {
+    it("on Deno, workers get the permissions granted to the supervisor (run included), no more", async () => {
+      const mod = join(ROOT, "mod.ts");
+      const program = (...flags: string[]) => ({ cmd: process.execPath, args: ["run", ...flags, mod] });
+      const args = ["--listen", "127.0.0.1:0", "--workers", "2", "--allow-private"];
+      const refused = await spawnProxy(args, program("--allow-net")).then(
+        () => assert.fail("started workers without --allow-run"),
+        (error: Error) => error.message,
+      );
+      assert.match(refused, /exited with 1: edgesocks: cannot start a worker: .*--allow-run/s);
+      const proxy = await spawnProxy(args, program("--allow-net", "--allow-run"));
+      try {
+        assert.match(proxy.startup, /2 workers/);
+        const r = await curl(["--socks5", `127.0.0.1:${proxy.port}`, `http://127.0.0.1:${http.port}/`]);
+        assert.equal(r.stdout, HTTP_BODY, r.stderr);
+      } finally {
+        assert.equal(await proxy.stop(), 0);
+      }
+    });
+  }
+
+  it("a worker that cannot listen stops the start with exit code 1", async () => {
+    const busy = await spawnProxy(["--listen", "127.0.0.1:0"]);
+    try {
+      const r = await spawnProxy(["--listen", `127.0.0.1:${busy.port}`, "--workers", "2"]).then(
+        () => assert.fail("started on a busy port"),
+        (error: Error) => error.message,
+      );
+      assert.match(r, /exited with 1/);
+      assert.match(r, /cannot listen/);
+    } finally {
+      await busy.stop();
+    }
+  });
+});
+
+describe("--workers parsing and the supervisor protocol", () => {
+  it("parses --workers N and auto, and refuses the rest", () => {
+    assert.equal(parseArgs([]).workers, 1);
+    assert.equal(parseArgs(["--workers", "4"]).workers, 4);
+    assert.equal(parseArgs(["--workers=auto"]).workers, "auto");
+    for (const bad of ["0", "257", "-1", "two", ""]) {
+      assert.throws(
+        () => parseArgs(["--workers", bad]),
+        /--workers needs a number from 1 to 256 or auto/,
+        bad,
+      );
+    }
+  });
+
+  it("a worker's command line: no --workers, the bound addresses, its share of --max-connections", () => {
+    const args = [
+      "--listen",
+      "127.0.0.1:0",
+      "--workers=3",
+      "--users",
+      "--listen", // a file named like a flag is still the value of --users
+      "--max-connections",
+      "100",
+      "--allow-private",
+      "--listen=[::1]:0",
+      "--log",
+      "json",
+    ];
+    assert.deepEqual(workerArgs(args, [{ host: "127.0.0.1", port: 4000 }, { host: "::1", port: 4001 }], 34), [
+      "--users",
+      "--listen",
+      "--allow-private",
+      "--log",
+      "json",
+      "--listen",
+      "127.0.0.1:4000",
+      "--listen",
+      "[::1]:4001",
+      "--max-connections",
+      "34",
+    ]);
+  });
+
+  it("ready lines round-trip, and anything else is not one", () => {
+    const addresses = [{ host: "127.0.0.1", port: 1080 }, { host: "::1", port: 1081 }];
+    assert.deepEqual(parseReady(readyLine(addresses)), addresses);
+    assert.equal(parseReady("edgesocks 0.1.0 on node: listening on 127.0.0.1:1080"), null);
+    assert.equal(parseReady("edgesocks-worker-ready "), null);
+    assert.equal(parseReady("edgesocks-worker-ready 127.0.0.1"), null);
+  });
+});
