@@ -91,8 +91,6 @@ interface PendingWrite {
 
 /** One Bun socket as a {@linkcode ByteConnection}: paused while a chunk waits for a read. */
 class BunConnection implements ByteConnection {
-  readonly localAddress?: HostPort;
-  readonly remoteAddress?: HostPort;
   #socket: BunSocket;
   #chunk: Uint8Array | null = null;
   #paused = false;
@@ -110,8 +108,16 @@ class BunConnection implements ByteConnection {
     socket.pause();
     this.#paused = true;
     socket.setNoDelay?.(true);
-    this.localAddress = endpoint(socket.localAddress, socket.localPort);
-    this.remoteAddress = endpoint(socket.remoteAddress, socket.remotePort);
+  }
+
+  // Looked up when asked (Bun keeps each answer on the socket for its life): the driver wants only the
+  // client's remote and the upstream's local end.
+  get localAddress(): HostPort | undefined {
+    return endpoint(this.#socket.localAddress, this.#socket.localPort);
+  }
+
+  get remoteAddress(): HostPort | undefined {
+    return endpoint(this.#socket.remoteAddress, this.#socket.remotePort);
   }
 
   // -- event handlers, called by the shared socket handlers below --
@@ -270,6 +276,16 @@ const handlers: SocketHandlers = {
 };
 
 /**
+ * Handlers of outbound sockets: shared like `handlers`, since Bun keeps a
+ * socket's handlers (and whatever their closures hold) for its whole life.
+ */
+const dialHandlers: SocketHandlers = {
+  ...handlers,
+  open: (s) => void new BunConnection(s),
+  connectError: () => {},
+};
+
+/**
  * One direction's source in the native relay: its data goes straight to the
  * peer socket. Only what the kernel did not take is copied and kept, and the
  * source is paused until the peer's `drain` has flushed it; a FIN is passed
@@ -337,19 +353,130 @@ class RelaySide implements SocketState {
   }
 }
 
-class NativeTunnel {
-  result: RelayResult = { up: 0, down: 0, end: "done" };
-  #last = Date.now();
+/**
+ * The tunnels that share one idle timeout, least recently active first, in a
+ * list threaded through the tunnels themselves: one timer for them all, not a
+ * timer and its closure per tunnel. Bytes moving put a tunnel at the end.
+ */
+class IdleList {
+  readonly ms: number;
+  head: NativeTunnel | null = null;
+  tail: NativeTunnel | null = null;
   #timer: ReturnType<typeof setTimeout> | undefined;
-  #open = 2;
-  #done: (r: RelayResult) => void;
+  #expire = () => {
+    this.#timer = undefined;
+    const now = Date.now();
+    for (let t = this.head; t && now - t.last >= this.ms; t = this.head) {
+      this.remove(t);
+      t.stop("idle");
+    }
+    if (this.head) this.#timer = setTimeout(this.#expire, this.head.last + this.ms - now);
+  };
+
+  constructor(ms: number) {
+    this.ms = ms;
+  }
+
+  add(t: NativeTunnel) {
+    t.idle = this;
+    t.last = Date.now();
+    this.#append(t);
+    this.#timer ??= setTimeout(this.#expire, this.ms);
+  }
+
+  touch(t: NativeTunnel) {
+    t.last = Date.now();
+    if (t === this.tail) return;
+    this.#unlink(t);
+    this.#append(t);
+  }
+
+  remove(t: NativeTunnel) {
+    if (t.idle !== this) return;
+    t.idle = null;
+    this.#unlink(t);
+    if (this.head) return;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    idleLists.delete(this.ms);
+  }
+
+  #append(t: NativeTunnel) {
+    t.prev = this.tail;
+    t.next = null;
+    if (this.tail) this.tail.next = t;
+    else this.head = t;
+    this.tail = t;
+  }
+
+  #unlink(t: NativeTunnel) {
+    if (t.prev) t.prev.next = t.next;
+    else this.head = t.next;
+    if (t.next) t.next.prev = t.prev;
+    else this.tail = t.prev;
+    t.prev = t.next = null;
+  }
+}
+
+/** One list per idle timeout in use (a server has one). */
+const idleLists = new Map<number, IdleList>();
+
+function idleList(ms: number): IdleList {
+  let list = idleLists.get(ms);
+  if (!list) idleLists.set(ms, list = new IdleList(ms));
+  return list;
+}
+
+/** The tunnels a shutdown signal stops, and the one listener that stops them. */
+interface Watch {
+  tunnels: Set<NativeTunnel>;
+  onAbort: () => void;
+}
+
+/** One listener per signal in use, not one per tunnel. */
+const watches = new Map<AbortSignal, Watch>();
+
+function watch(signal: AbortSignal, t: NativeTunnel) {
+  let w = watches.get(signal);
+  if (!w) {
+    const tunnels = new Set<NativeTunnel>();
+    const onAbort = () => {
+      watches.delete(signal);
+      for (const x of tunnels) x.stop("aborted");
+    };
+    watches.set(signal, w = { tunnels, onAbort });
+    signal.addEventListener("abort", onAbort, { once: true });
+  }
+  w.tunnels.add(t);
+}
+
+function unwatch(signal: AbortSignal, t: NativeTunnel) {
+  const w = watches.get(signal);
+  if (!w || !w.tunnels.delete(t) || w.tunnels.size > 0) return;
+  watches.delete(signal);
+  signal.removeEventListener("abort", w.onAbort);
+}
+
+/**
+ * Two sockets relayed natively. It holds its two sides and its links in the
+ * shared idle list and shutdown set, and nothing of the driver's: no timer,
+ * closure or listener of its own, not the options it was started with.
+ */
+class NativeTunnel {
+  end: RelayResult["end"] = "done";
+  error: unknown = undefined;
+  /** Set while the tunnel is in an idle list: its last activity and its neighbours there. */
+  idle: IdleList | null = null;
+  last = 0;
+  prev: NativeTunnel | null = null;
+  next: NativeTunnel | null = null;
   #a: RelaySide;
   #b: RelaySide;
-  #options: RelayOptions;
-  #onAbort = () => this.stop("aborted");
+  #open = 2;
+  #signal: AbortSignal | undefined;
+  #done: (r: RelayResult) => void;
 
   constructor(a: BunSocket, b: BunSocket, options: RelayOptions, done: (r: RelayResult) => void) {
-    this.#options = options;
     this.#done = done;
     this.#a = new RelaySide(a, this);
     this.#b = new RelaySide(b, this);
@@ -358,16 +485,13 @@ class NativeTunnel {
     a.data = this.#a;
     b.data = this.#b;
     const idle = options.idleTimeout ?? 0;
-    if (idle > 0) {
-      const check = () => {
-        const quiet = Date.now() - this.#last;
-        if (quiet >= idle) this.stop("idle");
-        else this.#timer = setTimeout(check, idle - quiet);
-      };
-      this.#timer = setTimeout(check, idle);
+    if (idle > 0) idleList(idle).add(this);
+    const signal = options.signal;
+    if (signal?.aborted) this.stop("aborted");
+    else if (signal) {
+      this.#signal = signal;
+      watch(signal, this);
     }
-    options.signal?.addEventListener("abort", this.#onAbort, { once: true });
-    if (options.signal?.aborted) this.#onAbort();
   }
 
   start(pendingA: Uint8Array | null, eofA: boolean, pendingB: Uint8Array | null, eofB: boolean) {
@@ -379,13 +503,13 @@ class NativeTunnel {
   }
 
   touch() {
-    this.#last = Date.now();
+    this.idle?.touch(this);
   }
 
   stop(end: RelayResult["end"], error?: unknown) {
-    if (this.result.end !== "done") return;
-    this.result.end = end;
-    if (error !== undefined) this.result.error = error;
+    if (this.end !== "done") return;
+    this.end = end;
+    this.error = error;
     for (const side of [this.#a, this.#b]) {
       if (side.closed) continue;
       if (end === "error") side.socket.terminate();
@@ -395,11 +519,11 @@ class NativeTunnel {
 
   closed() {
     if (--this.#open > 0) return;
-    clearTimeout(this.#timer);
-    this.#options.signal?.removeEventListener("abort", this.#onAbort);
-    this.result.up = this.#a.bytes;
-    this.result.down = this.#b.bytes;
-    this.#done(this.result);
+    this.idle?.remove(this);
+    if (this.#signal) unwatch(this.#signal, this);
+    const result: RelayResult = { up: this.#a.bytes, down: this.#b.bytes, end: this.end };
+    if (this.error !== undefined) result.error = this.error;
+    this.#done(result);
   }
 }
 
@@ -422,11 +546,7 @@ async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection
       hostname: host,
       port,
       allowHalfOpen: true,
-      socket: {
-        ...handlers,
-        open: (s) => void (signal?.aborted ? s.terminate() : new BunConnection(s)),
-        connectError: () => {},
-      },
+      socket: dialHandlers,
     });
     let onAbort = () => {};
     const aborted = new Promise<never>((_, reject) => {
