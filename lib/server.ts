@@ -139,24 +139,38 @@ function hostPort(a: { host: string; port: number }): string {
   return a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
-/** Rejects with `error` after `ms`, or never when `ms` is 0; the returned `clear` cancels it. */
-function deadline(ms: number, error: () => Error): { promise: Promise<never>; clear: () => void } {
+/**
+ * Bounds a request's work by the connect timeout (`ms`, 0: none) and the
+ * server's shutdown (`signal`): whichever comes first aborts `abort.signal`
+ * (which cancels a dial) and rejects `stopped` with the reason. `clear()`
+ * stops watching both; nothing is left registered on `signal`.
+ */
+function bounded(
+  ms: number,
+  signal: AbortSignal | undefined,
+): { abort: AbortController; stopped: Promise<never>; clear: () => void } {
+  const abort = new AbortController();
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const promise = new Promise<never>((_, reject) => {
-    if (ms > 0) timer = setTimeout(() => reject(error()), ms);
+  let onShutdown: (() => void) | undefined;
+  const stopped = new Promise<never>((_, reject) => {
+    const stop = (error: SocksError) => {
+      abort.abort(error);
+      reject(error);
+    };
+    if (ms > 0) timer = setTimeout(() => stop(new SocksError(ReplyCode.TtlExpired, "connect timed out")), ms);
+    onShutdown = () => stop(new SocksError(ReplyCode.GeneralFailure, "server shutting down"));
+    if (signal?.aborted) onShutdown();
+    else signal?.addEventListener("abort", onShutdown);
   });
-  promise.catch(() => {});
-  return { promise, clear: () => clearTimeout(timer) };
-}
-
-/** Rejects with the signal's reason once it aborts. */
-function aborted(signal: AbortSignal): Promise<never> {
-  const p = new Promise<never>((_, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    else signal.addEventListener("abort", () => reject(signal.reason), { once: true });
-  });
-  p.catch(() => {});
-  return p;
+  stopped.catch(() => {});
+  return {
+    abort,
+    stopped,
+    clear: () => {
+      clearTimeout(timer);
+      if (onShutdown) signal?.removeEventListener("abort", onShutdown);
+    },
+  };
 }
 
 /**
@@ -325,15 +339,8 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
     log.target = hostPort(req.target);
     if (req.user !== undefined) log.user = req.user;
 
-    // 2. The work the request asks for, bounded by the connect timeout.
-    const abort = new AbortController();
-    const limit = deadline(timeouts.connect, () => {
-      const e = new SocksError(ReplyCode.TtlExpired, "connect timed out");
-      abort.abort(e);
-      return e;
-    });
-    const onShutdown = () => abort.abort(new SocksError(ReplyCode.GeneralFailure, "server shutting down"));
-    signal?.addEventListener("abort", onShutdown);
+    // 2. The work the request asks for, bounded by the connect timeout and the server's shutdown.
+    const { abort, stopped, clear } = bounded(timeouts.connect, signal);
     let upstream: ByteConnection | undefined;
     let answer: Step;
     try {
@@ -343,20 +350,19 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
         const opening = openTunnel(req, log, abort.signal);
         // A connection that completes after the deadline is closed, not leaked.
         opening.then((c) => abort.signal.aborted && c.close(), () => {});
-        upstream = await Promise.race([opening, limit.promise, aborted(abort.signal)]);
+        upstream = await Promise.race([opening, stopped]);
         answer = machine.connected(upstream.localAddress ?? { host: "0.0.0.0", port: 0 });
       } else if (req.kind === "resolve") {
-        answer = machine.resolved(await Promise.race([resolveOne(req, log), limit.promise]));
+        answer = machine.resolved(await Promise.race([resolveOne(req, log), stopped]));
       } else {
-        answer = machine.resolvedName(await Promise.race([reverseOne(req), limit.promise]));
+        answer = machine.resolvedName(await Promise.race([reverseOne(req), stopped]));
       }
     } catch (error) {
       const code = replyCodeOf(error);
       answer = machine.rejected(code);
       log.reason = error instanceof Error ? error.message : String(error);
     } finally {
-      limit.clear();
-      signal?.removeEventListener("abort", onShutdown);
+      clear();
     }
     log.reply = answer.action.type === "relay"
       ? "granted"

@@ -108,7 +108,11 @@ interface Harness {
 }
 
 /** Runs the handler on an in-memory client; `dial` answers with in-memory upstreams unless overridden. */
-function harness(options: Partial<HandlerOptions> = {}, records: Record<string, string[]> = {}): Harness {
+function harness(
+  options: Partial<HandlerOptions> = {},
+  records: Record<string, string[]> = {},
+  signal?: AbortSignal,
+): Harness {
   const dials: DialOptions[] = [];
   const upstreams: End[] = [];
   const logs: ConnectionLog[] = [];
@@ -138,7 +142,7 @@ function harness(options: Partial<HandlerOptions> = {}, records: Record<string, 
     onLog: (l) => logs.push(l),
   });
   const { conn, far } = pipePair();
-  return { client: far, dials, upstreams, logs, done: handle(conn) };
+  return { client: far, dials, upstreams, logs, done: handle(conn, signal) };
 }
 
 const PUBLIC = "198.51.100.7"; // documentation range: only ever "dialled" by the fake dial
@@ -395,6 +399,75 @@ describe("driver: RESOLVE and RESOLVE_PTR", () => {
     h.client.send(resolve5("slow.example"));
     assert.equal(toHex((await h.client.readToEnd()).bytes), "05 00 05 06 00 01 00 00 00 00 00 00");
     await h.done;
+  });
+});
+
+describe("driver: server shutdown", () => {
+  /** A shutdown signal that counts the listeners registered on it and not yet removed. */
+  function countedSignal() {
+    const controller = new AbortController();
+    const signal = controller.signal;
+    const listeners = new Set<unknown>();
+    const target = EventTarget.prototype;
+    signal.addEventListener = (type: string, fn: EventListenerOrEventListenerObject | null, o?: unknown) => {
+      listeners.add(fn);
+      target.addEventListener.call(signal, type, fn, o as AddEventListenerOptions);
+    };
+    signal.removeEventListener = (
+      type: string,
+      fn: EventListenerOrEventListenerObject | null,
+      o?: unknown,
+    ) => {
+      listeners.delete(fn);
+      target.removeEventListener.call(signal, type, fn, o as EventListenerOptions);
+    };
+    return { controller, signal, listeners };
+  }
+  const never = () => new Promise<never>(() => {});
+
+  for (
+    const [what, bytes, options] of [
+      ["a slow dial", `05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`, { dial: never }],
+      ["a slow RESOLVE", "05 01 00 05 f0 00 03 04 73 6c 6f 77 00 00", {
+        resolver: { lookup: never, reverse: never },
+      }],
+      ["a slow RESOLVE_PTR", `05 01 00 05 f1 00 01 ${PUBLIC_HEX} 00 00`, {
+        resolver: { lookup: never, reverse: never },
+      }],
+    ] as const
+  ) {
+    it(`a shutdown during ${what} answers 01 at once`, async () => {
+      const { controller, signal } = countedSignal();
+      const h = harness({ ...options, timeouts: { connect: 60_000 } }, {}, signal);
+      h.client.send(hex(bytes));
+      assert.equal(toHex(await h.client.read(2)), "05 00");
+      await new Promise((r) => setTimeout(r, 20));
+      controller.abort();
+      const reply = await within(1_000, "the reply after shutdown", h.client.readToEnd());
+      assert.equal(toHex(reply.bytes.subarray(0, 2)), "05 01");
+      assert.equal((await h.done).reason, "server shutting down");
+    });
+  }
+
+  it("a connection leaves no listener on the server's shutdown signal once it has ended", async () => {
+    const { signal, listeners } = countedSignal();
+    const refused = harness(
+      { dial: () => Promise.reject(new SocksError(ReplyCode.ConnectionRefused, "no")) },
+      {},
+      signal,
+    );
+    refused.client.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`));
+    await refused.client.readToEnd();
+    await refused.done;
+    const tunnel = harness({}, {}, signal);
+    tunnel.client.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`));
+    await tunnel.client.read(12);
+    tunnel.client.end();
+    tunnel.upstreams[0].end();
+    await tunnel.upstreams[0].readToEnd();
+    await tunnel.client.readToEnd();
+    await tunnel.done;
+    assert.equal(listeners.size, 0);
   });
 });
 

@@ -1,18 +1,16 @@
 /**
- * Bun's native relay keeps no timer or listener per tunnel: the tunnels with
- * the same idle timeout share one list and one timer, and the tunnels of a
- * server share one listener on its shutdown signal. These tests drive several
- * tunnels through real TCP on 127.0.0.1 so that the sharing shows: a quiet
- * tunnel goes while its neighbours carry bytes, lists and listeners that
- * emptied come back, two servers keep to their own. Bun only (the other
- * runtimes' relays have their own timers).
+ * Idle timeouts and shutdown across several tunnels and servers, through real
+ * TCP on 127.0.0.1, on each runtime's own relay. Written for Bun's relay,
+ * whose tunnels share timers and listeners (those with the same idle timeout
+ * share one list and one timer, those of a server one listener on its
+ * shutdown signal), so that the sharing shows: a quiet tunnel goes while its
+ * neighbours carry bytes, lists and listeners that emptied come back, two
+ * servers keep to their own. The other relays must behave the same.
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import type { ConnectionLog } from "../lib/server.ts";
 import { RawClient, RUNTIME, sleep, socks5ConnectBytes, startProxy, startTcp } from "./_fixtures.ts";
-
-const onBun = RUNTIME === "bun" ? describe : describe.skip;
 
 async function waitFor(what: string, ok: () => boolean, ms = 3_000): Promise<void> {
   for (const t0 = Date.now(); !ok(); await sleep(10)) {
@@ -20,7 +18,7 @@ async function waitFor(what: string, ok: () => boolean, ms = 3_000): Promise<voi
   }
 }
 
-onBun("Bun's native relay: shared idle timers and shutdown listeners", () => {
+describe(`idle timeouts and shutdown across tunnels and servers on ${RUNTIME}`, () => {
   /** A proxy whose log lines are kept, and a target that swallows what it gets and answers a FIN with one. */
   async function setup(idle: number) {
     const logs: ConnectionLog[] = [];
