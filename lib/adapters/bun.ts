@@ -24,6 +24,7 @@ import type {
   RuntimeAdapter,
 } from "../connection.ts";
 import type { RelayOptions, RelayResult } from "../relay.ts";
+import { type IdleList, idleList, type TrackedTunnel, unwatch, watch } from "../tunnels.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
@@ -354,122 +355,17 @@ class RelaySide implements SocketState {
 }
 
 /**
- * The tunnels that share one idle timeout, least recently active first, in a
- * list threaded through the tunnels themselves: one timer for them all, not a
- * timer and its closure per tunnel. Bytes moving put a tunnel at the end.
- */
-class IdleList {
-  readonly ms: number;
-  head: NativeTunnel | null = null;
-  tail: NativeTunnel | null = null;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #expire = () => {
-    this.#timer = undefined;
-    const now = Date.now();
-    for (let t = this.head; t && now - t.last >= this.ms; t = this.head) {
-      this.remove(t);
-      t.stop("idle");
-    }
-    if (this.head) this.#timer = setTimeout(this.#expire, this.head.last + this.ms - now);
-  };
-
-  constructor(ms: number) {
-    this.ms = ms;
-  }
-
-  add(t: NativeTunnel) {
-    t.idle = this;
-    t.last = Date.now();
-    this.#append(t);
-    this.#timer ??= setTimeout(this.#expire, this.ms);
-  }
-
-  touch(t: NativeTunnel) {
-    t.last = Date.now();
-    if (t === this.tail) return;
-    this.#unlink(t);
-    this.#append(t);
-  }
-
-  remove(t: NativeTunnel) {
-    if (t.idle !== this) return;
-    t.idle = null;
-    this.#unlink(t);
-    if (this.head) return;
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    idleLists.delete(this.ms);
-  }
-
-  #append(t: NativeTunnel) {
-    t.prev = this.tail;
-    t.next = null;
-    if (this.tail) this.tail.next = t;
-    else this.head = t;
-    this.tail = t;
-  }
-
-  #unlink(t: NativeTunnel) {
-    if (t.prev) t.prev.next = t.next;
-    else this.head = t.next;
-    if (t.next) t.next.prev = t.prev;
-    else this.tail = t.prev;
-    t.prev = t.next = null;
-  }
-}
-
-/** One list per idle timeout in use (a server has one). */
-const idleLists = new Map<number, IdleList>();
-
-function idleList(ms: number): IdleList {
-  let list = idleLists.get(ms);
-  if (!list) idleLists.set(ms, list = new IdleList(ms));
-  return list;
-}
-
-/** The tunnels a shutdown signal stops, and the one listener that stops them. */
-interface Watch {
-  tunnels: Set<NativeTunnel>;
-  onAbort: () => void;
-}
-
-/** One listener per signal in use, not one per tunnel. */
-const watches = new Map<AbortSignal, Watch>();
-
-function watch(signal: AbortSignal, t: NativeTunnel) {
-  let w = watches.get(signal);
-  if (!w) {
-    const tunnels = new Set<NativeTunnel>();
-    const onAbort = () => {
-      watches.delete(signal);
-      for (const x of tunnels) x.stop("aborted");
-    };
-    watches.set(signal, w = { tunnels, onAbort });
-    signal.addEventListener("abort", onAbort, { once: true });
-  }
-  w.tunnels.add(t);
-}
-
-function unwatch(signal: AbortSignal, t: NativeTunnel) {
-  const w = watches.get(signal);
-  if (!w || !w.tunnels.delete(t) || w.tunnels.size > 0) return;
-  watches.delete(signal);
-  signal.removeEventListener("abort", w.onAbort);
-}
-
-/**
  * Two sockets relayed natively. It holds its two sides and its links in the
  * shared idle list and shutdown set, and nothing of the driver's: no timer,
  * closure or listener of its own, not the options it was started with.
  */
-class NativeTunnel {
+class NativeTunnel implements TrackedTunnel {
   end: RelayResult["end"] = "done";
   error: unknown = undefined;
-  /** Set while the tunnel is in an idle list: its last activity and its neighbours there. */
   idle: IdleList | null = null;
   last = 0;
-  prev: NativeTunnel | null = null;
-  next: NativeTunnel | null = null;
+  prev: TrackedTunnel | null = null;
+  next: TrackedTunnel | null = null;
   #a: RelaySide;
   #b: RelaySide;
   #open = 2;
