@@ -222,7 +222,7 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
    * refuse before any DNS query is sent). Refuses with NotAllowed when the
    * policy leaves nothing.
    */
-  async function allowedAddresses(req: SocksRequest, log: ConnectionLog): Promise<string[]> {
+  function allowedAddresses(req: SocksRequest, log: ConnectionLog): string[] | Promise<string[]> {
     const command = ruleCommand(req.kind);
     const literal = canonicalIP(req.target.host);
     const name = literal ? undefined : req.target.host;
@@ -231,36 +231,37 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
     if (verdict !== "undecided" && verdict !== null) {
       throw new SocksError(ReplyCode.NotAllowed, `${name} not allowed by policy`);
     }
-    const candidates = literal ? [literal] : await resolver.lookup(req.target.host);
-    const allowed = candidates.filter((ip) =>
-      evaluateDestination({ command, name, ip, port }, policy) === null
-    );
-    if (allowed.length === 0) {
-      log.dialed = candidates[0];
-      throw new SocksError(
-        ReplyCode.NotAllowed,
-        `destination ${candidates.join(", ")} not allowed by policy`,
+    const check = (candidates: string[]) => {
+      const allowed = candidates.filter((ip) =>
+        evaluateDestination({ command, name, ip, port }, policy) === null
       );
-    }
-    return allowed;
+      if (allowed.length === 0) {
+        log.dialed = candidates[0];
+        throw new SocksError(
+          ReplyCode.NotAllowed,
+          `destination ${candidates.join(", ")} not allowed by policy`,
+        );
+      }
+      return allowed;
+    };
+    // An address literal is checked at once: no promise for the common case of a client that resolved.
+    return literal ? check([literal]) : resolver.lookup(req.target.host).then(check);
   }
 
-  async function openTunnel(
-    req: SocksRequest,
-    log: ConnectionLog,
-    signal: AbortSignal,
-  ): Promise<ByteConnection> {
-    let lastError: unknown;
-    for (const ip of await allowedAddresses(req, log)) {
-      log.dialed = ip;
-      try {
-        return await dial({ host: ip, port: req.target.port, signal });
-      } catch (error) {
-        lastError = error;
-        if (signal.aborted) break;
-      }
-    }
-    throw lastError;
+  /** Dials the allowed addresses in turn; the first that answers is the tunnel. Throws (or rejects) as `allowedAddresses`. */
+  function openTunnel(req: SocksRequest, log: ConnectionLog, signal: AbortSignal): Promise<ByteConnection> {
+    const port = req.target.port;
+    const attempt = (ips: string[], i: number): Promise<ByteConnection> => {
+      log.dialed = ips[i];
+      const opening = dial({ host: ips[i], port, signal });
+      if (i + 1 >= ips.length) return opening;
+      return opening.catch((error) => {
+        if (signal.aborted) throw error;
+        return attempt(ips, i + 1);
+      });
+    };
+    const ips = allowedAddresses(req, log);
+    return Array.isArray(ips) ? attempt(ips, 0) : ips.then((list) => attempt(list, 0));
   }
 
   async function resolveOne(req: SocksRequest, log: ConnectionLog): Promise<string> {
@@ -295,8 +296,11 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
     signal: AbortSignal | undefined,
   ): Promise<{ upstream: ByteConnection; early: Uint8Array } | undefined> {
     const machine = new SocksServerMachine({ authenticate });
-    const send = async (step: Step) => {
-      for (const w of step.write) await client.write(w);
+    // Nearly every step writes one buffer: that write's own promise, no async wrapper around it.
+    const send = (step: Step): Promise<void> | undefined => {
+      if (step.write.length === 0) return undefined;
+      if (step.write.length === 1) return client.write(step.write[0]);
+      return step.write.reduce((p: Promise<void>, w) => p.then(() => client.write(w)), Promise.resolve());
     };
     // 1. Handshake, bounded by the handshake timeout.
     let handshakeTimedOut = false;

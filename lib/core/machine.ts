@@ -166,6 +166,9 @@ const SOCKS4_KINDS: Record<number, RequestKind> = {
   [SocksCommand.Resolve]: "resolve",
 };
 
+/** The empty buffer, shared: nothing ever writes into a zero-length array. */
+const NOTHING = new Uint8Array(0);
+
 /**
  * One client connection's SOCKS handshake. Feed it bytes with
  * {@linkcode SocksServerMachine.receive}; when it returns a `request` action,
@@ -186,7 +189,7 @@ const SOCKS4_KINDS: Record<number, RequestKind> = {
  */
 export class SocksServerMachine {
   #state: State = "start";
-  #buffer: Uint8Array = new Uint8Array(0);
+  #buffer: Uint8Array = NOTHING;
   #authenticate?: (user: Uint8Array, password: Uint8Array) => boolean;
   #allowSocks4: boolean;
   #request?: SocksRequest;
@@ -228,7 +231,7 @@ export class SocksServerMachine {
     for (;;) {
       const rest = data.subarray(offset);
       if (rest.length === 0) {
-        this.#buffer = new Uint8Array(0);
+        this.#buffer = NOTHING;
         return { write, action: { type: "need_more" } };
       }
       const step = this.#parseOne(rest);
@@ -241,11 +244,15 @@ export class SocksServerMachine {
       offset += step.consumed;
       if (step.kind === "close") return this.#close(write, step.reason);
       if (step.kind === "request") {
-        this.#buffer = new Uint8Array(0);
+        this.#buffer = NOTHING;
         this.#state = "pending";
         return {
           write,
-          action: { type: "request", request: this.#request!, early: data.slice(offset) },
+          action: {
+            type: "request",
+            request: this.#request!,
+            early: offset === data.length ? NOTHING : data.slice(offset),
+          },
         };
       }
     }
@@ -313,7 +320,7 @@ export class SocksServerMachine {
 
   #close(write: Uint8Array[], reason: string): Step {
     this.#state = "closed";
-    this.#buffer = new Uint8Array(0);
+    this.#buffer = NOTHING;
     return { write, action: { type: "close", reason } };
   }
 
