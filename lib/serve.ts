@@ -6,7 +6,7 @@
  */
 import type { ByteConnection, HostPort, Listener, RuntimeAdapter } from "./connection.ts";
 import { parseIPv4, parseIPv6 } from "./core/address.ts";
-import { createHandler, type HandlerOptions } from "./server.ts";
+import { createConnectionServer, type HandlerOptions } from "./server.ts";
 
 /**
  * Options for {@linkcode serve}.
@@ -107,7 +107,7 @@ export function isLoopbackHost(host: string): boolean {
  * ```
  */
 export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {}): Promise<SocksServer> {
-  const handle = createHandler({
+  const serveConnection = createConnectionServer({
     ...options,
     dial: adapter.dial,
     resolver: adapter.resolver(options.dns),
@@ -117,6 +117,7 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   // A count, not a set of promises: per connection only the one callback that releases it stays.
   let running = 0;
   let drained: (() => void) | undefined;
+  let allEnded: Promise<void> | undefined;
   const maxTotal = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   const maxPerClient = options.maxConnectionsPerClient ?? 0;
   const perClient = new Map<string, number>();
@@ -151,7 +152,7 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
       else perClient.delete(key);
       if (running === 0) drained?.();
     };
-    handle(conn, shutdown.signal).then(release, release);
+    serveConnection(conn, shutdown.signal, release);
   };
   const listeners: Listener[] = [];
   try {
@@ -185,7 +186,7 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     async close() {
       await Promise.all(listeners.map((l) => l.close()));
       shutdown.abort();
-      if (running > 0) await new Promise<void>((resolve) => (drained = resolve));
+      if (running > 0) await (allEnded ??= new Promise<void>((resolve) => (drained = resolve)));
     },
   };
 }

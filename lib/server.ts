@@ -208,6 +208,18 @@ async function lingeringClose(client: ByteConnection): Promise<void> {
  * ```
  */
 export function createHandler(options: HandlerOptions): ConnectionHandler {
+  const serveConnection = createConnectionServer(options);
+  return (client, signal) => new Promise((resolve) => serveConnection(client, signal, resolve));
+}
+
+/**
+ * What {@linkcode createHandler} wraps: serves one connection and calls
+ * `done` with its log at its end, without a promise per connection for the
+ * caller to hold (`serve()` uses it). Never throws.
+ */
+export function createConnectionServer(
+  options: HandlerOptions,
+): (client: ByteConnection, signal: AbortSignal | undefined, done: (log: ConnectionLog) => void) => void {
   const policy: DestinationPolicy = { ...DEFAULT_POLICY, ...options.policy };
   const timeouts: Timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
   const authenticate = options.users && options.users.size > 0
@@ -386,74 +398,67 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
   }
 
   /** 3. The tunnel: forward what the client sent before our reply, then relay. */
-  async function tunnel(
+  function tunnel(
     client: ByteConnection,
     upstream: ByteConnection,
     early: Uint8Array,
     log: ConnectionLog,
     signal: AbortSignal | undefined,
   ): Promise<RelayResult> {
-    if (early.length > 0) {
-      try {
-        await upstream.write(early);
-      } catch (error) {
-        client.close();
-        upstream.close();
-        throw error;
-      }
-      log.up += early.length;
-    }
     const relayOptions = { idleTimeout: timeouts.idle, signal };
-    // Returned, not awaited: this frame (and `early`) is not kept alive for the tunnel's lifetime.
-    return options.relay?.(client, upstream, relayOptions) ?? relay(client, upstream, relayOptions);
+    if (early.length === 0) {
+      return options.relay?.(client, upstream, relayOptions) ?? relay(client, upstream, relayOptions);
+    }
+    return upstream.write(early).then(() => {
+      log.up += early.length;
+      return options.relay?.(client, upstream, relayOptions) ?? relay(client, upstream, relayOptions);
+    }, (error) => {
+      client.close();
+      upstream.close();
+      throw error;
+    });
   }
 
-  const finish = (log: ConnectionLog, started: number): ConnectionLog => {
+  const finish = (log: ConnectionLog, started: number, done: (log: ConnectionLog) => void): void => {
     log.durationMs = Date.now() - started;
     try {
       options.onLog?.(log);
     } catch {
       // A faulty log hook must not break serving.
     }
-    return log;
+    done(log);
   };
 
   // The two callbacks that wait for a tunnel's end are made here, not inside
   // `handle`: a closure keeps its whole scope alive, and the client
   // connection must not outlive the relay's hold on it.
-  const settled =
-    (log: ConnectionLog, started: number) => (result: RelayResult | undefined): ConnectionLog => {
-      if (result) {
-        log.up += result.up;
-        log.down += result.down;
-        log.reason = result.end === "error"
-          ? `relay error: ${String(result.error)}`
-          : result.end === "idle"
-          ? "idle timeout"
-          : result.end === "aborted"
-          ? "server shutting down"
-          : "done";
-      }
-      return finish(log, started);
-    };
-  const failed = (log: ConnectionLog, started: number) => (error: unknown): ConnectionLog => {
+  type Done = (log: ConnectionLog) => void;
+  const settled = (log: ConnectionLog, started: number, done: Done) => (result: RelayResult): void => {
+    log.up += result.up;
+    log.down += result.down;
+    log.reason = result.end === "error"
+      ? `relay error: ${String(result.error)}`
+      : result.end === "idle"
+      ? "idle timeout"
+      : result.end === "aborted"
+      ? "server shutting down"
+      : "done";
+    finish(log, started, done);
+  };
+  const failed = (log: ConnectionLog, started: number, done: Done) => (error: unknown): void => {
     log.reason = `error: ${String(error)}`;
-    return finish(log, started);
+    finish(log, started, done);
   };
 
   // Plain promise chains rather than one async function: a suspended async
   // function keeps every local of its frame alive, for as long as the tunnel.
-  return function handle(client: ByteConnection, signal?: AbortSignal): Promise<ConnectionLog> {
+  // While a tunnel is open, all that waits for its end is the relay's promise
+  // and one reaction on it.
+  return function serveConnection(client: ByteConnection, signal: AbortSignal | undefined, done: Done): void {
     const started = Date.now();
     if (signal?.aborted) {
       client.close();
-      return Promise.resolve({
-        reply: "none",
-        up: 0,
-        down: 0,
-        durationMs: 0,
-        reason: "server shutting down",
-      });
+      return done({ reply: "none", up: 0, down: 0, durationMs: 0, reason: "server shutting down" });
     }
     const log: ConnectionLog = { reply: "none", up: 0, down: 0, durationMs: 0, reason: "" };
     const remote = client.remoteAddress;
@@ -461,14 +466,18 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
     if (!clientAllowed(remote?.host, clientPolicy)) {
       client.close();
       log.reason = "client not allowed by policy";
-      return Promise.resolve(finish(log, started));
+      return finish(log, started, done);
     }
-    return negotiate(client, log, signal)
-      .catch((error) => {
-        client.close();
-        throw error;
-      })
-      .then((granted) => granted && tunnel(client, granted.upstream, granted.early, log, signal))
-      .then(settled(log, started), failed(log, started));
+    negotiate(client, log, signal).then((granted) => {
+      if (!granted) return finish(log, started, done);
+      // Not returned: the promise of this callback settles now instead of following the tunnel.
+      tunnel(client, granted.upstream, granted.early, log, signal).then(
+        settled(log, started, done),
+        failed(log, started, done),
+      );
+    }).catch((error) => {
+      client.close();
+      failed(log, started, done)(error);
+    });
   };
 }

@@ -10,7 +10,7 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import type { ConnectionLog } from "../lib/server.ts";
-import { RawClient, RUNTIME, sleep, socks5ConnectBytes, startProxy, startTcp } from "./_fixtures.ts";
+import { RawClient, RUNTIME, sleep, socks5ConnectBytes, startProxy, startTcp, within } from "./_fixtures.ts";
 
 async function waitFor(what: string, ok: () => boolean, ms = 3_000): Promise<void> {
   for (const t0 = Date.now(); !ok(); await sleep(10)) {
@@ -106,9 +106,8 @@ describe(`idle timeouts and shutdown across tunnels and servers on ${RUNTIME}`, 
       await waitFor("the first tunnel's log", () => logs.length === 1);
       const tunnels = [await open(), await open(), await open()];
       tunnels[1].send("x");
-      const t0 = Date.now();
-      await proxy.close();
-      assert.ok(Date.now() - t0 < 2_000, "shutdown took too long");
+      // Two close() calls at once (a signal handler and an embedder, say): both resolve once all ended.
+      await within(2_000, "both close() calls", Promise.all([proxy.close(), proxy.close()]));
       for (const c of tunnels) await c.readToEnd(3_000);
       assert.equal(proxy.activeConnections, 0);
       assert.deepEqual(logs.slice(1).map((l) => l.reason), Array(3).fill("server shutting down"));
