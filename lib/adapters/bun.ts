@@ -104,21 +104,25 @@ class BunConnection implements ByteConnection {
 
   constructor(socket: BunSocket) {
     this.#socket = socket;
-    // Attached from `open`, before Bun can deliver data; nothing is read until the first read().
+    // Attached from `open`, before Bun can deliver data. The socket is not paused: the driver reads at
+    // once, and a chunk that comes with no read pending pauses it (each pause and resume is a system call).
     socket.data = this;
-    socket.pause();
-    this.#paused = true;
     socket.setNoDelay?.(true);
   }
 
-  // Looked up when asked (Bun keeps each answer on the socket for its life): the driver wants only the
-  // client's remote and the upstream's local end.
+  // Looked up when first asked (each is a system call or two in Bun) and kept until the handover: the
+  // driver wants only the client's remote and the upstream's local end.
+  #local: HostPort | undefined | null = null;
+  #remote: HostPort | undefined | null = null;
+
   get localAddress(): HostPort | undefined {
-    return endpoint(this.#socket.localAddress, this.#socket.localPort);
+    if (this.#local === null) this.#local = endpoint(this.#socket.localAddress, this.#socket.localPort);
+    return this.#local;
   }
 
   get remoteAddress(): HostPort | undefined {
-    return endpoint(this.#socket.remoteAddress, this.#socket.remotePort);
+    if (this.#remote === null) this.#remote = endpoint(this.#socket.remoteAddress, this.#socket.remotePort);
+    return this.#remote;
   }
 
   // -- event handlers, called by the shared socket handlers below --
@@ -187,13 +191,13 @@ class BunConnection implements ByteConnection {
    * Hands the socket over to the native relay, with the bytes already read
    * but not consumed. Only when `detachable`.
    */
-  detach(): { socket: BunSocket; pending: Uint8Array | null; eof: boolean } {
+  detach(): { socket: BunSocket; pending: Uint8Array | null; eof: boolean; paused: boolean } {
     this.#closed = true;
     const pending = this.#chunk;
     this.#chunk = null;
-    // The relay resumes it when it is ready for data.
-    this.#socket.pause();
-    return { socket: this.#socket, pending, eof: this.#eof };
+    // Not paused here: the relay takes over the socket's events before Bun can deliver more, and resumes
+    // it only if it was paused.
+    return { socket: this.#socket, pending, eof: this.#eof, paused: this.#paused };
   }
 
   // -- ByteConnection --
@@ -390,11 +394,15 @@ class NativeTunnel implements TrackedTunnel {
     }
   }
 
-  start(pendingA: Uint8Array | null, eofA: boolean, pendingB: Uint8Array | null, eofB: boolean) {
-    for (const [side, pending, eof] of [[this.#a, pendingA, eofA], [this.#b, pendingB, eofB]] as const) {
+  start(
+    a: { pending: Uint8Array | null; eof: boolean; paused: boolean },
+    b: { pending: Uint8Array | null; eof: boolean; paused: boolean },
+  ) {
+    for (const [side, { pending, eof, paused }] of [[this.#a, a], [this.#b, b]] as const) {
       if (pending) side.onData(pending);
+      // A side whose chunk the peer did not take all of was paused by onData; the rest must flow.
       if (eof) side.onEnd();
-      else if (!side.unsent) side.socket.resume();
+      else if (!side.unsent && paused) side.socket.resume();
     }
   }
 
@@ -429,7 +437,7 @@ const nativeRelay: NativeRelay = (client, upstream, options) => {
   if (!client.detachable || !upstream.detachable) return undefined;
   const a = client.detach(), b = upstream.detach();
   return new Promise<RelayResult>((resolve) => {
-    new NativeTunnel(a.socket, b.socket, options, resolve).start(a.pending, a.eof, b.pending, b.eof);
+    new NativeTunnel(a.socket, b.socket, options, resolve).start(a, b);
   });
 };
 
