@@ -34,7 +34,8 @@ if (argv.includes("--help") || argv.includes("-h")) {
   --only    edgesocks runtimes (and their bare forwarders) to measure; default all three
   --skip    reference proxies to leave out (microsocks, dante)
   --runs N  throughput and tunnels/s runs per subject (default 3 and 5; --quick: 3 and 1)
-  --parts   what to measure: a comma list of throughput, tunnels, memory; default all three`);
+  --parts   what to measure: a comma list of throughput, tunnels, memory; default all three
+  --check   exit 1 if any measurement failed (CI runs --quick --check as a smoke test)`);
   process.exit(0);
 }
 function listFlag(name, allowed, fallback) {
@@ -49,6 +50,7 @@ function listFlag(name, allowed, fallback) {
   return list;
 }
 const quick = argv.includes("--quick");
+const check = argv.includes("--check");
 const runsFlag = argv.includes("--runs") ? Number(argv[argv.indexOf("--runs") + 1]) : null;
 if (runsFlag !== null && !(Number.isInteger(runsFlag) && runsFlag >= 1 && runsFlag <= 20)) {
   console.error("--runs takes a number from 1 to 20");
@@ -1027,6 +1029,17 @@ async function main() {
   writeFileSync(join(resultsDir, "latest.md"), md + "\n");
   console.log(md);
   log(`done in ${fmt(results.durationSeconds)} s; wrote bench/results/latest.json and latest.md`);
+  if (check) {
+    const failed = [
+      ...Object.values(results.tput).flatMap((t) => t.errors),
+      ...Object.values(results.tunnels).flatMap((t) => [...t.errors, ...(t.failedTunnels ? ["tunnels failed"] : [])]),
+      ...Object.values(results.memory).flatMap((m) => (m.error ? [m.error] : [])),
+    ];
+    if (failed.length > 0) {
+      log(`--check: ${failed.length} measurements failed: ${failed.slice(0, 3).join("; ")}`);
+      process.exitCode = 1;
+    }
+  }
 }
 
 main().catch(async (error) => {
