@@ -1032,7 +1032,9 @@ async function main() {
   if (check) {
     const failed = [
       ...Object.values(results.tput).flatMap((t) => t.errors),
-      ...Object.values(results.tunnels).flatMap((t) => [...t.errors, ...(t.failedTunnels ? ["tunnels failed"] : [])]),
+      ...Object.values(results.tunnels).flatMap((
+        t,
+      ) => [...t.errors, ...(t.failedTunnels ? ["tunnels failed"] : [])]),
       ...Object.values(results.memory).flatMap((m) => (m.error ? [m.error] : [])),
     ];
     if (failed.length > 0) {
