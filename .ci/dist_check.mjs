@@ -70,7 +70,7 @@ if (mode === "api") {
   child.removeAllListeners("exit");
   const code = await new Promise((r) => (child.once("exit", r), process.kill(child.pid, "SIGTERM")));
   if (code !== 0) fail(`exit code ${code} after SIGTERM`);
-  console.log(`ok: ${cmd} serves a SOCKS5 CONNECT and stops on SIGTERM`);
+  console.log(`ok: ${[cmd, ...args].join(" ")} serves a SOCKS5 CONNECT and stops on SIGTERM`);
 } else fail("usage: api MODULE ADAPTER | cmd PROGRAM [ARGS...]");
 echo.close();
 process.exit(0);

@@ -52,9 +52,13 @@ interface Waiter<T> {
   reject: (error: Error) => void;
 }
 
-/** A `net.Socket` as a {@linkcode ByteConnection}: paused unless a read is pending. */
+const kConnection = Symbol("edgesocks.connection");
+/** A socket with the connection that wraps it, which its (shared) listeners find there. */
+type Owned = Socket & { [kConnection]?: NodeConnection };
+
+/** A `net.Socket` as a {@linkcode ByteConnection}: it reads at most one chunk ahead of read(). */
 class NodeConnection implements ByteConnection {
-  #socket: Socket;
+  #socket: Owned;
   #chunk: Buffer | null = null;
   #eof = false;
   #error: Error | null = null;
@@ -62,48 +66,68 @@ class NodeConnection implements ByteConnection {
   #reader: Waiter<Uint8Array | null> | null = null;
   #writers: Waiter<void>[] = [];
 
+  // One set of listener functions for every socket (each finds its connection on the socket, `this` of
+  // a listener): no closures per connection.
   // deno-lint-ignore no-explicit-any -- node:events listeners take any arguments
-  #listeners: [string, (...args: any[]) => void][];
+  static readonly #listeners: [string, (this: Owned, ...args: any[]) => void][] = [
+    ["data", function (this: Owned, data: Buffer) {
+      const c = this[kConnection];
+      if (c) c.#onData(data);
+    }],
+    ["end", function (this: Owned) {
+      const c = this[kConnection];
+      if (!c) return;
+      c.#eof = true;
+      c.#settleReader();
+    }],
+    ["error", function (this: Owned, error: Error) {
+      const c = this[kConnection];
+      if (!c) return;
+      c.#error ??= error;
+      c.#settleReader();
+      c.#failWriters();
+    }],
+    ["close", function (this: Owned) {
+      const c = this[kConnection];
+      if (!c) return;
+      c.#eof = true;
+      c.#settleReader();
+      c.#failWriters();
+    }],
+    ["drain", function (this: Owned) {
+      const c = this[kConnection];
+      if (c) c.#flushed();
+    }],
+    // Node emits no 'drain' once end() was called; 'finish' means everything went out.
+    ["finish", function (this: Owned) {
+      const c = this[kConnection];
+      if (c) c.#flushed();
+    }],
+  ];
 
   constructor(socket: Socket) {
     this.#socket = socket;
     socket.setNoDelay(true);
     socket.pause();
-    const flushed = () => {
-      for (const w of this.#writers.splice(0)) w.resolve();
-    };
-    this.#listeners = [
-      ["data", (data: Buffer) => {
-        // After close() incoming bytes are dropped but still read, so unread data in the kernel does
-        // not turn our FIN into a RST.
-        if (this.#closed) return;
-        const r = this.#reader;
-        this.#reader = null;
-        if (r) return r.resolve(data);
-        this.#chunk = this.#chunk ? Buffer.concat([this.#chunk, data]) : data;
-        // One chunk in hand at most: stop reading until the next read(). A socket is not paused while
-        // reads keep up (each pause and resume costs stream machinery), only once a chunk waits.
-        socket.pause();
-      }],
-      ["end", () => {
-        this.#eof = true;
-        this.#settleReader();
-      }],
-      ["error", (error: Error) => {
-        this.#error ??= error;
-        this.#settleReader();
-        this.#failWriters();
-      }],
-      ["close", () => {
-        this.#eof = true;
-        this.#settleReader();
-        this.#failWriters();
-      }],
-      ["drain", flushed],
-      // Node emits no 'drain' once end() was called; 'finish' means everything went out.
-      ["finish", flushed],
-    ];
-    for (const [event, fn] of this.#listeners) socket.on(event, fn);
+    this.#socket[kConnection] = this;
+    for (const [event, fn] of NodeConnection.#listeners) socket.on(event, fn);
+  }
+
+  #onData(data: Buffer) {
+    // After close() incoming bytes are dropped but still read, so unread data in the kernel does not turn
+    // our FIN into a RST.
+    if (this.#closed) return;
+    const r = this.#reader;
+    this.#reader = null;
+    if (r) return r.resolve(data);
+    this.#chunk = this.#chunk ? Buffer.concat([this.#chunk, data]) : data;
+    // One chunk in hand at most: stop reading until the next read(). A socket is not paused while reads
+    // keep up (each pause and resume costs stream machinery), only once a chunk waits.
+    this.#socket.pause();
+  }
+
+  #flushed() {
+    for (const w of this.#writers.splice(0)) w.resolve();
   }
 
   // Looked up when asked (a system call each, and Node keeps the answer for the socket's life): the
@@ -126,7 +150,8 @@ class NodeConnection implements ByteConnection {
    * but not consumed. Only when `detachable`.
    */
   detach(): { socket: Socket; pending: Uint8Array | null; eof: boolean } {
-    for (const [event, fn] of this.#listeners) this.#socket.off(event, fn);
+    for (const [event, fn] of NodeConnection.#listeners) this.#socket.off(event, fn);
+    this.#socket[kConnection] = undefined;
     this.#closed = true;
     const pending = this.#chunk;
     this.#chunk = null;
