@@ -5,6 +5,7 @@
  * @module
  */
 import type { ByteConnection } from "./connection.ts";
+import { unwatch, watch } from "./tunnels.ts";
 
 /**
  * How a relay ended.
@@ -117,11 +118,12 @@ export async function relay(
     timer = setTimeout(check, idle);
   }
   const onAbort = () => stop("aborted");
-  options.signal?.addEventListener("abort", onAbort);
-  if (options.signal?.aborted) onAbort();
+  const signal = options.signal;
+  if (signal?.aborted) onAbort();
+  else if (signal) watch(signal, onAbort);
   await Promise.all([pump(client, upstream, true), pump(upstream, client, false)]);
   clearTimeout(timer);
-  options.signal?.removeEventListener("abort", onAbort);
+  if (signal) unwatch(signal, onAbort);
   client.close();
   upstream.close();
   return result;

@@ -21,6 +21,7 @@ import {
   ruleCommand,
 } from "./policy.ts";
 import { relay, type RelayResult } from "./relay.ts";
+import { unwatch, watch } from "./tunnels.ts";
 
 /**
  * Timeouts in milliseconds; 0 disables one.
@@ -160,7 +161,7 @@ function bounded(
     if (ms > 0) timer = setTimeout(() => stop(new SocksError(ReplyCode.TtlExpired, "connect timed out")), ms);
     onShutdown = () => stop(new SocksError(ReplyCode.GeneralFailure, "server shutting down"));
     if (signal?.aborted) onShutdown();
-    else signal?.addEventListener("abort", onShutdown);
+    else if (signal) watch(signal, onShutdown);
   });
   stopped.catch(() => {});
   return {
@@ -168,7 +169,7 @@ function bounded(
     stopped,
     clear: () => {
       clearTimeout(timer);
-      if (onShutdown) signal?.removeEventListener("abort", onShutdown);
+      if (onShutdown && signal) unwatch(signal, onShutdown);
     },
   };
 }
@@ -324,7 +325,7 @@ export function createConnectionServer(
       : undefined;
     let step: Step;
     const stopHandshake = () => client.close();
-    signal?.addEventListener("abort", stopHandshake);
+    if (signal) watch(signal, stopHandshake);
     try {
       do {
         const chunk = await client.read();
@@ -342,7 +343,7 @@ export function createConnectionServer(
       return undefined;
     } finally {
       clearTimeout(timer);
-      signal?.removeEventListener("abort", stopHandshake);
+      if (signal) unwatch(signal, stopHandshake);
     }
     if (step.action.type !== "request") {
       log.reason = step.action.type === "close" ? step.action.reason : "protocol error";

@@ -2,8 +2,8 @@
  * Timers and shutdown listeners shared by the tunnels of the native relays,
  * so that an idle tunnel holds no timer, closure or listener of its own: the
  * tunnels with the same idle timeout share one list and one timer, the
- * tunnels of one shutdown signal share one listener. Runtime-neutral; used by
- * the Bun adapter (any other relay may take them up).
+ * connections of one shutdown signal share one listener. Runtime-neutral: the
+ * idle lists serve Bun's relay, the shutdown watches the driver and every relay.
  *
  * @module
  */
@@ -97,32 +97,47 @@ export function idleList(ms: number): IdleList {
   return list;
 }
 
-/** The tunnels a shutdown signal stops, and the one listener that stops them. */
+/**
+ * What a shutdown signal stops: a tunnel (its `stop("aborted")`) or any
+ * callback (the driver's handshake and connect phases, the other relays).
+ */
+export type Watcher = (() => void) | { stop(end: "aborted"): void };
+
+/** The watchers of one shutdown signal, and the one listener that calls them. */
 interface Watch {
-  tunnels: Set<TrackedTunnel>;
+  watchers: Set<Watcher>;
   onAbort: () => void;
 }
 
-/** One listener per signal in use, not one per tunnel. */
+/**
+ * One listener per signal in use, not one per connection: adding and removing
+ * a watcher costs the same with 10 or 10,000 connections open, where an
+ * `EventTarget` searches its list to remove a listener.
+ */
 const watches = new Map<AbortSignal, Watch>();
 
-export function watch(signal: AbortSignal, t: TrackedTunnel) {
-  let w = watches.get(signal);
-  if (!w) {
-    const tunnels = new Set<TrackedTunnel>();
+/** Calls `w` when `signal` aborts (the caller checks `signal.aborted` first). */
+export function watch(signal: AbortSignal, w: Watcher) {
+  let entry = watches.get(signal);
+  if (!entry) {
+    const watchers = new Set<Watcher>();
     const onAbort = () => {
       watches.delete(signal);
-      for (const x of tunnels) x.stop("aborted");
+      for (const x of watchers) {
+        if (typeof x === "function") x();
+        else x.stop("aborted");
+      }
     };
-    watches.set(signal, w = { tunnels, onAbort });
+    watches.set(signal, entry = { watchers, onAbort });
     signal.addEventListener("abort", onAbort, { once: true });
   }
-  w.tunnels.add(t);
+  entry.watchers.add(w);
 }
 
-export function unwatch(signal: AbortSignal, t: TrackedTunnel) {
-  const w = watches.get(signal);
-  if (!w || !w.tunnels.delete(t) || w.tunnels.size > 0) return;
+/** Stops watching; the signal's listener goes with its last watcher. */
+export function unwatch(signal: AbortSignal, w: Watcher) {
+  const entry = watches.get(signal);
+  if (!entry || !entry.watchers.delete(w) || entry.watchers.size > 0) return;
   watches.delete(signal);
-  signal.removeEventListener("abort", w.onAbort);
+  signal.removeEventListener("abort", entry.onAbort);
 }

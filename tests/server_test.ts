@@ -449,6 +449,20 @@ describe("driver: server shutdown", () => {
     });
   }
 
+  it("open connections share one listener on the shutdown signal, which stops them all", async () => {
+    const { controller, signal, listeners } = countedSignal();
+    const tunnels = Array.from({ length: 20 }, () => harness({}, {}, signal));
+    for (const h of tunnels) h.client.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`));
+    for (const h of tunnels) await h.client.read(12);
+    // One listener however many connections: none of them adds or searches a list of its own.
+    assert.equal(listeners.size, 1);
+    controller.abort();
+    for (const h of tunnels) {
+      assert.equal((await within(1_000, "a tunnel's end", h.done)).reason, "server shutting down");
+    }
+    // (the listener was registered `once`: the abort removed it)
+  });
+
   it("a connection leaves no listener on the server's shutdown signal once it has ended", async () => {
     const { signal, listeners } = countedSignal();
     const refused = harness(

@@ -20,6 +20,7 @@ import type {
   RuntimeAdapter,
 } from "../connection.ts";
 import type { RelayResult } from "../relay.ts";
+import { unwatch, watch } from "../tunnels.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
@@ -221,11 +222,11 @@ async function relayConns(
     timer = setTimeout(check, idle);
   }
   const onAbort = () => stop("aborted");
-  signal?.addEventListener("abort", onAbort);
   if (signal?.aborted) onAbort();
+  else if (signal) watch(signal, onAbort);
   await Promise.all([pump(a, b, true), pump(b, a, false)]);
   clearTimeout(timer);
-  signal?.removeEventListener("abort", onAbort);
+  if (signal) unwatch(signal, onAbort);
   if (!stopped) closeBoth();
   return result;
 }

@@ -23,6 +23,7 @@ import type {
   RuntimeAdapter,
 } from "../connection.ts";
 import type { RelayResult } from "../relay.ts";
+import { unwatch, watch } from "../tunnels.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
@@ -335,7 +336,7 @@ const nativeRelay: NativeRelay = (client, upstream, options) => {
     let open = 2;
     const onClose = () => {
       if (--open > 0) return;
-      signal?.removeEventListener("abort", onAbort);
+      if (signal) unwatch(signal, onAbort);
       result.up = sa.bytesRead - readA;
       result.down = sb.bytesRead - readB;
       resolve(result);
@@ -365,8 +366,8 @@ const nativeRelay: NativeRelay = (client, upstream, options) => {
       sa.setTimeout(idle);
       sa.on("timeout", () => stop("idle"));
     }
-    signal?.addEventListener("abort", onAbort);
     if (signal?.aborted) onAbort();
+    else if (signal) watch(signal, onAbort);
   });
   // Outside the promise's executor, so that its closures do not keep the handed-over chunks alive.
   if (a.pending) sb.write(a.pending);
