@@ -102,6 +102,42 @@ export function readyLine(addresses: HostPort[]): string {
       .join(",");
 }
 
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+/** Passes bytes on in whole lines, holding back a partial last line (at most 64 KiB of it). */
+export class LineCopier {
+  #write: (bytes: Uint8Array) => void;
+  #tail: Uint8Array = new Uint8Array(0);
+  constructor(write: (bytes: Uint8Array) => void) {
+    this.#write = write;
+  }
+
+  push(chunk: Uint8Array): void {
+    const nl = chunk.lastIndexOf(10);
+    if (nl < 0) {
+      this.#tail = concat(this.#tail, chunk);
+      // A "line" that long is not a log line: pass it on rather than grow without bound.
+      if (this.#tail.length > 64 * 1024) this.flush();
+      return;
+    }
+    this.#write(
+      this.#tail.length > 0 ? concat(this.#tail, chunk.subarray(0, nl + 1)) : chunk.subarray(0, nl + 1),
+    );
+    this.#tail = chunk.slice(nl + 1);
+  }
+
+  /** Writes what is held back (at the end of the stream). */
+  flush(): void {
+    if (this.#tail.length > 0) this.#write(this.#tail);
+    this.#tail = new Uint8Array(0);
+  }
+}
+
 const RESTART_DELAY_MS = 1_000;
 const READY_TIMEOUT_MS = 30_000;
 
@@ -164,24 +200,26 @@ export async function supervise(
       w.kill("SIGKILL");
     }, READY_TIMEOUT_MS);
     const copied = (async () => {
-      let pending = "";
-      let isReady = false;
+      // Whole lines only: the workers' logs share our standard output, and a line cut where a read
+      // ended must not have another worker's line spliced into it.
+      const lines = new LineCopier(host.writeStdout);
+      let head: Uint8Array | null = new Uint8Array(0);
       try {
         for await (const chunk of w.stdout) {
-          if (isReady) {
-            host.writeStdout(chunk);
+          if (head === null) {
+            lines.push(chunk);
             continue;
           }
-          pending += new TextDecoder().decode(chunk);
-          const nl = pending.indexOf("\n");
+          head = concat(head, chunk);
+          const nl = head.indexOf(10);
           if (nl < 0) continue;
-          isReady = true;
           clearTimeout(timer);
-          ready(parseReady(pending.slice(0, nl)));
-          const rest = pending.slice(nl + 1);
-          if (rest) host.writeStdout(new TextEncoder().encode(rest));
+          ready(parseReady(new TextDecoder().decode(head.subarray(0, nl))));
+          lines.push(head.subarray(nl + 1));
+          head = null;
         }
       } catch { /* the pipe broke: the exit below tells the rest */ }
+      lines.flush();
     })();
     live.set(w, Promise.all([w.exited, copied]));
     void w.exited.then(async (code) => {

@@ -22,7 +22,7 @@ import {
   usersFile,
 } from "./_fixtures.ts";
 import { parseArgs } from "../lib/cli.ts";
-import { parseReady, readyLine, workerArgs } from "../lib/workers.ts";
+import { LineCopier, parseReady, readyLine, workerArgs } from "../lib/workers.ts";
 
 type Awaited2<T> = T extends Promise<infer U> ? U : T;
 
@@ -249,6 +249,23 @@ describe("--workers parsing and the supervisor protocol", () => {
       "--max-connections",
       "34",
     ]);
+  });
+
+  it("a worker's output is passed on in whole lines, so two workers' lines never splice", () => {
+    const out: string[] = [];
+    const lines = new LineCopier((b) => out.push(new TextDecoder().decode(b)));
+    const push = (t: string) => lines.push(new TextEncoder().encode(t));
+    push("one\ntw");
+    push("o\nthr");
+    push("ee");
+    push("\nfour\nfi");
+    assert.deepEqual(out, ["one\n", "two\n", "three\nfour\n"]);
+    lines.flush();
+    assert.deepEqual(out.slice(3), ["fi"]);
+    // No newline for more than 64 KiB: passed on rather than held without bound.
+    push("x".repeat(70_000));
+    assert.equal(out.length, 5);
+    assert.equal(out[4].length, 70_000);
   });
 
   it("ready lines round-trip, and anything else is not one", () => {
