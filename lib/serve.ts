@@ -112,6 +112,10 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     dial: adapter.dial,
     resolver: adapter.resolver(options.dns),
     relay: adapter.relay,
+  }, {
+    // The client's address is a system call, and kept with the socket: only looked up when a log or a
+    // client rule will read it.
+    clientAddress: options.onLog !== undefined || (options.clientPolicy?.rules.length ?? 0) > 0,
   });
   const shutdown = new AbortController();
   // A count, not a set of promises: per connection only the one callback that releases it stays.
@@ -138,21 +142,28 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
       // A faulty log hook must not break accepting.
     }
   };
+  // One function for every connection when there is no per-client cap: nothing is made per connection.
+  const released = () => {
+    running--;
+    if (running === 0) drained?.();
+  };
   const onConnection = (conn: ByteConnection) => {
     if (maxTotal > 0 && running >= maxTotal) return refuse(conn, "connection limit reached");
+    running++;
+    if (maxPerClient === 0) return serveConnection(conn, shutdown.signal, released);
     const key = conn.remoteAddress?.host ?? "";
     const count = perClient.get(key) ?? 0;
-    if (maxPerClient > 0 && count >= maxPerClient) return refuse(conn, "per-client connection limit reached");
-    perClient.set(key, count + 1);
-    running++;
-    const release = () => {
+    if (count >= maxPerClient) {
       running--;
+      return refuse(conn, "per-client connection limit reached");
+    }
+    perClient.set(key, count + 1);
+    serveConnection(conn, shutdown.signal, () => {
       const left = (perClient.get(key) ?? 1) - 1;
       if (left > 0) perClient.set(key, left);
       else perClient.delete(key);
-      if (running === 0) drained?.();
-    };
-    serveConnection(conn, shutdown.signal, release);
+      released();
+    });
   };
   const listeners: Listener[] = [];
   try {

@@ -220,6 +220,7 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
  */
 export function createConnectionServer(
   options: HandlerOptions,
+  { clientAddress = true }: { clientAddress?: boolean } = {},
 ): (client: ByteConnection, signal: AbortSignal | undefined, done: (log: ConnectionLog) => void) => void {
   const policy: DestinationPolicy = { ...DEFAULT_POLICY, ...options.policy };
   const timeouts: Timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
@@ -462,7 +463,7 @@ export function createConnectionServer(
       return done({ reply: "none", up: 0, down: 0, durationMs: 0, reason: "server shutting down" });
     }
     const log: ConnectionLog = { reply: "none", up: 0, down: 0, durationMs: 0, reason: "" };
-    const remote = client.remoteAddress;
+    const remote = clientAddress ? client.remoteAddress : undefined;
     if (remote) log.client = hostPort(remote);
     if (!clientAllowed(remote?.host, clientPolicy)) {
       client.close();

@@ -7,7 +7,12 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { type ConnectionLog, createHandler, type HandlerOptions } from "../lib/server.ts";
+import {
+  type ConnectionLog,
+  createConnectionServer,
+  createHandler,
+  type HandlerOptions,
+} from "../lib/server.ts";
 import { fromWebStreams } from "../lib/streams.ts";
 import type { ByteConnection, DialOptions, Resolver } from "../lib/connection.ts";
 import { SocksError } from "../lib/core/errors.ts";
@@ -482,6 +487,28 @@ describe("driver: server shutdown", () => {
     await tunnel.client.readToEnd();
     await tunnel.done;
     assert.equal(listeners.size, 0);
+  });
+});
+
+describe("driver: the client's address", () => {
+  it("is looked up only for those who read it (serve() asks for it when it logs or has client rules)", async () => {
+    for (const clientAddress of [false, true]) {
+      let lookups = 0;
+      const { conn, far } = pipePair();
+      const counted = Object.create(conn, {
+        remoteAddress: { get: () => (lookups++, { host: "127.0.0.1", port: 5555 }) },
+      }) as ByteConnection;
+      const serveConnection = createConnectionServer({
+        dial: () => Promise.reject(new SocksError(ReplyCode.ConnectionRefused, "no")),
+        resolver: { lookup: () => Promise.resolve([]), reverse: () => Promise.resolve([]) },
+      }, { clientAddress });
+      const done = new Promise<ConnectionLog>((resolve) => serveConnection(counted, undefined, resolve));
+      far.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`));
+      await far.readToEnd();
+      const log = await done;
+      assert.equal(lookups, clientAddress ? 1 : 0);
+      assert.equal(log.client, clientAddress ? "127.0.0.1:5555" : undefined);
+    }
   });
 });
 
