@@ -282,8 +282,7 @@ function listen(
   }
   return new Promise((resolve, reject) => {
     const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => {
-      // A socket reset before we wrap it has no address; drop it.
-      if (!socket.remoteAddress) return void socket.destroy();
+      // (Its address is not asked for here: that is a system call, and the driver asks only when it needs it.)
       const conn = new NodeConnection(socket);
       try {
         onConnection(conn);
