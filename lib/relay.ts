@@ -66,47 +66,92 @@ export interface RelayOptions {
  * const { up, down } = await relay(a, b, { idleTimeout: 300_000 });
  * ```
  */
-export async function relay(
+export function relay(
   client: ByteConnection,
   upstream: ByteConnection,
   options: RelayOptions = {},
 ): Promise<RelayResult> {
-  const result: RelayResult = { up: 0, down: 0, end: "done" };
-  let lastActivity = Date.now();
-  let stopped = false;
-  const stop = (end: "idle" | "error" | "aborted", error?: unknown) => {
-    if (stopped) return;
-    stopped = true;
-    result.end = end;
-    if (error !== undefined) result.error = error;
-    // A failure on one side is passed on as a reset where the runtime can.
-    const close = end === "error"
-      ? (c: ByteConnection) => (c.abort ?? c.close).call(c)
-      : (c: ByteConnection) => c.close();
-    close(client);
-    close(upstream);
-  };
-
-  const pump = async (src: ByteConnection, dst: ByteConnection, up: boolean) => {
-    try {
-      for (;;) {
-        const chunk = await src.read();
-        if (chunk === null) {
-          if (!stopped) await dst.closeWrite();
-          return;
-        }
-        if (chunk.length === 0) continue;
-        lastActivity = Date.now();
-        if (up) result.up += chunk.length;
-        else result.down += chunk.length;
-        await dst.write(chunk);
-        lastActivity = Date.now();
-      }
-    } catch (error) {
-      stop("error", error);
+  // A failure on one side is passed on as a reset where the runtime can.
+  const close = (failed: boolean) => {
+    for (const c of [client, upstream]) {
+      if (failed && c.abort) c.abort();
+      else c.close();
     }
   };
+  return runRelay(options, close, async (run, up) => {
+    const src = up ? client : upstream, dst = up ? upstream : client;
+    for (;;) {
+      const chunk = await src.read();
+      if (chunk === null) {
+        if (!run.stopped) await dst.closeWrite();
+        return;
+      }
+      if (chunk.length === 0) continue;
+      run.moved(up, chunk.length);
+      await dst.write(chunk);
+      run.active();
+    }
+  });
+}
 
+/**
+ * What a direction's pump sees of the relay it runs in.
+ *
+ * @example
+ * ```ts
+ * import type { RelayRun } from "./relay.ts";
+ * declare const run: RelayRun;
+ * run.moved(true, 512); // 512 bytes went client → upstream; the tunnel is not idle
+ * ```
+ */
+export interface RelayRun {
+  /** True once the relay was stopped (idle, failure, signal): both sides are closed. */
+  readonly stopped: boolean;
+  /** Counts `n` bytes moved one way (`up`: client → upstream) and marks the tunnel active. */
+  moved(up: boolean, n: number): void;
+  /** Marks the tunnel active (a write went out). */
+  active(): void;
+}
+
+/**
+ * The part every relay shares (the generic one above, and the adapters'
+ * own): the result, the idle timeout, the shutdown signal, stopping once.
+ * `pump(run, up)` copies one direction until its FIN, and rejects on a
+ * failure, which stops the relay; `close(failed)` closes both sides, with a
+ * reset when `failed` where it can. Both sides are closed when it resolves.
+ *
+ * @example
+ * ```ts
+ * import { runRelay } from "./relay.ts";
+ * declare const copy: (up: boolean) => Promise<void>, closeBoth: () => void;
+ * const result = await runRelay({ idleTimeout: 300_000 }, closeBoth, (_run, up) => copy(up));
+ * ```
+ */
+export async function runRelay(
+  options: RelayOptions,
+  close: (failed: boolean) => void,
+  pump: (run: RelayRun, up: boolean) => Promise<void>,
+): Promise<RelayResult> {
+  const result: RelayResult = { up: 0, down: 0, end: "done" };
+  let lastActivity = Date.now();
+  const run = {
+    stopped: false,
+    moved(up: boolean, n: number) {
+      lastActivity = Date.now();
+      if (up) result.up += n;
+      else result.down += n;
+    },
+    active() {
+      lastActivity = Date.now();
+    },
+  };
+  const stop = (end: "idle" | "error" | "aborted", error?: unknown) => {
+    if (run.stopped) return;
+    run.stopped = true;
+    result.end = end;
+    if (error !== undefined) result.error = error;
+    close(end === "error");
+  };
   let timer: ReturnType<typeof setTimeout> | undefined;
   const idle = options.idleTimeout ?? 0;
   if (idle > 0) {
@@ -121,10 +166,10 @@ export async function relay(
   const signal = options.signal;
   if (signal?.aborted) onAbort();
   else if (signal) watch(signal, onAbort);
-  await Promise.all([pump(client, upstream, true), pump(upstream, client, false)]);
+  const fail = (error: unknown) => stop("error", error);
+  await Promise.all([pump(run, true).catch(fail), pump(run, false).catch(fail)]);
   clearTimeout(timer);
   if (signal) unwatch(signal, onAbort);
-  client.close();
-  upstream.close();
+  if (!run.stopped) close(false);
   return result;
 }

@@ -13,6 +13,7 @@
  * @module
  */
 import type { HostPort } from "./connection.ts";
+import { concatBytes } from "./core/bytes.ts";
 
 /** Set (to "1") in the environment of a worker process. */
 export const WORKER_ENV = "EDGESOCKS_WORKER";
@@ -102,13 +103,6 @@ export function readyLine(addresses: HostPort[]): string {
       .join(",");
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
-
 /** Passes bytes on in whole lines, holding back a partial last line (at most 64 KiB of it). */
 export class LineCopier {
   #write: (bytes: Uint8Array) => void;
@@ -120,13 +114,13 @@ export class LineCopier {
   push(chunk: Uint8Array): void {
     const nl = chunk.lastIndexOf(10);
     if (nl < 0) {
-      this.#tail = concat(this.#tail, chunk);
+      this.#tail = concatBytes(this.#tail, chunk);
       // A "line" that long is not a log line: pass it on rather than grow without bound.
       if (this.#tail.length > 64 * 1024) this.flush();
       return;
     }
     this.#write(
-      this.#tail.length > 0 ? concat(this.#tail, chunk.subarray(0, nl + 1)) : chunk.subarray(0, nl + 1),
+      this.#tail.length > 0 ? concatBytes(this.#tail, chunk.subarray(0, nl + 1)) : chunk.subarray(0, nl + 1),
     );
     this.#tail = chunk.slice(nl + 1);
   }
@@ -210,7 +204,7 @@ export async function supervise(
             lines.push(chunk);
             continue;
           }
-          head = concat(head, chunk);
+          head = concatBytes(head, chunk);
           const nl = head.indexOf(10);
           if (nl < 0) continue;
           clearTimeout(timer);

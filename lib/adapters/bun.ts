@@ -25,6 +25,7 @@ import type {
 } from "../connection.ts";
 import type { RelayOptions, RelayResult } from "../relay.ts";
 import { type IdleList, idleList, type TrackedTunnel, unwatch, watch } from "../tunnels.ts";
+import { concatBytes } from "../core/bytes.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
@@ -136,7 +137,7 @@ class BunConnection implements ByteConnection {
       return;
     }
     // Nobody is reading: hold one chunk (plus whatever Bun had already read) and stop reading.
-    this.#chunk = this.#chunk ? concat(this.#chunk, copy) : copy;
+    this.#chunk = this.#chunk ? concatBytes(this.#chunk, copy) : copy;
     if (!this.#paused) {
       this.#paused = true;
       this.#socket.pause();
@@ -262,13 +263,6 @@ class BunConnection implements ByteConnection {
 
 function endpoint(host: string | undefined, port: number | undefined): HostPort | undefined {
   return host && port !== undefined ? { host: unmapIPv4(host), port } : undefined;
-}
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }
 
 /** Handlers shared by every socket; per-socket state lives in `socket.data`. */

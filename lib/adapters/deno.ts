@@ -19,8 +19,7 @@ import type {
   Resolver,
   RuntimeAdapter,
 } from "../connection.ts";
-import type { RelayResult } from "../relay.ts";
-import { unwatch, watch } from "../tunnels.ts";
+import { runRelay } from "../relay.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
@@ -155,47 +154,29 @@ async function writeAll(conn: Deno.Conn, chunk: Uint8Array): Promise<void> {
 const nativeRelay: NativeRelay = (client, upstream, options) => {
   if (!(client instanceof DenoConnection) || !(upstream instanceof DenoConnection)) return undefined;
   if (!client.detachable || !upstream.detachable) return undefined;
-  return relayConns(client.detach(), upstream.detach(), options.idleTimeout ?? 0, options.signal);
-};
-
-async function relayConns(
-  a: Deno.TcpConn,
-  b: Deno.TcpConn,
-  idle: number,
-  signal: AbortSignal | undefined,
-): Promise<RelayResult> {
-  const result: RelayResult = { up: 0, down: 0, end: "done" };
-  let lastActivity = Date.now();
-  let stopped = false;
-  const closeBoth = () => {
+  const a = client.detach(), b = upstream.detach();
+  // Deno cannot send a reset: a failure closes both sides like any other end.
+  const close = () => {
     for (const c of [a, b]) {
       try {
         c.close();
       } catch { /* already closed */ }
     }
   };
-  const stop = (end: "idle" | "error" | "aborted", error?: unknown) => {
-    if (stopped) return;
-    stopped = true;
-    result.end = end;
-    if (error !== undefined) result.error = error;
-    closeBoth();
-  };
-  const pump = async (src: Deno.TcpConn, dst: Deno.TcpConn, up: boolean) => {
+  return runRelay(options, close, async (run, up) => {
+    const src = up ? a : b, dst = up ? b : a;
     let buf = new Uint8Array(MIN_READ);
     let short = 0;
     try {
       for (;;) {
         const n = await src.read(buf);
         if (n === null) {
-          if (!stopped) await closeWrite(dst, () => stopped);
+          if (!run.stopped) await closeWrite(dst, () => run.stopped);
           return;
         }
-        lastActivity = Date.now();
-        if (up) result.up += n;
-        else result.down += n;
+        run.moved(up, n);
         await writeAll(dst, n === buf.length ? buf : buf.subarray(0, n));
-        lastActivity = Date.now();
+        run.active();
         // Grown while reads fill the buffer; shrunk only after several short reads in a row, so a
         // bulk transfer whose reads come back partly filled keeps its buffer.
         if (n === buf.length) {
@@ -207,29 +188,12 @@ async function relayConns(
         }
       }
     } catch (error) {
-      // Our own stop() cancels the other direction's pending read or write: not a second failure.
-      if (stopped && closedUnderneath(error)) return;
-      stop("error", error);
+      // The relay's own stop cancels the other direction's pending read or write: not a second failure.
+      if (run.stopped && closedUnderneath(error)) return;
+      throw error;
     }
-  };
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  if (idle > 0) {
-    const check = () => {
-      const quiet = Date.now() - lastActivity;
-      if (quiet >= idle) stop("idle");
-      else timer = setTimeout(check, idle - quiet);
-    };
-    timer = setTimeout(check, idle);
-  }
-  const onAbort = () => stop("aborted");
-  if (signal?.aborted) onAbort();
-  else if (signal) watch(signal, onAbort);
-  await Promise.all([pump(a, b, true), pump(b, a, false)]);
-  clearTimeout(timer);
-  if (signal) unwatch(signal, onAbort);
-  if (!stopped) closeBoth();
-  return result;
-}
+  });
+};
 
 // Deno has error classes for a few errno values only; the rest are told apart by code or message.
 function connectReply(error: unknown, text: string): ReplyCode {

@@ -5,6 +5,7 @@
  * @module
  */
 import { canonicalIP, formatIPv4, formatIPv6, type SocksAddress } from "./address.ts";
+import { concatBytes } from "./bytes.ts";
 import {
   encodeAuthStatus,
   encodeMethodSelection,
@@ -221,11 +222,7 @@ export class SocksServerMachine {
     }
     let data: Uint8Array;
     if (this.#buffer.length === 0) data = chunk;
-    else {
-      data = new Uint8Array(this.#buffer.length + chunk.length);
-      data.set(this.#buffer);
-      data.set(chunk, this.#buffer.length);
-    }
+    else data = concatBytes(this.#buffer, chunk);
     const write: Uint8Array[] = [];
     let offset = 0;
     for (;;) {
