@@ -425,18 +425,8 @@ export class RawClient {
   }
 }
 
-/** Parses "05 01 00" (spaces optional) into bytes. */
-export function hex(text: string): Uint8Array {
-  const clean = text.replace(/\s+/g, "");
-  const out = new Uint8Array(clean.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(clean.slice(i * 2, i * 2 + 2), 16);
-  return out;
-}
-
-/** Formats bytes as "05 01 00". */
-export function toHex(bytes: Uint8Array): string {
-  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join(" ");
-}
+// The byte-literal helpers of the core tests, for the end-to-end tests too.
+export { hex, toHex } from "./_hex.ts";
 
 /** Bytes of a SOCKS5 CONNECT (no auth) to 127.0.0.1:`port`, greeting included. */
 export function socks5ConnectBytes(port: number, host = "127.0.0.1"): Uint8Array {

@@ -44,8 +44,8 @@ export function repeat(byte: number, count: number): string {
   return byte.toString(16).padStart(2, "0").repeat(count);
 }
 
-/** Concatenates byte arrays. */
-export function concat(...parts: Uint8Array[]): Uint8Array {
+/** Concatenates byte arrays (or plain arrays of byte values). */
+export function concat(...parts: ArrayLike<number>[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;
   for (const p of parts) {

@@ -29,6 +29,7 @@ import {
 } from "../lib/core/machine.ts";
 import { HTTP_RESISTANCE_RESPONSE } from "../lib/core/replies.ts";
 import { Limits, ReplyCode } from "../lib/core/wire.ts";
+import { concat, toHex } from "./_hex.ts";
 
 // ---------------------------------------------------------------- run size
 
@@ -89,19 +90,8 @@ function withContext(context: () => string, body: () => void) {
 
 // ---------------------------------------------------------------- bytes
 
-const toHex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(" ");
 const ascii = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
 const latin1 = (bytes: Uint8Array) => String.fromCharCode(...bytes);
-
-function concat(parts: ArrayLike<number>[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
@@ -217,7 +207,7 @@ function converse(input: Uint8Array, chunks: Uint8Array[], mode: Mode, scribble:
     writes.push(...step.write);
     action = step.action;
     if (action.type === "request") {
-      action = { ...action, early: concat([action.early, ...chunks.slice(i + 1)]) };
+      action = { ...action, early: concat(action.early, ...chunks.slice(i + 1)) };
     }
     if (action.type !== "need_more") {
       assert.equal(machine.buffered, 0, `still buffering after ${action.type}`);
@@ -487,7 +477,7 @@ function expectedAnswer(request: SocksRequest, a: Answer): { reply: string; acti
       const valid = /^[\x21-\x7e]{1,255}$/.test(a.name);
       return {
         reply: valid
-          ? toHex(concat([[5, 0, 0, 3, a.name.length], ascii(a.name), [0, 0]]))
+          ? toHex(concat([5, 0, 0, 3, a.name.length], ascii(a.name), [0, 0]))
           : socks5Reply(ReplyCode.HostUnreachable, null, 0),
         action: "close",
       };
@@ -543,9 +533,7 @@ const ipv6Wire = fc.oneof(
   // Zero runs of every length and position, to exercise `::`.
   fc.array(fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 0xffff })), { minLength: 8, maxLength: 8 })
     .map((groups) => Uint8Array.from(groups.flatMap((g) => [g >> 8, g & 0xff]))),
-  fc.uint8Array({ minLength: 4, maxLength: 4 }).map((v4) =>
-    concat([new Array(10).fill(0), [0xff, 0xff], v4])
-  ),
+  fc.uint8Array({ minLength: 4, maxLength: 4 }).map((v4) => concat(new Array(10).fill(0), [0xff, 0xff], v4)),
 );
 
 const greeting = (wanted: number) =>
@@ -671,7 +659,7 @@ const conversation = (withAuth: boolean) =>
     },
     { weight: 3, arbitrary: fc.tuple(socks4Request, earlyData) },
     { weight: 1, arbitrary: fc.tuple(httpRequest, earlyData) },
-  ).map((parts) => concat(parts));
+  ).map((parts) => concat(...parts));
 
 type Mutation = { op: "flip" | "truncate" | "insert" | "delete"; at: number; value: number };
 
@@ -716,9 +704,9 @@ const rawBytes = fc.oneof(
   fc.uint8Array({ maxLength: 1200 }),
   fc.uint8Array({ maxLength: 1200, size: "max" }),
   // A version byte first, then anything: random greetings, requests, lengths.
-  fc.tuple(fc.constantFrom(4, 5), fc.uint8Array({ maxLength: 1199 })).map(([v, rest]) => concat([[v], rest])),
+  fc.tuple(fc.constantFrom(4, 5), fc.uint8Array({ maxLength: 1199 })).map(([v, rest]) => concat([v], rest)),
   fc.tuple(fc.constantFrom(4, 5), fc.uint8Array({ maxLength: 1199, size: "max" })).map(([v, rest]) =>
-    concat([[v], rest])
+    concat([v], rest)
   ),
 );
 
@@ -759,10 +747,10 @@ const validSocks5: fc.Arbitrary<ValidRequest> = fc.record({
   const wireCmd = kind === "resolve" ? 0xf0 : cmd;
   const login = withAuth ? [1, USER.length, ...ascii(USER), PASSWORD.length, ...ascii(PASSWORD)] : [];
   return {
-    bytes: concat([[5, methods.length], methods, login, [5, wireCmd, rsv], target.wire, [
+    bytes: concat([5, methods.length], methods, login, [5, wireCmd, rsv], target.wire, [
       port >> 8,
       port & 0xff,
-    ], early]),
+    ], early),
     mode,
     request: {
       version: 5,
@@ -790,7 +778,7 @@ const validSocks4: fc.Arbitrary<ValidRequest> = fc.record({
     ? ip
     : [1, 0, 0, ip[3]];
   return {
-    bytes: concat([[4, cmd, port >> 8, port & 0xff], wireIp, user, [0], name ? [...name, 0] : [], early]),
+    bytes: concat([4, cmd, port >> 8, port & 0xff], wireIp, user, [0], name ? [...name, 0] : [], early),
     mode,
     request: {
       version: 4,
@@ -907,7 +895,7 @@ function answerOnce(valid: ValidRequest, chunks: Uint8Array[], choice: Answer): 
     writes.push(...step.write.map(toHex));
     action = step.action;
     if (action.type === "request") {
-      action = { ...action, early: concat([action.early, ...chunks.slice(i + 1)]) };
+      action = { ...action, early: concat(action.early, ...chunks.slice(i + 1)) };
     }
   }
   assert.deepEqual(action, { type: "request", request: valid.request, early: valid.early });

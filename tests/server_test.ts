@@ -19,6 +19,7 @@ import { SocksError } from "../lib/core/errors.ts";
 import { ReplyCode } from "../lib/core/wire.ts";
 import { parseCidr, parseRule } from "../lib/policy.ts";
 import { hex, toHex, within } from "./_fixtures.ts";
+import { concat } from "./_hex.ts";
 
 /** One end of an in-memory duplex: write to the peer, read from the peer. */
 class End {
@@ -71,23 +72,16 @@ class End {
             const { value, done } = await this.reader.read();
             if (done) {
               if (!keepOpen) this.end();
-              return { bytes: concat(parts), how: "eof" as const };
+              return { bytes: concat(...parts), how: "eof" as const };
             }
             parts.push(value);
           }
         } catch {
-          return { bytes: concat(parts), how: "error" as const };
+          return { bytes: concat(...parts), how: "error" as const };
         }
       })(),
     );
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) (out.set(p, o), (o += p.length));
-  return out;
 }
 
 /** A connected in-memory pair: `near` is served as a ByteConnection, `far` is driven by the test. */
@@ -157,7 +151,7 @@ describe("driver: CONNECT", () => {
   it("pipelined greeting + request + data in one chunk: reply with the bound address, data forwarded", async () => {
     const h = harness();
     h.client.send(
-      concat([hex(`05 01 00  05 01 00 01 ${PUBLIC_HEX} 00 50`), new TextEncoder().encode("early data")]),
+      concat(hex(`05 01 00  05 01 00 01 ${PUBLIC_HEX} 00 50`), new TextEncoder().encode("early data")),
     );
     assert.equal(toHex(await h.client.read(2)), "05 00");
     assert.equal(toHex(await h.client.read(10)), "05 00 00 01 c6 33 64 01 12 34");
@@ -334,11 +328,11 @@ describe("driver: destination policy", () => {
 describe("driver: RESOLVE and RESOLVE_PTR", () => {
   const records = { "a.example": ["198.51.100.20", "2001:db8::20"], "six.example": ["2001:db8::6"] };
   const resolve5 = (name: string) =>
-    concat([
+    concat(
       hex(`05 01 00 05 f0 00 03 ${name.length.toString(16).padStart(2, "0")}`),
       new TextEncoder().encode(name),
       hex("00 00"),
-    ]);
+    );
 
   it("SOCKS5 RESOLVE answers IPv4 first, IPv6 with ATYP 4, failures with 04 / ATYP 1", async () => {
     for (
@@ -365,7 +359,7 @@ describe("driver: RESOLVE and RESOLVE_PTR", () => {
       ]]
     ) {
       const h = harness({}, records);
-      h.client.send(concat([hex("04 f0 00 00 00 00 00 01 00"), new TextEncoder().encode(name), hex("00")]));
+      h.client.send(concat(hex("04 f0 00 00 00 00 00 01 00"), new TextEncoder().encode(name), hex("00")));
       assert.equal(toHex((await h.client.readToEnd()).bytes), reply, name);
       await h.done;
     }
@@ -515,21 +509,21 @@ describe("driver: the client's address", () => {
 describe("driver: authentication, timeouts and logs", () => {
   const users = new Map([["alice", "s3cret pass:with colon"]]);
   const auth = (user: string, pass: string) =>
-    concat([
+    concat(
       hex(`01 ${user.length.toString(16).padStart(2, "0")}`),
       new TextEncoder().encode(user),
       hex(pass.length.toString(16).padStart(2, "0")),
       new TextEncoder().encode(pass),
-    ]);
+    );
 
   it("username/password: success relays, and the log names the user but never the password", async () => {
     const h = harness({ users });
     h.client.send(
-      concat([
+      concat(
         hex("05 02 00 02"),
         auth("alice", "s3cret pass:with colon"),
         hex(`05 01 00 01 ${PUBLIC_HEX} 00 50`),
-      ]),
+      ),
     );
     assert.equal(toHex(await h.client.read(14)), "05 02 01 00 05 00 00 01 c6 33 64 01 12 34");
     h.client.end();
@@ -541,7 +535,7 @@ describe("driver: authentication, timeouts and logs", () => {
 
   it("a wrong password gets 01 01 and a close; no-auth is refused with FF; SOCKS4 is refused", async () => {
     const bad = harness({ users });
-    bad.client.send(concat([hex("05 01 02"), auth("alice", "wrong")]));
+    bad.client.send(concat(hex("05 01 02"), auth("alice", "wrong")));
     assert.equal(toHex((await bad.client.readToEnd()).bytes), "05 02 01 01");
     assert.ok(!JSON.stringify(await bad.done).includes("wrong"));
     const noauth = harness({ users });
@@ -561,7 +555,7 @@ describe("driver: authentication, timeouts and logs", () => {
       ]]
     ) {
       const h = harness({ users });
-      h.client.send(concat([hex("05 01 02"), auth(user, pass)]));
+      h.client.send(concat(hex("05 01 02"), auth(user, pass)));
       assert.equal(toHex((await h.client.readToEnd()).bytes), "05 02 01 01", `${user.length}:${pass.length}`);
       const log = await h.done;
       assert.match(log.reason, /authentication failed/);
