@@ -7,7 +7,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createServer as createHttpServer } from "node:http";
 import { connect, createServer, type Server, type Socket } from "node:net";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -300,6 +300,38 @@ export async function spawnProxy(
         process.kill(child.pid!, signal);
       }),
   };
+}
+
+/** Waits until `cond()` holds, polling; throws `what()` after `ms`. Resolves with the milliseconds it took. */
+export async function until(ms: number, what: () => string, cond: () => boolean): Promise<number> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms: ${what()}`);
+    await sleep(25);
+  }
+  return Date.now() - t0;
+}
+
+/** Socket descriptors the process holds (its stdio pipes may be sockets too: compare, never count absolutely). */
+export function socketFds(pid: number): number {
+  let n = 0;
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith("socket:")) n++;
+    } catch {
+      // Closed between readdir and readlink.
+    }
+  }
+  return n;
+}
+
+/** True while process `pid` exists and is not a zombie (Linux /proc). */
+export function processAlive(pid: number): boolean {
+  try {
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
+  } catch {
+    return false;
+  }
 }
 
 /** Writes a users file to a temporary folder and returns its path; `remove()` deletes it. */

@@ -11,21 +11,24 @@
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import {
   closedPort,
+  processAlive,
   type ProxyProcess,
   RawClient,
   run,
   RUNTIME,
   runtimeCommand,
   sleep,
+  socketFds,
   socks5ConnectBytes,
   spawnProxy,
   startEcho,
   startTcp,
   toHex,
+  until,
   within,
 } from "./_fixtures.ts";
 
@@ -64,28 +67,6 @@ function sha256(bytes: Uint8Array): string {
 }
 
 /** Polls `cond` every 25 ms for at most `ms`; resolves with the time it took, or rejects naming `what()`. */
-async function until(ms: number, what: () => string, cond: () => boolean): Promise<number> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms: ${what()}`);
-    await sleep(25);
-  }
-  return Date.now() - t0;
-}
-
-/** Socket descriptors the process holds (its stdio pipes may be sockets too: compare, never count absolutely). */
-function socketFds(pid: number): number {
-  let n = 0;
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      if (readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith("socket:")) n++;
-    } catch {
-      // Closed between readdir and readlink.
-    }
-  }
-  return n;
-}
-
 /**
  * The proxy's socket count once it has settled (unchanged for 300 ms, within
  * 3 s): a runtime may open sockets of its own just after the startup line
@@ -112,11 +93,7 @@ function rssKiB(pid: number): number {
 /** True while the subprocess runs (not exited, not a zombie). */
 function alive(proxy: ProxyProcess): boolean {
   if (proxy.child.exitCode !== null || proxy.child.signalCode !== null) return false;
-  try {
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${proxy.child.pid}/status`, "utf8"));
-  } catch {
-    return false;
-  }
+  return processAlive(proxy.child.pid!);
 }
 
 /** Stops the proxy unless it already ended; never throws. */

@@ -5,20 +5,22 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import {
   curl,
   HTTP_BODY,
+  processAlive,
   RawClient,
   ROOT,
   RUNTIME,
-  sleep,
+  socketFds,
   socks5ConnectBytes,
   spawnProxy,
   startEcho,
   startHttp,
+  until,
   usersFile,
 } from "./_fixtures.ts";
 import { parseArgs } from "../lib/cli.ts";
@@ -33,38 +35,6 @@ function children(pid: number): number[] {
       .map(Number);
   } catch {
     return [];
-  }
-}
-
-/** Open TCP sockets of process `pid`. */
-function sockets(pid: number): number {
-  try {
-    return readdirSync(`/proc/${pid}/fd`).filter((fd) => {
-      try {
-        return readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith("socket:");
-      } catch {
-        return false;
-      }
-    }).length;
-  } catch {
-    return 0;
-  }
-}
-
-const alive = (pid: number) => existsSync(`/proc/${pid}`) && !/\) Z /.test(stat(pid));
-const stat = (pid: number) => {
-  try {
-    return readFileSync(`/proc/${pid}/stat`, "utf8");
-  } catch {
-    return "";
-  }
-};
-
-async function until(what: string, ms: number, test: () => boolean): Promise<void> {
-  const end = Date.now() + ms;
-  while (!test()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(50);
   }
 }
 
@@ -102,7 +72,7 @@ describe(`--workers on ${RUNTIME}`, () => {
       );
       workers = children(pid);
       assert.equal(workers.length, 2, `children of the supervisor: ${workers}`);
-      const before = workers.map(sockets);
+      const before = workers.map(socketFds);
       // 40 open tunnels (greeting offering username/password, credentials, CONNECT, all in one go): the
       // kernel spreads them over both workers.
       const hello = Buffer.from(
@@ -117,7 +87,7 @@ describe(`--workers on ${RUNTIME}`, () => {
         assert.equal(String(await c.readExactly(4)), "ping");
         clients.push(c);
       }
-      const grown = workers.map((w, i) => sockets(w) - before[i]);
+      const grown = workers.map((w, i) => socketFds(w) - before[i]);
       assert.ok(grown.every((n) => n >= 2), `sockets added per worker: ${grown}`);
       assert.ok(grown[0] + grown[1] >= 80, `sockets added per worker: ${grown}`);
       const r = await curl([
@@ -133,7 +103,7 @@ describe(`--workers on ${RUNTIME}`, () => {
       users.remove();
       assert.equal(await proxy.stop("SIGTERM"), 0);
     }
-    for (const w of workers) await until(`worker ${w} to exit`, 5_000, () => !alive(w));
+    for (const w of workers) await until(5_000, () => `worker ${w} to exit`, () => !processAlive(w));
     const lines = proxy.output().trim().split("\n").slice(1).map((l) => JSON.parse(l));
     assert.ok(lines.length >= 41, proxy.output());
     assert.ok(lines.some((l) => l.user === "alice" && l.reply === "granted" && l.down > 0));
@@ -147,7 +117,7 @@ describe(`--workers on ${RUNTIME}`, () => {
     try {
       assert.equal(workers.length, 2);
       process.kill(workers[0], "SIGKILL");
-      await until("a replacement worker", 10_000, () => {
+      await until(10_000, () => "a replacement worker", () => {
         const now = children(pid);
         return now.length === 2 && !now.includes(workers[0]);
       });
@@ -168,7 +138,9 @@ describe(`--workers on ${RUNTIME}`, () => {
       await proxy.stop();
     }
     // Their standard input closed with the supervisor: they stop by themselves.
-    for (const w of workers) await until(`orphaned worker ${w} to exit`, 10_000, () => !alive(w));
+    for (const w of workers) {
+      await until(10_000, () => `orphaned worker ${w} to exit`, () => !processAlive(w));
+    }
   });
 
   // Deno permissions exist on Deno only: the test is registered there and nowhere else.
