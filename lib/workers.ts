@@ -157,12 +157,10 @@ export async function supervise(
   // Each live worker, with the promise of its exit and of its output copied through to the end.
   const live = new Map<WorkerProcess, Promise<unknown>>();
   let stopping = false;
-  let exiting = false;
   let started = false; // all workers listened once: from then on a dead one is replaced
 
   const stopAll = async (code: number) => {
-    if (exiting) return;
-    exiting = true;
+    if (stopping) return;
     stopping = true;
     for (const w of live.keys()) w.kill("SIGTERM");
     const timer = setTimeout(() => {
