@@ -6,7 +6,7 @@
  */
 import { parseUsers } from "./auth.ts";
 import type { HostPort, RuntimeAdapter } from "./connection.ts";
-import { parseIPv6 } from "./core/address.ts";
+import { formatHostPort, parseIPv6 } from "./core/address.ts";
 import { createLogger, type LogMode } from "./log.ts";
 import { type Cidr, type DestinationRule, parseCidr, parseRule } from "./policy.ts";
 import {
@@ -235,10 +235,6 @@ export function parseArgs(args: string[]): CliOptions {
   }
   if (opts.listen.length === 0) opts.listen.push(DEFAULT_LISTEN);
   return opts;
-}
-
-function formatHostPort(a: HostPort): string {
-  return a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 
 /** Runs the CLI on `adapter` with `host`'s process services. Resolves once the server is listening. */

@@ -5,7 +5,7 @@
  * @module
  */
 import type { ByteConnection, HostPort, Listener, RuntimeAdapter } from "./connection.ts";
-import { parseIPv4, parseIPv6 } from "./core/address.ts";
+import { formatHostPort, parseIPv4, parseIPv6 } from "./core/address.ts";
 import { createConnectionServer, type HandlerOptions } from "./server.ts";
 
 /**
@@ -128,7 +128,8 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   const refuse = (conn: ByteConnection, reason: string) => {
     // Refused at once, never queued: the client sees the connection close.
     conn.close();
-    const client = conn.remoteAddress ? `${conn.remoteAddress.host}:${conn.remoteAddress.port}` : undefined;
+    const remote = conn.remoteAddress;
+    const client = remote ? formatHostPort(remote) : undefined;
     try {
       options.onLog?.({
         ...(client ? { client } : {}),

@@ -7,7 +7,7 @@
  */
 import { createAuthenticator } from "./auth.ts";
 import type { ByteConnection, DialOptions, NativeRelay, Resolver } from "./connection.ts";
-import { canonicalIP } from "./core/address.ts";
+import { canonicalIP, formatHostPort } from "./core/address.ts";
 import { replyCodeOf, SocksError } from "./core/errors.ts";
 import { type RequestKind, type SocksRequest, SocksServerMachine, type Step } from "./core/machine.ts";
 import { ReplyCode } from "./core/wire.ts";
@@ -135,10 +135,6 @@ export type ConnectionHandler = (client: ByteConnection, signal?: AbortSignal) =
 
 const LINGER_MS = 1_000;
 const LINGER_BYTES = 64 * 1024;
-
-function hostPort(a: { host: string; port: number }): string {
-  return a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
-}
 
 /**
  * Bounds a request's work by the connect timeout (`ms`, 0: none) and the
@@ -354,7 +350,7 @@ export function createConnectionServer(
     const { request: req, early } = step.action;
     log.version = req.version;
     log.command = req.kind;
-    log.target = hostPort(req.target);
+    log.target = formatHostPort(req.target);
     if (req.user !== undefined) log.user = req.user;
 
     // 2. The work the request asks for, bounded by the connect timeout and the server's shutdown.
@@ -464,7 +460,7 @@ export function createConnectionServer(
     }
     const log: ConnectionLog = { reply: "none", up: 0, down: 0, durationMs: 0, reason: "" };
     const remote = clientAddress ? client.remoteAddress : undefined;
-    if (remote) log.client = hostPort(remote);
+    if (remote) log.client = formatHostPort(remote);
     if (!clientAllowed(remote?.host, clientPolicy)) {
       client.close();
       log.reason = "client not allowed by policy";

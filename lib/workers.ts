@@ -13,6 +13,7 @@
  * @module
  */
 import type { HostPort } from "./connection.ts";
+import { formatHostPort } from "./core/address.ts";
 import { concatBytes } from "./core/bytes.ts";
 
 /** Set (to "1") in the environment of a worker process. */
@@ -77,7 +78,7 @@ export function workerArgs(args: string[], listen: HostPort[], maxConnections: n
     if (eq < 0 && VALUE_FLAGS.has(flag) && i + 1 < args.length) out.push(args[++i]);
   }
   for (const a of listen) {
-    out.push("--listen", a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`);
+    out.push("--listen", formatHostPort(a));
   }
   out.push("--max-connections", String(maxConnections));
   return out;
@@ -99,7 +100,7 @@ export function parseReady(line: string): HostPort[] | null {
 /** The ready line for `addresses`. */
 export function readyLine(addresses: HostPort[]): string {
   return READY_PREFIX +
-    addresses.map((a) => (a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`))
+    addresses.map(formatHostPort)
       .join(",");
 }
 

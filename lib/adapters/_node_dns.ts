@@ -9,7 +9,7 @@
  */
 import { promises as dns } from "node:dns";
 import type { HostPort, Resolver } from "../connection.ts";
-import { canonicalIP, parseIPv4, parseIPv6 } from "../core/address.ts";
+import { canonicalIP, formatHostPort, parseIPv4, parseIPv6 } from "../core/address.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
@@ -49,9 +49,7 @@ export function notFound(what: string, cause?: unknown): SocksError {
 /** A resolver asking `server` directly (A and AAAA in parallel, IPv4 answers first; PTR). */
 export function nameServerResolver(server: HostPort): Resolver {
   const resolver = new dns.Resolver({ timeout: 5_000, tries: 2 });
-  resolver.setServers([
-    server.host.includes(":") ? `[${server.host}]:${server.port}` : `${server.host}:${server.port}`,
-  ]);
+  resolver.setServers([formatHostPort(server)]);
   return {
     async lookup(name) {
       const [v4, v6] = await Promise.allSettled([resolver.resolve4(name), resolver.resolve6(name)]);

@@ -33,6 +33,11 @@ export interface SocksAddress {
   port: number;
 }
 
+/** `host:port`, or `[host]:port` for IPv6: how addresses are written in logs, flags and startup lines. */
+export function formatHostPort(a: { host: string; port: number }): string {
+  return a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
 /** Parses dotted-quad IPv4 text into 4 bytes, or returns null. Strict: no leading zeros, no shorthand. */
 export function parseIPv4(text: string): Uint8Array | null {
   // By character codes: this runs several times per connection (policy, replies, canonical forms).
