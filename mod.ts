@@ -15,8 +15,8 @@
  *
  * @module
  */
-export { SocksServerMachine } from "./lib/core/machine.ts";
-export type { Action, MachineOptions, RequestKind, SocksRequest, Step } from "./lib/core/machine.ts";
+export { SocksServerMachine } from "./lib/core/socks_server.ts";
+export type { Action, MachineOptions, RequestKind, SocksRequest, Step } from "./lib/core/socks_server.ts";
 export {
   AddressType,
   AuthMethod,
@@ -36,7 +36,7 @@ export type {
   NativeRelay,
   Resolver,
   RuntimeAdapter,
-} from "./lib/connection.ts";
+} from "./lib/runtime.ts";
 export { type ByteStreamPair, fromWebStreams } from "./lib/streams.ts";
 export { relay, type RelayOptions, type RelayResult } from "./lib/relay.ts";
 export {
@@ -46,7 +46,7 @@ export {
   DEFAULT_TIMEOUTS,
   type HandlerOptions,
   type Timeouts,
-} from "./lib/server.ts";
+} from "./lib/session.ts";
 export {
   DEFAULT_LISTEN,
   DEFAULT_MAX_CONNECTIONS,
@@ -73,4 +73,4 @@ export { createAuthenticator, parseUsers } from "./lib/auth.ts";
 export { VERSION } from "./lib/version.ts";
 
 // The CLI and the runtime adapter load only when this file is the program.
-if (import.meta.main) await import("./lib/bin.ts");
+if (import.meta.main) await import("./lib/cli/bin.ts");

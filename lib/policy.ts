@@ -5,7 +5,7 @@
  * @module
  */
 import { parseIPv4, parseIPv6 } from "./core/address.ts";
-import type { RequestKind } from "./core/machine.ts";
+import type { RequestKind } from "./core/socks_server.ts";
 import { ReplyCode } from "./core/wire.ts";
 
 /**

@@ -4,52 +4,10 @@
  *
  * @module
  */
-import type { ByteConnection } from "./connection.ts";
+import type { ByteConnection, RelayOptions, RelayResult } from "./runtime.ts";
 import { unwatch, watch } from "./tunnels.ts";
 
-/**
- * How a relay ended.
- *
- * @example
- * ```ts
- * import { type ByteConnection, relay, type RelayResult } from "./mod.ts";
- * declare const client: ByteConnection, upstream: ByteConnection;
- * const result: RelayResult = await relay(client, upstream);
- * if (result.end === "error") console.error("tunnel failed:", result.error);
- * ```
- */
-export interface RelayResult {
-  /** Bytes copied from `client` to `upstream`. */
-  up: number;
-  /** Bytes copied from `upstream` to `client`. */
-  down: number;
-  /**
-   * `"done"`: both sides sent their FIN; `"idle"`: the idle timeout fired;
-   * `"error"`: a side failed (both were closed); `"aborted"`: the signal fired.
-   */
-  end: "done" | "idle" | "error" | "aborted";
-  /** The failure, when `end` is `"error"`. */
-  error?: unknown;
-}
-
-/**
- * Relay options.
- *
- * @example
- * ```ts
- * import { type ByteConnection, relay, type RelayOptions } from "./mod.ts";
- * declare const client: ByteConnection, upstream: ByteConnection;
- * const shutdown = new AbortController(); // abort() closes the tunnel
- * const options: RelayOptions = { idleTimeout: 300_000, signal: shutdown.signal };
- * await relay(client, upstream, options);
- * ```
- */
-export interface RelayOptions {
-  /** Close both sides after this many milliseconds without a byte either way; 0 or absent: never. */
-  idleTimeout?: number;
-  /** Closes both sides when it aborts (server shutdown). */
-  signal?: AbortSignal;
-}
+export type { RelayOptions, RelayResult } from "./runtime.ts";
 
 /**
  * Copies `client` → `upstream` and `upstream` → `client` until both have sent

@@ -4,9 +4,9 @@
  *
  * @module
  */
-import type { ByteConnection, HostPort, Listener, RuntimeAdapter } from "./connection.ts";
+import type { ByteConnection, HostPort, Listener, RuntimeAdapter } from "./runtime.ts";
 import { formatHostPort, parseIPv4, parseIPv6 } from "./core/address.ts";
-import { createConnectionServer, type HandlerOptions } from "./server.ts";
+import { createConnectionServer, type HandlerOptions } from "./session.ts";
 
 /**
  * Options for {@linkcode serve}.

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { ByteConnection, HostPort } from "./connection.ts";
+import type { ByteConnection, HostPort } from "./runtime.ts";
 
 /**
  * A readable/writable byte pair, as `Deno.Conn`, `WebSocketStream` or `TransformStream` pairs provide.

@@ -11,8 +11,8 @@ import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFile
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
-import type { RuntimeAdapter } from "../lib/connection.ts";
-import { currentRuntime } from "../lib/adapters/detect.ts";
+import type { RuntimeAdapter } from "../lib/runtime.ts";
+import { currentRuntime } from "../lib/cli/detect.ts";
 import { serve, type ServeOptions, type SocksServer } from "../lib/serve.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;

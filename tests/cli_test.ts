@@ -17,7 +17,7 @@ import {
   toHex,
   usersFile,
 } from "./_fixtures.ts";
-import { parseArgs, parseHostPort } from "../lib/cli.ts";
+import { parseArgs, parseHostPort } from "../lib/cli/main.ts";
 import { VERSION } from "../lib/version.ts";
 
 type Awaited2<T> = T extends Promise<infer U> ? U : T;

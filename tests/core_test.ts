@@ -8,8 +8,8 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { SocksServerMachine } from "../lib/core/machine.ts";
-import type { Action, MachineOptions, SocksRequest, Step } from "../lib/core/machine.ts";
+import { SocksServerMachine } from "../lib/core/socks_server.ts";
+import type { Action, MachineOptions, SocksRequest, Step } from "../lib/core/socks_server.ts";
 import { Limits, ReplyCode } from "../lib/core/wire.ts";
 import { HTTP_RESISTANCE_RESPONSE } from "../lib/core/replies.ts";
 import { concat, hex, repeat, toHex } from "./_hex.ts";

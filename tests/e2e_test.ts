@@ -8,7 +8,7 @@ import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import type { Socket } from "node:net";
-import type { ConnectionLog } from "../lib/server.ts";
+import type { ConnectionLog } from "../lib/session.ts";
 import { createRequire } from "node:module";
 import {
   closedPort,

@@ -26,7 +26,7 @@ import {
   type SocksRequest,
   SocksServerMachine,
   type Step,
-} from "../lib/core/machine.ts";
+} from "../lib/core/socks_server.ts";
 import { HTTP_RESISTANCE_RESPONSE } from "../lib/core/replies.ts";
 import { Limits, ReplyCode } from "../lib/core/wire.ts";
 import { concat, toHex } from "./_hex.ts";

@@ -5,7 +5,7 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { type Action, type MachineOptions, SocksServerMachine, type Step } from "../lib/core/machine.ts";
+import { type Action, type MachineOptions, SocksServerMachine, type Step } from "../lib/core/socks_server.ts";
 import { Limits, ReplyCode } from "../lib/core/wire.ts";
 import { HTTP_RESISTANCE_RESPONSE } from "../lib/core/replies.ts";
 import { hex, toHex } from "./_fixtures.ts";

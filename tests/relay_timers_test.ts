@@ -9,7 +9,7 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import type { ConnectionLog } from "../lib/server.ts";
+import type { ConnectionLog } from "../lib/session.ts";
 import { RawClient, RUNTIME, sleep, socks5ConnectBytes, startProxy, startTcp, within } from "./_fixtures.ts";
 
 async function waitFor(what: string, ok: () => boolean, ms = 3_000): Promise<void> {

@@ -12,9 +12,9 @@ import {
   createConnectionServer,
   createHandler,
   type HandlerOptions,
-} from "../lib/server.ts";
+} from "../lib/session.ts";
 import { fromWebStreams } from "../lib/streams.ts";
-import type { ByteConnection, DialOptions, Resolver } from "../lib/connection.ts";
+import type { ByteConnection, DialOptions, Resolver } from "../lib/runtime.ts";
 import { SocksError } from "../lib/core/errors.ts";
 import { ReplyCode } from "../lib/core/wire.ts";
 import { parseCidr, parseRule } from "../lib/policy.ts";

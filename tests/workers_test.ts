@@ -23,8 +23,8 @@ import {
   until,
   usersFile,
 } from "./_fixtures.ts";
-import { parseArgs } from "../lib/cli.ts";
-import { LineCopier, parseReady, readyLine, workerArgs } from "../lib/workers.ts";
+import { parseArgs } from "../lib/cli/main.ts";
+import { LineCopier, parseReady, readyLine, workerArgs } from "../lib/cli/workers.ts";
 
 type Awaited2<T> = T extends Promise<infer U> ? U : T;
 

@@ -36,7 +36,7 @@ const pkg = {
     "./bun": entry("lib/adapters/bun"),
     "./deno": entry("lib/adapters/deno"),
   },
-  bin: { edgesocks: "./lib/bin.js" },
+  bin: { edgesocks: "./lib/cli/bin.js" },
   files: ["**/*.js", "**/*.d.ts", "README.md"],
   keywords: ["socks", "socks5", "socks4", "proxy", "tor", "deno", "bun", "node"],
 };

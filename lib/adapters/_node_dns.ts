@@ -8,7 +8,7 @@
  * @module
  */
 import { promises as dns } from "node:dns";
-import type { HostPort, Resolver } from "../connection.ts";
+import type { HostPort, Resolver } from "../runtime.ts";
 import { canonicalIP, formatHostPort, parseIPv4, parseIPv6 } from "../core/address.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";

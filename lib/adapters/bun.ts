@@ -22,7 +22,7 @@ import type {
   ListenOptions,
   NativeRelay,
   RuntimeAdapter,
-} from "../connection.ts";
+} from "../runtime.ts";
 import type { RelayOptions, RelayResult } from "../relay.ts";
 import { type IdleList, idleList, type TrackedTunnel, unwatch, watch } from "../tunnels.ts";
 import { concatBytes } from "../core/bytes.ts";

@@ -18,7 +18,7 @@ import type {
   NativeRelay,
   Resolver,
   RuntimeAdapter,
-} from "../connection.ts";
+} from "../runtime.ts";
 import { runRelay } from "../relay.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";

@@ -21,7 +21,7 @@ import type {
   ListenOptions,
   NativeRelay,
   RuntimeAdapter,
-} from "../connection.ts";
+} from "../runtime.ts";
 import type { RelayResult } from "../relay.ts";
 import { unwatch, watch } from "../tunnels.ts";
 import { SocksError } from "../core/errors.ts";

@@ -33,8 +33,24 @@ export interface SocksAddress {
   port: number;
 }
 
+/**
+ * A host and port of a socket end.
+ *
+ * @example
+ * ```ts
+ * import type { HostPort } from "../../mod.ts";
+ * const show = (a: HostPort) => a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+ * ```
+ */
+export interface HostPort {
+  /** IP address text (IPv4-mapped IPv6 is normalised to dotted quad by the adapters). */
+  host: string;
+  /** TCP port. */
+  port: number;
+}
+
 /** `host:port`, or `[host]:port` for IPv6: how addresses are written in logs, flags and startup lines. */
-export function formatHostPort(a: { host: string; port: number }): string {
+export function formatHostPort(a: HostPort): string {
   return a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
 }
 

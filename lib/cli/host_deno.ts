@@ -3,8 +3,8 @@
  *
  * @module
  */
-import type { CliHost } from "../cli.ts";
-import { WORKER_ENV, type WorkerProcess } from "../workers.ts";
+import type { CliHost } from "./main.ts";
+import { WORKER_ENV, type WorkerProcess } from "./workers.ts";
 
 const encoder = new TextEncoder();
 

@@ -12,9 +12,9 @@
  *
  * @module
  */
-import type { HostPort } from "./connection.ts";
-import { formatHostPort } from "./core/address.ts";
-import { concatBytes } from "./core/bytes.ts";
+import type { HostPort } from "../runtime.ts";
+import { formatHostPort } from "../core/address.ts";
+import { concatBytes } from "../core/bytes.ts";
 
 /** Set (to "1") in the environment of a worker process. */
 export const WORKER_ENV = "EDGESOCKS_WORKER";

@@ -1,5 +1,3 @@
-import type { RelayOptions, RelayResult } from "./relay.ts";
-
 /**
  * The small connection interface the relay and the driver are written
  * against. Each runtime adapter implements it over its native sockets; a Web
@@ -7,22 +5,9 @@ import type { RelayOptions, RelayResult } from "./relay.ts";
  *
  * @module
  */
+import type { HostPort } from "./core/address.ts";
 
-/**
- * A host and port of a socket end.
- *
- * @example
- * ```ts
- * import type { HostPort } from "./mod.ts";
- * const show = (a: HostPort) => a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
- * ```
- */
-export interface HostPort {
-  /** IP address text (IPv4-mapped IPv6 is normalised to dotted quad by the adapters). */
-  host: string;
-  /** TCP port. */
-  port: number;
-}
+export type { HostPort };
 
 /**
  * A bidirectional byte stream with half-close.
@@ -204,3 +189,47 @@ export type NativeRelay = (
   upstream: ByteConnection,
   options: RelayOptions,
 ) => Promise<RelayResult> | undefined;
+
+/**
+ * How a relay ended.
+ *
+ * @example
+ * ```ts
+ * import { type ByteConnection, relay, type RelayResult } from "./mod.ts";
+ * declare const client: ByteConnection, upstream: ByteConnection;
+ * const result: RelayResult = await relay(client, upstream);
+ * if (result.end === "error") console.error("tunnel failed:", result.error);
+ * ```
+ */
+export interface RelayResult {
+  /** Bytes copied from `client` to `upstream`. */
+  up: number;
+  /** Bytes copied from `upstream` to `client`. */
+  down: number;
+  /**
+   * `"done"`: both sides sent their FIN; `"idle"`: the idle timeout fired;
+   * `"error"`: a side failed (both were closed); `"aborted"`: the signal fired.
+   */
+  end: "done" | "idle" | "error" | "aborted";
+  /** The failure, when `end` is `"error"`. */
+  error?: unknown;
+}
+
+/**
+ * Relay options.
+ *
+ * @example
+ * ```ts
+ * import { type ByteConnection, relay, type RelayOptions } from "./mod.ts";
+ * declare const client: ByteConnection, upstream: ByteConnection;
+ * const shutdown = new AbortController(); // abort() closes the tunnel
+ * const options: RelayOptions = { idleTimeout: 300_000, signal: shutdown.signal };
+ * await relay(client, upstream, options);
+ * ```
+ */
+export interface RelayOptions {
+  /** Close both sides after this many milliseconds without a byte either way; 0 or absent: never. */
+  idleTimeout?: number;
+  /** Closes both sides when it aborts (server shutdown). */
+  signal?: AbortSignal;
+}

@@ -4,11 +4,11 @@
  *
  * @module
  */
-import { parseUsers } from "./auth.ts";
-import type { HostPort, RuntimeAdapter } from "./connection.ts";
-import { formatHostPort, parseIPv6 } from "./core/address.ts";
-import { createLogger, type LogMode } from "./log.ts";
-import { type Cidr, type DestinationRule, parseCidr, parseRule } from "./policy.ts";
+import { parseUsers } from "../auth.ts";
+import type { HostPort, RuntimeAdapter } from "../runtime.ts";
+import { formatHostPort, parseIPv6 } from "../core/address.ts";
+import { createLogger, type LogMode } from "../ops/log.ts";
+import { type Cidr, type DestinationRule, parseCidr, parseRule } from "../policy.ts";
 import {
   DEFAULT_LISTEN,
   DEFAULT_MAX_CONNECTIONS,
@@ -16,9 +16,9 @@ import {
   serve,
   type ServeOptions,
   type SocksServer,
-} from "./serve.ts";
-import { DEFAULT_TIMEOUTS } from "./server.ts";
-import { VERSION } from "./version.ts";
+} from "../serve.ts";
+import { DEFAULT_TIMEOUTS } from "../session.ts";
+import { VERSION } from "../version.ts";
 import { readyLine, supervise, type WorkerProcess } from "./workers.ts";
 
 /** Process services the CLI needs, one implementation per runtime. */

@@ -4,23 +4,29 @@
  *
  * @module
  */
-import type { CliHost } from "../cli.ts";
-import type { RuntimeAdapter } from "../connection.ts";
+import type { CliHost } from "./main.ts";
+import type { RuntimeAdapter } from "../runtime.ts";
 
 /** The running runtime's adapter and CLI host. */
 export async function currentRuntime(): Promise<{ adapter: RuntimeAdapter; host: CliHost }> {
   const g = globalThis as { Deno?: unknown; Bun?: unknown };
   if (g.Deno !== undefined) {
     const [{ denoAdapter }, { denoHost }] = await Promise.all([
-      import("./deno.ts"),
-      import("./deno_host.ts"),
+      import("../adapters/deno.ts"),
+      import("./host_deno.ts"),
     ]);
     return { adapter: denoAdapter, host: denoHost };
   }
   if (g.Bun !== undefined) {
-    const [{ bunAdapter }, { nodeHost }] = await Promise.all([import("./bun.ts"), import("./node_host.ts")]);
+    const [{ bunAdapter }, { nodeHost }] = await Promise.all([
+      import("../adapters/bun.ts"),
+      import("./host_node.ts"),
+    ]);
     return { adapter: bunAdapter, host: nodeHost };
   }
-  const [{ nodeAdapter }, { nodeHost }] = await Promise.all([import("./node.ts"), import("./node_host.ts")]);
+  const [{ nodeAdapter }, { nodeHost }] = await Promise.all([
+    import("../adapters/node.ts"),
+    import("./host_node.ts"),
+  ]);
   return { adapter: nodeAdapter, host: nodeHost };
 }

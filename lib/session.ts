@@ -6,10 +6,10 @@
  * @module
  */
 import { createAuthenticator } from "./auth.ts";
-import type { ByteConnection, DialOptions, NativeRelay, Resolver } from "./connection.ts";
+import type { ByteConnection, DialOptions, NativeRelay, Resolver } from "./runtime.ts";
 import { canonicalIP, formatHostPort } from "./core/address.ts";
 import { replyCodeOf, SocksError } from "./core/errors.ts";
-import { type RequestKind, type SocksRequest, SocksServerMachine, type Step } from "./core/machine.ts";
+import { type RequestKind, type SocksRequest, SocksServerMachine, type Step } from "./core/socks_server.ts";
 import { ReplyCode } from "./core/wire.ts";
 import {
   checkCommand,

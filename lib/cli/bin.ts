@@ -6,8 +6,8 @@
  *
  * @module
  */
-import { currentRuntime } from "./adapters/detect.ts";
-import { main } from "./cli.ts";
+import { currentRuntime } from "./detect.ts";
+import { main } from "./main.ts";
 
 const { adapter, host } = await currentRuntime();
 await main(adapter, host);

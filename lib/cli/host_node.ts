@@ -8,8 +8,8 @@ import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import process from "node:process";
-import type { CliHost } from "../cli.ts";
-import { WORKER_ENV, type WorkerProcess } from "../workers.ts";
+import type { CliHost } from "./main.ts";
+import { WORKER_ENV, type WorkerProcess } from "./workers.ts";
 
 /** This program's command line, for starting it again: runtime, its flags, the script (unless built in). */
 function selfCommand(): string[] {

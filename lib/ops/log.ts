@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { ConnectionLog } from "./server.ts";
+import type { ConnectionLog } from "../session.ts";
 
 /** Log output modes of the CLI. */
 export type LogMode = "text" | "json" | "quiet";

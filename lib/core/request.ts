@@ -1,0 +1,164 @@
+/**
+ * The contract every front-end machine meets (the SOCKS machine today; HTTP
+ * CONNECT and others later), so the session that drives one does not care
+ * which protocol it serves: bytes in, a {@linkcode Step} out; a parsed
+ * {@linkcode ProxyRequest} is answered with one {@linkcode Answer}.
+ *
+ * Misuse by the driver (an answer at the wrong time, input after the end)
+ * throws a `TypeError`; misbehaviour by the peer is a value: a `close` step
+ * with a {@linkcode CloseCode}.
+ *
+ * @module
+ */
+import type { HostPort, SocksAddress } from "./address.ts";
+import type { ReplyCode } from "./wire.ts";
+
+/**
+ * What a request asks the server to do. `bind` and `udp_associate` are parsed
+ * only by a machine told to accept them; otherwise they are answered
+ * "command not supported" by the machine itself.
+ *
+ * @example
+ * ```ts
+ * import type { RequestKind } from "../../mod.ts";
+ * const opensTunnel = (kind: RequestKind) => kind === "connect" || kind === "connect_dir";
+ * ```
+ */
+export type RequestKind = "connect" | "connect_dir" | "resolve" | "resolve_ptr" | "bind" | "udp_associate";
+
+/**
+ * A parsed, well-formed request that the driver must act on.
+ *
+ * @example
+ * ```ts
+ * import type { ProxyRequest } from "../../mod.ts";
+ * const request: ProxyRequest = {
+ *   version: 5,
+ *   kind: "connect",
+ *   target: { host: "example.org", type: "domain", port: 443 },
+ * };
+ * ```
+ */
+export interface ProxyRequest {
+  /** 4 for SOCKS4 and 4A, 5 for SOCKS5. */
+  version: 4 | 5;
+  /** What is asked. */
+  kind: RequestKind;
+  /** The destination (or the name / address to resolve). */
+  target: SocksAddress;
+  /** SOCKS4 user id or RFC 1929 user name, when given. Never the password. */
+  user?: string;
+}
+
+/**
+ * The driver's answer to a pending request.
+ *
+ * - `connected`: a CONNECT / CONNECT_DIR tunnel is open; `bound` is the outbound socket's local end.
+ * - `bound`: BIND's first reply, the address the server listens on.
+ * - `peer`: BIND's second reply, the peer that connected.
+ * - `associated`: UDP ASSOCIATE's reply, the relay socket's address.
+ * - `resolved`: RESOLVE's answer, an IP address as text.
+ * - `resolved_name`: RESOLVE_PTR's answer, a host name.
+ * - `rejected`: a refusal with a SOCKS5 reply code (any failure becomes 0x5B on SOCKS4).
+ *
+ * @example
+ * ```ts
+ * import { type Answer, ReplyCode } from "../../mod.ts";
+ * const refused: Answer = { type: "rejected", reply: ReplyCode.ConnectionRefused };
+ * ```
+ */
+export type Answer =
+  | { type: "connected"; bound: HostPort }
+  | { type: "bound"; bound: HostPort }
+  | { type: "peer"; peer: HostPort }
+  | { type: "associated"; bound: HostPort }
+  | { type: "resolved"; address: string }
+  | { type: "resolved_name"; name: string }
+  | { type: "rejected"; reply: ReplyCode };
+
+/**
+ * Why a machine closed, as a stable code (logs and metrics read it):
+ * `answered` (a final answer was sent: a RESOLVE's, a refusal), `protocol_error`
+ * (malformed or unknown bytes), `http_request` (HTTP sent to the SOCKS port),
+ * `auth_failed` (wrong credentials), `auth_unavailable` (no acceptable method, or
+ * SOCKS4 where a password is required), `unsupported` (a command not served).
+ *
+ * @example
+ * ```ts
+ * import type { CloseCode } from "../../mod.ts";
+ * const isClientFault = (code: CloseCode) => code === "protocol_error" || code === "http_request";
+ * ```
+ */
+export type CloseCode =
+  | "answered"
+  | "protocol_error"
+  | "http_request"
+  | "auth_failed"
+  | "auth_unavailable"
+  | "unsupported";
+
+/**
+ * What the driver must do after feeding the machine.
+ *
+ * @example
+ * ```ts
+ * import type { Action } from "../../mod.ts";
+ * function describe(action: Action): string {
+ *   return action.type === "request" ? `${action.request.kind} ${action.request.target.host}` : action.type;
+ * }
+ * ```
+ */
+export type Action =
+  /** Read more bytes from the client. */
+  | { type: "need_more" }
+  /** Act on `request`, then call `answer()`. `early` holds bytes the client sent after the request: forward them upstream once connected. */
+  | { type: "request"; request: ProxyRequest; early: Uint8Array }
+  /** The tunnel is granted: relay bytes both ways. */
+  | { type: "relay" }
+  /** Write the output, then close the connection. */
+  | { type: "close"; code: CloseCode; reason: string };
+
+/**
+ * The result of one call into a machine: bytes to write, in order, then an action.
+ *
+ * @example
+ * ```ts
+ * import type { ByteConnection, Step } from "../../mod.ts";
+ * async function apply(client: ByteConnection, step: Step) {
+ *   for (const bytes of step.write) await client.write(bytes);
+ *   return step.action;
+ * }
+ * ```
+ */
+export interface Step {
+  /** Messages to write to the client, in order, before doing `action`. */
+  write: Uint8Array[];
+  /** What to do next. */
+  action: Action;
+  /**
+   * The reply code the last reply written carries (SOCKS5 REP or SOCKS4 CD),
+   * when this step wrote a request's reply: what logs show, read from the
+   * answer, never back out of the bytes.
+   */
+  reply?: number;
+}
+
+/**
+ * A front-end protocol machine: sans-IO, one per client connection.
+ *
+ * @example
+ * ```ts
+ * import type { RequestMachine } from "../../mod.ts";
+ * declare const machine: RequestMachine;
+ * const step = machine.receive(Uint8Array.of(5, 1, 0)); // a SOCKS5 greeting
+ * if (step.action.type === "request") machine.answer({ type: "rejected", reply: 0x02 });
+ * ```
+ */
+export interface RequestMachine {
+  /** Feeds bytes from the client; call only while the last action was `need_more`. */
+  receive(chunk: Uint8Array): Step;
+  /** Answers the pending request; call once, after a `request` action. */
+  answer(answer: Answer): Step;
+  /** Bytes held while waiting for the rest of a message. */
+  readonly buffered: number;
+}
