@@ -17,7 +17,7 @@ import {
   type ServeOptions,
   type SocksServer,
 } from "../serve.ts";
-import { DEFAULT_TIMEOUTS } from "../session.ts";
+import { DEFAULT_TIMEOUTS } from "../rules.ts";
 import { VERSION } from "../version.ts";
 import { readyLine, supervise, type WorkerProcess } from "./workers.ts";
 
