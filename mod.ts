@@ -17,6 +17,7 @@
  */
 export { SocksServerMachine } from "./lib/core/socks_server.ts";
 export type { Action, MachineOptions, RequestKind, SocksRequest, Step } from "./lib/core/socks_server.ts";
+export type { Answer, CloseCode, ProxyRequest, RequestMachine } from "./lib/core/request.ts";
 export {
   AddressType,
   AuthMethod,
@@ -39,14 +40,12 @@ export type {
 } from "./lib/runtime.ts";
 export { type ByteStreamPair, fromWebStreams } from "./lib/streams.ts";
 export { relay, type RelayOptions, type RelayResult } from "./lib/relay.ts";
-export {
-  type ConnectionHandler,
-  type ConnectionLog,
-  createHandler,
-  DEFAULT_TIMEOUTS,
-  type HandlerOptions,
-  type Timeouts,
-} from "./lib/session.ts";
+export { type ConnectionHandler, createHandler, type HandlerOptions } from "./lib/session.ts";
+export type { ConnectionLog, ConnectionRecord, Outcome } from "./lib/record.ts";
+export { DEFAULT_TIMEOUTS, makeRules, type Rules, type RulesOptions, type Timeouts } from "./lib/rules.ts";
+export type { CommandContext, CommandHandler, CommandResult } from "./lib/commands.ts";
+export { type Opened, type Upstream, UpstreamError } from "./lib/upstream/upstream.ts";
+export { directUpstream } from "./lib/upstream/direct.ts";
 export {
   DEFAULT_LISTEN,
   DEFAULT_MAX_CONNECTIONS,

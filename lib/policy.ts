@@ -5,7 +5,7 @@
  * @module
  */
 import { parseIPv4, parseIPv6 } from "./core/address.ts";
-import type { RequestKind } from "./core/socks_server.ts";
+import type { RequestKind } from "./core/request.ts";
 import { ReplyCode } from "./core/wire.ts";
 
 /**
@@ -13,7 +13,7 @@ import { ReplyCode } from "./core/wire.ts";
  *
  * @example
  * ```ts
- * import { type Cidr, parseCidr } from "./mod.ts";
+ * import { type Cidr, parseCidr } from "../mod.ts";
  * const office: Cidr = parseCidr("198.51.100.0/24"); // { bytes: [198, 51, 100, 0], prefix: 24, text }
  * ```
  */
@@ -31,7 +31,7 @@ export interface Cidr {
  *
  * @example
  * ```ts
- * import { parseCidr } from "./mod.ts";
+ * import { parseCidr } from "../mod.ts";
  * parseCidr("10.0.0.0/8").prefix; // 8
  * parseCidr("2001:db8::1").prefix; // 128
  * parseCidr("10.0.0.0/33"); // throws a TypeError
@@ -108,7 +108,7 @@ export function effectiveAddress(ip: string): Uint8Array | null {
  *
  * @example
  * ```ts
- * import { isNonPublicAddress } from "./mod.ts";
+ * import { isNonPublicAddress } from "../mod.ts";
  * isNonPublicAddress("192.168.1.1"); // true
  * isNonPublicAddress("::ffff:10.0.0.1"); // true: IPv4-mapped, checked as 10.0.0.1
  * isNonPublicAddress("93.184.216.34"); // false
@@ -125,7 +125,7 @@ export function isNonPublicAddress(ip: string): boolean {
  *
  * @example
  * ```ts
- * import type { RuleCommand } from "./mod.ts";
+ * import type { RuleCommand } from "../mod.ts";
  * const lookups: RuleCommand[] = ["resolve"]; // RESOLVE and RESOLVE_PTR
  * ```
  */
@@ -137,7 +137,7 @@ export type RuleCommand = "connect" | "connect_dir" | "resolve";
  *
  * @example
  * ```ts
- * import { type DestinationPolicy, type DestinationRule, parseRule } from "./mod.ts";
+ * import { type DestinationPolicy, type DestinationRule, parseRule } from "../mod.ts";
  * const rules: DestinationRule[] = [parseRule("allow", "connect@10.0.0.0/8:443"), parseRule("deny", "*")];
  * const policy: DestinationPolicy = { allowPrivate: false, allowConnectDir: true, rules }; // 10/8 HTTPS only
  * ```
@@ -167,7 +167,7 @@ const ALL_COMMANDS: readonly RuleCommand[] = ["connect", "connect_dir", "resolve
  *
  * @example
  * ```ts
- * import { parseRule } from "./mod.ts";
+ * import { parseRule } from "../mod.ts";
  * parseRule("deny", "169.254.0.0/16");
  * parseRule("allow", "connect@10.0.0.0/8:443");
  * parseRule("deny", "resolve@*.internal.example");
@@ -230,7 +230,7 @@ function hostMatches(pattern: string, name: string | undefined): boolean {
  *
  * @example
  * ```ts
- * import { DEFAULT_POLICY, type DestinationQuery, evaluateDestination } from "./mod.ts";
+ * import { DEFAULT_POLICY, type DestinationQuery, evaluateDestination } from "../mod.ts";
  * const query: DestinationQuery = { command: "connect", name: "example.org", port: 443 }; // before DNS
  * evaluateDestination(query, DEFAULT_POLICY); // "undecided": the addresses are checked after the lookup
  * ```
@@ -246,8 +246,8 @@ export interface DestinationQuery {
   port: number;
 }
 
-/** Maps a request kind to the command group rules name. */
-export function ruleCommand(kind: RequestKind): RuleCommand {
+/** Maps a request kind to the command group rules name (RESOLVE covers RESOLVE_PTR). */
+export function ruleCommand(kind: Exclude<RequestKind, "bind" | "udp_associate">): RuleCommand {
   return kind === "resolve_ptr" ? "resolve" : kind;
 }
 
@@ -260,7 +260,7 @@ export function ruleCommand(kind: RequestKind): RuleCommand {
  *
  * @example
  * ```ts
- * import { DEFAULT_POLICY, evaluateDestination } from "./mod.ts";
+ * import { DEFAULT_POLICY, evaluateDestination } from "../mod.ts";
  * evaluateDestination({ command: "connect", ip: "10.0.0.1", port: 80 }, DEFAULT_POLICY); // 0x02
  * ```
  */
@@ -289,7 +289,7 @@ export function evaluateDestination(
  *
  * @example
  * ```ts
- * import { type DestinationPolicy, parseRule } from "./mod.ts";
+ * import { type DestinationPolicy, parseRule } from "../mod.ts";
  * const policy: DestinationPolicy = {
  *   allowPrivate: false,
  *   allowConnectDir: false,
@@ -311,7 +311,7 @@ export interface DestinationPolicy {
  *
  * @example
  * ```ts
- * import { type ClientPolicy, parseCidr } from "./mod.ts";
+ * import { type ClientPolicy, parseCidr } from "../mod.ts";
  * const lanOnly: ClientPolicy = { rules: [{ action: "allow", cidr: parseCidr("192.168.0.0/16") }] };
  * ```
  */
@@ -325,7 +325,7 @@ export interface ClientPolicy {
  *
  * @example
  * ```ts
- * import { clientAllowed, parseCidr } from "./mod.ts";
+ * import { clientAllowed, parseCidr } from "../mod.ts";
  * clientAllowed("10.1.2.3", { rules: [{ action: "allow", cidr: parseCidr("10.0.0.0/8") }] }); // true
  * ```
  */
@@ -343,7 +343,7 @@ export function clientAllowed(ip: string | undefined, policy: ClientPolicy): boo
  *
  * @example
  * ```ts
- * import { DEFAULT_POLICY, type DestinationPolicy } from "./mod.ts";
+ * import { DEFAULT_POLICY, type DestinationPolicy } from "../mod.ts";
  * const lab: DestinationPolicy = { ...DEFAULT_POLICY, allowPrivate: true }; // may reach private networks
  * ```
  */
@@ -364,7 +364,7 @@ export function checkCommand(kind: RequestKind, policy: DestinationPolicy): Repl
  *
  * @example
  * ```ts
- * import { checkDestination, DEFAULT_POLICY } from "./mod.ts";
+ * import { checkDestination, DEFAULT_POLICY } from "../mod.ts";
  * checkDestination("::ffff:127.0.0.1", DEFAULT_POLICY); // ReplyCode.NotAllowed (0x02)
  * checkDestination("93.184.216.34", DEFAULT_POLICY); // null
  * ```

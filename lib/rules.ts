@@ -1,9 +1,14 @@
 /**
- * The rules a server applies, as plain data: timeouts today; the snapshot a
- * session takes at accept (destination and client policy, users) joins them.
+ * The rules a server applies, as one immutable snapshot: who may connect,
+ * with which credentials, where to, and the timeouts. A session takes the
+ * snapshot current at accept and keeps it to its end, so a reload
+ * (`SocksServer.update`) changes what new connections see and never a running
+ * tunnel.
  *
  * @module
  */
+import { createAuthenticator } from "./auth.ts";
+import { type ClientPolicy, DEFAULT_POLICY, type DestinationPolicy } from "./policy.ts";
 
 /**
  * Timeouts in milliseconds; 0 disables one.
@@ -33,3 +38,62 @@ export interface Timeouts {
  * ```
  */
 export const DEFAULT_TIMEOUTS: Timeouts = { handshake: 10_000, connect: 10_000, idle: 300_000 };
+
+/**
+ * The rules as given: every field optional, defaults filled in by {@linkcode makeRules}.
+ *
+ * @example
+ * ```ts
+ * import type { RulesOptions } from "../mod.ts";
+ * const lab: RulesOptions = { policy: { allowPrivate: true }, timeouts: { idle: 0 } };
+ * ```
+ */
+export interface RulesOptions {
+  /** RFC 1929 users (`user → password`); when non-empty, authentication is required and SOCKS4 is refused. */
+  users?: ReadonlyMap<string, string>;
+  /** Destination policy; default {@linkcode DEFAULT_POLICY}. */
+  policy?: Partial<DestinationPolicy>;
+  /** Which clients may connect; default everyone. */
+  clientPolicy?: ClientPolicy;
+  /** Timeouts; default {@linkcode DEFAULT_TIMEOUTS}. */
+  timeouts?: Partial<Timeouts>;
+}
+
+/**
+ * One snapshot of the rules, defaults filled in, the credential check built once.
+ *
+ * @example
+ * ```ts
+ * import { makeRules, type Rules } from "../mod.ts";
+ * const rules: Rules = makeRules({ users: new Map([["alice", "secret"]]) });
+ * rules.timeouts.handshake; // 10000
+ * ```
+ */
+export interface Rules {
+  readonly policy: DestinationPolicy;
+  readonly clientPolicy: ClientPolicy;
+  /** Checks RFC 1929 credentials; absent when no users are configured. */
+  readonly authenticate?: (user: Uint8Array, password: Uint8Array) => boolean;
+  readonly timeouts: Timeouts;
+}
+
+const NO_CLIENT_RULES: ClientPolicy = { rules: [] };
+
+/**
+ * Builds a {@linkcode Rules} snapshot from options.
+ *
+ * @example
+ * ```ts
+ * import { makeRules } from "../mod.ts";
+ * const rules = makeRules({ policy: { allowConnectDir: false } });
+ * rules.policy.allowPrivate; // false: the default
+ * ```
+ */
+export function makeRules(options: RulesOptions = {}): Rules {
+  return Object.freeze({
+    policy: { ...DEFAULT_POLICY, ...options.policy },
+    clientPolicy: options.clientPolicy ?? NO_CLIENT_RULES,
+    ...(options.users && options.users.size > 0 ? { authenticate: createAuthenticator(options.users) } : {}),
+    timeouts: { ...DEFAULT_TIMEOUTS, ...options.timeouts },
+  });
+}

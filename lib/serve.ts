@@ -5,8 +5,9 @@
  * @module
  */
 import type { ByteConnection, HostPort, Listener, RuntimeAdapter } from "./runtime.ts";
-import { formatHostPort, parseIPv4, parseIPv6 } from "./core/address.ts";
-import { createConnectionServer, type HandlerOptions } from "./session.ts";
+import { parseIPv4, parseIPv6 } from "./core/address.ts";
+import { makeRules, type Rules, type RulesOptions } from "./rules.ts";
+import { type HandlerOptions, refuseSession, serveSession, sessionContext } from "./session.ts";
 
 /**
  * Options for {@linkcode serve}.
@@ -69,6 +70,12 @@ export interface SocksServer {
   readonly addresses: HostPort[];
   /** Connections being served now. */
   readonly activeConnections: number;
+  /**
+   * Replaces the rules (users, destination and client policy, timeouts) at
+   * once: connections accepted from now on see the new ones, open ones keep
+   * those they started with. A field left out gets its default.
+   */
+  update(rules: RulesOptions): void;
   /** Stops listening, closes open connections, and resolves when all have ended. */
   close(): Promise<void>;
 }
@@ -107,16 +114,18 @@ export function isLoopbackHost(host: string): boolean {
  * ```
  */
 export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {}): Promise<SocksServer> {
-  const serveConnection = createConnectionServer({
+  const context = sessionContext({
     ...options,
     dial: adapter.dial,
     resolver: adapter.resolver(options.dns),
     relay: adapter.relay,
-  }, {
-    // The client's address is a system call, and kept with the socket: only looked up when a log or a
-    // client rule will read it.
-    clientAddress: options.onLog !== undefined || (options.clientPolicy?.rules.length ?? 0) > 0,
   });
+  // Each session takes the snapshot current at its accept.
+  let rules: Rules = makeRules(options);
+  // The client's address is a system call, and kept with the socket: only looked up when a record,
+  // a client rule or a per-client cap will read it, and then once, here (admission decides it).
+  const clientAddress = options.onLog !== undefined || (options.clientPolicy?.rules.length ?? 0) > 0 ||
+    (options.maxConnectionsPerClient ?? 0) > 0;
   const shutdown = new AbortController();
   // A count, not a set of promises: per connection only the one callback that releases it stays.
   let running = 0;
@@ -125,41 +134,28 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   const maxTotal = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
   const maxPerClient = options.maxConnectionsPerClient ?? 0;
   const perClient = new Map<string, number>();
-  const refuse = (conn: ByteConnection, reason: string) => {
-    // Refused at once, never queued: the client sees the connection close.
-    conn.close();
-    const remote = conn.remoteAddress;
-    const client = remote ? formatHostPort(remote) : undefined;
-    try {
-      options.onLog?.({
-        ...(client ? { client } : {}),
-        reply: "none",
-        up: 0,
-        down: 0,
-        durationMs: 0,
-        reason,
-      });
-    } catch {
-      // A faulty log hook must not break accepting.
-    }
-  };
   // One function for every connection when there is no per-client cap: nothing is made per connection.
   const released = () => {
     running--;
     if (running === 0) drained?.();
   };
   const onConnection = (conn: ByteConnection) => {
-    if (maxTotal > 0 && running >= maxTotal) return refuse(conn, "connection limit reached");
-    running++;
-    if (maxPerClient === 0) return serveConnection(conn, shutdown.signal, released);
-    const key = conn.remoteAddress?.host ?? "";
+    const client = clientAddress ? conn.remoteAddress : undefined;
+    if (maxTotal > 0 && running >= maxTotal) {
+      return refuseSession(context, conn, client, "refused_limit", "connection limit reached");
+    }
+    if (maxPerClient === 0) {
+      running++;
+      return serveSession(context, rules, conn, client, shutdown.signal, released);
+    }
+    const key = client?.host ?? "";
     const count = perClient.get(key) ?? 0;
     if (count >= maxPerClient) {
-      running--;
-      return refuse(conn, "per-client connection limit reached");
+      return refuseSession(context, conn, client, "refused_limit", "per-client connection limit reached");
     }
+    running++;
     perClient.set(key, count + 1);
-    serveConnection(conn, shutdown.signal, () => {
+    serveSession(context, rules, conn, client, shutdown.signal, () => {
       const left = (perClient.get(key) ?? 1) - 1;
       if (left > 0) perClient.set(key, left);
       else perClient.delete(key);
@@ -194,6 +190,9 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     addresses: listeners.map((l) => l.address),
     get activeConnections() {
       return running;
+    },
+    update(next) {
+      rules = makeRules(next);
     },
     async close() {
       await Promise.all(listeners.map((l) => l.close()));

@@ -1,72 +1,34 @@
 /**
- * The per-connection driver: feeds client bytes to the state machine, does
- * what it asks (policy, DNS, dialing), then relays. Runtime-neutral: the
- * runtime comes in as `dial` and `resolver`.
+ * One client connection, step by step: the machine's handshake, the
+ * request's command (policy, DNS, dialing through an upstream), the relay,
+ * and the one record of it all. Runtime-neutral: the runtime comes in as the
+ * upstream's `dial` and `resolver` and as an optional native relay.
  *
  * @module
  */
-import { createAuthenticator } from "./auth.ts";
-import type { ByteConnection, DialOptions, NativeRelay, Resolver } from "./runtime.ts";
-import { canonicalIP, formatHostPort } from "./core/address.ts";
+import { formatHostPort, type HostPort } from "./core/address.ts";
 import { replyCodeOf, SocksError } from "./core/errors.ts";
-import { type RequestKind, type SocksRequest, SocksServerMachine, type Step } from "./core/socks_server.ts";
+import type { Answer, CloseCode } from "./core/request.ts";
+import { SocksServerMachine, type Step } from "./core/socks_server.ts";
 import { ReplyCode } from "./core/wire.ts";
-import {
-  checkCommand,
-  clientAllowed,
-  type ClientPolicy,
-  DEFAULT_POLICY,
-  type DestinationPolicy,
-  evaluateDestination,
-  ruleCommand,
-} from "./policy.ts";
+import { runCommand } from "./commands.ts";
+import { clientAllowed } from "./policy.ts";
+import { type ConnectionLog, newRecord, type Outcome, replyText } from "./record.ts";
 import { relay, type RelayResult } from "./relay.ts";
-import { DEFAULT_TIMEOUTS, type Timeouts } from "./rules.ts";
+import { DEFAULT_TIMEOUTS, makeRules, type Rules, type RulesOptions, type Timeouts } from "./rules.ts";
+import type { ByteConnection, DialOptions, NativeRelay, Resolver } from "./runtime.ts";
 import { unwatch, watch } from "./tunnels.ts";
+import { directUpstream } from "./upstream/direct.ts";
+import type { Upstream } from "./upstream/upstream.ts";
 
-export { DEFAULT_TIMEOUTS, type Timeouts };
-
-/**
- * One line per connection outcome. Never holds a password.
- *
- * @example
- * ```ts
- * import type { ConnectionLog } from "./mod.ts";
- * const onLog = (e: ConnectionLog) =>
- *   console.log(`${e.client} ${e.command} ${e.target} ${e.reply} up=${e.up} down=${e.down} ${e.durationMs}ms`);
- * ```
- */
-export interface ConnectionLog {
-  /** The client's address, when known. */
-  client?: string;
-  /** 4 or 5, once the request was parsed. */
-  version?: 4 | 5;
-  /** The command asked for. */
-  command?: RequestKind;
-  /** The destination or name asked for, `host:port`. */
-  target?: string;
-  /** The IP address actually dialled. */
-  dialed?: string;
-  /** The authenticated user (or SOCKS4 user id). */
-  user?: string;
-  /** Reply sent: `"granted"` for a tunnel, else the reply byte (SOCKS5 REP or SOCKS4 CD) as `"0x05"`, or `"none"`. */
-  reply: string;
-  /** Bytes client → destination (early data included). */
-  up: number;
-  /** Bytes destination → client. */
-  down: number;
-  /** Milliseconds from accept to close. */
-  durationMs: number;
-  /** Why it ended, in words. */
-  reason: string;
-}
+export { type ConnectionLog, DEFAULT_TIMEOUTS, type Timeouts };
 
 /**
  * What the connection handler needs.
  *
  * @example
  * ```ts
- * import type { HandlerOptions, RuntimeAdapter } from "./mod.ts";
+ * import type { HandlerOptions, RuntimeAdapter } from "../mod.ts";
  * declare const adapter: RuntimeAdapter;
  * const options: HandlerOptions = {
  *   dial: adapter.dial,
@@ -75,21 +37,13 @@ export interface ConnectionLog {
  * };
  * ```
  */
-export interface HandlerOptions {
+export interface HandlerOptions extends RulesOptions {
   /** Opens outbound TCP connections to an IP literal (a runtime adapter's `dial`). */
   dial: (options: DialOptions) => Promise<ByteConnection>;
   /** DNS for CONNECT by name, RESOLVE and RESOLVE_PTR. */
   resolver: Resolver;
   /** A runtime's faster relay (a runtime adapter's `relay`), tried before the runtime-neutral one. */
   relay?: NativeRelay;
-  /** RFC 1929 users (`user → password`); when non-empty, authentication is required and SOCKS4 is refused. */
-  users?: ReadonlyMap<string, string>;
-  /** Destination policy; default {@linkcode DEFAULT_POLICY}. */
-  policy?: Partial<DestinationPolicy>;
-  /** Which clients may connect; default everyone. */
-  clientPolicy?: ClientPolicy;
-  /** Timeouts; default {@linkcode DEFAULT_TIMEOUTS}. */
-  timeouts?: Partial<Timeouts>;
   /** Called once per connection when it ends. */
   onLog?: (entry: ConnectionLog) => void;
 }
@@ -99,13 +53,29 @@ export interface HandlerOptions {
  *
  * @example
  * ```ts
- * import { type ByteConnection, type ConnectionHandler, createHandler, type HandlerOptions } from "./mod.ts";
+ * import { type ByteConnection, type ConnectionHandler, createHandler, type HandlerOptions } from "../mod.ts";
  * declare const options: HandlerOptions, client: ByteConnection;
  * const handle: ConnectionHandler = createHandler(options);
  * const log = await handle(client, AbortSignal.timeout(3_600_000)); // closed after an hour at most
  * ```
  */
 export type ConnectionHandler = (client: ByteConnection, signal?: AbortSignal) => Promise<ConnectionLog>;
+
+/**
+ * What every session of a server shares, for the server's whole life (the
+ * rules are not here: each session is handed the snapshot current at accept).
+ */
+export interface SessionContext {
+  /** The way out. */
+  readonly upstream: Upstream;
+  /** A runtime's faster relay, tried before the runtime-neutral one. */
+  readonly relay?: NativeRelay;
+  /** Reads each record when its connection ends. */
+  readonly onLog?: (entry: ConnectionLog) => void;
+}
+
+/** Called once with the record when the connection has ended. */
+export type Done = (record: ConnectionLog) => void;
 
 const LINGER_MS = 1_000;
 const LINGER_BYTES = 64 * 1024;
@@ -128,8 +98,14 @@ function bounded(
       abort.abort(error);
       reject(error);
     };
-    if (ms > 0) timer = setTimeout(() => stop(new SocksError(ReplyCode.TtlExpired, "connect timed out")), ms);
-    onShutdown = () => stop(new SocksError(ReplyCode.GeneralFailure, "server shutting down"));
+    if (ms > 0) {
+      timer = setTimeout(
+        () => stop(new SocksError(ReplyCode.TtlExpired, "connect timed out", { code: "connect_timeout" })),
+        ms,
+      );
+    }
+    onShutdown = () =>
+      stop(new SocksError(ReplyCode.GeneralFailure, "server shutting down", { code: "shutdown" }));
     if (signal?.aborted) onShutdown();
     else if (signal) watch(signal, onShutdown);
   });
@@ -164,6 +140,322 @@ async function lingeringClose(client: ByteConnection): Promise<void> {
   }
 }
 
+/** Nearly every step writes one buffer: that write's own promise, no async wrapper around it. */
+function send(client: ByteConnection, step: Step): Promise<void> | undefined {
+  if (step.write.length === 0) return undefined;
+  if (step.write.length === 1) return client.write(step.write[0]);
+  return step.write.reduce((p: Promise<void>, w) => p.then(() => client.write(w)), Promise.resolve());
+}
+
+/** The record's outcome for a machine's close. */
+const CLOSE_OUTCOMES: Readonly<Record<CloseCode, Outcome>> = {
+  answered: "resolved",
+  protocol_error: "protocol_error",
+  http_request: "http_request",
+  auth_failed: "auth_failed",
+  auth_unavailable: "auth_unavailable",
+  unsupported: "unsupported",
+};
+
+const FAILURE_OUTCOMES = new Set<string>([
+  "refused_policy",
+  "dns_failed",
+  "upstream_failed",
+  "connect_timeout",
+  "shutdown",
+  "unsupported",
+]);
+
+/** The outcome a failed command stands for: the error's own code, else what its reply says. */
+function failureOutcome(error: unknown): Outcome {
+  const code = error instanceof SocksError ? error.code : undefined;
+  if (code !== undefined && FAILURE_OUTCOMES.has(code)) return code as Outcome;
+  const reply = replyCodeOf(error);
+  if (reply === ReplyCode.NotAllowed) return "refused_policy";
+  if (reply === ReplyCode.TtlExpired) return "connect_timeout";
+  return error instanceof SocksError ? "upstream_failed" : "error";
+}
+
+/** The machine's answer methods, until every machine has `answer()`. */
+function answerWith(machine: SocksServerMachine, answer: Answer): Step {
+  switch (answer.type) {
+    case "connected":
+      return machine.connected(answer.bound);
+    case "resolved":
+      return machine.resolved(answer.address);
+    case "resolved_name":
+      return machine.resolvedName(answer.name);
+    case "rejected":
+      return machine.rejected(answer.reply);
+    default:
+      return machine.rejected(ReplyCode.CommandNotSupported);
+  }
+}
+
+/** What the handshake leaves for the relay: the open upstream and the bytes the client sent early. */
+interface Granted {
+  upstream: ByteConnection;
+  early: Uint8Array;
+}
+
+/**
+ * One connection. It holds its record and how to end it; everything of the
+ * handshake (the machine, the rules, timers, the dial's abort) lives in
+ * `#negotiate`'s frame, gone before the relay starts, so an idle tunnel
+ * costs only what the relay holds plus this small object.
+ */
+class Session {
+  readonly record: ConnectionLog;
+  readonly #started = Date.now();
+  readonly #context: SessionContext;
+  readonly #done: Done;
+
+  constructor(context: SessionContext, client: HostPort | undefined, done: Done) {
+    this.#context = context;
+    this.#done = done;
+    this.record = newRecord(client ? formatHostPort(client) : undefined);
+  }
+
+  /** The one place a record is completed and handed to its readers. */
+  end(outcome: Outcome, reason: string): void {
+    const record = this.record;
+    record.outcome = outcome;
+    record.reason = reason;
+    record.durationMs = Date.now() - this.#started;
+    try {
+      this.#context.onLog?.(record);
+    } catch {
+      // A faulty log hook must not break serving.
+    }
+    this.#done(record);
+  }
+
+  // Made once per session, outside any frame that holds the client: a closure keeps its whole scope
+  // alive, and the relay's end is all these wait for.
+  readonly #settled = (result: RelayResult): void => {
+    this.record.up += result.up;
+    this.record.down += result.down;
+    if (result.end === "error") this.end("tunnel_error", `relay error: ${String(result.error)}`);
+    else if (result.end === "idle") this.end("tunnel_idle", "idle timeout");
+    else if (result.end === "aborted") this.end("shutdown", "server shutting down");
+    else this.end("tunnel_done", "done");
+  };
+  readonly #failed = (error: unknown): void => this.end("error", `error: ${String(error)}`);
+
+  /**
+   * Serves `client` under `rules`. Plain promise chains rather than one async
+   * function: a suspended async function keeps every local of its frame
+   * alive, for as long as the tunnel.
+   */
+  start(
+    client: ByteConnection,
+    rules: Rules,
+    signal: AbortSignal | undefined,
+    host: string | undefined,
+  ): void {
+    if (!clientAllowed(host, rules.clientPolicy)) {
+      client.close();
+      return this.end("refused_client", "client not allowed by policy");
+    }
+    this.#negotiate(client, rules, signal).then((granted) => {
+      if (!granted) return;
+      // Not returned: the promise of this callback settles now instead of following the tunnel.
+      this.#tunnel(client, granted, rules.timeouts.idle, signal).then(this.#settled, this.#failed);
+    }).catch((error) => {
+      client.close();
+      this.#failed(error);
+    });
+  }
+
+  /**
+   * The handshake and the request's work. Resolves with what the relay needs
+   * when a tunnel was granted, or undefined once the connection is done (it
+   * is then closed and its record ended).
+   */
+  async #negotiate(
+    client: ByteConnection,
+    rules: Rules,
+    signal: AbortSignal | undefined,
+  ): Promise<Granted | undefined> {
+    const record = this.record;
+    const machine = new SocksServerMachine({ authenticate: rules.authenticate });
+    // 1. Handshake, bounded by the handshake timeout.
+    let handshakeTimedOut = false;
+    const timer = rules.timeouts.handshake > 0
+      ? setTimeout(() => {
+        handshakeTimedOut = true;
+        client.close();
+      }, rules.timeouts.handshake)
+      : undefined;
+    let step: Step;
+    const stopHandshake = () => client.close();
+    if (signal) watch(signal, stopHandshake);
+    try {
+      do {
+        const chunk = await client.read();
+        if (chunk === null) {
+          client.close();
+          if (handshakeTimedOut) this.end("handshake_timeout", "handshake timeout");
+          else if (signal?.aborted) this.end("shutdown", "client closed during handshake");
+          else this.end("client_closed", "client closed during handshake");
+          return undefined;
+        }
+        step = machine.receive(chunk);
+        await send(client, step);
+      } while (step.action.type === "need_more");
+    } catch (error) {
+      client.close();
+      if (handshakeTimedOut) this.end("handshake_timeout", "handshake timeout");
+      else this.end("client_error", `client error: ${String(error)}`);
+      return undefined;
+    } finally {
+      clearTimeout(timer);
+      if (signal) unwatch(signal, stopHandshake);
+    }
+    const action = step.action;
+    if (action.type !== "request") {
+      const code = action.type === "close" ? (action as { code?: CloseCode }).code : undefined;
+      await lingeringClose(client);
+      this.end(
+        code ? CLOSE_OUTCOMES[code] : closeOutcome(action),
+        action.type === "close" ? action.reason : "protocol error",
+      );
+      return undefined;
+    }
+    const { request, early } = action;
+    record.version = request.version;
+    record.command = request.kind;
+    record.target = formatHostPort(request.target);
+    if (request.user !== undefined) record.user = request.user;
+
+    // 2. The command's work, bounded by the connect timeout and the server's shutdown.
+    const { abort, stopped, clear } = bounded(rules.timeouts.connect, signal);
+    let answer: Step;
+    let upstream: ByteConnection | undefined;
+    let failure: { outcome: Outcome; reason: string } | undefined;
+    try {
+      const result = await Promise.race([
+        runCommand({ request, rules, upstream: this.#context.upstream, signal: abort.signal }),
+        stopped,
+      ]);
+      if (result.tunnel) {
+        upstream = result.tunnel.conn;
+        record.dialed = result.tunnel.dialed;
+      }
+      answer = answerWith(machine, result.answer);
+    } catch (error) {
+      const dialed = (error as { dialed?: unknown } | null)?.dialed;
+      if (typeof dialed === "string") record.dialed = dialed;
+      answer = answerWith(machine, { type: "rejected", reply: replyCodeOf(error) });
+      failure = {
+        outcome: failureOutcome(error),
+        reason: error instanceof Error ? error.message : String(error),
+      };
+    } finally {
+      clear();
+    }
+    record.reply = answer.action.type === "relay"
+      ? "granted"
+      : replyText((answer as { reply?: number }).reply ?? answer.write[0]?.[1] ?? 0);
+    try {
+      await send(client, answer);
+    } catch (error) {
+      upstream?.close();
+      throw error;
+    }
+    if (answer.action.type !== "relay" || !upstream) {
+      await lingeringClose(client);
+      if (failure) this.end(failure.outcome, failure.reason);
+      else if (answer.action.type === "close") {
+        const code = (answer.action as { code?: CloseCode }).code;
+        this.end(code ? CLOSE_OUTCOMES[code] : "resolved", answer.action.reason);
+      } else this.end("error", "closed");
+      return undefined;
+    }
+    return { upstream, early };
+  }
+
+  /** 3. The tunnel: forward what the client sent before our reply, then relay. */
+  #tunnel(
+    client: ByteConnection,
+    granted: Granted,
+    idle: number,
+    signal?: AbortSignal,
+  ): Promise<RelayResult> {
+    const { upstream, early } = granted;
+    const native = this.#context.relay;
+    const relayOptions = { idleTimeout: idle, signal };
+    if (early.length === 0) {
+      return native?.(client, upstream, relayOptions) ?? relay(client, upstream, relayOptions);
+    }
+    return upstream.write(early).then(() => {
+      this.record.up += early.length;
+      return native?.(client, upstream, relayOptions) ?? relay(client, upstream, relayOptions);
+    }, (error) => {
+      client.close();
+      upstream.close();
+      throw error;
+    });
+  }
+}
+
+/** The outcome of a machine's close that carries no code (machines before CloseCode). */
+function closeOutcome(action: Step["action"]): Outcome {
+  if (action.type !== "close") return "protocol_error";
+  if (/authentication failed/.test(action.reason)) return "auth_failed";
+  if (/did not offer|authentication is required/.test(action.reason)) return "auth_unavailable";
+  if (/HTTP request/.test(action.reason)) return "http_request";
+  if (/unsupported/.test(action.reason)) return "unsupported";
+  return "protocol_error";
+}
+
+/**
+ * Serves one connection under `rules` and calls `done` with its record at its
+ * end, without a promise per connection for the caller to hold. `client` is
+ * the peer's address as decided by whoever accepted the connection (the one
+ * place it is decided). Never throws.
+ */
+export function serveSession(
+  context: SessionContext,
+  rules: Rules,
+  conn: ByteConnection,
+  client: HostPort | undefined,
+  signal: AbortSignal | undefined,
+  done: Done,
+): void {
+  const session = new Session(context, client, done);
+  if (signal?.aborted) {
+    conn.close();
+    return session.end("shutdown", "server shutting down");
+  }
+  session.start(conn, rules, signal, client?.host);
+}
+
+/**
+ * Records a connection refused before any byte was read (a cap was reached),
+ * through the same record and readers as a served one. Closes `conn`.
+ */
+export function refuseSession(
+  context: SessionContext,
+  conn: ByteConnection,
+  client: HostPort | undefined,
+  outcome: Outcome,
+  reason: string,
+): void {
+  // Refused at once, never queued: the client sees the connection close.
+  conn.close();
+  new Session(context, client, () => {}).end(outcome, reason);
+}
+
+/** The context of sessions built from handler options: a direct upstream over the runtime's dial. */
+export function sessionContext(options: HandlerOptions): SessionContext {
+  return {
+    upstream: directUpstream(options.dial, options.resolver),
+    ...(options.relay ? { relay: options.relay } : {}),
+    ...(options.onLog ? { onLog: options.onLog } : {}),
+  };
+}
+
 /**
  * Builds the handler that serves one client connection: SOCKS handshake,
  * policy, DNS, dialing, then the relay. Use it with any
@@ -171,7 +463,7 @@ async function lingeringClose(client: ByteConnection): Promise<void> {
  *
  * @example
  * ```ts
- * import { createHandler, fromWebStreams, type HandlerOptions } from "./mod.ts";
+ * import { createHandler, fromWebStreams, type HandlerOptions } from "../mod.ts";
  * declare const options: HandlerOptions;
  * declare const stream: { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> };
  * const handle = createHandler(options);
@@ -185,271 +477,15 @@ export function createHandler(options: HandlerOptions): ConnectionHandler {
 
 /**
  * What {@linkcode createHandler} wraps: serves one connection and calls
- * `done` with its log at its end, without a promise per connection for the
- * caller to hold (`serve()` uses it). Never throws.
+ * `done` with its record at its end. The client's address is looked up once
+ * here, when `clientAddress` (default true); the rules are fixed.
  */
 export function createConnectionServer(
   options: HandlerOptions,
   { clientAddress = true }: { clientAddress?: boolean } = {},
-): (client: ByteConnection, signal: AbortSignal | undefined, done: (log: ConnectionLog) => void) => void {
-  const policy: DestinationPolicy = { ...DEFAULT_POLICY, ...options.policy };
-  const timeouts: Timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
-  const authenticate = options.users && options.users.size > 0
-    ? createAuthenticator(options.users)
-    : undefined;
-  const { dial, resolver } = options;
-  const clientPolicy: ClientPolicy = options.clientPolicy ?? { rules: [] };
-
-  /**
-   * The addresses a request may use, in preference order: a literal as it is,
-   * a name resolved, each checked by the destination policy (a name rule may
-   * refuse before any DNS query is sent). Refuses with NotAllowed when the
-   * policy leaves nothing.
-   */
-  function allowedAddresses(req: SocksRequest, log: ConnectionLog): string[] | Promise<string[]> {
-    const command = ruleCommand(req.kind);
-    const literal = canonicalIP(req.target.host);
-    const name = literal ? undefined : req.target.host;
-    const port = req.kind === "resolve" ? 0 : req.target.port;
-    const verdict = name === undefined ? "undecided" : evaluateDestination({ command, name, port }, policy);
-    if (verdict !== "undecided" && verdict !== null) {
-      throw new SocksError(ReplyCode.NotAllowed, `${name} not allowed by policy`);
-    }
-    const check = (candidates: string[]) => {
-      const allowed = candidates.filter((ip) =>
-        evaluateDestination({ command, name, ip, port }, policy) === null
-      );
-      if (allowed.length === 0) {
-        log.dialed = candidates[0];
-        throw new SocksError(
-          ReplyCode.NotAllowed,
-          `destination ${candidates.join(", ")} not allowed by policy`,
-        );
-      }
-      return allowed;
-    };
-    // An address literal is checked at once: no promise for the common case of a client that resolved.
-    return literal ? check([literal]) : resolver.lookup(req.target.host).then(check);
-  }
-
-  /** Dials the allowed addresses in turn; the first that answers is the tunnel. Throws (or rejects) as `allowedAddresses`. */
-  function openTunnel(req: SocksRequest, log: ConnectionLog, signal: AbortSignal): Promise<ByteConnection> {
-    const port = req.target.port;
-    const attempt = (ips: string[], i: number): Promise<ByteConnection> => {
-      log.dialed = ips[i];
-      const opening = dial({ host: ips[i], port, signal });
-      if (i + 1 >= ips.length) return opening;
-      return opening.catch((error) => {
-        if (signal.aborted) throw error;
-        return attempt(ips, i + 1);
-      });
-    };
-    const ips = allowedAddresses(req, log);
-    return Array.isArray(ips) ? attempt(ips, 0) : ips.then((list) => attempt(list, 0));
-  }
-
-  async function resolveOne(req: SocksRequest, log: ConnectionLog): Promise<string> {
-    // An IP literal resolves to itself: no DNS, nothing revealed, so no policy check.
-    const literal = canonicalIP(req.target.host);
-    const addresses = literal ? [literal] : await allowedAddresses(req, log);
-    // SOCKS4 replies carry only IPv4; SOCKS5 prefers IPv4 as Tor does (lookup lists IPv4 first).
-    const pick = req.version === 4 ? addresses.find((a) => !a.includes(":")) : addresses[0];
-    if (!pick) throw new SocksError(ReplyCode.HostUnreachable, `${req.target.host} has no usable address`);
-    return pick;
-  }
-
-  async function reverseOne(req: SocksRequest): Promise<string> {
-    const denied = evaluateDestination({ command: "resolve", ip: req.target.host, port: 0 }, policy);
-    if (denied !== null) {
-      throw new SocksError(ReplyCode.NotAllowed, `${req.target.host} not allowed by policy`);
-    }
-    const names = await resolver.reverse(req.target.host);
-    return names[0] ?? "";
-  }
-
-  /**
-   * The handshake and the request's work. Resolves with the open upstream and
-   * the bytes the client sent early when a tunnel was granted, or undefined
-   * once the connection is done (it is then closed). Kept apart from the relay
-   * so that nothing it allocated (the machine, timers, the dial's abort)
-   * outlives the handshake: an idle tunnel costs only what the relay holds.
-   */
-  async function negotiate(
-    client: ByteConnection,
-    log: ConnectionLog,
-    signal: AbortSignal | undefined,
-  ): Promise<{ upstream: ByteConnection; early: Uint8Array } | undefined> {
-    const machine = new SocksServerMachine({ authenticate });
-    // Nearly every step writes one buffer: that write's own promise, no async wrapper around it.
-    const send = (step: Step): Promise<void> | undefined => {
-      if (step.write.length === 0) return undefined;
-      if (step.write.length === 1) return client.write(step.write[0]);
-      return step.write.reduce((p: Promise<void>, w) => p.then(() => client.write(w)), Promise.resolve());
-    };
-    // 1. Handshake, bounded by the handshake timeout.
-    let handshakeTimedOut = false;
-    const timer = timeouts.handshake > 0
-      ? setTimeout(() => {
-        handshakeTimedOut = true;
-        client.close();
-      }, timeouts.handshake)
-      : undefined;
-    let step: Step;
-    const stopHandshake = () => client.close();
-    if (signal) watch(signal, stopHandshake);
-    try {
-      do {
-        const chunk = await client.read();
-        if (chunk === null) {
-          log.reason = handshakeTimedOut ? "handshake timeout" : "client closed during handshake";
-          client.close();
-          return undefined;
-        }
-        step = machine.receive(chunk);
-        await send(step);
-      } while (step.action.type === "need_more");
-    } catch (error) {
-      log.reason = handshakeTimedOut ? "handshake timeout" : `client error: ${String(error)}`;
-      client.close();
-      return undefined;
-    } finally {
-      clearTimeout(timer);
-      if (signal) unwatch(signal, stopHandshake);
-    }
-    if (step.action.type !== "request") {
-      log.reason = step.action.type === "close" ? step.action.reason : "protocol error";
-      await lingeringClose(client);
-      return undefined;
-    }
-    const { request: req, early } = step.action;
-    log.version = req.version;
-    log.command = req.kind;
-    log.target = formatHostPort(req.target);
-    if (req.user !== undefined) log.user = req.user;
-
-    // 2. The work the request asks for, bounded by the connect timeout and the server's shutdown.
-    const { abort, stopped, clear } = bounded(timeouts.connect, signal);
-    let upstream: ByteConnection | undefined;
-    let answer: Step;
-    try {
-      const denied = checkCommand(req.kind, policy);
-      if (denied !== null) throw new SocksError(denied, `${req.kind} not allowed by policy`);
-      if (req.kind === "connect" || req.kind === "connect_dir") {
-        const opening = openTunnel(req, log, abort.signal);
-        // A connection that completes after the deadline is closed, not leaked.
-        opening.then((c) => abort.signal.aborted && c.close(), () => {});
-        upstream = await Promise.race([opening, stopped]);
-        answer = machine.connected(upstream.localAddress ?? { host: "0.0.0.0", port: 0 });
-      } else if (req.kind === "resolve") {
-        answer = machine.resolved(await Promise.race([resolveOne(req, log), stopped]));
-      } else {
-        answer = machine.resolvedName(await Promise.race([reverseOne(req), stopped]));
-      }
-    } catch (error) {
-      const code = replyCodeOf(error);
-      answer = machine.rejected(code);
-      log.reason = error instanceof Error ? error.message : String(error);
-    } finally {
-      clear();
-    }
-    log.reply = answer.action.type === "relay"
-      ? "granted"
-      : `0x${(answer.write[0]?.[1] ?? 0).toString(16).padStart(2, "0")}`;
-    try {
-      await send(answer);
-    } catch (error) {
-      upstream?.close();
-      throw error;
-    }
-    if (answer.action.type !== "relay" || !upstream) {
-      if (!log.reason) log.reason = answer.action.type === "close" ? answer.action.reason : "closed";
-      await lingeringClose(client);
-      return undefined;
-    }
-    return { upstream, early };
-  }
-
-  /** 3. The tunnel: forward what the client sent before our reply, then relay. */
-  function tunnel(
-    client: ByteConnection,
-    upstream: ByteConnection,
-    early: Uint8Array,
-    log: ConnectionLog,
-    signal: AbortSignal | undefined,
-  ): Promise<RelayResult> {
-    const relayOptions = { idleTimeout: timeouts.idle, signal };
-    if (early.length === 0) {
-      return options.relay?.(client, upstream, relayOptions) ?? relay(client, upstream, relayOptions);
-    }
-    return upstream.write(early).then(() => {
-      log.up += early.length;
-      return options.relay?.(client, upstream, relayOptions) ?? relay(client, upstream, relayOptions);
-    }, (error) => {
-      client.close();
-      upstream.close();
-      throw error;
-    });
-  }
-
-  const finish = (log: ConnectionLog, started: number, done: (log: ConnectionLog) => void): void => {
-    log.durationMs = Date.now() - started;
-    try {
-      options.onLog?.(log);
-    } catch {
-      // A faulty log hook must not break serving.
-    }
-    done(log);
-  };
-
-  // The two callbacks that wait for a tunnel's end are made here, not inside
-  // `handle`: a closure keeps its whole scope alive, and the client
-  // connection must not outlive the relay's hold on it.
-  type Done = (log: ConnectionLog) => void;
-  const settled = (log: ConnectionLog, started: number, done: Done) => (result: RelayResult): void => {
-    log.up += result.up;
-    log.down += result.down;
-    log.reason = result.end === "error"
-      ? `relay error: ${String(result.error)}`
-      : result.end === "idle"
-      ? "idle timeout"
-      : result.end === "aborted"
-      ? "server shutting down"
-      : "done";
-    finish(log, started, done);
-  };
-  const failed = (log: ConnectionLog, started: number, done: Done) => (error: unknown): void => {
-    log.reason = `error: ${String(error)}`;
-    finish(log, started, done);
-  };
-
-  // Plain promise chains rather than one async function: a suspended async
-  // function keeps every local of its frame alive, for as long as the tunnel.
-  // While a tunnel is open, all that waits for its end is the relay's promise
-  // and one reaction on it.
-  return function serveConnection(client: ByteConnection, signal: AbortSignal | undefined, done: Done): void {
-    const started = Date.now();
-    if (signal?.aborted) {
-      client.close();
-      return done({ reply: "none", up: 0, down: 0, durationMs: 0, reason: "server shutting down" });
-    }
-    const log: ConnectionLog = { reply: "none", up: 0, down: 0, durationMs: 0, reason: "" };
-    const remote = clientAddress ? client.remoteAddress : undefined;
-    if (remote) log.client = formatHostPort(remote);
-    if (!clientAllowed(remote?.host, clientPolicy)) {
-      client.close();
-      log.reason = "client not allowed by policy";
-      return finish(log, started, done);
-    }
-    negotiate(client, log, signal).then((granted) => {
-      if (!granted) return finish(log, started, done);
-      // Not returned: the promise of this callback settles now instead of following the tunnel.
-      tunnel(client, granted.upstream, granted.early, log, signal).then(
-        settled(log, started, done),
-        failed(log, started, done),
-      );
-    }).catch((error) => {
-      client.close();
-      failed(log, started, done)(error);
-    });
-  };
+): (client: ByteConnection, signal: AbortSignal | undefined, done: Done) => void {
+  const context = sessionContext(options);
+  const rules = makeRules(options);
+  return (conn, signal, done) =>
+    serveSession(context, rules, conn, clientAddress ? conn.remoteAddress : undefined, signal, done);
 }

@@ -14,11 +14,12 @@ import {
   type HandlerOptions,
 } from "../lib/session.ts";
 import { fromWebStreams } from "../lib/streams.ts";
-import type { ByteConnection, DialOptions, Resolver } from "../lib/runtime.ts";
+import type { ByteConnection, DialOptions, Resolver, RuntimeAdapter } from "../lib/runtime.ts";
+import { serve, type ServeOptions } from "../lib/serve.ts";
 import { SocksError } from "../lib/core/errors.ts";
 import { ReplyCode } from "../lib/core/wire.ts";
 import { parseCidr, parseRule } from "../lib/policy.ts";
-import { hex, toHex, within } from "./_fixtures.ts";
+import { hex, sleep, toHex, within } from "./_fixtures.ts";
 import { concat } from "./_hex.ts";
 
 /** One end of an in-memory duplex: write to the peer, read from the peer. */
@@ -664,5 +665,209 @@ describe("driver: destination rules and client policy", () => {
     assert.equal((await h.client.readToEnd()).bytes.length, 0);
     assert.equal((await h.done).reason, "client not allowed by policy");
     assert.equal(h.dials.length, 0);
+  });
+});
+
+describe("driver: one record per connection, with a stable outcome", () => {
+  const connect = hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`);
+  const users = new Map([["alice", "pw"]]);
+  const cases: {
+    outcome: string;
+    reply: string;
+    options?: Partial<HandlerOptions>;
+    signal?: AbortSignal;
+    play: (h: Harness) => Promise<unknown>;
+  }[] = [
+    {
+      outcome: "tunnel_done",
+      reply: "granted",
+      play: async (h) => {
+        h.client.send(connect);
+        await h.client.read(12);
+        h.client.end();
+        h.upstreams[0].end();
+      },
+    },
+    {
+      outcome: "tunnel_idle",
+      reply: "granted",
+      options: { timeouts: { idle: 100 } },
+      play: async (h) => (h.client.send(connect), await h.client.read(12)),
+    },
+    {
+      outcome: "tunnel_error",
+      reply: "granted",
+      play: async (h) => {
+        h.client.send(connect);
+        await h.client.read(12);
+        await h.upstreams[0].writer.abort(new Error("reset by peer"));
+      },
+    },
+    {
+      outcome: "refused_policy",
+      reply: "0x02",
+      play: (h) => (h.client.send(hex("05 01 00 05 01 00 01 7f 00 00 01 00 50")), h.client.readToEnd()),
+    },
+    {
+      outcome: "refused_policy",
+      reply: "0x02",
+      options: { policy: { allowConnectDir: false } },
+      play: (h) => (h.client.send(hex(`05 01 00 05 f2 00 01 ${PUBLIC_HEX} 00 50`)), h.client.readToEnd()),
+    },
+    {
+      outcome: "dns_failed",
+      reply: "0x04",
+      play: (
+        h,
+      ) => (h.client.send(hex("05 01 00 05 01 00 03 07 6e 6f 2e 74 65 73 74 00 50")), h.client.readToEnd()),
+    },
+    {
+      outcome: "upstream_failed",
+      reply: "0x05",
+      options: { dial: () => Promise.reject(new SocksError(ReplyCode.ConnectionRefused, "refused")) },
+      play: (h) => (h.client.send(connect), h.client.readToEnd()),
+    },
+    {
+      outcome: "connect_timeout",
+      reply: "0x06",
+      options: { dial: () => new Promise<never>(() => {}), timeouts: { connect: 100 } },
+      play: (h) => (h.client.send(connect), h.client.readToEnd()),
+    },
+    {
+      outcome: "resolved",
+      reply: "0x00",
+      play: (
+        h,
+      ) => (h.client.send(hex("05 01 00 05 f0 00 03 09 61 2e 65 78 61 6d 70 6c 65 00 00")),
+        h.client.readToEnd()),
+    },
+    {
+      outcome: "auth_failed",
+      reply: "none",
+      options: { users },
+      play: (h) => (h.client.send(hex("05 01 02 01 05 61 6c 69 63 65 02 6e 6f")), h.client.readToEnd()),
+    },
+    {
+      outcome: "auth_unavailable",
+      reply: "none",
+      options: { users },
+      play: (h) => (h.client.send(hex("05 01 00")), h.client.readToEnd()),
+    },
+    {
+      outcome: "handshake_timeout",
+      reply: "none",
+      options: { timeouts: { handshake: 100 } },
+      play: (h) => h.client.readToEnd(),
+    },
+    {
+      outcome: "client_closed",
+      reply: "none",
+      play: (h) => (h.client.send(hex("05 01")), h.client.end(), h.client.readToEnd()),
+    },
+    {
+      outcome: "http_request",
+      reply: "none",
+      play: (h) => (h.client.send("GET / HTTP/1.1\r\n\r\n"), h.client.readToEnd()),
+    },
+    {
+      outcome: "protocol_error",
+      reply: "none",
+      play: (h) => (h.client.send(hex("16 03 01 00 a5")), h.client.readToEnd()),
+    },
+    {
+      outcome: "unsupported",
+      reply: "none",
+      play: (h) => (h.client.send(hex(`05 01 00 05 02 00 01 ${PUBLIC_HEX} 00 50`)), h.client.readToEnd()),
+    },
+    {
+      outcome: "refused_client",
+      reply: "none",
+      options: { clientPolicy: { rules: [{ action: "deny", cidr: parseCidr("127.0.0.0/8") }] } },
+      play: (h) => h.client.readToEnd(),
+    },
+    {
+      outcome: "shutdown",
+      reply: "none",
+      signal: AbortSignal.abort(),
+      play: (h) => h.client.readToEnd(),
+    },
+  ];
+  for (const c of cases) {
+    it(`${c.outcome} (reply ${c.reply})`, async () => {
+      const h = harness(c.options, { "a.example": ["198.51.100.20"] }, c.signal);
+      await c.play(h);
+      const record = await within(2_000, "the record", h.done);
+      assert.deepEqual([record.outcome, record.reply], [c.outcome, c.reply]);
+      assert.equal(h.logs.length, 1, "exactly one record reaches the log");
+      assert.equal(h.logs[0], record);
+    });
+  }
+});
+
+describe("serve(): admission and rules", () => {
+  /** A runtime adapter over in-memory pairs: `accept()` hands the server a new client connection. */
+  function memoryServer(options: ServeOptions) {
+    let onConnection: ((conn: ByteConnection) => void) | undefined;
+    const upstreams: End[] = [];
+    const records: ConnectionLog[] = [];
+    const adapter: RuntimeAdapter = {
+      name: "memory",
+      dial: () => {
+        const { conn, far } = pipePair();
+        upstreams.push(far);
+        return Promise.resolve(Object.assign(conn, { localAddress: { host: "198.51.100.1", port: 0x1234 } }));
+      },
+      listen: (address, accept) => {
+        onConnection = accept;
+        return Promise.resolve({ address, close: () => Promise.resolve() });
+      },
+      resolver: () => ({ lookup: () => Promise.resolve([]), reverse: () => Promise.resolve([]) }),
+    };
+    const started = serve(adapter, {
+      listen: [{ host: "127.0.0.1", port: 1 }],
+      onLog: (r) => records.push(r),
+      ...options,
+    });
+    const accept = () => {
+      const { conn, far } = pipePair();
+      onConnection!(conn);
+      return far;
+    };
+    return { started, accept, upstreams, records };
+  }
+
+  it("update() changes the rules for new connections; an open tunnel keeps the ones it started with", async () => {
+    const m = memoryServer({});
+    const server = await m.started;
+    const first = m.accept();
+    first.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`));
+    assert.equal(toHex(await first.read(12)), "05 00 05 00 00 01 c6 33 64 01 12 34");
+    server.update({ policy: { rules: [parseRule("deny", "*")] }, timeouts: { idle: 50 } });
+    const second = m.accept();
+    second.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`));
+    assert.equal(toHex((await second.readToEnd()).bytes), "05 00 05 02 00 01 00 00 00 00 00 00");
+    // The first tunnel still relays, and is not cut by the new, shorter idle timeout.
+    await sleep(200);
+    m.upstreams[0].send("still here");
+    assert.equal(text(await first.read(10)), "still here");
+    first.end();
+    m.upstreams[0].end();
+    await first.readToEnd();
+    await server.close();
+    assert.deepEqual(m.records.map((r) => r.outcome).sort(), ["refused_policy", "tunnel_done"]);
+  });
+
+  it("a connection over a cap is closed at once and recorded as refused_limit", async () => {
+    const m = memoryServer({ maxConnectionsPerClient: 1 });
+    const server = await m.started;
+    const first = m.accept();
+    const second = m.accept();
+    assert.equal((await second.readToEnd()).bytes.length, 0);
+    assert.deepEqual(
+      m.records.map((r) => [r.outcome, r.reason, r.client]),
+      [["refused_limit", "per-client connection limit reached", "127.0.0.1:5555"]],
+    );
+    first.end();
+    await server.close();
   });
 });

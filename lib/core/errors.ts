@@ -12,18 +12,25 @@ import { ReplyCode } from "./wire.ts";
  *
  * @example
  * ```ts
- * import { ReplyCode, SocksError } from "./mod.ts";
+ * import { ReplyCode, SocksError } from "../../mod.ts";
  * throw new SocksError(ReplyCode.NotAllowed, "destination 10.0.0.1 is private");
  * ```
  */
 export class SocksError extends Error {
   /** The SOCKS5 REP byte this failure maps to. */
   readonly reply: ReplyCode;
-  /** Builds an error carrying `reply`. */
-  constructor(reply: ReplyCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  /**
+   * A stable word for what failed, where the thrower knows it better than the
+   * reply code says (`"dns_failed"` and `"upstream_failed"` both answer 0x04):
+   * the connection record's outcome.
+   */
+  readonly code?: string;
+  /** Builds an error carrying `reply` (and `code`, when given). */
+  constructor(reply: ReplyCode, message: string, options?: { cause?: unknown; code?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = "SocksError";
     this.reply = reply;
+    if (options?.code !== undefined) this.code = options.code;
   }
 }
 
@@ -32,7 +39,7 @@ export class SocksError extends Error {
  *
  * @example
  * ```ts
- * import { ReplyCode, replyCodeOf, SocksError } from "./mod.ts";
+ * import { ReplyCode, replyCodeOf, SocksError } from "../../mod.ts";
  * replyCodeOf(new SocksError(ReplyCode.ConnectionRefused, "refused")); // 0x05
  * replyCodeOf(new Error("anything else")); // 0x01 (GeneralFailure)
  * ```

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { ConnectionLog } from "../session.ts";
+import type { ConnectionLog } from "../record.ts";
 
 /** Log output modes of the CLI. */
 export type LogMode = "text" | "json" | "quiet";
@@ -20,7 +20,13 @@ export function formatText(entry: ConnectionLog, now: Date = new Date()): string
   parts.push(entry.version ? `socks${entry.version}` : "-", entry.command ?? "-", entry.target ?? "-");
   if (entry.dialed) parts.push(`via=${entry.dialed}`);
   if (entry.user !== undefined) parts.push(`user=${JSON.stringify(entry.user)}`);
-  parts.push(`reply=${entry.reply}`, `up=${entry.up}`, `down=${entry.down}`, `ms=${entry.durationMs}`);
+  parts.push(
+    `reply=${entry.reply}`,
+    `outcome=${entry.outcome}`,
+    `up=${entry.up}`,
+    `down=${entry.down}`,
+    `ms=${entry.durationMs}`,
+  );
   parts.push(`reason=${JSON.stringify(entry.reason)}`);
   return parts.join(" ");
 }

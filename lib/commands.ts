@@ -1,0 +1,92 @@
+/**
+ * One handler per request kind: what the session does between a parsed
+ * request and the machine's answer. A kind without a handler is answered
+ * "command not supported" by the machine itself, so adding a command (BIND,
+ * UDP ASSOCIATE) is adding a handler here.
+ *
+ * @module
+ */
+import { SocksError } from "./core/errors.ts";
+import type { Answer, ProxyRequest, RequestKind } from "./core/request.ts";
+import { ReplyCode } from "./core/wire.ts";
+import { checkCommand } from "./policy.ts";
+import type { Rules } from "./rules.ts";
+import type { Opened, Upstream } from "./upstream/upstream.ts";
+
+/**
+ * What a handler gets: the request, the rules the session took at accept,
+ * the way out, and the signal that ends the work (connect timeout, shutdown).
+ *
+ * @example
+ * ```ts
+ * import type { CommandContext } from "../mod.ts";
+ * const target = (ctx: CommandContext) => `${ctx.request.target.host}:${ctx.request.target.port}`;
+ * ```
+ */
+export interface CommandContext {
+  request: ProxyRequest;
+  rules: Rules;
+  upstream: Upstream;
+  signal: AbortSignal;
+}
+
+/**
+ * A handler's result: the answer for the machine and, for a tunnel, the open
+ * connection to relay to.
+ *
+ * @example
+ * ```ts
+ * import type { CommandResult } from "../mod.ts";
+ * const opensTunnel = (r: CommandResult) => r.tunnel !== undefined;
+ * ```
+ */
+export interface CommandResult {
+  answer: Answer;
+  tunnel?: Opened;
+}
+
+/**
+ * Serves one request kind; rejects with a `SocksError` to refuse it.
+ *
+ * @example
+ * ```ts
+ * import type { CommandHandler } from "../mod.ts";
+ * const refuseAll: CommandHandler = () => Promise.resolve({ answer: { type: "rejected", reply: 0x02 } });
+ * ```
+ */
+export type CommandHandler = (ctx: CommandContext) => Promise<CommandResult>;
+
+function tunnel({ request, rules, upstream, signal }: CommandContext): Promise<CommandResult> {
+  const opening = upstream.open(request, rules.policy, signal);
+  // A connection that completes after the deadline is closed, not leaked.
+  opening.then((o) => signal.aborted && o.conn.close(), () => {});
+  return opening.then((o) => ({ answer: { type: "connected", bound: o.bound }, tunnel: o }));
+}
+
+/** The handlers of the commands every server serves. */
+export const COMMANDS: Readonly<Partial<Record<RequestKind, CommandHandler>>> = {
+  connect: tunnel,
+  connect_dir: tunnel,
+  resolve: ({ request, rules, upstream }) =>
+    upstream.lookup(request, rules.policy).then((address) => ({ answer: { type: "resolved", address } })),
+  resolve_ptr: ({ request, rules, upstream }) =>
+    upstream.reverse(request, rules.policy).then((name) => ({ answer: { type: "resolved_name", name } })),
+};
+
+/** Runs the handler of `ctx.request.kind` after the command check of the policy. */
+export function runCommand(ctx: CommandContext): Promise<CommandResult> {
+  const kind = ctx.request.kind;
+  const handler = COMMANDS[kind];
+  if (!handler) {
+    return Promise.reject(
+      new SocksError(ReplyCode.CommandNotSupported, `${kind} not supported`, { code: "unsupported" }),
+    );
+  }
+  const denied = checkCommand(kind, ctx.rules.policy);
+  if (denied !== null) {
+    return Promise.reject(
+      new SocksError(denied, `${kind} not allowed by policy`, { code: "refused_policy" }),
+    );
+  }
+  return handler(ctx);
+}
