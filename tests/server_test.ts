@@ -871,3 +871,21 @@ describe("serve(): admission and rules", () => {
     await server.close();
   });
 });
+
+describe("driver: the reason of a refusal says what to change", () => {
+  it("the default range check names --allow-private; a deny rule does not", async () => {
+    const loopback = hex("05 01 00 05 01 00 01 7f 00 00 01 00 50");
+    const byDefault = harness();
+    byDefault.client.send(loopback);
+    await byDefault.client.readToEnd();
+    assert.equal(
+      (await byDefault.done).reason,
+      "destination 127.0.0.1 not allowed by policy (a private or special-purpose address; " +
+        "allowPrivate / --allow-private lifts this)",
+    );
+    const byRule = harness({ policy: { allowPrivate: true, rules: [parseRule("deny", "127.0.0.0/8")] } });
+    byRule.client.send(loopback);
+    await byRule.client.readToEnd();
+    assert.equal((await byRule.done).reason, "destination 127.0.0.1 not allowed by policy");
+  });
+});

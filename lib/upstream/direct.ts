@@ -54,7 +54,14 @@ export function directUpstream(
         evaluateDestination({ command, name, ip, port }, policy) === null
       );
       if (allowed.length === 0) {
-        throw refused(`destination ${candidates.join(", ")} not allowed by policy`, candidates[0]);
+        // Say so when only the default range check stood in the way: that is the one a newcomer meets.
+        const open = { ...policy, allowPrivate: true };
+        const byDefault = !policy.allowPrivate &&
+          candidates.every((ip) => evaluateDestination({ command, name, ip, port }, open) === null);
+        const hint = byDefault
+          ? " (a private or special-purpose address; allowPrivate / --allow-private lifts this)"
+          : "";
+        throw refused(`destination ${candidates.join(", ")} not allowed by policy${hint}`, candidates[0]);
       }
       return allowed;
     };
