@@ -2,7 +2,7 @@
 // an in-memory pair can be served. Runs as it is on Deno, Bun and Node ≥ 22.18, with no network at all: the
 // "outbound" connections are in-memory too (an echo service), and names resolve from a fixed table.
 //   deno run examples/web_streams.ts  |  bun examples/web_streams.ts  |  node examples/web_streams.ts
-import { type ByteConnection, createHandler, fromWebStreams, type Resolver } from "../mod.ts";
+import { type ByteConnection, createHandler, fromWebStreams, parseRule, type Resolver } from "../mod.ts";
 
 /** Two connected in-memory ends: what one writes, the other reads. */
 function memoryPair(): [
@@ -34,7 +34,9 @@ export async function main(): Promise<{ replies: string; echoed: string; outcome
   const handle = createHandler({
     dial: () => Promise.resolve(echoService()),
     resolver,
-    policy: { allowPrivate: false }, // 203.0.113.7 is a documentation address: allowed, but never dialled here
+    // 203.0.113.7 is a documentation address, refused by default like every address that is not globally
+    // reachable: a rule lets it through (it is never dialled here anyway).
+    policy: { rules: [parseRule("allow", "connect@203.0.113.0/24")] },
   });
   const [server, client] = memoryPair();
   const done = handle(server);

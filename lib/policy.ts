@@ -5,6 +5,7 @@
  * @module
  */
 import { parseIPv4, parseIPv6 } from "./core/address.ts";
+import { inBlock, nonGlobalRange } from "./core/special_addresses.ts";
 import type { RequestKind } from "./core/request.ts";
 import { ReplyCode } from "./core/wire.ts";
 
@@ -49,39 +50,8 @@ export function parseCidr(text: string): Cidr {
 }
 
 function inCidr(ip: Uint8Array, range: Cidr): boolean {
-  if (ip.length !== range.bytes.length) return false;
-  let bits = range.prefix;
-  for (let i = 0; bits > 0; i++, bits -= 8) {
-    const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
-    if ((ip[i] & mask) !== (range.bytes[i] & mask)) return false;
-  }
-  return true;
+  return inBlock(ip, range.bytes, range.prefix);
 }
-
-/**
- * Ranges refused by default: not on the public internet, or reaching the
- * proxy host itself or its neighbours.
- */
-export const NON_PUBLIC_RANGES: readonly Cidr[] = [
-  "0.0.0.0/8", // "this network", includes the unspecified address
-  "10.0.0.0/8", // private
-  "100.64.0.0/10", // carrier-grade NAT
-  "127.0.0.0/8", // loopback
-  "169.254.0.0/16", // link-local, cloud metadata
-  "172.16.0.0/12", // private
-  "192.0.0.0/24", // IETF protocol assignments
-  "192.168.0.0/16", // private
-  "198.18.0.0/15", // benchmarking
-  "224.0.0.0/4", // multicast
-  "240.0.0.0/4", // reserved, broadcast
-  "::/128", // unspecified
-  "::1/128", // loopback
-  "fc00::/7", // unique local
-  "fe80::/10", // link-local
-  "fec0::/10", // deprecated site-local
-  "ff00::/8", // multicast
-  "100::/64", // discard
-].map(parseCidr);
 
 /** Bytes of the IPv4 address an IPv6 address stands for (mapped, compatible, NAT64), if any. */
 function embeddedIPv4(v6: Uint8Array): Uint8Array | null {
@@ -104,20 +74,26 @@ export function effectiveAddress(ip: string): Uint8Array | null {
 }
 
 /**
- * True when `ip` is in a loopback, private, link-local, CGNAT, multicast, unspecified or other non-public range.
+ * True when `ip` is not globally reachable by IANA's special-purpose address
+ * registries (loopback, private, link-local, CGNAT, documentation,
+ * benchmarking, multicast, reserved, unspecified, ...; see
+ * `core/special_addresses.ts`), judging embedded IPv4 addresses (mapped,
+ * NAT64, 6to4, Teredo) too. Anything that is not an IP literal counts as not
+ * public.
  *
  * @example
  * ```ts
  * import { isNonPublicAddress } from "../mod.ts";
  * isNonPublicAddress("192.168.1.1"); // true
- * isNonPublicAddress("::ffff:10.0.0.1"); // true: IPv4-mapped, checked as 10.0.0.1
+ * isNonPublicAddress("::ffff:10.0.0.1"); // true: IPv4-mapped, judged as 10.0.0.1
+ * isNonPublicAddress("2002:7f00:1::1"); // true: 6to4 of 127.0.0.1
  * isNonPublicAddress("93.184.216.34"); // false
  * ```
  */
 export function isNonPublicAddress(ip: string): boolean {
-  const bytes = effectiveAddress(ip);
+  const bytes = parseIPv4(ip) ?? parseIPv6(ip);
   if (!bytes) return true; // not an IP literal: never dial it unchecked
-  return NON_PUBLIC_RANGES.some((r) => inCidr(bytes, r));
+  return nonGlobalRange(bytes) !== null;
 }
 
 /**
@@ -298,7 +274,10 @@ export function evaluateDestination(
  * ```
  */
 export interface DestinationPolicy {
-  /** Allow loopback, private, link-local, CGNAT, multicast and unspecified destinations. Default false. */
+  /**
+   * Allow destinations that are not globally reachable (loopback, private, link-local, documentation, ...:
+   * see {@linkcode isNonPublicAddress}). Default false.
+   */
   allowPrivate: boolean;
   /** Serve Tor's CONNECT_DIR (0xF2) as a tunnel. Default true. */
   allowConnectDir: boolean;

@@ -52,6 +52,15 @@ describe("destination policy", () => {
         "0:0:0:0:0:0:0:1",
         "0000::0001",
         "FE80::1",
+        // Not globally reachable by IANA's special-purpose registries (each row: special_addresses_test.ts).
+        "192.0.2.1",
+        "198.51.100.7",
+        "203.0.113.9",
+        "192.88.99.1",
+        "2001:db8::1",
+        "3fff::1",
+        "2002:7f00:1::1",
+        "64:ff9b:1::1",
       ]
     ) {
       assert.equal(checkDestination(ip, DEFAULT_POLICY), ReplyCode.NotAllowed, ip);
@@ -68,7 +77,7 @@ describe("destination policy", () => {
         "100.128.0.1",
         "2001:4860:4860::8888",
         "::ffff:8.8.8.8",
-        "198.51.100.7",
+        "1.2.3.7",
       ]
     ) {
       assert.equal(checkDestination(ip, DEFAULT_POLICY), null, ip);
@@ -194,7 +203,7 @@ describe("destination rules", () => {
     const p = policy([
       parseRule("deny", "10.9.0.0/16"),
       parseRule("allow", "connect@10.0.0.0/8:443"),
-      parseRule("deny", "connect@198.51.100.0/24"),
+      parseRule("deny", "connect@1.2.3.0/24"),
     ]);
     assert.equal(evaluateDestination({ command: "connect", ip: "10.1.2.3", port: 443 }, p), null);
     assert.equal(
@@ -210,10 +219,10 @@ describe("destination rules", () => {
       ReplyCode.NotAllowed,
     );
     assert.equal(
-      evaluateDestination({ command: "connect", ip: "198.51.100.7", port: 443 }, p),
+      evaluateDestination({ command: "connect", ip: "1.2.3.7", port: 443 }, p),
       ReplyCode.NotAllowed,
     );
-    assert.equal(evaluateDestination({ command: "resolve", ip: "198.51.100.7", port: 0 }, p), null);
+    assert.equal(evaluateDestination({ command: "resolve", ip: "1.2.3.7", port: 0 }, p), null);
     assert.equal(
       evaluateDestination({ command: "connect", ip: "::ffff:10.9.0.1", port: 443 }, p),
       ReplyCode.NotAllowed,
@@ -246,7 +255,7 @@ describe("destination rules", () => {
     );
     assert.equal(
       evaluateDestination(
-        { command: "connect", name: "bad.example", ip: "198.51.100.1", port: 80 },
+        { command: "connect", name: "bad.example", ip: "1.2.3.1", port: 80 },
         cidrFirst,
       ),
       ReplyCode.NotAllowed,

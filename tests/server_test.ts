@@ -133,7 +133,7 @@ function harness(
       dials.push(o);
       const { conn, far } = pipePair();
       upstreams.push(far);
-      return Promise.resolve(Object.assign(conn, { localAddress: { host: "198.51.100.1", port: 0x1234 } }));
+      return Promise.resolve(Object.assign(conn, { localAddress: { host: "1.2.3.1", port: 0x1234 } }));
     });
   const handle = createHandler({
     resolver,
@@ -145,8 +145,8 @@ function harness(
   return { client: far, dials, upstreams, logs, done: handle(conn, signal) };
 }
 
-const PUBLIC = "198.51.100.7"; // documentation range: only ever "dialled" by the fake dial
-const PUBLIC_HEX = "c6 33 64 07";
+const PUBLIC = "1.2.3.7"; // a public address, only ever "dialled" by the fake dial
+const PUBLIC_HEX = "01 02 03 07";
 
 describe("driver: CONNECT", () => {
   it("pipelined greeting + request + data in one chunk: reply with the bound address, data forwarded", async () => {
@@ -155,7 +155,7 @@ describe("driver: CONNECT", () => {
       concat(hex(`05 01 00  05 01 00 01 ${PUBLIC_HEX} 00 50`), new TextEncoder().encode("early data")),
     );
     assert.equal(toHex(await h.client.read(2)), "05 00");
-    assert.equal(toHex(await h.client.read(10)), "05 00 00 01 c6 33 64 01 12 34");
+    assert.equal(toHex(await h.client.read(10)), "05 00 00 01 01 02 03 01 12 34");
     assert.deepEqual(h.dials.map((d) => [d.host, d.port]), [[PUBLIC, 80]]);
     assert.equal(text(await h.upstreams[0].read(10)), "early data");
     h.upstreams[0].send("response");
@@ -175,7 +175,7 @@ describe("driver: CONNECT", () => {
   it("half-close from the client: the upstream gets EOF and can still send until it closes", async () => {
     const h = harness();
     h.client.send(hex(`04 01 00 50 ${PUBLIC_HEX} 00`));
-    assert.equal(toHex(await h.client.read(8)), "00 5a 12 34 c6 33 64 01");
+    assert.equal(toHex(await h.client.read(8)), "00 5a 12 34 01 02 03 01");
     h.client.send("request");
     h.client.end();
     const got = await h.upstreams[0].readToEnd(2_000, true);
@@ -259,12 +259,12 @@ describe("driver: CONNECT", () => {
         ? Promise.reject(new SocksError(ReplyCode.ConnectionRefused, "no"))
         : new Promise<never>(() => {})),
       timeouts: { connect: 100 },
-    }, { "multi.example": ["10.1.1.1", "198.51.100.8", "198.51.100.9"] });
+    }, { "multi.example": ["10.1.1.1", "1.2.3.8", "1.2.3.9"] });
     h.client.send(hex("05 01 00 05 01 00 03 0d"));
     h.client.send("multi.example");
     h.client.send(hex("01 bb"));
     assert.equal(toHex(await h.client.read(12)), "05 00 05 06 00 01 00 00 00 00 00 00");
-    assert.deepEqual(h.dials.map((d) => d.host), ["198.51.100.8", "198.51.100.9"]);
+    assert.deepEqual(h.dials.map((d) => d.host), ["1.2.3.8", "1.2.3.9"]);
     await h.done;
   });
 });
@@ -302,7 +302,7 @@ describe("driver: destination policy", () => {
   it("allowPrivate lets loopback through", async () => {
     const h = harness({ policy: { allowPrivate: true } });
     h.client.send(hex("05 01 00 05 01 00 01 7f 00 00 01 00 50"));
-    assert.equal(toHex(await h.client.read(12)), "05 00 05 00 00 01 c6 33 64 01 12 34");
+    assert.equal(toHex(await h.client.read(12)), "05 00 05 00 00 01 01 02 03 01 12 34");
     assert.equal(h.dials[0].host, "127.0.0.1");
     h.client.end();
     h.upstreams[0].end();
@@ -312,7 +312,7 @@ describe("driver: destination policy", () => {
   it("CONNECT_DIR is a tunnel by default and 02 / 5B when denied", async () => {
     const ok = harness();
     ok.client.send(hex(`05 01 00 05 f2 00 01 ${PUBLIC_HEX} 23 29`));
-    assert.equal(toHex(await ok.client.read(12)), "05 00 05 00 00 01 c6 33 64 01 12 34");
+    assert.equal(toHex(await ok.client.read(12)), "05 00 05 00 00 01 01 02 03 01 12 34");
     ok.client.end();
     ok.upstreams[0].end();
     assert.equal((await ok.done).command, "connect_dir");
@@ -327,7 +327,7 @@ describe("driver: destination policy", () => {
 });
 
 describe("driver: RESOLVE and RESOLVE_PTR", () => {
-  const records = { "a.example": ["198.51.100.20", "2001:db8::20"], "six.example": ["2001:db8::6"] };
+  const records = { "a.example": ["1.2.3.20", "2a00:db8::20"], "six.example": ["2a00:db8::6"] };
   const resolve5 = (name: string) =>
     concat(
       hex(`05 01 00 05 f0 00 03 ${name.length.toString(16).padStart(2, "0")}`),
@@ -338,8 +338,8 @@ describe("driver: RESOLVE and RESOLVE_PTR", () => {
   it("SOCKS5 RESOLVE answers IPv4 first, IPv6 with ATYP 4, failures with 04 / ATYP 1", async () => {
     for (
       const [name, reply] of [
-        ["a.example", "05 00 00 01 c6 33 64 14 00 00"],
-        ["six.example", "05 00 00 04 20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 06 00 00"],
+        ["a.example", "05 00 00 01 01 02 03 14 00 00"],
+        ["six.example", "05 00 00 04 2a 00 0d b8 00 00 00 00 00 00 00 00 00 00 00 06 00 00"],
         ["nx.example", "05 04 00 01 00 00 00 00 00 00"],
       ]
     ) {
@@ -354,7 +354,7 @@ describe("driver: RESOLVE and RESOLVE_PTR", () => {
 
   it("SOCKS4A RESOLVE answers IPv4 only (5B when the name has only IPv6)", async () => {
     for (
-      const [name, reply] of [["a.example", "00 5a 00 00 c6 33 64 14"], [
+      const [name, reply] of [["a.example", "00 5a 00 00 01 02 03 14"], [
         "six.example",
         "00 5b 00 00 00 00 00 00",
       ]]
@@ -380,13 +380,13 @@ describe("driver: RESOLVE and RESOLVE_PTR", () => {
 
   it("RESOLVE_PTR answers with ATYP 3, failures with 04", async () => {
     const h = harness({}, records);
-    h.client.send(hex("05 01 00 05 f1 00 01 c6 33 64 14 00 00"));
+    h.client.send(hex("05 01 00 05 f1 00 01 01 02 03 14 00 00"));
     assert.equal(
       toHex((await h.client.readToEnd()).bytes),
       "05 00 05 00 00 03 09 " + toHex(new TextEncoder().encode("a.example")) + " 00 00",
     );
     const miss = harness({}, records);
-    miss.client.send(hex("05 01 00 05 f1 00 04 20 01 0d b8 00 00 00 00 00 00 00 00 00 00 00 99 00 00"));
+    miss.client.send(hex("05 01 00 05 f1 00 04 2a 00 0d b8 00 00 00 00 00 00 00 00 00 00 00 99 00 00"));
     assert.equal(toHex((await miss.client.readToEnd()).bytes), "05 00 05 04 00 01 00 00 00 00 00 00");
     await Promise.all([h.done, miss.done]);
   });
@@ -526,7 +526,7 @@ describe("driver: authentication, timeouts and logs", () => {
         hex(`05 01 00 01 ${PUBLIC_HEX} 00 50`),
       ),
     );
-    assert.equal(toHex(await h.client.read(14)), "05 02 01 00 05 00 00 01 c6 33 64 01 12 34");
+    assert.equal(toHex(await h.client.read(14)), "05 02 01 00 05 00 00 01 01 02 03 01 12 34");
     h.client.end();
     h.upstreams[0].end();
     const log = await h.done;
@@ -633,7 +633,7 @@ describe("driver: destination rules and client policy", () => {
     const h = harness({
       policy: { rules: [parseRule("deny", "*.corp.example")] },
       resolver: {
-        lookup: () => (lookups++, Promise.resolve(["198.51.100.9"])),
+        lookup: () => (lookups++, Promise.resolve(["1.2.3.9"])),
         reverse: () => Promise.reject(new Error("unused")),
       },
     });
@@ -794,7 +794,7 @@ describe("driver: one record per connection, with a stable outcome", () => {
   ];
   for (const c of cases) {
     it(`${c.outcome} (reply ${c.reply})`, async () => {
-      const h = harness(c.options, { "a.example": ["198.51.100.20"] }, c.signal);
+      const h = harness(c.options, { "a.example": ["1.2.3.20"] }, c.signal);
       await c.play(h);
       const record = await within(2_000, "the record", h.done);
       assert.deepEqual([record.outcome, record.reply], [c.outcome, c.reply]);
@@ -815,7 +815,7 @@ describe("serve(): admission and rules", () => {
       dial: () => {
         const { conn, far } = pipePair();
         upstreams.push(far);
-        return Promise.resolve(Object.assign(conn, { localAddress: { host: "198.51.100.1", port: 0x1234 } }));
+        return Promise.resolve(Object.assign(conn, { localAddress: { host: "1.2.3.1", port: 0x1234 } }));
       },
       listen: (address, accept) => {
         onConnection = accept;
@@ -841,7 +841,7 @@ describe("serve(): admission and rules", () => {
     const server = await m.started;
     const first = m.accept();
     first.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`));
-    assert.equal(toHex(await first.read(12)), "05 00 05 00 00 01 c6 33 64 01 12 34");
+    assert.equal(toHex(await first.read(12)), "05 00 05 00 00 01 01 02 03 01 12 34");
     server.update({ policy: { rules: [parseRule("deny", "*")] }, timeouts: { idle: 50 } });
     const second = m.accept();
     second.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`));
