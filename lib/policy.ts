@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { parseIPv4, parseIPv6 } from "./core/address.ts";
+import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from "./core/address.ts";
 import { inBlock, nonGlobalRange } from "./core/special_addresses.ts";
 import type { RequestKind } from "./core/request.ts";
 import { ReplyCode } from "./core/wire.ts";
@@ -281,6 +281,14 @@ export interface DestinationPolicy {
   allowPrivate: boolean;
   /** Serve Tor's CONNECT_DIR (0xF2) as a tunnel. Default true. */
   allowConnectDir: boolean;
+  /**
+   * The proxy host's own addresses (its interfaces' and those it listens on),
+   * refused unless `allowPrivate` or an allow rule says otherwise: a public
+   * address of the host reaches every service bound to 0.0.0.0 there, the
+   * proxy itself included. `serve()` fills it from the runtime's interface
+   * list; build it with {@linkcode hostAddressSet}.
+   */
+  hostAddresses?: ReadonlySet<string>;
   /** Allow/deny rules, first match wins, checked before the defaults. */
   rules?: readonly DestinationRule[];
 }
@@ -349,7 +357,32 @@ export function checkCommand(kind: RequestKind, policy: DestinationPolicy): Repl
  * ```
  */
 export function checkDestination(ip: string, policy: DestinationPolicy): ReplyCode | null {
-  if (!policy.allowPrivate && isNonPublicAddress(ip)) return ReplyCode.NotAllowed;
-  if (effectiveAddress(ip) === null) return ReplyCode.NotAllowed;
+  const bytes = effectiveAddress(ip);
+  if (bytes === null) return ReplyCode.NotAllowed;
+  if (policy.allowPrivate) return null;
+  if (isNonPublicAddress(ip)) return ReplyCode.NotAllowed;
+  if (policy.hostAddresses?.has(bytes.length === 4 ? formatIPv4(bytes) : formatIPv6(bytes))) {
+    return ReplyCode.NotAllowed;
+  }
   return null;
+}
+
+/**
+ * The set {@linkcode DestinationPolicy.hostAddresses} wants: each address in
+ * canonical text, IPv4-mapped and other embedded forms reduced to IPv4, so a
+ * destination matches in any spelling.
+ *
+ * @example
+ * ```ts
+ * import { hostAddressSet } from "../mod.ts";
+ * hostAddressSet(["::ffff:203.0.113.5", "2001:DB8::1"]); // Set { "203.0.113.5", "2001:db8::1" }
+ * ```
+ */
+export function hostAddressSet(addresses: Iterable<string>): ReadonlySet<string> {
+  const out = new Set<string>();
+  for (const a of addresses) {
+    const bytes = effectiveAddress(a);
+    if (bytes) out.add(bytes.length === 4 ? formatIPv4(bytes) : formatIPv6(bytes));
+  }
+  return out;
 }

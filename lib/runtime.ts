@@ -172,6 +172,12 @@ export interface RuntimeAdapter {
    * runtime-neutral `relay()` runs). Same contract as `relay()`.
    */
   relay?: NativeRelay;
+  /**
+   * The addresses of this host's network interfaces, where the runtime can
+   * list them (and may: Deno asks for `--allow-sys`); undefined where it
+   * cannot. The default policy refuses them as destinations.
+   */
+  interfaceAddresses?(): string[] | undefined;
 }
 
 /**

@@ -6,6 +6,7 @@
  */
 import type { ByteConnection, HostPort, Listener, RuntimeAdapter } from "./runtime.ts";
 import { parseIPv4, parseIPv6 } from "./core/address.ts";
+import { hostAddressSet } from "./policy.ts";
 import { makeRules, type Rules, type RulesOptions } from "./rules.ts";
 import { type HandlerOptions, refuseSession, serveSession, sessionContext } from "./session.ts";
 
@@ -36,6 +37,12 @@ export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> 
    */
   onAcceptError?: (error: unknown, failures: number) => void;
   /**
+   * How often the host's interface addresses are read again (they are
+   * refused as destinations by default), in milliseconds. Default 60 s; 0:
+   * only at start.
+   */
+  hostAddressRefresh?: number;
+  /**
    * Listen with SO_REUSEPORT, so that several processes can serve the same
    * address (the CLI's `--workers`). Default false.
    */
@@ -52,6 +59,9 @@ export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> 
  * ```
  */
 export const DEFAULT_MAX_CONNECTIONS = 10_000;
+
+/** How often `serve()` reads the host's interface addresses again: every 60 s. */
+const DEFAULT_HOST_ADDRESS_REFRESH = 60_000;
 
 /**
  * A running server.
@@ -120,8 +130,17 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     resolver: adapter.resolver(options.dns),
     relay: adapter.relay,
   });
-  // Each session takes the snapshot current at its accept.
+  // Each session takes the snapshot current at its accept. The host's own addresses join the policy the
+  // options give, and are read again now and then (interfaces come and go).
+  let given: RulesOptions = options;
+  let own: ReadonlySet<string> = new Set();
   let rules: Rules = makeRules(options);
+  const rebuild = () => {
+    const hostAddresses = given.policy?.hostAddresses
+      ? new Set([...given.policy.hostAddresses, ...own])
+      : own;
+    rules = makeRules({ ...given, policy: { ...given.policy, hostAddresses } });
+  };
   // The client's address is a system call, and kept with the socket: only looked up when a record,
   // a client rule or a per-client cap will read it, and then once, here (admission decides it).
   const clientAddress = options.onLog !== undefined || (options.clientPolicy?.rules.length ?? 0) > 0 ||
@@ -162,6 +181,19 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
       released();
     });
   };
+  // The addresses it will listen on count as its own from the start; the real ones once bound.
+  const readHostAddresses = (listening: readonly HostPort[]) => {
+    let found: string[] | undefined;
+    try {
+      found = adapter.interfaceAddresses?.();
+    } catch {
+      // An interface list that fails this time leaves the last one in force.
+      return;
+    }
+    own = hostAddressSet([...(found ?? []), ...listening.map((a) => a.host)]);
+    rebuild();
+  };
+  readHostAddresses(options.listen ?? [DEFAULT_LISTEN]);
   const listeners: Listener[] = [];
   try {
     for (const address of options.listen ?? [DEFAULT_LISTEN]) {
@@ -186,15 +218,22 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     await Promise.all(listeners.map((l) => l.close()));
     throw error;
   }
+  const listening = listeners.map((l) => l.address);
+  readHostAddresses(listening);
+  const refresh = options.hostAddressRefresh ?? DEFAULT_HOST_ADDRESS_REFRESH;
+  const refreshing = refresh > 0 ? setInterval(() => readHostAddresses(listening), refresh) : undefined;
   return {
-    addresses: listeners.map((l) => l.address),
+    addresses: listening,
+
     get activeConnections() {
       return running;
     },
     update(next) {
-      rules = makeRules(next);
+      given = next;
+      rebuild();
     },
     async close() {
+      clearInterval(refreshing);
       await Promise.all(listeners.map((l) => l.close()));
       shutdown.abort();
       if (running > 0) await (allEnded ??= new Promise<void>((resolve) => (drained = resolve)));

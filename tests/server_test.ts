@@ -806,7 +806,7 @@ describe("driver: one record per connection, with a stable outcome", () => {
 
 describe("serve(): admission and rules", () => {
   /** A runtime adapter over in-memory pairs: `accept()` hands the server a new client connection. */
-  function memoryServer(options: ServeOptions) {
+  function memoryServer(options: ServeOptions, interfaces?: () => string[]) {
     let onConnection: ((conn: ByteConnection) => void) | undefined;
     const upstreams: End[] = [];
     const records: ConnectionLog[] = [];
@@ -822,6 +822,7 @@ describe("serve(): admission and rules", () => {
         return Promise.resolve({ address, close: () => Promise.resolve() });
       },
       resolver: () => ({ lookup: () => Promise.resolve([]), reverse: () => Promise.resolve([]) }),
+      ...(interfaces ? { interfaceAddresses: interfaces } : {}),
     };
     const started = serve(adapter, {
       listen: [{ host: "127.0.0.1", port: 1 }],
@@ -869,6 +870,35 @@ describe("serve(): admission and rules", () => {
     );
     first.end();
     await server.close();
+  });
+
+  it("refuses the host's own addresses, read from the runtime at start and again on a timer", async () => {
+    let interfaces = ["1.2.3.4", "fe80::1"];
+    const m = memoryServer({ hostAddressRefresh: 50 }, () => interfaces);
+    const server = await m.started;
+    const connect = async (ipHex: string) => {
+      const c = m.accept();
+      c.send(hex(`05 01 00 05 01 00 01 ${ipHex} 00 16`));
+      const reply = toHex((await c.read(12)).subarray(2, 4));
+      c.end();
+      m.upstreams.forEach((u) => u.end());
+      await c.readToEnd();
+      return reply;
+    };
+    try {
+      assert.equal(await connect("01 02 03 04"), "05 02");
+      assert.equal(await connect("01 02 03 07"), "05 00");
+      interfaces = ["1.2.3.4", "1.2.3.7"];
+      await within(
+        5_000,
+        "the new interface list",
+        (async () => {
+          while (await connect("01 02 03 07") !== "05 02") await sleep(20);
+        })(),
+      );
+    } finally {
+      await server.close();
+    }
   });
 });
 
