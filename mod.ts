@@ -63,12 +63,14 @@ export {
   type DestinationQuery,
   type DestinationRule,
   evaluateDestination,
+  hostAddressSet,
   isNonPublicAddress,
   parseCidr,
   parseRule,
   type RuleCommand,
 } from "./lib/policy.ts";
 export { createAuthenticator, parseUsers } from "./lib/auth.ts";
+export { type AuthBackoff, DEFAULT_AUTH_BACKOFF } from "./lib/admission.ts";
 export { VERSION } from "./lib/version.ts";
 
 // The CLI and the runtime adapter load only when this file is the program.

@@ -16,6 +16,7 @@ import type { RequestKind } from "./core/request.ts";
  * - `resolved`: a RESOLVE or RESOLVE_PTR was answered.
  * - `refused_client`: the client is not allowed (client rules).
  * - `refused_limit`: a connection cap was reached.
+ * - `refused_backoff`: the client's logins failed too often lately; it must wait.
  * - `refused_policy`: the destination or the command is not allowed.
  * - `auth_failed`: wrong credentials; `auth_unavailable`: no method both sides accept (or SOCKS4
  *   where a password is required).
@@ -40,6 +41,7 @@ export type Outcome =
   | "resolved"
   | "refused_client"
   | "refused_limit"
+  | "refused_backoff"
   | "refused_policy"
   | "auth_failed"
   | "auth_unavailable"

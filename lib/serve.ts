@@ -6,7 +6,9 @@
  */
 import type { ByteConnection, HostPort, Listener, RuntimeAdapter } from "./runtime.ts";
 import { parseIPv4, parseIPv6 } from "./core/address.ts";
+import { type AuthBackoff, clientKey, DEFAULT_AUTH_BACKOFF, LoginBackoff } from "./admission.ts";
 import { hostAddressSet } from "./policy.ts";
+import type { ConnectionLog } from "./record.ts";
 import { makeRules, type Rules, type RulesOptions } from "./rules.ts";
 import { type HandlerOptions, refuseSession, serveSession, sessionContext } from "./session.ts";
 
@@ -36,6 +38,19 @@ export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> 
    * call. The server keeps listening and recovers when descriptors free up.
    */
   onAcceptError?: (error: unknown, failures: number) => void;
+  /**
+   * IPv6 clients count as one for `maxConnectionsPerClient` and the login
+   * backoff per this prefix length (one host often holds a whole /64).
+   * Default 64; 128: each address on its own.
+   */
+  clientPrefixV6?: number;
+  /**
+   * Failed logins (RFC 1929) that make a client wait: after `failures`
+   * within `windowMs`, its new connections are refused for `blockMs`.
+   * Default {@linkcode DEFAULT_AUTH_BACKOFF} (10 within 60 s block for 60 s);
+   * `false`: none. Applies only while users are configured.
+   */
+  authBackoff?: AuthBackoff | false;
   /**
    * How often the host's interface addresses are read again (they are
    * refused as destinations by default), in milliseconds. Default 60 s; 0:
@@ -102,6 +117,13 @@ export interface SocksServer {
  */
 export const DEFAULT_LISTEN: HostPort = { host: "127.0.0.1", port: 1080 };
 
+/** The host of a record's `client` text (`host:port` or `[v6]:port`). */
+function hostOf(client: string): string {
+  const colon = client.lastIndexOf(":");
+  const host = colon < 0 ? client : client.slice(0, colon);
+  return host.startsWith("[") ? host.slice(1, -1) : host;
+}
+
 /** True when `host` is a loopback address (`127.0.0.0/8`, `::1`, `localhost`). */
 export function isLoopbackHost(host: string): boolean {
   if (host === "localhost") return true;
@@ -141,10 +163,16 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
       : own;
     rules = makeRules({ ...given, policy: { ...given.policy, hostAddresses } });
   };
-  // The client's address is a system call, and kept with the socket: only looked up when a record,
-  // a client rule or a per-client cap will read it, and then once, here (admission decides it).
-  const clientAddress = options.onLog !== undefined || (options.clientPolicy?.rules.length ?? 0) > 0 ||
-    (options.maxConnectionsPerClient ?? 0) > 0;
+  const prefixV6 = options.clientPrefixV6 ?? 64;
+  const backoff = options.authBackoff === false
+    ? undefined
+    : new LoginBackoff(options.authBackoff ?? DEFAULT_AUTH_BACKOFF);
+  // The client's address is a system call, and kept with the socket: only looked up when a record, a
+  // client rule, a per-client cap or the login backoff will read it, and then once, here (admission
+  // decides it).
+  const clientAddress = () =>
+    options.onLog !== undefined || rules.clientPolicy.rules.length > 0 || maxPerClient > 0 ||
+    (backoff !== undefined && rules.authenticate !== undefined);
   const shutdown = new AbortController();
   // A count, not a set of promises: per connection only the one callback that releases it stays.
   let running = 0;
@@ -154,31 +182,37 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   const maxPerClient = options.maxConnectionsPerClient ?? 0;
   const perClient = new Map<string, number>();
   // One function for every connection when there is no per-client cap: nothing is made per connection.
-  const released = () => {
+  const released = (record: ConnectionLog) => {
     running--;
+    if (record.outcome === "auth_failed" && backoff && record.client !== undefined) {
+      backoff.failed(clientKey(hostOf(record.client), prefixV6), Date.now());
+    }
     if (running === 0) drained?.();
   };
   const onConnection = (conn: ByteConnection) => {
-    const client = clientAddress ? conn.remoteAddress : undefined;
+    const client = clientAddress() ? conn.remoteAddress : undefined;
     if (maxTotal > 0 && running >= maxTotal) {
       return refuseSession(context, conn, client, "refused_limit", "connection limit reached");
+    }
+    const key = client ? clientKey(client.host, prefixV6) : "";
+    if (backoff && client && backoff.blocked(key, Date.now())) {
+      return refuseSession(context, conn, client, "refused_backoff", "too many failed logins; wait");
     }
     if (maxPerClient === 0) {
       running++;
       return serveSession(context, rules, conn, client, shutdown.signal, released);
     }
-    const key = client?.host ?? "";
     const count = perClient.get(key) ?? 0;
     if (count >= maxPerClient) {
       return refuseSession(context, conn, client, "refused_limit", "per-client connection limit reached");
     }
     running++;
     perClient.set(key, count + 1);
-    serveSession(context, rules, conn, client, shutdown.signal, () => {
+    serveSession(context, rules, conn, client, shutdown.signal, (record) => {
       const left = (perClient.get(key) ?? 1) - 1;
       if (left > 0) perClient.set(key, left);
       else perClient.delete(key);
-      released();
+      released(record);
     });
   };
   // The addresses it will listen on count as its own from the start; the real ones once bound.

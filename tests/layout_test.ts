@@ -31,7 +31,7 @@ function importsOf(file: string): string[] {
 function rank(file: string): number {
   if (file.startsWith("lib/core/")) return 0;
   if (file === "lib/runtime.ts" || file === "lib/version.ts") return 1;
-  if (/^lib\/(policy|auth|rules|record|relay|streams|tunnels|_[a-z_]+)\.ts$/.test(file)) return 2;
+  if (/^lib\/(policy|auth|admission|rules|record|relay|streams|tunnels|_[a-z_]+)\.ts$/.test(file)) return 2;
   if (file.startsWith("lib/ingress/") || file.startsWith("lib/upstream/")) return 3;
   if (file === "lib/session.ts" || file === "lib/commands.ts") return 4;
   if (file === "lib/serve.ts") return 5;

@@ -86,14 +86,10 @@ class End {
 }
 
 /** A connected in-memory pair: `near` is served as a ByteConnection, `far` is driven by the test. */
-function pipePair(): { conn: ByteConnection; far: End } {
+function pipePair(remoteAddress = { host: "127.0.0.1", port: 5555 }): { conn: ByteConnection; far: End } {
   const toNear = new TransformStream<Uint8Array, Uint8Array>();
   const toFar = new TransformStream<Uint8Array, Uint8Array>();
-  const conn = fromWebStreams({
-    readable: toNear.readable,
-    writable: toFar.writable,
-    remoteAddress: { host: "127.0.0.1", port: 5555 },
-  });
+  const conn = fromWebStreams({ readable: toNear.readable, writable: toFar.writable, remoteAddress });
   return { conn, far: new End(toFar.readable, toNear.writable) };
 }
 
@@ -829,8 +825,8 @@ describe("serve(): admission and rules", () => {
       onLog: (r) => records.push(r),
       ...options,
     });
-    const accept = () => {
-      const { conn, far } = pipePair();
+    const accept = (remote?: { host: string; port: number }) => {
+      const { conn, far } = pipePair(remote);
       onConnection!(conn);
       return far;
     };
@@ -895,6 +891,67 @@ describe("serve(): admission and rules", () => {
         (async () => {
           while (await connect("01 02 03 07") !== "05 02") await sleep(20);
         })(),
+      );
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("IPv6 clients share a per-client cap per /64; another /64 has its own", async () => {
+    const m = memoryServer({ maxConnectionsPerClient: 1 });
+    const server = await m.started;
+    const first = m.accept({ host: "2001:db8:1:2::10", port: 1 });
+    const sameNet = m.accept({ host: "2001:db8:1:2:ffff::1", port: 2 });
+    assert.equal((await sameNet.readToEnd()).bytes.length, 0);
+    const otherNet = m.accept({ host: "2001:db8:1:3::10", port: 3 });
+    otherNet.send(hex("05 01 00"));
+    assert.equal(toHex(await otherNet.read(2)), "05 00");
+    assert.deepEqual(m.records.map((r) => [r.outcome, r.client]), [[
+      "refused_limit",
+      "[2001:db8:1:2:ffff::1]:2",
+    ]]);
+    first.end();
+    otherNet.end();
+    await server.close();
+  });
+
+  it("failed logins make a client wait: its next connection is closed unanswered, others go on", async () => {
+    const m = memoryServer({
+      users: new Map([["alice", "pw"]]),
+      authBackoff: { failures: 3, windowMs: 60_000, blockMs: 60_000 },
+    });
+    const server = await m.started;
+    /** Logs in as alice; the server's answer up to its close (or the first 4 bytes of a success). */
+    const login = async (host: string, password: string) => {
+      const c = m.accept({ host, port: 1 });
+      const pw = new TextEncoder().encode(password);
+      c.send(concat(hex("05 01 02 01 05"), new TextEncoder().encode("alice"), Uint8Array.of(pw.length), pw));
+      if (password !== "pw") return toHex((await c.readToEnd()).bytes);
+      const got = await c.readToEnd(2_000, true).catch(() => undefined);
+      c.end();
+      return got ? toHex(got.bytes) : "open";
+    };
+    try {
+      for (let i = 0; i < 3; i++) assert.equal(await login("192.0.2.9", "wrong"), "05 02 01 01");
+      assert.equal(
+        await login("192.0.2.9", "pw"),
+        "",
+        "blocked: closed with no reply, even with the right password",
+      );
+      const other = m.accept({ host: "192.0.2.10", port: 2 });
+      other.send(
+        concat(
+          hex("05 01 02 01 05"),
+          new TextEncoder().encode("alice"),
+          hex("02"),
+          new TextEncoder().encode("pw"),
+        ),
+      );
+      assert.equal(toHex(await other.read(4)), "05 02 01 00", "another client logs in");
+      other.end();
+      assert.deepEqual(
+        m.records.slice(3, 4).map((r) => [r.outcome, r.reason]),
+        [["refused_backoff", "too many failed logins; wait"]],
       );
     } finally {
       await server.close();
