@@ -331,6 +331,7 @@ function checkRequestInvariants(request: SocksRequest<RequestKind>, mode: Mode) 
     : ["connect", "connect_dir", "resolve", "resolve_ptr"];
   assert.ok(served.includes(kind), kind);
   if (kind === "udp_associate") assert.equal(version, 5, "UDP ASSOCIATE over SOCKS4");
+  if (kind === "connect" || kind === "connect_dir") assert.notEqual(target.port, 0, "a tunnel to port 0");
   assert.ok(
     Number.isInteger(target.port) && target.port >= 0 && target.port <= 0xffff,
     `port ${target.port}`,
@@ -944,12 +945,23 @@ function answerOnce(valid: ValidRequest, chunks: Uint8Array[], choice: Answer): 
       action = { ...action, early: concat(action.early, ...chunks.slice(i + 1)) };
     }
   }
-  assert.deepEqual(action, { type: "request", request: valid.request, early: valid.early });
   const handshake = valid.request.version === 4
     ? []
     : requiresAuth(valid.mode)
     ? ["05 02", "01 00"]
     : ["05 00"];
+  const { kind, target, version } = valid.request;
+  if (target.port === 0 && (kind === "connect" || kind === "connect_dir")) {
+    // A tunnel to port 0 is refused by the machine (Tor's reply): never handed to the driver.
+    const refusal = version === 5 ? "05 01 00 01 00 00 00 00 00 00" : SOCKS4_REJECT;
+    assert.deepEqual(action, { type: "close", code: "protocol_error", reason: "connect to port 0 refused" });
+    assert.deepEqual(writes, [...handshake, refusal]);
+    for (const late of [...ANSWER_ALL, (m: Machine) => m.receive(Uint8Array.of(5, 1, 0))]) {
+      assertMisuse(machine, () => late(machine), "a call after the refusal");
+    }
+    return `${version}:port0`;
+  }
+  assert.deepEqual(action, { type: "request", request: valid.request, early: valid.early });
   assert.deepEqual(writes, handshake);
 
   const { request } = valid;
@@ -1100,6 +1112,8 @@ describe("fuzzing SocksServerMachine", () => {
           "5:resolvedName:05 04",
           "5:rejected:05 01",
           "4:rejected:00 5b",
+          "5:port0",
+          "4:port0",
         ]);
       }
     },

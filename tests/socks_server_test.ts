@@ -834,6 +834,74 @@ describe("SOCKS5 refusals", () => {
 });
 
 // ---------------------------------------------------------------------------
+// Port 0
+// ---------------------------------------------------------------------------
+
+describe("a tunnel to port 0", () => {
+  // Tor's SocksPort: connection_edge.c refuses it with END_STREAM_REASON_TORPROTOCOL, which reasons.c
+  // sends as SOCKS5 general failure (0x01); SOCKS4 gets 0x5B. Before any dial, so every runtime agrees.
+  const REASON = "connect to port 0 refused";
+
+  it("SOCKS5 CONNECT and CONNECT_DIR to port 0: 05 01 and close, before any dial", () => {
+    for (
+      const request of [
+        "05 01 00 01 c0000201 0000",
+        "05 01 00 04 20010db8000000000000000000000001 0000",
+        "05 01 00 03 0b 'example.com' 0000",
+        "05 f2 00 01 c0000201 0000",
+        "05 f2 00 03 08 'dir.test' 0000",
+      ]
+    ) {
+      const r = handshake(`${GREETING} ${request} 'early'`);
+      assertClosed(r, `05 00 ${S5_GENERAL_FAILURE}`, "protocol_error");
+      assert.deepEqual(r.action, { type: "close", code: "protocol_error", reason: REASON }, request);
+      assert.equal(r.reply, ReplyCode.GeneralFailure);
+    }
+  });
+
+  it("SOCKS4 and 4A CONNECT and CONNECT_DIR to port 0: 5B and close", () => {
+    for (
+      const request of [
+        "04 01 0000 c0000201 00",
+        "04 01 0000 00000001 00 'a.test' 00",
+        "04 f2 0000 c0000201 'u' 00",
+      ]
+    ) {
+      const r = handshake(request);
+      assertClosed(r, S4_REJECTED, "protocol_error");
+      assert.deepEqual(r.action, { type: "close", code: "protocol_error", reason: REASON }, request);
+      assert.equal(r.reply, 0x5b);
+    }
+  });
+
+  it("port 1 is a request; RESOLVE, BIND and UDP ASSOCIATE may name port 0", () => {
+    assertRequest(handshake(`${GREETING} 05 01 00 01 c0000201 0001`), {
+      version: 5,
+      kind: "connect",
+      target: { host: "192.0.2.1", type: "ipv4", port: 1 },
+    });
+    const every: RequestKind[] = ["connect", "resolve", "bind", "udp_associate"];
+    for (const cmd of ["f0", "02", "03"]) {
+      assert.equal(
+        handshake(`${GREETING} 05 ${cmd} 00 01 c0000201 0000`, { commands: every }).action.type,
+        "request",
+      );
+    }
+    assert.equal(handshake("04 02 0000 c0000201 00", { commands: every }).action.type, "request");
+  });
+
+  it("an unserved command or a refused SOCKS4 is refused for that first", () => {
+    assertClosed(
+      handshake(`${GREETING} 05 02 00 01 c0000201 0000`),
+      `05 00 ${S5_COMMAND_NOT_SUPPORTED}`,
+      "unsupported",
+    );
+    const { authenticate } = credentials();
+    assertClosed(handshake("04 01 0000 c0000201 00", { authenticate }), S4_REJECTED, "auth_unavailable");
+  });
+});
+
+// ---------------------------------------------------------------------------
 // Commands: BIND and UDP ASSOCIATE when listed
 // ---------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { canonicalIP, type HostPort } from "./address.ts";
+import { canonicalIP, type HostPort, type SocksAddress } from "./address.ts";
 import { concatBytes } from "./bytes.ts";
 import {
   decodeLatin1,
@@ -276,6 +276,17 @@ const SOCKS4_KINDS: Readonly<Record<number, RequestKind>> = {
   [SocksCommand.ConnectDir]: "connect_dir",
 };
 
+/**
+ * A tunnel to port 0 is refused before any dial, the same on every runtime
+ * (each runtime's connect error differs), as Tor's SocksPort refuses it:
+ * connection_edge.c, "Application asked to connect to port 0. Refusing.",
+ * END_STREAM_REASON_TORPROTOCOL, which reasons.c sends as SOCKS5 general
+ * failure (SOCKS4: rejected). BIND and UDP ASSOCIATE may name port 0.
+ */
+function isPortZeroTunnel(kind: RequestKind, target: SocksAddress): boolean {
+  return target.port === 0 && (kind === "connect" || kind === "connect_dir");
+}
+
 function readSocks5(ctx: Context, data: Uint8Array): Parsed {
   const req = readSocks5Request(data);
   if (req.type === "incomplete") return req;
@@ -301,6 +312,9 @@ function readSocks5(ctx: Context, data: Uint8Array): Parsed {
   if (kind === "resolve_ptr" && target.type === "domain") {
     return done(ReplyCode.AddressTypeNotSupported, "unsupported", "RESOLVE_PTR needs an IP address");
   }
+  if (isPortZeroTunnel(kind, target)) {
+    return done(ReplyCode.GeneralFailure, "protocol_error", "connect to port 0 refused");
+  }
   const request: ProxyRequest = {
     version: 5,
     kind,
@@ -324,6 +338,7 @@ function readSocks4(ctx: Context, data: Uint8Array): Parsed {
     return done("unsupported", `unsupported SOCKS4 command 0x${req.cmd.toString(16)}`);
   }
   if (!ctx.allowSocks4) return done("auth_unavailable", "SOCKS4 refused: authentication is required");
+  if (isPortZeroTunnel(kind, req.target)) return done("protocol_error", "connect to port 0 refused");
   const request: ProxyRequest = {
     version: 4,
     kind,
