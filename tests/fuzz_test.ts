@@ -781,19 +781,39 @@ const validSocks5: fc.Arbitrary<ValidRequest> = fc.record({
     })),
     ipv6Wire.map((a) => ({ wire: [4, ...a], host: canonicalIPv6(a), type: "ipv6" as const })),
     hostName.map((n) => ({ wire: [3, n.length, ...n], host: latin1(n), type: "domain" as const })),
+    // An IP address sent as a name: a name to CONNECT and RESOLVE, the address itself to RESOLVE_PTR.
+    fc.oneof(
+      fc.uint8Array({ minLength: 4, maxLength: 4 }).map((a) => ({
+        text: [...a].join("."),
+        host: [...a].join("."),
+      })),
+      fc.tuple(ipv6Wire, fc.boolean()).map(([a, upper]) => {
+        const host = canonicalIPv6(a);
+        return { text: upper ? host.toUpperCase() : host, host };
+      }),
+    ).map(({ text, host }) => ({
+      wire: [3, text.length, ...ascii(text)],
+      host: text,
+      type: "domain" as const,
+      address: { host, type: host.includes(":") ? "ipv6" as const : "ipv4" as const },
+    })),
   ),
   port,
   early: earlyData,
-}).map(({ mode, others, at, cmd, rsv, target, port, early }) => {
+}).map(({ mode, others, at, cmd, rsv, target: sent, port, early }) => {
   const withAuth = requiresAuth(mode);
   const methods = [...others];
   methods.splice(at % (methods.length + 1), 0, withAuth ? 0x02 : 0x00);
-  // RESOLVE_PTR takes an address, never a name.
-  const kind = cmd === 0xf1 && target.type === "domain" ? "resolve" : KINDS[cmd as keyof typeof KINDS];
+  // RESOLVE_PTR takes an address (maybe as text), never a name.
+  const address = "address" in sent ? sent.address : undefined;
+  const kind = cmd === 0xf1 && sent.type === "domain" && !address
+    ? "resolve"
+    : KINDS[cmd as keyof typeof KINDS];
+  const target = kind === "resolve_ptr" && address ? { ...sent, ...address } : sent;
   const wireCmd = kind === "resolve" ? 0xf0 : cmd;
   const login = withAuth ? [1, USER.length, ...ascii(USER), PASSWORD.length, ...ascii(PASSWORD)] : [];
   return {
-    bytes: concat([5, methods.length], methods, login, [5, wireCmd, rsv], target.wire, [
+    bytes: concat([5, methods.length], methods, login, [5, wireCmd, rsv], sent.wire, [
       port >> 8,
       port & 0xff,
     ], early),

@@ -773,6 +773,34 @@ describe("SOCKS5 Tor extensions", () => {
 
   it("RESOLVE_PTR of a domain name: 05 08 and close", () => {
     assertClosed(handshake(`${GREETING} 05 f1 00 03 08 'web.test' 0000`), `05 00 ${S5_ATYP_NOT_SUPPORTED}`);
+    // Almost an address is still a name.
+    for (
+      const name of ["'1.2.3'", "'01.2.3.4'", "'1.2.3.4.'", "'2001:db8::1::2'", "'::1%lo'", "'256.0.0.1'"]
+    ) {
+      const length = hex(name).length.toString(16).padStart(2, "0");
+      assertClosed(
+        handshake(`${GREETING} 05 f1 00 03 ${length} ${name} 0000`),
+        `05 00 ${S5_ATYP_NOT_SUPPORTED}`,
+        "unsupported",
+      );
+    }
+  });
+
+  it("RESOLVE_PTR of an IP address sent as a name (ATYP 03) is that address, in canonical text", () => {
+    const cases: [string, string, "ipv4" | "ipv6"][] = [
+      ["09 '192.0.2.1'", "192.0.2.1", "ipv4"],
+      ["0b '2001:db8::1'", "2001:db8::1", "ipv6"],
+      ["14 '2001:DB8:0:0:0:0:0:1'", "2001:db8::1", "ipv6"],
+      ["0d '[2001:db8::1]'", "2001:db8::1", "ipv6"],
+      ["03 '::1'", "::1", "ipv6"],
+    ];
+    for (const [name, host, type] of cases) {
+      const r = handshake(`${GREETING} 05 f1 00 03 ${name} 0000`, {
+        answer: (m) => m.resolvedName("web.test"),
+      });
+      assertRequest(r, { version: 5, kind: "resolve_ptr", target: { host, type, port: 0 } });
+      assertClosed(r.answer!, "05 00 00 03 08 'web.test' 0000", "answered");
+    }
   });
 
   it("CONNECT_DIR (F2), granted with connected()", () => {

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { canonicalIP, type HostPort, type SocksAddress } from "./address.ts";
+import { canonicalIP, type HostPort, hostType, type SocksAddress } from "./address.ts";
 import { concatBytes } from "./bytes.ts";
 import {
   decodeLatin1,
@@ -307,10 +307,15 @@ function readSocks5(ctx: Context, data: Uint8Array): Parsed {
       `unsupported command 0x${req.cmd.toString(16)}`,
     );
   }
-  const target = req.target;
+  let target = req.target;
   if (target === null) return done(ReplyCode.GeneralFailure, "protocol_error", "malformed domain name");
   if (kind === "resolve_ptr" && target.type === "domain") {
-    return done(ReplyCode.AddressTypeNotSupported, "unsupported", "RESOLVE_PTR needs an IP address");
+    // An address sent as text (ATYP 3 "192.0.2.1") is that address, as CONNECT and RESOLVE take it.
+    const literal = canonicalIP(target.host);
+    if (literal === null) {
+      return done(ReplyCode.AddressTypeNotSupported, "unsupported", "RESOLVE_PTR needs an IP address");
+    }
+    target = { host: literal, type: hostType(literal), port: target.port };
   }
   if (isPortZeroTunnel(kind, target)) {
     return done(ReplyCode.GeneralFailure, "protocol_error", "connect to port 0 refused");
