@@ -81,9 +81,10 @@ export type Answer =
 /**
  * Why a machine closed, as a stable code (logs and metrics read it):
  * `answered` (a final answer was sent: a RESOLVE's, a refusal), `protocol_error`
- * (malformed or unknown bytes), `http_request` (HTTP sent to the SOCKS port),
- * `auth_failed` (wrong credentials), `auth_unavailable` (no acceptable method, or
- * SOCKS4 where a password is required), `unsupported` (a command not served).
+ * (malformed or unknown bytes, or a tunnel to port 0), `http_request` (HTTP sent
+ * to the SOCKS port), `auth_failed` (wrong credentials), `auth_unavailable` (no
+ * acceptable method, or SOCKS4 where a password is required), `unsupported` (a
+ * command not served, or a RESOLVE_PTR of a name).
  *
  * @example
  * ```ts
