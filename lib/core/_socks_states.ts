@@ -152,7 +152,7 @@ const MISUSE: { readonly [K in InputKind]: string } = {
 function misuse(ctx: Context, input: Input): never {
   throw new TypeError(
     input.type === "bytes"
-      ? `unexpected input in state ${ctx.state}`
+      ? `${MISUSE.bytes} in state ${ctx.state}`
       : `${MISUSE[input.type]} (state ${ctx.state})`,
   );
 }

@@ -51,6 +51,8 @@ export const DEFAULT_COMMANDS: readonly DefaultRequestKind[] = Object.freeze(
   ] as const,
 );
 
+const DEFAULT_SET: ReadonlySet<AnyRequestKind> = new Set(DEFAULT_COMMANDS);
+
 const ALL_KINDS: ReadonlySet<string> = new Set<AnyRequestKind>([
   "connect",
   "connect_dir",
@@ -168,8 +170,8 @@ export class SocksServerMachine<K extends AnyRequestKind = DefaultRequestKind> i
 
   /** Creates a machine for one connection; an unknown kind in `commands` throws a `TypeError`. */
   constructor(options: MachineOptions<K> = {}) {
-    const commands = options.commands ?? (DEFAULT_COMMANDS as readonly AnyRequestKind[]);
-    for (const kind of commands) {
+    const commands = options.commands;
+    for (const kind of commands ?? []) {
       if (!ALL_KINDS.has(kind)) throw new TypeError(`unknown request kind ${JSON.stringify(kind)}`);
     }
     this.#ctx = {
@@ -177,7 +179,8 @@ export class SocksServerMachine<K extends AnyRequestKind = DefaultRequestKind> i
       buffer: NOTHING,
       authenticate: options.authenticate,
       allowSocks4: options.allowSocks4 ?? !options.authenticate,
-      commands: new Set(commands),
+      // Shared unless told otherwise: one machine per connection should cost no more than it must.
+      commands: commands ? new Set<AnyRequestKind>(commands) : DEFAULT_SET,
     };
   }
 
