@@ -3,10 +3,14 @@
  *
  * Every conversation is fed twice, whole and in a random chunking, and both
  * must give the same writes and the same outcome. Along the way: receive()
- * never throws, never buffers more than {@linkcode Limits.MaxHandshakeBuffer}
- * bytes, writes only messages the protocol knows, in an order the protocol
- * allows; a wrong RFC 1929 credential never yields a request; and the answer
- * methods give exactly one well-formed, correct reply to any valid request.
+ * never throws on a client's bytes, never buffers more than
+ * {@linkcode Limits.MaxHandshakeBuffer} bytes, writes only messages the
+ * protocol knows, in an order the protocol allows, and sets `reply` exactly
+ * when it writes a request's reply; a wrong RFC 1929 credential never yields
+ * a request; the answer methods give exactly one well-formed, correct reply
+ * to any valid request; and every call after the machine has decided (input,
+ * or an answer that does not fit) is the driver's misuse: a TypeError that
+ * changes nothing.
  *
  * By default about 120,000 cases run with a fixed seed (fast-check prints the
  * seed and path of a failure, and a shrunk counterexample). Longer runs:
@@ -27,6 +31,7 @@ import {
   SocksServerMachine,
   type Step,
 } from "../lib/core/socks_server.ts";
+import type { RequestKind } from "../lib/core/request.ts";
 import { HTTP_RESISTANCE_RESPONSE } from "../lib/core/replies.ts";
 import { Limits, ReplyCode } from "../lib/core/wire.ts";
 import { concat, toHex } from "./_hex.ts";
@@ -102,14 +107,26 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 /**
  * "open": no options. "no_socks4": SOCKS4 refused. "auth": RFC 1929 required
  * (SOCKS4 then refused by default). "auth_socks4": RFC 1929 plus SOCKS4 allowed.
+ * "every_command": no auth, and BIND and UDP ASSOCIATE handed out too.
  */
-type Mode = "open" | "no_socks4" | "auth" | "auth_socks4";
-const MODES: readonly Mode[] = ["open", "no_socks4", "auth", "auth_socks4"];
+type Mode = "open" | "no_socks4" | "auth" | "auth_socks4" | "every_command";
+const MODES: readonly Mode[] = ["open", "no_socks4", "auth", "auth_socks4", "every_command"];
+const EVERY_COMMAND: readonly RequestKind[] = [
+  "connect",
+  "connect_dir",
+  "resolve",
+  "resolve_ptr",
+  "bind",
+  "udp_associate",
+];
+
+/** A machine of any commands. */
+type Machine = SocksServerMachine<RequestKind>;
 const USER = "alice";
 const PASSWORD = "secret";
 
 /** Options for `mode`; the authenticator records every verdict it gives in `calls`. */
-function optionsFor(mode: Mode, calls: boolean[]): MachineOptions {
+function optionsFor(mode: Mode, calls: boolean[]): MachineOptions<RequestKind> {
   const authenticate = (user: Uint8Array, password: Uint8Array) => {
     // The machine never asks about an empty field: RFC 1929 fields are 1-255 bytes.
     assert.ok(user.length > 0 && password.length > 0, "authenticate() called with an empty field");
@@ -126,11 +143,13 @@ function optionsFor(mode: Mode, calls: boolean[]): MachineOptions {
       return { authenticate };
     case "auth_socks4":
       return { authenticate, allowSocks4: true };
+    case "every_command":
+      return { commands: EVERY_COMMAND };
   }
 }
 
 const requiresAuth = (mode: Mode) => mode === "auth" || mode === "auth_socks4";
-const servesSocks4 = (mode: Mode) => mode === "open" || mode === "auth_socks4";
+const servesSocks4 = (mode: Mode) => mode === "open" || mode === "auth_socks4" || mode === "every_command";
 
 // ---------------------------------------------------------------- what receive() may write
 
@@ -177,7 +196,29 @@ interface Outcome {
   /** The messages named by {@linkcode token}, comma-separated. */
   sentence: string;
   /** The first action other than need_more (or the last need_more); after a request, `early` includes every byte not fed. */
-  action: Action;
+  action: Action<RequestKind>;
+}
+
+/**
+ * Fails unless `step.reply` is set exactly when the step wrote a request's
+ * reply (a SOCKS5 failure or the SOCKS4 rejection, for receive()), and is the
+ * REP / CD byte written.
+ */
+function checkStepReply(step: Step<RequestKind>) {
+  const replies = step.write.filter((w) => /^(s5fail|s4reject)/.test(token(w)));
+  assert.ok(replies.length <= 1, "two request replies in one step");
+  assert.equal(step.reply, replies[0]?.[1], `reply ${step.reply} after ${step.write.map(toHex)}`);
+}
+
+/** Asserts that `call` is misuse: a TypeError, and the machine as it was. */
+function assertMisuse(machine: Machine, call: () => unknown, what: string) {
+  const before = { state: machine.state, buffered: machine.buffered, request: machine.request };
+  assert.throws(call, TypeError, what);
+  assert.deepEqual(
+    { state: machine.state, buffered: machine.buffered, request: machine.request },
+    before,
+    what,
+  );
 }
 
 /**
@@ -192,12 +233,13 @@ interface Outcome {
  */
 function converse(input: Uint8Array, chunks: Uint8Array[], mode: Mode, scribble: boolean): Outcome {
   const calls: boolean[] = [];
-  const machine = new SocksServerMachine(optionsFor(mode, calls));
+  const machine: Machine = new SocksServerMachine(optionsFor(mode, calls));
   const writes: Uint8Array[] = [];
-  let action: Action = { type: "need_more" };
+  let action: Action<RequestKind> = { type: "need_more" };
   for (let i = 0; i < chunks.length; i++) {
     const chunk = scribble ? chunks[i].slice() : chunks[i];
-    const step: Step = machine.receive(chunk);
+    const step = machine.receive(chunk);
+    checkStepReply(step);
     if (scribble) chunk.fill(0xee);
     assert.ok(
       machine.buffered <= Limits.MaxHandshakeBuffer,
@@ -239,7 +281,7 @@ function converse(input: Uint8Array, chunks: Uint8Array[], mode: Mode, scribble:
 
   if (action.type === "request") {
     const { request } = action;
-    checkRequestInvariants(request);
+    checkRequestInvariants(request, mode);
     if (request.version === 4) {
       assert.equal(sentence, "", "a SOCKS4 request after SOCKS5 messages");
       assert.ok(servesSocks4(mode), `SOCKS4 request served in mode ${mode}`);
@@ -254,38 +296,42 @@ function converse(input: Uint8Array, chunks: Uint8Array[], mode: Mode, scribble:
     }
   }
 
-  // Once the machine has decided, more input closes it, with no write and no throw.
+  // Once the machine has decided, more input is the driver's misuse: it throws, writes nothing, changes nothing.
   if (action.type !== "need_more") {
     for (const more of [input.subarray(0, 9), new Uint8Array(0), Uint8Array.of(5, 1, 0)]) {
-      const after = machine.receive(more);
-      assert.deepEqual(after.write, [], "wrote after the handshake ended");
-      assert.equal(after.action.type, "close");
+      assertMisuse(machine, () => machine.receive(more), "input after the handshake ended");
       assert.equal(machine.buffered, 0);
     }
-    // The request was abandoned by that misuse: no answer may be written any more.
-    for (const late of answerAll(machine)) {
-      assert.deepEqual(late.write, [], "answered after close");
-      assert.equal(late.action.type, "close");
-    }
+  }
+  // With no request pending, no answer may be written: each one throws.
+  if (action.type !== "request") {
+    for (const late of ANSWER_ALL) assertMisuse(machine, () => late(machine), "an answer without a request");
   }
   return { writes: writes.map(toHex), sentence, action };
 }
 
-function answerAll(machine: SocksServerMachine): Step[] {
-  return [
-    machine.connected({ host: "127.0.0.1", port: 1 }),
-    machine.resolved("1.2.3.4"),
-    machine.resolvedName("x.test"),
-    machine.rejected(ReplyCode.GeneralFailure),
-  ];
-}
+/** One answer of every type. */
+const ANSWER_ALL: ((machine: Machine) => Step<RequestKind>)[] = [
+  (m) => m.connected({ host: "127.0.0.1", port: 1 }),
+  (m) => m.resolved("1.2.3.4"),
+  (m) => m.resolvedName("x.test"),
+  (m) => m.rejected(ReplyCode.GeneralFailure),
+  (m) => m.answer({ type: "bound", bound: { host: "127.0.0.1", port: 1 } }),
+  (m) => m.answer({ type: "peer", peer: { host: "127.0.0.1", port: 1 } }),
+  (m) => m.answer({ type: "associated", bound: { host: "127.0.0.1", port: 1 } }),
+];
 
 const DOTTED_QUAD = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
-function checkRequestInvariants(request: SocksRequest) {
+function checkRequestInvariants(request: SocksRequest<RequestKind>, mode: Mode) {
   const { version, kind, target } = request;
   assert.ok(version === 4 || version === 5);
-  assert.ok(["connect", "connect_dir", "resolve", "resolve_ptr"].includes(kind), kind);
+  const served = mode === "every_command"
+    ? EVERY_COMMAND
+    : ["connect", "connect_dir", "resolve", "resolve_ptr"];
+  assert.ok(served.includes(kind), kind);
+  if (kind === "udp_associate") assert.equal(version, 5, "UDP ASSOCIATE over SOCKS4");
+  if (kind === "connect" || kind === "connect_dir") assert.notEqual(target.port, 0, "a tunnel to port 0");
   assert.ok(
     Number.isInteger(target.port) && target.port >= 0 && target.port <= 0xffff,
     `port ${target.port}`,
@@ -436,7 +482,7 @@ type Answer =
   | { method: "resolvedName"; name: string }
   | { method: "rejected"; code: ReplyCode };
 
-function answer(machine: SocksServerMachine, a: Answer): Step {
+function answer(machine: Machine, a: Answer): Step<RequestKind> {
   switch (a.method) {
     case "connected":
       return machine.connected({ host: a.host, port: a.port });
@@ -735,19 +781,39 @@ const validSocks5: fc.Arbitrary<ValidRequest> = fc.record({
     })),
     ipv6Wire.map((a) => ({ wire: [4, ...a], host: canonicalIPv6(a), type: "ipv6" as const })),
     hostName.map((n) => ({ wire: [3, n.length, ...n], host: latin1(n), type: "domain" as const })),
+    // An IP address sent as a name: a name to CONNECT and RESOLVE, the address itself to RESOLVE_PTR.
+    fc.oneof(
+      fc.uint8Array({ minLength: 4, maxLength: 4 }).map((a) => ({
+        text: [...a].join("."),
+        host: [...a].join("."),
+      })),
+      fc.tuple(ipv6Wire, fc.boolean()).map(([a, upper]) => {
+        const host = canonicalIPv6(a);
+        return { text: upper ? host.toUpperCase() : host, host };
+      }),
+    ).map(({ text, host }) => ({
+      wire: [3, text.length, ...ascii(text)],
+      host: text,
+      type: "domain" as const,
+      address: { host, type: host.includes(":") ? "ipv6" as const : "ipv4" as const },
+    })),
   ),
   port,
   early: earlyData,
-}).map(({ mode, others, at, cmd, rsv, target, port, early }) => {
+}).map(({ mode, others, at, cmd, rsv, target: sent, port, early }) => {
   const withAuth = requiresAuth(mode);
   const methods = [...others];
   methods.splice(at % (methods.length + 1), 0, withAuth ? 0x02 : 0x00);
-  // RESOLVE_PTR takes an address, never a name.
-  const kind = cmd === 0xf1 && target.type === "domain" ? "resolve" : KINDS[cmd as keyof typeof KINDS];
+  // RESOLVE_PTR takes an address (maybe as text), never a name.
+  const address = "address" in sent ? sent.address : undefined;
+  const kind = cmd === 0xf1 && sent.type === "domain" && !address
+    ? "resolve"
+    : KINDS[cmd as keyof typeof KINDS];
+  const target = kind === "resolve_ptr" && address ? { ...sent, ...address } : sent;
   const wireCmd = kind === "resolve" ? 0xf0 : cmd;
   const login = withAuth ? [1, USER.length, ...ascii(USER), PASSWORD.length, ...ascii(PASSWORD)] : [];
   return {
-    bytes: concat([5, methods.length], methods, login, [5, wireCmd, rsv], target.wire, [
+    bytes: concat([5, methods.length], methods, login, [5, wireCmd, rsv], sent.wire, [
       port >> 8,
       port & 0xff,
     ], early),
@@ -887,45 +953,65 @@ function chooseAnswer(request: SocksRequest, a: AnswerInputs): Answer {
  * Returns a label of the outcome.
  */
 function answerOnce(valid: ValidRequest, chunks: Uint8Array[], choice: Answer): string {
-  const machine = new SocksServerMachine(optionsFor(valid.mode, []));
-  let action: Action = { type: "need_more" };
+  const machine: Machine = new SocksServerMachine(optionsFor(valid.mode, []));
+  let action: Action<RequestKind> = { type: "need_more" };
   const writes: string[] = [];
   for (let i = 0; i < chunks.length && action.type === "need_more"; i++) {
     const step = machine.receive(chunks[i]);
+    checkStepReply(step);
     writes.push(...step.write.map(toHex));
     action = step.action;
     if (action.type === "request") {
       action = { ...action, early: concat(action.early, ...chunks.slice(i + 1)) };
     }
   }
-  assert.deepEqual(action, { type: "request", request: valid.request, early: valid.early });
   const handshake = valid.request.version === 4
     ? []
     : requiresAuth(valid.mode)
     ? ["05 02", "01 00"]
     : ["05 00"];
+  const { kind, target, version } = valid.request;
+  if (target.port === 0 && (kind === "connect" || kind === "connect_dir")) {
+    // A tunnel to port 0 is refused by the machine (Tor's reply): never handed to the driver.
+    const refusal = version === 5 ? "05 01 00 01 00 00 00 00 00 00" : SOCKS4_REJECT;
+    assert.deepEqual(action, { type: "close", code: "protocol_error", reason: "connect to port 0 refused" });
+    assert.deepEqual(writes, [...handshake, refusal]);
+    for (const late of [...ANSWER_ALL, (m: Machine) => m.receive(Uint8Array.of(5, 1, 0))]) {
+      assertMisuse(machine, () => late(machine), "a call after the refusal");
+    }
+    return `${version}:port0`;
+  }
+  assert.deepEqual(action, { type: "request", request: valid.request, early: valid.early });
   assert.deepEqual(writes, handshake);
 
   const { request } = valid;
   const expected = expectedAnswer(request, choice);
-  const step = answer(machine, choice);
   let label: string;
+  let step: Step<RequestKind>;
   if (expected === null) {
-    // Misuse: the wrong method for this request closes without a reply.
-    assert.deepEqual(step.write, [], "a reply to a method that does not fit the request");
-    assert.equal(step.action.type, "close");
+    // Misuse: the wrong method for this request throws and writes no reply; the request is still there to refuse.
+    assertMisuse(machine, () => answer(machine, choice), "a method that does not fit the request");
     label = "misuse";
+    step = machine.rejected(ReplyCode.NotAllowed);
+    assert.equal(step.write.length, 1, "exactly one reply");
+    checkReplyShape(step.write[0], request.version);
+    assert.equal(
+      toHex(step.write[0]),
+      request.version === 5 ? "05 02 00 01 00 00 00 00 00 00" : SOCKS4_REJECT,
+    );
   } else {
+    step = answer(machine, choice);
     assert.equal(step.write.length, 1, "exactly one reply");
     checkReplyShape(step.write[0], request.version);
     assert.equal(toHex(step.write[0]), expected.reply);
     assert.equal(step.action.type, expected.action);
     label = `${request.version}:${choice.method}:${expected.reply.slice(0, 5)}`;
   }
-  // Exactly one: nothing more is ever written, whatever is called next.
-  for (const late of [...answerAll(machine), machine.receive(Uint8Array.of(5, 1, 0))]) {
-    assert.deepEqual(late.write, [], "a second reply");
-    assert.equal(late.action.type, "close");
+  // The reply byte is reported, not left to be read back out of the bytes.
+  assert.equal(step.reply, step.write[0][1], "Step.reply differs from the reply written");
+  // Exactly one: nothing more is ever written, whatever is called next (each call throws).
+  for (const late of [...ANSWER_ALL, (m: Machine) => m.receive(Uint8Array.of(5, 1, 0))]) {
+    assertMisuse(machine, () => late(machine), "a call after the answer");
   }
   return label;
 }
@@ -1046,6 +1132,8 @@ describe("fuzzing SocksServerMachine", () => {
           "5:resolvedName:05 04",
           "5:rejected:05 01",
           "4:rejected:00 5b",
+          "5:port0",
+          "4:port0",
         ]);
       }
     },

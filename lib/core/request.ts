@@ -27,7 +27,9 @@ import type { ReplyCode } from "./wire.ts";
 export type RequestKind = "connect" | "connect_dir" | "resolve" | "resolve_ptr" | "bind" | "udp_associate";
 
 /**
- * A parsed, well-formed request that the driver must act on.
+ * A parsed, well-formed request that the driver must act on. `K` narrows
+ * the kinds a machine can hand out (a SOCKS machine built without `bind`
+ * never asks for one).
  *
  * @example
  * ```ts
@@ -39,11 +41,11 @@ export type RequestKind = "connect" | "connect_dir" | "resolve" | "resolve_ptr" 
  * };
  * ```
  */
-export interface ProxyRequest {
+export interface ProxyRequest<K extends RequestKind = RequestKind> {
   /** 4 for SOCKS4 and 4A, 5 for SOCKS5. */
   version: 4 | 5;
-  /** What is asked. */
-  kind: RequestKind;
+  /** What is asked: one of the kinds the machine was told to hand out. */
+  kind: K;
   /** The destination (or the name / address to resolve). */
   target: SocksAddress;
   /** SOCKS4 user id or RFC 1929 user name, when given. Never the password. */
@@ -79,9 +81,10 @@ export type Answer =
 /**
  * Why a machine closed, as a stable code (logs and metrics read it):
  * `answered` (a final answer was sent: a RESOLVE's, a refusal), `protocol_error`
- * (malformed or unknown bytes), `http_request` (HTTP sent to the SOCKS port),
- * `auth_failed` (wrong credentials), `auth_unavailable` (no acceptable method, or
- * SOCKS4 where a password is required), `unsupported` (a command not served).
+ * (malformed or unknown bytes, or a tunnel to port 0), `http_request` (HTTP sent
+ * to the SOCKS port), `auth_failed` (wrong credentials), `auth_unavailable` (no
+ * acceptable method, or SOCKS4 where a password is required), `unsupported` (a
+ * command not served, or a RESOLVE_PTR of a name).
  *
  * @example
  * ```ts
@@ -100,6 +103,15 @@ export type CloseCode =
 /**
  * What the driver must do after feeding the machine.
  *
+ * - `need_more`: read more bytes from the client, then call `receive()`.
+ * - `request`: act on `request`, then call `answer()`. `early` holds bytes the client sent after the
+ *   request: forward them upstream once connected.
+ * - `wait`: BIND's first reply is out; wait for the peer to connect, then answer `peer` (or `rejected`).
+ * - `relay`: the tunnel is granted: relay bytes both ways.
+ * - `hold`: UDP ASSOCIATE's reply is out; keep the connection open and relay nothing on it until the
+ *   client closes it (the association lives as long as this connection).
+ * - `close`: write the output, then close the connection.
+ *
  * @example
  * ```ts
  * import type { Action } from "../../mod.ts";
@@ -108,14 +120,12 @@ export type CloseCode =
  * }
  * ```
  */
-export type Action =
-  /** Read more bytes from the client. */
+export type Action<K extends RequestKind = RequestKind> =
   | { type: "need_more" }
-  /** Act on `request`, then call `answer()`. `early` holds bytes the client sent after the request: forward them upstream once connected. */
-  | { type: "request"; request: ProxyRequest; early: Uint8Array }
-  /** The tunnel is granted: relay bytes both ways. */
+  | { type: "request"; request: ProxyRequest<K>; early: Uint8Array }
+  | { type: "wait" }
   | { type: "relay" }
-  /** Write the output, then close the connection. */
+  | { type: "hold" }
   | { type: "close"; code: CloseCode; reason: string };
 
 /**
@@ -130,21 +140,23 @@ export type Action =
  * }
  * ```
  */
-export interface Step {
+export interface Step<K extends RequestKind = RequestKind> {
   /** Messages to write to the client, in order, before doing `action`. */
   write: Uint8Array[];
   /** What to do next. */
-  action: Action;
+  action: Action<K>;
   /**
    * The reply code the last reply written carries (SOCKS5 REP or SOCKS4 CD),
-   * when this step wrote a request's reply: what logs show, read from the
-   * answer, never back out of the bytes.
+   * set exactly when this step wrote a reply to a request, whether answering
+   * the driver or refusing on its own: what logs show, never read back out
+   * of the bytes.
    */
   reply?: number;
 }
 
 /**
- * A front-end protocol machine: sans-IO, one per client connection.
+ * A front-end protocol machine: sans-IO, one per client connection. A call
+ * that throws (driver misuse) leaves the machine as it was.
  *
  * @example
  * ```ts
@@ -154,11 +166,15 @@ export interface Step {
  * if (step.action.type === "request") machine.answer({ type: "rejected", reply: 0x02 });
  * ```
  */
-export interface RequestMachine {
-  /** Feeds bytes from the client; call only while the last action was `need_more`. */
-  receive(chunk: Uint8Array): Step;
-  /** Answers the pending request; call once, after a `request` action. */
-  answer(answer: Answer): Step;
+export interface RequestMachine<K extends RequestKind = RequestKind> {
+  /** Feeds bytes from the client; call only while the last action was `need_more`, else it throws a `TypeError`. */
+  receive(chunk: Uint8Array): Step<K>;
+  /**
+   * Answers the pending request: once after a `request` action, and once more
+   * after a `wait`. An answer at any other time, or one that does not fit the
+   * request, throws a `TypeError`.
+   */
+  answer(answer: Answer): Step<K>;
   /** Bytes held while waiting for the rest of a message. */
   readonly buffered: number;
 }

@@ -5,11 +5,14 @@
  * at every byte boundary, one byte at a time and after an empty chunk, and
  * requires the same writes, the same final action (and the same answer to
  * it) every time, with the buffer never above Limits.MaxHandshakeBuffer.
+ * Every step any test sees is checked by {@linkcode checkReply}: `reply` is
+ * set exactly when a request's reply is written, and is the byte written.
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { SocksServerMachine } from "../lib/core/socks_server.ts";
 import type { Action, MachineOptions, SocksRequest, Step } from "../lib/core/socks_server.ts";
+import type { CloseCode, RequestKind } from "../lib/core/request.ts";
 import { Limits, ReplyCode } from "../lib/core/wire.ts";
 import { HTTP_RESISTANCE_RESPONSE } from "../lib/core/replies.ts";
 import { concat, hex, repeat, toHex } from "./_hex.ts";
@@ -21,12 +24,38 @@ import { concat, hex, repeat, toHex } from "./_hex.ts";
 /** Canonical hex of a protocol literal, for comparing with outcomes. */
 const wire = (text: string) => toHex(hex(text));
 
+/** A machine of any commands. */
+type Machine = SocksServerMachine<RequestKind>;
+
+/**
+ * Fails unless `step.reply` is the REP / CD byte of the request reply the
+ * step wrote, and is absent when it wrote none. A request's reply is any
+ * write of 8 bytes or more but the HTTP page (method selections and RFC 1929
+ * statuses are 2 bytes).
+ */
+export function checkReply(step: Step<RequestKind>): Step<RequestKind> {
+  const replies = step.write.filter((w) => w.length >= 8 && toHex(w) !== toHex(HTTP_RESISTANCE_RESPONSE));
+  assert.ok(replies.length <= 1, `${replies.length} replies in one step`);
+  assert.equal(step.reply, replies.length ? replies[0][1] : undefined, `reply of ${step.write.map(toHex)}`);
+  if (replies.length) assert.equal(replies[0], step.write.at(-1), "a reply is the step's last write");
+  return step;
+}
+
+/** Asserts that `call` throws a TypeError (driver misuse) and leaves the machine as it was. */
+function assertMisuse(machine: Machine, call: () => unknown, message?: RegExp) {
+  const before = { state: machine.state, buffered: machine.buffered, request: machine.request };
+  assert.throws(call, (e: unknown) => e instanceof TypeError && (!message || message.test(e.message)));
+  assert.deepEqual({ state: machine.state, buffered: machine.buffered, request: machine.request }, before);
+}
+
 /** What feeding a machine produced. */
 interface Fed {
   /** Every write, in order, as the steps returned them. */
   writes: Uint8Array[];
   /** The first non-`need_more` action (or `need_more` if input ran out); a request's `early` includes chunks not fed. */
-  action: Action;
+  action: Action<RequestKind>;
+  /** The `reply` of the step that decided, if any. */
+  reply?: number;
   /** Largest `machine.buffered` seen after any receive(). */
   maxBuffered: number;
 }
@@ -36,15 +65,17 @@ interface Fed {
  * `need_more`. A request's `early` is extended with the chunks that were not
  * fed, since those too are payload the driver must forward.
  */
-function feedAll(machine: SocksServerMachine, chunks: Uint8Array[]): Fed {
+function feedAll(machine: Machine, chunks: Uint8Array[]): Fed {
   const writes: Uint8Array[] = [];
   let maxBuffered = 0;
   for (let i = 0; i < chunks.length; i++) {
-    const step = machine.receive(chunks[i]);
+    const step = checkReply(machine.receive(chunks[i]));
     writes.push(...step.write);
     maxBuffered = Math.max(maxBuffered, machine.buffered);
+    assert.ok(machine.buffered <= Limits.MaxHandshakeBuffer, `buffered ${machine.buffered}`);
     const action = step.action;
     if (action.type === "need_more") continue;
+    assert.equal(machine.buffered, 0, `still buffering after ${action.type}`);
     if (action.type === "request") {
       return {
         writes,
@@ -52,24 +83,23 @@ function feedAll(machine: SocksServerMachine, chunks: Uint8Array[]): Fed {
         maxBuffered,
       };
     }
-    return { writes, action, maxBuffered };
+    return { writes, action, maxBuffered, ...(step.reply !== undefined ? { reply: step.reply } : {}) };
   }
   return { writes, action: { type: "need_more" }, maxBuffered };
 }
 
 /** An action with bytes as hex, so deepEqual compares content across runtimes. */
 type Shown =
-  | { type: "need_more" }
-  | { type: "request"; request: SocksRequest; early: string }
-  | { type: "relay" }
-  | { type: "close"; reason: string };
+  | Exclude<Action<RequestKind>, { type: "request" }>
+  | { type: "request"; request: SocksRequest<RequestKind>; early: string };
 
-function show(action: Action): Shown {
+function show(action: Action<RequestKind>): Shown {
   return action.type === "request" ? { ...action, early: toHex(action.early) } : action;
 }
 
-/** An answer step with its writes joined. */
-function shownStep(step: Step): { writes: string; action: Shown } {
+/** An answer step with its writes joined (its `reply` checked by {@linkcode checkReply}). */
+function shownStep(step: Step<RequestKind>): { writes: string; action: Shown } {
+  checkReply(step);
   return { writes: toHex(concat(...step.write)), action: show(step.action) };
 }
 
@@ -95,25 +125,52 @@ interface Outcome {
   writeList: string[];
   /** The final action of the whole-input run. */
   action: Shown;
+  /** The `reply` of the step that decided, when it wrote a request's reply. */
+  reply?: number;
   /** The answer step, when an answer was given. */
   answer?: { writes: string; action: Shown };
+  /** The `reply` of the answer step. */
+  answerReply?: number;
   /** The largest buffer seen in any run. */
   maxBuffered: number;
   /** The machine of the whole-input run (after the answer, if any). */
-  machine: SocksServerMachine;
+  machine: Machine;
 }
 
-interface HandshakeOptions extends MachineOptions {
+interface HandshakeOptions extends MachineOptions<RequestKind> {
   /** Answers a `request` action (the same way in every run). */
-  answer?: (machine: SocksServerMachine) => Step;
+  answer?: (machine: Machine) => Step<RequestKind>;
 }
 
-const ANSWERS: ((m: SocksServerMachine) => Step)[] = [
-  (m) => m.connected({ host: "127.0.0.1", port: 40000 }),
+const BOUND = { host: "127.0.0.1", port: 40000 };
+
+/** One answer of every type, each through answer() and, where it has one, through its wrapper. */
+const ANSWERS: ((m: Machine) => Step<RequestKind>)[] = [
+  (m) => m.connected(BOUND),
   (m) => m.resolved("1.2.3.4"),
   (m) => m.resolvedName("web.test"),
   (m) => m.rejected(ReplyCode.GeneralFailure),
+  (m) => m.answer({ type: "connected", bound: BOUND }),
+  (m) => m.answer({ type: "bound", bound: BOUND }),
+  (m) => m.answer({ type: "peer", peer: BOUND }),
+  (m) => m.answer({ type: "associated", bound: BOUND }),
+  (m) => m.answer({ type: "resolved", address: "1.2.3.4" }),
+  (m) => m.answer({ type: "resolved_name", name: "web.test" }),
+  (m) => m.answer({ type: "rejected", reply: ReplyCode.NotAllowed }),
 ];
+
+/** For each kind of request, an answer that fits it, then a refusal. */
+const FITTING: Record<RequestKind, ((m: Machine) => Step<RequestKind>)[]> = {
+  connect: [(m) => m.connected(BOUND), (m) => m.rejected(ReplyCode.ConnectionRefused)],
+  connect_dir: [(m) => m.connected(BOUND), (m) => m.rejected(ReplyCode.NotAllowed)],
+  resolve: [(m) => m.resolved("1.2.3.4"), (m) => m.rejected(ReplyCode.HostUnreachable)],
+  resolve_ptr: [(m) => m.resolvedName("web.test"), (m) => m.rejected(ReplyCode.HostUnreachable)],
+  bind: [(m) => m.answer({ type: "bound", bound: BOUND }), (m) => m.rejected(ReplyCode.GeneralFailure)],
+  udp_associate: [
+    (m) => m.answer({ type: "associated", bound: BOUND }),
+    (m) => m.rejected(ReplyCode.GeneralFailure),
+  ],
+};
 
 /**
  * Feeds `input` whole and in every chunking, asserts all runs agree and stay
@@ -124,23 +181,37 @@ function handshake(input: Uint8Array | string, options: HandshakeOptions = {}): 
   const bytes = typeof input === "string" ? hex(input) : input;
   const { answer, ...machineOptions } = options;
   const run = (chunks: Uint8Array[]) => {
-    const machine = new SocksServerMachine(machineOptions);
+    const machine: Machine = new SocksServerMachine(machineOptions);
     const fed = feedAll(machine, chunks);
-    const answered = answer && fed.action.type === "request" ? shownStep(answer(machine)) : undefined;
-    return { machine, fed, answered };
+    let answered: { writes: string; action: Shown } | undefined;
+    let answerReply: number | undefined;
+    if (answer && fed.action.type === "request") {
+      const step = answer(machine);
+      answered = shownStep(step);
+      answerReply = step.reply;
+    }
+    return { machine, fed, answered, answerReply };
   };
   const whole = run([bytes.slice()]);
   const expected = {
     writes: toHex(concat(...whole.fed.writes)),
     action: show(whole.fed.action),
+    reply: whole.fed.reply,
     answer: whole.answered,
+    answerReply: whole.answerReply,
   };
   let maxBuffered = whole.fed.maxBuffered;
   const machines = [whole.machine];
   for (const { label, chunks } of chunkings(bytes)) {
     const r = run(chunks);
     assert.deepEqual(
-      { writes: toHex(concat(...r.fed.writes)), action: show(r.fed.action), answer: r.answered },
+      {
+        writes: toHex(concat(...r.fed.writes)),
+        action: show(r.fed.action),
+        reply: r.fed.reply,
+        answer: r.answered,
+        answerReply: r.answerReply,
+      },
       expected,
       `${label} differs from feeding ${toHex(bytes).slice(0, 120)} whole`,
     );
@@ -154,45 +225,45 @@ function handshake(input: Uint8Array | string, options: HandshakeOptions = {}): 
 
   const final = expected.answer?.action ?? expected.action;
   if (final.type !== "need_more") {
-    // Once a request is out (or the connection is closed / relaying), input is a protocol error.
+    // Once a request is out (or the connection is closed / relaying), input is the driver's misuse.
     for (const m of machines.slice(-2)) {
-      for (const more of [hex("05 01 00"), hex("00")]) {
-        const step = shownStep(m.receive(more));
-        assert.deepEqual([step.writes, step.action.type], ["", "close"]);
+      for (const more of [hex("05 01 00"), hex("00"), new Uint8Array(0)]) {
+        assertMisuse(m, () => m.receive(more), /^unexpected input in state /);
       }
       assert.equal(m.buffered, 0);
     }
   }
   if (expected.action.type !== "request") {
-    // No request pending: every answer method closes without writing and without throwing.
+    // No request pending: every answer throws, writes nothing and changes nothing.
     for (const answerWith of ANSWERS) {
-      const m = new SocksServerMachine(machineOptions);
+      const m: Machine = new SocksServerMachine(machineOptions);
       feedAll(m, [bytes.slice()]);
-      const step = answerWith(m);
-      assert.equal(step.action.type, "close");
-      assert.equal(toHex(concat(...step.write)), "");
+      assertMisuse(m, () => answerWith(m));
     }
   }
   return {
     writes: expected.writes,
     writeList: whole.fed.writes.map(toHex),
     action: expected.action,
+    ...(expected.reply !== undefined ? { reply: expected.reply } : {}),
     answer: expected.answer,
+    ...(expected.answerReply !== undefined ? { answerReply: expected.answerReply } : {}),
     maxBuffered,
     machine: whole.machine,
   };
 }
 
 /** Asserts a `request` action with exactly this request and early data. */
-function assertRequest(outcome: Outcome, request: SocksRequest, early = "") {
+function assertRequest(outcome: Outcome, request: SocksRequest<RequestKind>, early = "") {
   assert.deepEqual(outcome.action, { type: "request", request, early: wire(early) });
   assert.deepEqual(outcome.machine.request, request);
 }
 
-/** Asserts the handshake ended in close after writing exactly `writes`. */
-function assertClosed(outcome: { writes: string; action: Shown }, writes: string) {
+/** Asserts the handshake ended in close after writing exactly `writes` (and, when given, with `code`). */
+function assertClosed(outcome: { writes: string; action: Shown }, writes: string, code?: CloseCode) {
   assert.equal(outcome.writes, wire(writes));
   assert.equal(outcome.action.type, "close");
+  if (code !== undefined) assert.equal(outcome.action.type === "close" && outcome.action.code, code);
 }
 
 const S4_REJECTED = "00 5B 0000 00000000";
@@ -200,7 +271,6 @@ const S5_GENERAL_FAILURE = "05 01 00 01 00000000 0000";
 const S5_COMMAND_NOT_SUPPORTED = "05 07 00 01 00000000 0000";
 const S5_ATYP_NOT_SUPPORTED = "05 08 00 01 00000000 0000";
 const GREETING = "05 01 00";
-const BOUND = { host: "127.0.0.1", port: 40000 };
 
 /** RFC 1929 checker accepting alice/secret, recording what it was given. */
 function credentials() {
@@ -302,8 +372,8 @@ describe("SOCKS4", () => {
   });
 
   it("BIND, UDP ASSOCIATE, RESOLVE_PTR and unknown commands get 5B and close", () => {
-    for (const cmd of ["02", "03", "f1", "00", "04", "f3", "ff"]) {
-      assertClosed(handshake(`04 ${cmd} 0050 7f000001 00`), S4_REJECTED);
+    for (const cmd of ["02", "03", "f1", "00", "04", "09", "f3", "ff"]) {
+      assertClosed(handshake(`04 ${cmd} 0050 7f000001 00`), S4_REJECTED, "unsupported");
     }
   });
 
@@ -399,6 +469,11 @@ describe("SOCKS4 / 4A Tor extensions", () => {
     assertClosed(r.answer!, "00 5A 0000 05060708");
   });
 
+  it("RESOLVE over plain SOCKS4 of a private address is still a plain SOCKS4 target", () => {
+    const r = handshake("04 f0 0000 0a000001 00");
+    assertRequest(r, { version: 4, kind: "resolve", target: { host: "10.0.0.1", type: "ipv4", port: 0 } });
+  });
+
   it("an IPv6 answer cannot be carried by SOCKS4: 5B", () => {
     const r = handshake("04 f0 0000 00000001 00 'web.test' 00", { answer: (m) => m.resolved("2001:db8::1") });
     assertClosed(r.answer!, S4_REJECTED);
@@ -444,6 +519,13 @@ describe("SOCKS5 greeting", () => {
     assert.equal(r.writes, wire("05 00"));
     assert.deepEqual(r.action, { type: "need_more" });
     assert.equal(handshake("05 03 01 02 00").writes, wire("05 00"));
+  });
+
+  it("the wanted method is found anywhere in the list", () => {
+    const { authenticate } = credentials();
+    assert.equal(handshake("05 03 80 02 00", { authenticate }).writes, wire("05 02"));
+    assert.equal(handshake("05 03 80 02 00").writes, wire("05 00"));
+    assert.equal(handshake("05 02 00 02").writes, wire("05 00"));
   });
 
   it("without no-auth among the methods: 05 FF and close", () => {
@@ -596,6 +678,28 @@ describe("SOCKS5 CONNECT", () => {
       S5_GENERAL_FAILURE,
     );
   });
+
+  it("rejected() sends codes outside 01-08 as general failure, and every failure code as itself", () => {
+    const req = `${GREETING} 05 01 00 01 01020304 0050`;
+    for (const code of [0, 9, 255, 256, 512, -256, NaN, 1.5]) {
+      const r = handshake(req, { answer: (m) => m.rejected(code as ReplyCode) });
+      assertClosed(r.answer!, S5_GENERAL_FAILURE, "answered");
+      assert.equal(r.answerReply, ReplyCode.GeneralFailure, String(code));
+    }
+    for (const code of Object.values(ReplyCode).filter((c) => c !== 0)) {
+      const r = handshake(req, { answer: (m) => m.rejected(code) });
+      assertClosed(r.answer!, `05 ${code.toString(16).padStart(2, "0")} 00 01 00000000 0000`, "answered");
+      assert.equal(r.answerReply, code);
+    }
+  });
+
+  it("connected() with an IPv4-mapped bound address other than loopback: ATYP 01", () => {
+    const r = handshake(`${GREETING} 05 01 00 01 01020304 0050`, {
+      answer: (m) => m.connected({ host: "::ffff:10.1.2.3", port: 40000 }),
+    });
+    assert.deepEqual(r.answer, { writes: wire("05 00 00 01 0a010203 9c40"), action: { type: "relay" } });
+    assert.equal(r.answerReply, 0);
+  });
 });
 
 describe("SOCKS5 Tor extensions", () => {
@@ -619,6 +723,14 @@ describe("SOCKS5 Tor extensions", () => {
       answer: (m) => m.rejected(ReplyCode.HostUnreachable),
     });
     assertClosed(r.answer!, "05 04 00 01 00000000 0000");
+  });
+
+  it("RESOLVE answered with text that is not an IP address: HostUnreachable, never a success", () => {
+    const r = handshake(`${GREETING} 05 f0 00 03 08 'web.test' 0000`, {
+      answer: (m) => m.resolved("not-an-ip"),
+    });
+    assertClosed(r.answer!, "05 04 00 01 00000000 0000", "answered");
+    assert.equal(r.answerReply, ReplyCode.HostUnreachable);
   });
 
   it("RESOLVE of an IP literal is still a resolve request", () => {
@@ -647,6 +759,11 @@ describe("SOCKS5 Tor extensions", () => {
     assertClosed(v6.answer!, "05 00 00 03 08 'web.test' 0000");
   });
 
+  it("RESOLVE_PTR of ::1 names the IPv6 loopback", () => {
+    const r = handshake(`${GREETING} 05 f1 00 04 00000000000000000000000000000001 0000`);
+    assertRequest(r, { version: 5, kind: "resolve_ptr", target: { host: "::1", type: "ipv6", port: 0 } });
+  });
+
   it("RESOLVE_PTR answered with an unsendable name becomes HostUnreachable", () => {
     for (const name of ["", "a b", "caf\u00e9", "x".repeat(256)]) {
       const r = handshake(`${GREETING} 05 f1 00 01 c0000201 0000`, { answer: (m) => m.resolvedName(name) });
@@ -656,6 +773,34 @@ describe("SOCKS5 Tor extensions", () => {
 
   it("RESOLVE_PTR of a domain name: 05 08 and close", () => {
     assertClosed(handshake(`${GREETING} 05 f1 00 03 08 'web.test' 0000`), `05 00 ${S5_ATYP_NOT_SUPPORTED}`);
+    // Almost an address is still a name.
+    for (
+      const name of ["'1.2.3'", "'01.2.3.4'", "'1.2.3.4.'", "'2001:db8::1::2'", "'::1%lo'", "'256.0.0.1'"]
+    ) {
+      const length = hex(name).length.toString(16).padStart(2, "0");
+      assertClosed(
+        handshake(`${GREETING} 05 f1 00 03 ${length} ${name} 0000`),
+        `05 00 ${S5_ATYP_NOT_SUPPORTED}`,
+        "unsupported",
+      );
+    }
+  });
+
+  it("RESOLVE_PTR of an IP address sent as a name (ATYP 03) is that address, in canonical text", () => {
+    const cases: [string, string, "ipv4" | "ipv6"][] = [
+      ["09 '192.0.2.1'", "192.0.2.1", "ipv4"],
+      ["0b '2001:db8::1'", "2001:db8::1", "ipv6"],
+      ["14 '2001:DB8:0:0:0:0:0:1'", "2001:db8::1", "ipv6"],
+      ["0d '[2001:db8::1]'", "2001:db8::1", "ipv6"],
+      ["03 '::1'", "::1", "ipv6"],
+    ];
+    for (const [name, host, type] of cases) {
+      const r = handshake(`${GREETING} 05 f1 00 03 ${name} 0000`, {
+        answer: (m) => m.resolvedName("web.test"),
+      });
+      assertRequest(r, { version: 5, kind: "resolve_ptr", target: { host, type, port: 0 } });
+      assertClosed(r.answer!, "05 00 00 03 08 'web.test' 0000", "answered");
+    }
   });
 
   it("CONNECT_DIR (F2), granted with connected()", () => {
@@ -686,6 +831,11 @@ describe("SOCKS5 refusals", () => {
     }
   });
 
+  it("an unknown address type is refused as soon as it is seen, without waiting for more", () => {
+    assertClosed(handshake(`${GREETING} 05 01 00 02`), `05 00 ${S5_ATYP_NOT_SUPPORTED}`, "protocol_error");
+    assertClosed(handshake(`${GREETING} 05 01 00 05 010203`), `05 00 ${S5_ATYP_NOT_SUPPORTED}`);
+  });
+
   it("an empty domain name: 05 01 and close", () => {
     assertClosed(handshake(`${GREETING} 05 01 00 03 00 0050`), `05 00 ${S5_GENERAL_FAILURE}`);
   });
@@ -712,6 +862,309 @@ describe("SOCKS5 refusals", () => {
 });
 
 // ---------------------------------------------------------------------------
+// Port 0
+// ---------------------------------------------------------------------------
+
+describe("a tunnel to port 0", () => {
+  // Tor's SocksPort: connection_edge.c refuses it with END_STREAM_REASON_TORPROTOCOL, which reasons.c
+  // sends as SOCKS5 general failure (0x01); SOCKS4 gets 0x5B. Before any dial, so every runtime agrees.
+  const REASON = "connect to port 0 refused";
+
+  it("SOCKS5 CONNECT and CONNECT_DIR to port 0: 05 01 and close, before any dial", () => {
+    for (
+      const request of [
+        "05 01 00 01 c0000201 0000",
+        "05 01 00 04 20010db8000000000000000000000001 0000",
+        "05 01 00 03 0b 'example.com' 0000",
+        "05 f2 00 01 c0000201 0000",
+        "05 f2 00 03 08 'dir.test' 0000",
+      ]
+    ) {
+      const r = handshake(`${GREETING} ${request} 'early'`);
+      assertClosed(r, `05 00 ${S5_GENERAL_FAILURE}`, "protocol_error");
+      assert.deepEqual(r.action, { type: "close", code: "protocol_error", reason: REASON }, request);
+      assert.equal(r.reply, ReplyCode.GeneralFailure);
+    }
+  });
+
+  it("SOCKS4 and 4A CONNECT and CONNECT_DIR to port 0: 5B and close", () => {
+    for (
+      const request of [
+        "04 01 0000 c0000201 00",
+        "04 01 0000 00000001 00 'a.test' 00",
+        "04 f2 0000 c0000201 'u' 00",
+      ]
+    ) {
+      const r = handshake(request);
+      assertClosed(r, S4_REJECTED, "protocol_error");
+      assert.deepEqual(r.action, { type: "close", code: "protocol_error", reason: REASON }, request);
+      assert.equal(r.reply, 0x5b);
+    }
+  });
+
+  it("port 1 is a request; RESOLVE, BIND and UDP ASSOCIATE may name port 0", () => {
+    assertRequest(handshake(`${GREETING} 05 01 00 01 c0000201 0001`), {
+      version: 5,
+      kind: "connect",
+      target: { host: "192.0.2.1", type: "ipv4", port: 1 },
+    });
+    const every: RequestKind[] = ["connect", "resolve", "bind", "udp_associate"];
+    for (const cmd of ["f0", "02", "03"]) {
+      assert.equal(
+        handshake(`${GREETING} 05 ${cmd} 00 01 c0000201 0000`, { commands: every }).action.type,
+        "request",
+      );
+    }
+    assert.equal(handshake("04 02 0000 c0000201 00", { commands: every }).action.type, "request");
+  });
+
+  it("an unserved command or a refused SOCKS4 is refused for that first", () => {
+    assertClosed(
+      handshake(`${GREETING} 05 02 00 01 c0000201 0000`),
+      `05 00 ${S5_COMMAND_NOT_SUPPORTED}`,
+      "unsupported",
+    );
+    const { authenticate } = credentials();
+    assertClosed(handshake("04 01 0000 c0000201 00", { authenticate }), S4_REJECTED, "auth_unavailable");
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Commands: BIND and UDP ASSOCIATE when listed
+// ---------------------------------------------------------------------------
+
+describe("commands", () => {
+  const EVERY: RequestKind[] = ["connect", "connect_dir", "resolve", "resolve_ptr", "bind", "udp_associate"];
+  const PEER = { host: "192.0.2.7", port: 5000 };
+
+  it("by default BIND and UDP ASSOCIATE get exactly the old refusals: 05 07, and 5B on SOCKS4", () => {
+    for (const cmd of ["02", "03"]) {
+      const r = handshake(`${GREETING} 05 ${cmd} 00 01 7f000001 0050`);
+      assertClosed(r, `05 00 ${S5_COMMAND_NOT_SUPPORTED}`, "unsupported");
+      assert.equal(
+        r.action.type === "close" && r.action.reason,
+        `unsupported command 0x${Number(`0x${cmd}`)}`,
+      );
+      assert.equal(r.reply, ReplyCode.CommandNotSupported);
+    }
+    const s4 = handshake("04 02 0050 7f000001 00");
+    assertClosed(s4, S4_REJECTED, "unsupported");
+    assert.equal(s4.action.type === "close" && s4.action.reason, "unsupported SOCKS4 command 0x2");
+  });
+
+  it("a kind left out of `commands` is refused as not supported", () => {
+    const commands: RequestKind[] = ["connect"];
+    assertClosed(
+      handshake(`${GREETING} 05 f0 00 03 08 'web.test' 0000`, { commands }),
+      `05 00 ${S5_COMMAND_NOT_SUPPORTED}`,
+    );
+    assertClosed(
+      handshake(`${GREETING} 05 f2 00 01 c0000201 2329`, { commands }),
+      `05 00 ${S5_COMMAND_NOT_SUPPORTED}`,
+    );
+    assertClosed(handshake("04 f0 0000 00000001 00 'web.test' 00", { commands }), S4_REJECTED, "unsupported");
+    assert.equal(handshake(`${GREETING} 05 01 00 01 c0000201 0050`, { commands }).action.type, "request");
+  });
+
+  it("an unknown kind in `commands` is the driver's misuse: TypeError", () => {
+    assert.throws(
+      () => new SocksServerMachine({ commands: ["connect", "listen" as RequestKind] }),
+      TypeError,
+    );
+  });
+
+  it("SOCKS5 BIND: the first reply names the listening socket, then wait; the second names the peer, then relay", () => {
+    const r = handshake(`${GREETING} 05 02 00 01 c0000207 1388 'early'`, {
+      commands: EVERY,
+      answer: (m) => m.answer({ type: "bound", bound: { host: "198.51.100.1", port: 40001 } }),
+    });
+    assertRequest(
+      r,
+      { version: 5, kind: "bind", target: { host: "192.0.2.7", type: "ipv4", port: 5000 } },
+      "'early'",
+    );
+    assert.deepEqual(r.answer, { writes: wire("05 00 00 01 c6336401 9c41"), action: { type: "wait" } });
+    assert.equal(r.answerReply, 0);
+    assertMisuse(r.machine, () => r.machine.receive(hex("'x'")), /state bind_waiting/);
+    assertMisuse(r.machine, () => r.machine.answer({ type: "bound", bound: BOUND }));
+    assertMisuse(r.machine, () => r.machine.connected(BOUND));
+    const second = r.machine.answer({ type: "peer", peer: PEER });
+    assert.deepEqual(shownStep(second), {
+      writes: wire("05 00 00 01 c0000207 1388"),
+      action: { type: "relay" },
+    });
+    assert.equal(second.reply, 0);
+    assert.equal(r.machine.state, "relaying");
+  });
+
+  it("SOCKS5 BIND: an IPv6 peer is ATYP 04; no peer in time is a refusal in the second reply", () => {
+    const bind = `${GREETING} 05 02 00 04 20010db8000000000000000000000007 1388`;
+    const v6 = handshake(bind, { commands: EVERY, answer: (m) => m.answer({ type: "bound", bound: BOUND }) });
+    assertRequest(v6, {
+      version: 5,
+      kind: "bind",
+      target: { host: "2001:db8::7", type: "ipv6", port: 5000 },
+    });
+    assert.deepEqual(
+      shownStep(v6.machine.answer({ type: "peer", peer: { host: "2001:db8::7", port: 5000 } })),
+      {
+        writes: wire("05 00 00 04 20010db8000000000000000000000007 1388"),
+        action: { type: "relay" },
+      },
+    );
+    const late = handshake(bind, {
+      commands: EVERY,
+      answer: (m) => m.answer({ type: "bound", bound: BOUND }),
+    });
+    const step = late.machine.rejected(ReplyCode.TtlExpired);
+    assertClosed(shownStep(step), "05 06 00 01 00000000 0000", "answered");
+    assert.equal(step.reply, ReplyCode.TtlExpired);
+    const refused = handshake(bind, { commands: EVERY, answer: (m) => m.rejected(ReplyCode.NotAllowed) });
+    assertClosed(refused.answer!, "05 02 00 01 00000000 0000", "answered");
+  });
+
+  it("SOCKS4 BIND: two 00 5A replies carrying port and IPv4 (0.0.0.0 for what SOCKS4 cannot carry)", () => {
+    const r = handshake("04 02 1388 c0000207 'bob' 00", {
+      commands: ["bind"],
+      answer: (m) => m.answer({ type: "bound", bound: { host: "198.51.100.1", port: 40001 } }),
+    });
+    assertRequest(r, {
+      version: 4,
+      kind: "bind",
+      target: { host: "192.0.2.7", type: "ipv4", port: 5000 },
+      user: "bob",
+    });
+    assert.deepEqual(r.answer, { writes: wire("00 5A 9c41 c6336401"), action: { type: "wait" } });
+    assert.equal(r.answerReply, 0x5a);
+    const second = r.machine.answer({ type: "peer", peer: { host: "2001:db8::7", port: 5000 } });
+    assert.deepEqual(shownStep(second), { writes: wire("00 5A 1388 00000000"), action: { type: "relay" } });
+    assert.equal(second.reply, 0x5a);
+    const refused = handshake("04 02 1388 c0000207 00", {
+      commands: ["bind"],
+      answer: (m) => m.answer({ type: "bound", bound: BOUND }),
+    });
+    assertClosed(shownStep(refused.machine.rejected(ReplyCode.HostUnreachable)), S4_REJECTED, "answered");
+  });
+
+  it("UDP ASSOCIATE: one reply with the relay's address, then hold; SOCKS4 has no UDP", () => {
+    const r = handshake(`${GREETING} 05 03 00 01 00000000 0000`, {
+      commands: EVERY,
+      answer: (m) => m.answer({ type: "associated", bound: BOUND }),
+    });
+    assertRequest(r, {
+      version: 5,
+      kind: "udp_associate",
+      target: { host: "0.0.0.0", type: "ipv4", port: 0 },
+    });
+    assert.deepEqual(r.answer, { writes: wire("05 00 00 01 7f000001 9c40"), action: { type: "hold" } });
+    assert.equal(r.answerReply, 0);
+    assert.equal(r.machine.state, "holding");
+    assertMisuse(r.machine, () => r.machine.receive(hex("00")), /state holding/);
+    const v6 = handshake(`${GREETING} 05 03 00 03 04 'host' 1f90`, {
+      commands: ["udp_associate"],
+      answer: (m) => m.answer({ type: "associated", bound: { host: "2001:db8::1", port: 40000 } }),
+    });
+    assertRequest(v6, {
+      version: 5,
+      kind: "udp_associate",
+      target: { host: "host", type: "domain", port: 8080 },
+    });
+    assert.deepEqual(v6.answer, {
+      writes: wire("05 00 00 04 20010db8000000000000000000000001 9c40"),
+      action: { type: "hold" },
+    });
+    const refused = handshake(`${GREETING} 05 03 00 01 00000000 0000`, {
+      commands: EVERY,
+      answer: (m) => m.rejected(ReplyCode.CommandNotSupported),
+    });
+    assertClosed(refused.answer!, S5_COMMAND_NOT_SUPPORTED, "answered");
+    assertClosed(handshake("04 03 0000 00000000 00", { commands: EVERY }), S4_REJECTED, "unsupported");
+    assertClosed(handshake("04 f1 0000 01020304 00", { commands: EVERY }), S4_REJECTED, "unsupported");
+  });
+});
+
+// ---------------------------------------------------------------------------
+// What the machine decides on its own: the reply byte and the close code
+// ---------------------------------------------------------------------------
+
+describe("refusals by the machine", () => {
+  it("carry the reply byte written and a close code, with the reason in words", () => {
+    const cases: [string, HandshakeOptions, number | undefined, CloseCode, string][] = [
+      [`${GREETING} 05 02 00 01 7f000001 0050`, {}, 0x07, "unsupported", "unsupported command 0x2"],
+      [`${GREETING} 05 01 00 02`, {}, 0x08, "protocol_error", "bad address type 0x2"],
+      [`${GREETING} 05 01 00 03 00 0050`, {}, 0x01, "protocol_error", "malformed domain name"],
+      [`${GREETING} 04 01 00 01 7f000001 0050`, {}, 0x01, "protocol_error", "bad request version"],
+      [
+        `${GREETING} 05 f1 00 03 08 'web.test' 0000`,
+        {},
+        0x08,
+        "unsupported",
+        "RESOLVE_PTR needs an IP address",
+      ],
+      [
+        "04 01 0050 7f000001 00",
+        { allowSocks4: false },
+        0x5b,
+        "auth_unavailable",
+        "SOCKS4 refused: authentication is required",
+      ],
+      ["04 01 0050 00000001 00 'a b' 00", {}, 0x5b, "protocol_error", "malformed SOCKS4A host name"],
+      [`04 01 0050 7f000001 ${repeat(0x61, 256)}`, {}, 0x5b, "protocol_error", "SOCKS4 user id too long"],
+      [
+        `04 01 0050 00000001 00 ${repeat(0x68, 256)}`,
+        {},
+        0x5b,
+        "protocol_error",
+        "SOCKS4A host name too long",
+      ],
+      ["04 09 0050 7f000001 00", {}, 0x5b, "unsupported", "unsupported SOCKS4 command 0x9"],
+      // No request was read: no request reply, so no `reply`.
+      ["05 01 02", {}, undefined, "auth_unavailable", "client did not offer no-auth"],
+      [
+        "05 01 00",
+        { authenticate: credentials().authenticate },
+        undefined,
+        "auth_unavailable",
+        "client did not offer username/password",
+      ],
+      ["05 01 02 01 05 'alice' 05 'wrong'", credentials(), undefined, "auth_failed", "authentication failed"],
+      ["05 01 02 02 05 'alice' 06 'secret'", credentials(), undefined, "protocol_error", "bad auth version"],
+      ["'GET / HTTP/1.0' 0d0a 0d0a", {}, undefined, "http_request", "HTTP request on SOCKS port"],
+      ["16 0301", {}, undefined, "protocol_error", "unknown protocol version 0x16"],
+    ];
+    for (const [input, options, reply, code, reason] of cases) {
+      const r = handshake(input, options);
+      assert.deepEqual(r.action, { type: "close", code, reason }, input);
+      assert.equal(r.reply, reply, `reply of ${input}`);
+    }
+  });
+
+  it("answers carry the reply byte written: 00 / 5A granted, the code refused, 04 for no usable answer", () => {
+    const cases: [string, (m: Machine) => Step<RequestKind>, number, CloseCode | undefined][] = [
+      [`${GREETING} 05 01 00 01 7f000001 0050`, (m) => m.connected(BOUND), 0x00, undefined],
+      ["04 01 0050 7f000001 00", (m) => m.connected(BOUND), 0x5a, undefined],
+      ["04 01 0050 7f000001 00", (m) => m.rejected(ReplyCode.ConnectionRefused), 0x5b, "answered"],
+      [
+        `${GREETING} 05 01 00 01 7f000001 0050`,
+        (m) => m.rejected(ReplyCode.ConnectionRefused),
+        0x05,
+        "answered",
+      ],
+      [`${GREETING} 05 f0 00 03 08 'web.test' 0000`, (m) => m.resolved("2001:db8::1"), 0x00, "answered"],
+      ["04 f0 0000 00000001 00 'web.test' 00", (m) => m.resolved("1.2.3.4"), 0x5a, "answered"],
+      ["04 f0 0000 00000001 00 'web.test' 00", (m) => m.resolved("2001:db8::1"), 0x5b, "answered"],
+      [`${GREETING} 05 f1 00 01 c0000201 0000`, (m) => m.resolvedName("web.test"), 0x00, "answered"],
+      [`${GREETING} 05 f1 00 01 c0000201 0000`, (m) => m.resolvedName("a b"), 0x04, "answered"],
+    ];
+    for (const [input, answer, reply, code] of cases) {
+      const r = handshake(input, { answer });
+      assert.equal(r.answerReply, reply, input);
+      assert.equal(r.answer!.action.type === "close" ? r.answer!.action.code : undefined, code, input);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------
 // The first byte
 // ---------------------------------------------------------------------------
 
@@ -724,6 +1177,10 @@ describe("the first byte", () => {
     assert.match(head, /\r\nConnection: close(\r\n|$)/);
     assert.equal(Number(/\r\nContent-Length: (\d+)/.exec(head)?.[1]), new TextEncoder().encode(body).length);
     assert.match(body, /SOCKS/);
+  });
+
+  it("the page's body is an HTML document right after the header", () => {
+    assert.match(page, /^HTTP\/1\.0 501 [^\r]*\r\n(.+\r\n)*\r\n<!DOCTYPE html>/);
   });
 
   it("G, H, P or C (HTTP spoken to the SOCKS port) gets the page, then close", () => {
@@ -764,65 +1221,76 @@ describe("the first byte", () => {
 // ---------------------------------------------------------------------------
 
 describe("after the handshake", () => {
-  it("receive() while a request is pending closes", () => {
-    const m = new SocksServerMachine();
+  it("receive() while a request is pending throws, and the request can still be answered", () => {
+    const m: Machine = new SocksServerMachine();
     assert.equal(m.receive(hex(`${GREETING} 05 01 00 01 7f000001 0050`)).action.type, "request");
-    const step = m.receive(hex("'more'"));
-    assert.deepEqual(shownStep(step).writes, "");
-    assert.equal(step.action.type, "close");
-    // ...and the request can no longer be answered.
-    assert.deepEqual(shownStep(m.connected(BOUND)).writes, "");
+    assertMisuse(m, () => m.receive(hex("'more'")), /^unexpected input in state connect_pending$/);
+    assert.deepEqual(shownStep(m.connected(BOUND)), {
+      writes: wire("05 00 00 01 7f000001 9c40"),
+      action: { type: "relay" },
+    });
   });
 
-  it("receive() while relaying or after close closes, with nothing written", () => {
-    const relaying = new SocksServerMachine();
+  it("receive() while relaying or after close throws, with nothing written", () => {
+    const relaying: Machine = new SocksServerMachine();
     relaying.receive(hex(`${GREETING} 05 01 00 01 7f000001 0050`));
     assert.equal(relaying.connected(BOUND).action.type, "relay");
-    const afterRelay = shownStep(relaying.receive(hex("'data'")));
-    assert.deepEqual([afterRelay.writes, afterRelay.action.type], ["", "close"]);
-    const closed = new SocksServerMachine();
+    assertMisuse(relaying, () => relaying.receive(hex("'data'")), /^unexpected input in state relaying$/);
+    const closed: Machine = new SocksServerMachine();
     assert.equal(closed.receive(hex("05 00")).action.type, "close");
-    const afterClose = shownStep(closed.receive(hex(GREETING)));
-    assert.deepEqual([afterClose.writes, afterClose.action.type], ["", "close"]);
+    assertMisuse(closed, () => closed.receive(hex(GREETING)), /^unexpected input in state closed$/);
+    const done: Machine = new SocksServerMachine();
+    done.receive(hex("07"));
+    assert.throws(() => done.receive(hex("05 01 00")), {
+      name: "TypeError",
+      message: "unexpected input in state closed",
+    });
   });
 
-  it("answer methods before any request close without writing", () => {
+  it("answers before any request throw, and the handshake goes on", () => {
     for (const answerWith of ANSWERS) {
-      const m = new SocksServerMachine();
-      assert.deepEqual(shownStep(answerWith(m)).writes, "");
-      assert.equal(m.receive(hex(GREETING)).action.type, "close");
+      const m: Machine = new SocksServerMachine();
+      assertMisuse(m, () => answerWith(m));
+      assert.deepEqual(shownStep(m.receive(hex(GREETING))), {
+        writes: wire("05 00"),
+        action: { type: "need_more" },
+      });
     }
-    const midway = new SocksServerMachine();
+    const midway: Machine = new SocksServerMachine();
     assert.equal(midway.receive(hex(GREETING)).action.type, "need_more");
-    assert.equal(midway.connected(BOUND).action.type, "close");
+    assertMisuse(midway, () => midway.connected(BOUND), /^connected\(\) without a pending tunnel request/);
   });
 
-  it("an answer that does not fit the request closes without writing", () => {
-    const cases: [string, (m: SocksServerMachine) => Step][] = [
+  it("an answer that does not fit the request throws, and the right one still works", () => {
+    const cases: [string, (m: Machine) => Step<RequestKind>][] = [
       [`${GREETING} 05 01 00 01 7f000001 0050`, (m) => m.resolved("1.2.3.4")],
       [`${GREETING} 05 01 00 01 7f000001 0050`, (m) => m.resolvedName("web.test")],
+      [`${GREETING} 05 01 00 01 7f000001 0050`, (m) => m.answer({ type: "bound", bound: BOUND })],
+      [`${GREETING} 05 01 00 01 7f000001 0050`, (m) => m.answer({ type: "associated", bound: BOUND })],
       [`${GREETING} 05 f0 00 03 08 'web.test' 0000`, (m) => m.connected(BOUND)],
       [`${GREETING} 05 f0 00 03 08 'web.test' 0000`, (m) => m.resolvedName("web.test")],
       [`${GREETING} 05 f1 00 01 c0000201 0000`, (m) => m.resolved("1.2.3.4")],
       [`${GREETING} 05 f1 00 01 c0000201 0000`, (m) => m.connected(BOUND)],
       ["04 f0 0000 00000001 00 'web.test' 00", (m) => m.connected(BOUND)],
       ["04 01 0050 7f000001 00", (m) => m.resolved("1.2.3.4")],
+      ["04 01 0050 7f000001 00", (m) => m.answer({ type: "peer", peer: BOUND })],
     ];
     for (const [input, wrong] of cases) {
-      const r = handshake(input, { answer: wrong });
+      const r = handshake(input);
       assert.equal(r.action.type, "request", input);
-      assertClosed(r.answer!, "");
+      assertMisuse(r.machine, () => wrong(r.machine));
+      assert.notEqual(r.machine.rejected(ReplyCode.NotAllowed).write.length, 0, input);
     }
   });
 
-  it("a second answer closes without writing", () => {
+  it("a second answer throws", () => {
     const r = handshake(`${GREETING} 05 01 00 01 7f000001 0050`, { answer: (m) => m.connected(BOUND) });
     assert.equal(r.answer!.action.type, "relay");
-    for (const again of ANSWERS) assert.deepEqual(shownStep(again(r.machine)).writes, "");
+    for (const again of ANSWERS) assertMisuse(r.machine, () => again(r.machine));
     const resolved = handshake(`${GREETING} 05 f0 00 03 08 'web.test' 0000`, {
       answer: (m) => m.resolved("1.2.3.4"),
     });
-    assert.deepEqual(shownStep(resolved.machine.rejected(ReplyCode.GeneralFailure)).writes, "");
+    assertMisuse(resolved.machine, () => resolved.machine.rejected(ReplyCode.GeneralFailure));
   });
 
   it("does not keep a view of the caller's buffer between receive() calls", () => {
@@ -861,7 +1329,7 @@ describe("mutated handshakes", () => {
     };
   }
 
-  const corpus: [string, MachineOptions][] = [
+  const corpus: [string, MachineOptions<RequestKind>][] = [
     [`${GREETING} 05 01 00 01 7f000001 0050 'x'`, {}],
     [`${GREETING} 05 01 00 04 20010db8000000000000000000000001 01bb`, {}],
     [`${GREETING} 05 f0 00 03 08 'web.test' 0000`, {}],
@@ -870,6 +1338,9 @@ describe("mutated handshakes", () => {
     ["04 01 0050 7f000001 'alice' 00", {}],
     ["04 f0 0000 00000001 'u' 00 'web.test' 00 'early'", {}],
     ["'GET / HTTP/1.0' 0d0a", {}],
+    [`${GREETING} 05 02 00 01 7f000001 0050`, { commands: ["connect", "bind", "udp_associate"] }],
+    [`${GREETING} 05 03 00 04 ${repeat(0, 16)} 0000`, { commands: ["udp_associate"] }],
+    ["04 02 0050 7f000001 'u' 00", { commands: ["bind"] }],
   ];
 
   it("never throw, agree across chunkings, and stay within the buffer limit", () => {
@@ -895,7 +1366,8 @@ describe("mutated handshakes", () => {
         }
       }
       const input = Uint8Array.from(bytes);
-      const r = handshake(input, { ...options, answer: ANSWERS[next(ANSWERS.length)] });
+      const pick = next(2);
+      const r = handshake(input, { ...options, answer: (m) => FITTING[m.request!.kind][pick](m) });
       if (r.action.type === "request") requests++;
       if (r.action.type === "close") closes++;
       if (r.answer && r.answer.action.type === "close" && r.answer.writes !== "") {
