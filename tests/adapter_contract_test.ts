@@ -20,7 +20,7 @@ import type { ByteConnection, Listener, RuntimeAdapter } from "../lib/runtime.ts
 import { SocksError } from "../lib/core/errors.ts";
 import { ReplyCode } from "../lib/core/wire.ts";
 import { fromWebStreams } from "../lib/streams.ts";
-import { ROOT, RUNTIME, within } from "./_fixtures.ts";
+import { ROOT, RUNTIME, startTcp, within } from "./_fixtures.ts";
 
 type Runtime = typeof RUNTIME;
 
@@ -86,6 +86,8 @@ type CheckId =
   | "unreachable"
   | "relay"
   | "relay-declines"
+  | "relay-error"
+  | "relay-ends"
   | "abort"
   | "graceful-close"
   | "reuse-port"
@@ -635,6 +637,70 @@ for (const line of ADAPTERS.filter((l) => l.runtimes.includes(RUNTIME))) {
           });
         }),
     );
+
+    check(
+      "relay-error",
+      "the native relay: a reset by the origin ends it as an error, and reaches the client side",
+      () =>
+        scoped("relay error", async (s) => {
+          // The origin is a node:net socket, which every runtime here can reset (resetAndDestroy).
+          const origin = await startTcp((socket) => socket.once("data", () => socket.resetAndDestroy()));
+          s.defer(() => origin.close());
+          const front = await connectedPair(adapter, s);
+          const upstream = s.conn(
+            await adapter.dial({ host: "127.0.0.1", port: origin.port, signal: AbortSignal.timeout(10_000) }),
+          );
+          const relayed = adapter.relay!(front.accepted, upstream, {});
+          assert.ok(relayed instanceof Promise, `relay() returned ${relayed}, not a promise`);
+          const user = front.client;
+          const reading = user.read().then((chunk) => ({ chunk }), (error) => ({ error }));
+          await user.write(enc.encode("trigger"));
+          const { error, ...result } = await within(10_000, "relay result", relayed);
+          assert.deepEqual(result, { up: 7, down: 0, end: "error" });
+          assert.ok(error, "an error result carries its error");
+          const seen = await within(5_000, "the client side's read", reading);
+          if (line.abort === "reset") {
+            assert.equal((seen as { error?: { code?: string } }).error?.code, "ECONNRESET", String(seen));
+          } else {
+            // No reset on Deno.Conn: the client side sees a clean end.
+            assert.deepEqual(seen, { chunk: null });
+          }
+        }),
+    );
+
+    for (const how of ["signal", "idle"] as const) {
+      check(
+        "relay-ends",
+        `the native relay: ${
+          how === "signal" ? "an aborted signal" : "the idle timeout"
+        } ends it and closes both`,
+        () =>
+          scoped("relay ends", async (s) => {
+            const front = await connectedPair(adapter, s);
+            const back = await connectedPair(adapter, s);
+            const stop = new AbortController();
+            const options = how === "signal" ? { signal: stop.signal } : { idleTimeout: 500 };
+            const t0 = Date.now();
+            const relayed = adapter.relay!(front.accepted, back.client, options);
+            assert.ok(relayed instanceof Promise, `relay() returned ${relayed}, not a promise`);
+            await front.client.write(enc.encode("up"));
+            assert.equal(dec.decode(await readExactly(back.accepted, 2)), "up");
+            if (how === "signal") stop.abort();
+            assert.deepEqual(await within(10_000, "relay result", relayed), {
+              up: 2,
+              down: 0,
+              end: how === "signal" ? "aborted" : "idle",
+            });
+            if (how === "idle") {
+              const ms = Date.now() - t0;
+              assert.ok(ms >= 450 && ms < 8_000, `idle after ${ms} ms, with a timeout of 500`);
+            }
+            // Both ends are closed: each side reads the end.
+            assert.equal(await within(5_000, "client side end", front.client.read()), null);
+            assert.equal(await within(5_000, "origin side end", back.accepted.read()), null);
+          }),
+      );
+    }
 
     check(
       "relay-declines",
