@@ -7,7 +7,12 @@
  * A new adapter gets all of it by adding one line to {@linkcode ADAPTERS}.
  * Every socket is on loopback; the only non-loopback dials happen in a child
  * process inside a network namespace created for it (`unshare -n`), from which
- * no packet can leave the machine.
+ * no packet can leave the machine. Needs root (for `unshare -n`), `ip`
+ * (iproute2) and `perl` (a listener that never accepts); without them the
+ * checks that use them fail, saying so.
+ *
+ * Defects found and not fixed here are pinned in {@linkcode KNOWN_DEFECTS}:
+ * those checks still run and must still fail the same way.
  */
 import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -49,7 +54,14 @@ const denoUnstableNet =
   typeof (globalThis as { Deno?: { listenDatagram?: unknown } }).Deno?.listenDatagram ===
     "function";
 
-export const ADAPTERS: readonly AdapterLine[] = [
+/**
+ * The adapters under test, one line each. The Deno adapter needs Deno and the
+ * Bun adapter Bun; the Node adapter (node:net) passes every check under Bun
+ * and Deno too (measured: repeated runs, the three runtimes at once on two
+ * busy cores), so all three check it; what fails there is pinned in
+ * {@linkcode KNOWN_DEFECTS}, and is Bun's own.
+ */
+const ADAPTERS: readonly AdapterLine[] = [
   {
     name: "deno",
     runtimes: ["deno"],
@@ -90,6 +102,7 @@ type CheckId =
   | "relay-ends"
   | "abort"
   | "graceful-close"
+  | "close-settles"
   | "reuse-port"
   | "reuse-port-rejects";
 
@@ -765,6 +778,21 @@ for (const line of ADAPTERS.filter((l) => l.runtimes.includes(RUNTIME))) {
           }),
       );
     }
+
+    check(
+      "close-settles",
+      "close(): a pending read settles, a second close() is harmless, a write after it rejects",
+      () =>
+        scoped("close settles", async (s) => {
+          const { client, accepted } = await connectedPair(adapter, s);
+          const reading = client.read().then((chunk) => ({ chunk }), (error) => ({ error: String(error) }));
+          client.close();
+          client.close();
+          assert.deepEqual(await within(5_000, "the pending read after close()", reading), { chunk: null });
+          await assert.rejects(client.write(enc.encode("late")), "write after close() rejects");
+          assert.equal(await within(5_000, "the peer's end", accepted.read()), null);
+        }),
+    );
 
     check(
       "graceful-close",
