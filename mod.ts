@@ -15,9 +15,22 @@
  *
  * @module
  */
-export { SocksServerMachine } from "./lib/core/socks_server.ts";
-export type { Action, MachineOptions, RequestKind, SocksRequest, Step } from "./lib/core/socks_server.ts";
-export type { Answer, CloseCode, ProxyRequest, RequestMachine } from "./lib/core/request.ts";
+export { DEFAULT_COMMANDS, SocksServerMachine } from "./lib/core/socks_server.ts";
+export type {
+  DefaultRequestKind,
+  MachineOptions,
+  SocksRequest,
+  SocksState,
+} from "./lib/core/socks_server.ts";
+export type {
+  Action,
+  Answer,
+  CloseCode,
+  ProxyRequest,
+  RequestKind,
+  RequestMachine,
+  Step,
+} from "./lib/core/request.ts";
 export {
   AddressType,
   AuthMethod,

@@ -8,9 +8,9 @@
  */
 import { formatHostPort, type HostPort } from "./core/address.ts";
 import { replyCodeOf, SocksError } from "./core/errors.ts";
-import type { Answer, CloseCode } from "./core/request.ts";
+import type { CloseCode } from "./core/request.ts";
 import { SocksServerMachine, type Step } from "./core/socks_server.ts";
-import { ReplyCode } from "./core/wire.ts";
+import { ReplyCode, Socks4ReplyCode } from "./core/wire.ts";
 import { runCommand } from "./commands.ts";
 import { clientAllowed } from "./policy.ts";
 import { type ConnectionLog, newRecord, type Outcome, replyText } from "./record.ts";
@@ -176,22 +176,6 @@ function failureOutcome(error: unknown): Outcome {
   return error instanceof SocksError ? "upstream_failed" : "error";
 }
 
-/** The machine's answer methods, until every machine has `answer()`. */
-function answerWith(machine: SocksServerMachine, answer: Answer): Step {
-  switch (answer.type) {
-    case "connected":
-      return machine.connected(answer.bound);
-    case "resolved":
-      return machine.resolved(answer.address);
-    case "resolved_name":
-      return machine.resolvedName(answer.name);
-    case "rejected":
-      return machine.rejected(answer.reply);
-    default:
-      return machine.rejected(ReplyCode.CommandNotSupported);
-  }
-}
-
 /** What the handshake leaves for the relay: the open upstream and the bytes the client sent early. */
 interface Granted {
   upstream: ByteConnection;
@@ -314,12 +298,11 @@ class Session {
     }
     const action = step.action;
     if (action.type !== "request") {
-      const code = action.type === "close" ? (action as { code?: CloseCode }).code : undefined;
+      // The machine refused by itself (a bad request, an unsupported command) or the peer misbehaved.
+      if (step.reply !== undefined) record.reply = replyText(step.reply);
       await lingeringClose(client);
-      this.end(
-        code ? CLOSE_OUTCOMES[code] : closeOutcome(action),
-        action.type === "close" ? action.reason : "protocol error",
-      );
+      if (action.type === "close") this.end(CLOSE_OUTCOMES[action.code], action.reason);
+      else this.end("protocol_error", "protocol error");
       return undefined;
     }
     const { request, early } = action;
@@ -342,11 +325,11 @@ class Session {
         upstream = result.tunnel.conn;
         record.dialed = result.tunnel.dialed;
       }
-      answer = answerWith(machine, result.answer);
+      answer = machine.answer(result.answer);
     } catch (error) {
       const dialed = (error as { dialed?: unknown } | null)?.dialed;
       if (typeof dialed === "string") record.dialed = dialed;
-      answer = answerWith(machine, { type: "rejected", reply: replyCodeOf(error) });
+      answer = machine.answer({ type: "rejected", reply: replyCodeOf(error) });
       failure = {
         outcome: failureOutcome(error),
         reason: error instanceof Error ? error.message : String(error),
@@ -354,9 +337,7 @@ class Session {
     } finally {
       clear();
     }
-    record.reply = answer.action.type === "relay"
-      ? "granted"
-      : replyText((answer as { reply?: number }).reply ?? answer.write[0]?.[1] ?? 0);
+    record.reply = answer.action.type === "relay" ? "granted" : replyText(answer.reply ?? 0);
     try {
       await send(client, answer);
     } catch (error) {
@@ -367,8 +348,11 @@ class Session {
       await lingeringClose(client);
       if (failure) this.end(failure.outcome, failure.reason);
       else if (answer.action.type === "close") {
-        const code = (answer.action as { code?: CloseCode }).code;
-        this.end(code ? CLOSE_OUTCOMES[code] : "resolved", answer.action.reason);
+        // An answer the machine could not carry (an IPv6 address over SOCKS4, a name that is not ASCII)
+        // went out as a failure: the lookup gave nothing usable.
+        const granted = answer.reply === ReplyCode.Succeeded || answer.reply === Socks4ReplyCode.Granted;
+        const code = answer.action.code;
+        this.end(code === "answered" && !granted ? "dns_failed" : CLOSE_OUTCOMES[code], answer.action.reason);
       } else this.end("error", "closed");
       return undefined;
     }
@@ -397,16 +381,6 @@ class Session {
       throw error;
     });
   }
-}
-
-/** The outcome of a machine's close that carries no code (machines before CloseCode). */
-function closeOutcome(action: Step["action"]): Outcome {
-  if (action.type !== "close") return "protocol_error";
-  if (/authentication failed/.test(action.reason)) return "auth_failed";
-  if (/did not offer|authentication is required/.test(action.reason)) return "auth_unavailable";
-  if (/HTTP request/.test(action.reason)) return "http_request";
-  if (/unsupported/.test(action.reason)) return "unsupported";
-  return "protocol_error";
 }
 
 /**

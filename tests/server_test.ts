@@ -772,8 +772,21 @@ describe("driver: one record per connection, with a stable outcome", () => {
     },
     {
       outcome: "unsupported",
-      reply: "none",
+      reply: "0x07",
       play: (h) => (h.client.send(hex(`05 01 00 05 02 00 01 ${PUBLIC_HEX} 00 50`)), h.client.readToEnd()),
+    },
+    {
+      outcome: "dns_failed",
+      reply: "0x5b",
+      play: (
+        h,
+      ) => (h.client.send(hex("04 f0 00 00 00 00 00 01 00 73 69 78 2e 65 78 61 6d 70 6c 65 00")),
+        h.client.readToEnd()),
+    },
+    {
+      outcome: "protocol_error",
+      reply: "0x01",
+      play: (h) => (h.client.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 00`)), h.client.readToEnd()),
     },
     {
       outcome: "refused_client",
@@ -790,7 +803,7 @@ describe("driver: one record per connection, with a stable outcome", () => {
   ];
   for (const c of cases) {
     it(`${c.outcome} (reply ${c.reply})`, async () => {
-      const h = harness(c.options, { "a.example": ["1.2.3.20"] }, c.signal);
+      const h = harness(c.options, { "a.example": ["1.2.3.20"], "six.example": ["2a00:db8::6"] }, c.signal);
       await c.play(h);
       const record = await within(2_000, "the record", h.done);
       assert.deepEqual([record.outcome, record.reply], [c.outcome, c.reply]);
