@@ -8,8 +8,8 @@
  *
  * @example
  * ```ts
- * import { serve } from "./mod.ts";
- * import { nodeAdapter } from "./lib/adapters/node.ts";
+ * import { serve } from "@edgesocks/edgesocks";
+ * import { nodeAdapter } from "@edgesocks/edgesocks/node";
  * const server = await serve(nodeAdapter, { listen: [{ host: "127.0.0.1", port: 1080 }] });
  * ```
  *

@@ -14,7 +14,7 @@ import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from "./core/address.ts"
  *
  * @example
  * ```ts
- * import type { AuthBackoff } from "../mod.ts";
+ * import type { AuthBackoff } from "@edgesocks/edgesocks";
  * const strict: AuthBackoff = { failures: 3, windowMs: 60_000, blockMs: 300_000 };
  * ```
  */
@@ -29,7 +29,7 @@ export interface AuthBackoff {
  *
  * @example
  * ```ts
- * import { DEFAULT_AUTH_BACKOFF, type ServeOptions } from "../mod.ts";
+ * import { DEFAULT_AUTH_BACKOFF, type ServeOptions } from "@edgesocks/edgesocks";
  * const options: ServeOptions = { authBackoff: { ...DEFAULT_AUTH_BACKOFF, blockMs: 600_000 } };
  * ```
  */

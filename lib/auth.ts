@@ -14,7 +14,7 @@ const encoder = new TextEncoder();
  *
  * @example
  * ```ts
- * import { parseUsers } from "./mod.ts";
+ * import { parseUsers } from "@edgesocks/edgesocks";
  * parseUsers("alice:correct horse:battery\n"); // Map { "alice" => "correct horse:battery" }
  * ```
  */
@@ -56,7 +56,7 @@ function decodeLatin1(bytes: Uint8Array): string {
  *
  * @example
  * ```ts
- * import { createAuthenticator } from "./mod.ts";
+ * import { createAuthenticator } from "@edgesocks/edgesocks";
  * const authenticate = createAuthenticator(new Map([["alice", "secret"]]));
  * const bytes = (s: string) => new TextEncoder().encode(s);
  * authenticate(bytes("alice"), bytes("secret")); // true

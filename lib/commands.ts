@@ -19,7 +19,7 @@ import type { Opened, Upstream } from "./upstream/upstream.ts";
  *
  * @example
  * ```ts
- * import type { CommandContext } from "../mod.ts";
+ * import type { CommandContext } from "@edgesocks/edgesocks";
  * const target = (ctx: CommandContext) => `${ctx.request.target.host}:${ctx.request.target.port}`;
  * ```
  */
@@ -36,7 +36,7 @@ export interface CommandContext {
  *
  * @example
  * ```ts
- * import type { CommandResult } from "../mod.ts";
+ * import type { CommandResult } from "@edgesocks/edgesocks";
  * const opensTunnel = (r: CommandResult) => r.tunnel !== undefined;
  * ```
  */
@@ -50,7 +50,7 @@ export interface CommandResult {
  *
  * @example
  * ```ts
- * import type { CommandHandler } from "../mod.ts";
+ * import type { CommandHandler } from "@edgesocks/edgesocks";
  * const refuseAll: CommandHandler = () => Promise.resolve({ answer: { type: "rejected", reply: 0x02 } });
  * ```
  */

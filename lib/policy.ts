@@ -14,7 +14,7 @@ import { ReplyCode } from "./core/wire.ts";
  *
  * @example
  * ```ts
- * import { type Cidr, parseCidr } from "../mod.ts";
+ * import { type Cidr, parseCidr } from "@edgesocks/edgesocks";
  * const office: Cidr = parseCidr("198.51.100.0/24"); // { bytes: [198, 51, 100, 0], prefix: 24, text }
  * ```
  */
@@ -32,7 +32,7 @@ export interface Cidr {
  *
  * @example
  * ```ts
- * import { parseCidr } from "../mod.ts";
+ * import { parseCidr } from "@edgesocks/edgesocks";
  * parseCidr("10.0.0.0/8").prefix; // 8
  * parseCidr("2001:db8::1").prefix; // 128
  * parseCidr("10.0.0.0/33"); // throws a TypeError
@@ -83,7 +83,7 @@ export function effectiveAddress(ip: string): Uint8Array | null {
  *
  * @example
  * ```ts
- * import { isNonPublicAddress } from "../mod.ts";
+ * import { isNonPublicAddress } from "@edgesocks/edgesocks";
  * isNonPublicAddress("192.168.1.1"); // true
  * isNonPublicAddress("::ffff:10.0.0.1"); // true: IPv4-mapped, judged as 10.0.0.1
  * isNonPublicAddress("2002:7f00:1::1"); // true: 6to4 of 127.0.0.1
@@ -101,7 +101,7 @@ export function isNonPublicAddress(ip: string): boolean {
  *
  * @example
  * ```ts
- * import type { RuleCommand } from "../mod.ts";
+ * import type { RuleCommand } from "@edgesocks/edgesocks";
  * const lookups: RuleCommand[] = ["resolve"]; // RESOLVE and RESOLVE_PTR
  * ```
  */
@@ -113,7 +113,7 @@ export type RuleCommand = "connect" | "connect_dir" | "resolve";
  *
  * @example
  * ```ts
- * import { type DestinationPolicy, type DestinationRule, parseRule } from "../mod.ts";
+ * import { type DestinationPolicy, type DestinationRule, parseRule } from "@edgesocks/edgesocks";
  * const rules: DestinationRule[] = [parseRule("allow", "connect@10.0.0.0/8:443"), parseRule("deny", "*")];
  * const policy: DestinationPolicy = { allowPrivate: false, allowConnectDir: true, rules }; // 10/8 HTTPS only
  * ```
@@ -143,7 +143,7 @@ const ALL_COMMANDS: readonly RuleCommand[] = ["connect", "connect_dir", "resolve
  *
  * @example
  * ```ts
- * import { parseRule } from "../mod.ts";
+ * import { parseRule } from "@edgesocks/edgesocks";
  * parseRule("deny", "169.254.0.0/16");
  * parseRule("allow", "connect@10.0.0.0/8:443");
  * parseRule("deny", "resolve@*.internal.example");
@@ -206,7 +206,7 @@ function hostMatches(pattern: string, name: string | undefined): boolean {
  *
  * @example
  * ```ts
- * import { DEFAULT_POLICY, type DestinationQuery, evaluateDestination } from "../mod.ts";
+ * import { DEFAULT_POLICY, type DestinationQuery, evaluateDestination } from "@edgesocks/edgesocks";
  * const query: DestinationQuery = { command: "connect", name: "example.org", port: 443 }; // before DNS
  * evaluateDestination(query, DEFAULT_POLICY); // "undecided": the addresses are checked after the lookup
  * ```
@@ -236,7 +236,7 @@ export function ruleCommand(kind: Exclude<RequestKind, "bind" | "udp_associate">
  *
  * @example
  * ```ts
- * import { DEFAULT_POLICY, evaluateDestination } from "../mod.ts";
+ * import { DEFAULT_POLICY, evaluateDestination } from "@edgesocks/edgesocks";
  * evaluateDestination({ command: "connect", ip: "10.0.0.1", port: 80 }, DEFAULT_POLICY); // 0x02
  * ```
  */
@@ -265,7 +265,7 @@ export function evaluateDestination(
  *
  * @example
  * ```ts
- * import { type DestinationPolicy, parseRule } from "../mod.ts";
+ * import { type DestinationPolicy, parseRule } from "@edgesocks/edgesocks";
  * const policy: DestinationPolicy = {
  *   allowPrivate: false,
  *   allowConnectDir: false,
@@ -298,7 +298,7 @@ export interface DestinationPolicy {
  *
  * @example
  * ```ts
- * import { type ClientPolicy, parseCidr } from "../mod.ts";
+ * import { type ClientPolicy, parseCidr } from "@edgesocks/edgesocks";
  * const lanOnly: ClientPolicy = { rules: [{ action: "allow", cidr: parseCidr("192.168.0.0/16") }] };
  * ```
  */
@@ -312,7 +312,7 @@ export interface ClientPolicy {
  *
  * @example
  * ```ts
- * import { clientAllowed, parseCidr } from "../mod.ts";
+ * import { clientAllowed, parseCidr } from "@edgesocks/edgesocks";
  * clientAllowed("10.1.2.3", { rules: [{ action: "allow", cidr: parseCidr("10.0.0.0/8") }] }); // true
  * ```
  */
@@ -330,7 +330,7 @@ export function clientAllowed(ip: string | undefined, policy: ClientPolicy): boo
  *
  * @example
  * ```ts
- * import { DEFAULT_POLICY, type DestinationPolicy } from "../mod.ts";
+ * import { DEFAULT_POLICY, type DestinationPolicy } from "@edgesocks/edgesocks";
  * const lab: DestinationPolicy = { ...DEFAULT_POLICY, allowPrivate: true }; // may reach private networks
  * ```
  */
@@ -351,7 +351,7 @@ export function checkCommand(kind: RequestKind, policy: DestinationPolicy): Repl
  *
  * @example
  * ```ts
- * import { checkDestination, DEFAULT_POLICY } from "../mod.ts";
+ * import { checkDestination, DEFAULT_POLICY } from "@edgesocks/edgesocks";
  * checkDestination("::ffff:127.0.0.1", DEFAULT_POLICY); // ReplyCode.NotAllowed (0x02)
  * checkDestination("93.184.216.34", DEFAULT_POLICY); // null
  * ```
@@ -374,7 +374,7 @@ export function checkDestination(ip: string, policy: DestinationPolicy): ReplyCo
  *
  * @example
  * ```ts
- * import { hostAddressSet } from "../mod.ts";
+ * import { hostAddressSet } from "@edgesocks/edgesocks";
  * hostAddressSet(["::ffff:203.0.113.5", "2001:DB8::1"]); // Set { "203.0.113.5", "2001:db8::1" }
  * ```
  */

@@ -30,7 +30,7 @@ import type { RequestKind } from "./core/request.ts";
  *
  * @example
  * ```ts
- * import type { Outcome } from "../mod.ts";
+ * import type { Outcome } from "@edgesocks/edgesocks";
  * const refused = (o: Outcome) => o.startsWith("refused_") || o === "auth_failed";
  * ```
  */
@@ -62,7 +62,7 @@ export type Outcome =
  *
  * @example
  * ```ts
- * import type { ConnectionLog } from "../mod.ts";
+ * import type { ConnectionLog } from "@edgesocks/edgesocks";
  * const onLog = (e: ConnectionLog) =>
  *   console.log(`${e.client} ${e.command} ${e.target} ${e.outcome} up=${e.up} down=${e.down} ${e.durationMs}ms`);
  * ```
@@ -99,7 +99,7 @@ export interface ConnectionLog {
  *
  * @example
  * ```ts
- * import type { ConnectionRecord } from "../mod.ts";
+ * import type { ConnectionRecord } from "@edgesocks/edgesocks";
  * const bytes = (r: ConnectionRecord) => r.up + r.down;
  * ```
  */

@@ -19,7 +19,7 @@ export type { RelayOptions, RelayResult } from "./runtime.ts";
  *
  * @example
  * ```ts
- * import { relay, type ByteConnection } from "./mod.ts";
+ * import { relay, type ByteConnection } from "@edgesocks/edgesocks";
  * declare const a: ByteConnection, b: ByteConnection;
  * const { up, down } = await relay(a, b, { idleTimeout: 300_000 });
  * ```

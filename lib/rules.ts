@@ -15,7 +15,7 @@ import { type ClientPolicy, DEFAULT_POLICY, type DestinationPolicy } from "./pol
  *
  * @example
  * ```ts
- * import { DEFAULT_TIMEOUTS, type Timeouts } from "../mod.ts";
+ * import { DEFAULT_TIMEOUTS, type Timeouts } from "@edgesocks/edgesocks";
  * const timeouts: Timeouts = { ...DEFAULT_TIMEOUTS, idle: 0 }; // open tunnels never time out
  * ```
  */
@@ -33,7 +33,7 @@ export interface Timeouts {
  *
  * @example
  * ```ts
- * import { DEFAULT_TIMEOUTS } from "../mod.ts";
+ * import { DEFAULT_TIMEOUTS } from "@edgesocks/edgesocks";
  * const strict = { ...DEFAULT_TIMEOUTS, handshake: 2_000 }; // a slow handshake is cut after 2 s
  * ```
  */
@@ -44,7 +44,7 @@ export const DEFAULT_TIMEOUTS: Timeouts = { handshake: 10_000, connect: 10_000, 
  *
  * @example
  * ```ts
- * import type { RulesOptions } from "../mod.ts";
+ * import type { RulesOptions } from "@edgesocks/edgesocks";
  * const lab: RulesOptions = { policy: { allowPrivate: true }, timeouts: { idle: 0 } };
  * ```
  */
@@ -64,7 +64,7 @@ export interface RulesOptions {
  *
  * @example
  * ```ts
- * import { makeRules, type Rules } from "../mod.ts";
+ * import { makeRules, type Rules } from "@edgesocks/edgesocks";
  * const rules: Rules = makeRules({ users: new Map([["alice", "secret"]]) });
  * rules.timeouts.handshake; // 10000
  * ```
@@ -84,7 +84,7 @@ const NO_CLIENT_RULES: ClientPolicy = { rules: [] };
  *
  * @example
  * ```ts
- * import { makeRules } from "../mod.ts";
+ * import { makeRules } from "@edgesocks/edgesocks";
  * const rules = makeRules({ policy: { allowConnectDir: false } });
  * rules.policy.allowPrivate; // false: the default
  * ```

@@ -29,7 +29,7 @@ export type { HostPort };
  *
  * @example
  * ```ts
- * import type { ByteConnection } from "./mod.ts";
+ * import type { ByteConnection } from "@edgesocks/edgesocks";
  * async function echo(conn: ByteConnection) {
  *   for (let c = await conn.read(); c; c = await conn.read()) await conn.write(c);
  *   await conn.closeWrite();
@@ -58,7 +58,7 @@ export interface ByteConnection {
  *
  * @example
  * ```ts
- * import { ReplyCode, type Resolver, SocksError } from "./mod.ts";
+ * import { ReplyCode, type Resolver, SocksError } from "@edgesocks/edgesocks";
  * const none = (q: string) => Promise.reject(new SocksError(ReplyCode.HostUnreachable, `${q}: not found`));
  * const fixed: Resolver = {
  *   lookup: (name) => name === "example.test" ? Promise.resolve(["192.0.2.1"]) : none(name),
@@ -81,7 +81,7 @@ export interface Resolver {
  *
  * @example
  * ```ts
- * import type { DialOptions, RuntimeAdapter } from "./mod.ts";
+ * import type { DialOptions, RuntimeAdapter } from "@edgesocks/edgesocks";
  * declare const adapter: RuntimeAdapter;
  * const options: DialOptions = { host: "93.184.216.34", port: 443, signal: AbortSignal.timeout(10_000) };
  * const upstream = await adapter.dial(options);
@@ -101,7 +101,7 @@ export interface DialOptions {
  *
  * @example
  * ```ts
- * import type { Listener, RuntimeAdapter } from "./mod.ts";
+ * import type { Listener, RuntimeAdapter } from "@edgesocks/edgesocks";
  * declare const adapter: RuntimeAdapter;
  * const listener: Listener = await adapter.listen({ host: "127.0.0.1", port: 0 }, (conn) => conn.close());
  * console.log(listener.address.port); // the port the system picked
@@ -120,7 +120,7 @@ export interface Listener {
  *
  * @example
  * ```ts
- * import type { ListenOptions, RuntimeAdapter } from "./mod.ts";
+ * import type { ListenOptions, RuntimeAdapter } from "@edgesocks/edgesocks";
  * declare const adapter: RuntimeAdapter;
  * const options: ListenOptions = { reusePort: true }; // several processes share the port
  * await adapter.listen({ host: "127.0.0.1", port: 1080 }, (conn) => conn.close(), undefined, options);
@@ -142,7 +142,7 @@ export interface ListenOptions {
  *
  * @example
  * ```ts
- * import { createHandler, type RuntimeAdapter } from "./mod.ts";
+ * import { createHandler, type RuntimeAdapter } from "@edgesocks/edgesocks";
  * declare const adapter: RuntimeAdapter; // denoAdapter, bunAdapter or nodeAdapter
  * const handle = createHandler({ dial: adapter.dial, resolver: adapter.resolver(), relay: adapter.relay });
  * await adapter.listen({ host: "127.0.0.1", port: 1080 }, (conn) => void handle(conn));
@@ -185,7 +185,7 @@ export interface RuntimeAdapter {
  *
  * @example
  * ```ts
- * import { relay, type NativeRelay } from "./mod.ts";
+ * import { relay, type NativeRelay } from "@edgesocks/edgesocks";
  * // An adapter without a faster path can still offer one that defers to the generic relay.
  * const passThrough: NativeRelay = (client, upstream, options) => relay(client, upstream, options);
  * ```
@@ -201,7 +201,7 @@ export type NativeRelay = (
  *
  * @example
  * ```ts
- * import { type ByteConnection, relay, type RelayResult } from "./mod.ts";
+ * import { type ByteConnection, relay, type RelayResult } from "@edgesocks/edgesocks";
  * declare const client: ByteConnection, upstream: ByteConnection;
  * const result: RelayResult = await relay(client, upstream);
  * if (result.end === "error") console.error("tunnel failed:", result.error);
@@ -226,7 +226,7 @@ export interface RelayResult {
  *
  * @example
  * ```ts
- * import { type ByteConnection, relay, type RelayOptions } from "./mod.ts";
+ * import { type ByteConnection, relay, type RelayOptions } from "@edgesocks/edgesocks";
  * declare const client: ByteConnection, upstream: ByteConnection;
  * const shutdown = new AbortController(); // abort() closes the tunnel
  * const options: RelayOptions = { idleTimeout: 300_000, signal: shutdown.signal };

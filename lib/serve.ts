@@ -17,8 +17,8 @@ import { type HandlerOptions, refuseSession, serveSession, sessionContext } from
  *
  * @example
  * ```ts
- * import { serve, type ServeOptions } from "./mod.ts";
- * import { nodeAdapter } from "./lib/adapters/node.ts";
+ * import { serve, type ServeOptions } from "@edgesocks/edgesocks";
+ * import { nodeAdapter } from "@edgesocks/edgesocks/node";
  * const options: ServeOptions = { listen: [{ host: "::1", port: 1080 }], maxConnectionsPerClient: 64 };
  * const server = await serve(nodeAdapter, options);
  * ```
@@ -69,7 +69,7 @@ export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> 
  *
  * @example
  * ```ts
- * import { DEFAULT_MAX_CONNECTIONS, type ServeOptions } from "./mod.ts";
+ * import { DEFAULT_MAX_CONNECTIONS, type ServeOptions } from "@edgesocks/edgesocks";
  * const options: ServeOptions = { maxConnections: 4 * DEFAULT_MAX_CONNECTIONS }; // a bigger host
  * ```
  */
@@ -83,7 +83,7 @@ const DEFAULT_HOST_ADDRESS_REFRESH = 60_000;
  *
  * @example
  * ```ts
- * import type { SocksServer } from "./mod.ts";
+ * import type { SocksServer } from "@edgesocks/edgesocks";
  * async function stop(server: SocksServer) {
  *   console.log(`closing ${server.activeConnections} connections on`, server.addresses);
  *   await server.close(); // resolves once every tunnel has ended
@@ -110,8 +110,8 @@ export interface SocksServer {
  *
  * @example
  * ```ts
- * import { DEFAULT_LISTEN, serve } from "./mod.ts";
- * import { nodeAdapter } from "./lib/adapters/node.ts";
+ * import { DEFAULT_LISTEN, serve } from "@edgesocks/edgesocks";
+ * import { nodeAdapter } from "@edgesocks/edgesocks/node";
  * const server = await serve(nodeAdapter, { listen: [DEFAULT_LISTEN, { host: "::1", port: 1080 }] });
  * ```
  */
@@ -138,8 +138,8 @@ export function isLoopbackHost(host: string): boolean {
  *
  * @example
  * ```ts
- * import { serve } from "./mod.ts";
- * import { nodeAdapter } from "./lib/adapters/node.ts";
+ * import { serve } from "@edgesocks/edgesocks";
+ * import { nodeAdapter } from "@edgesocks/edgesocks/node";
  * const server = await serve(nodeAdapter, { listen: [{ host: "127.0.0.1", port: 0 }] });
  * console.log(server.addresses[0].port);
  * await server.close();

@@ -28,7 +28,7 @@ export { type ConnectionLog, DEFAULT_TIMEOUTS, type Timeouts };
  *
  * @example
  * ```ts
- * import type { HandlerOptions, RuntimeAdapter } from "../mod.ts";
+ * import type { HandlerOptions, RuntimeAdapter } from "@edgesocks/edgesocks";
  * declare const adapter: RuntimeAdapter;
  * const options: HandlerOptions = {
  *   dial: adapter.dial,
@@ -53,7 +53,7 @@ export interface HandlerOptions extends RulesOptions {
  *
  * @example
  * ```ts
- * import { type ByteConnection, type ConnectionHandler, createHandler, type HandlerOptions } from "../mod.ts";
+ * import { type ByteConnection, type ConnectionHandler, createHandler, type HandlerOptions } from "@edgesocks/edgesocks";
  * declare const options: HandlerOptions, client: ByteConnection;
  * const handle: ConnectionHandler = createHandler(options);
  * const log = await handle(client, AbortSignal.timeout(3_600_000)); // closed after an hour at most
@@ -437,7 +437,7 @@ export function sessionContext(options: HandlerOptions): SessionContext {
  *
  * @example
  * ```ts
- * import { createHandler, fromWebStreams, type HandlerOptions } from "../mod.ts";
+ * import { createHandler, fromWebStreams, type HandlerOptions } from "@edgesocks/edgesocks";
  * declare const options: HandlerOptions;
  * declare const stream: { readable: ReadableStream<Uint8Array>; writable: WritableStream<Uint8Array> };
  * const handle = createHandler(options);

@@ -11,7 +11,7 @@ import type { ByteConnection, HostPort } from "./runtime.ts";
  *
  * @example
  * ```ts
- * import { type ByteStreamPair, fromWebStreams } from "./mod.ts";
+ * import { type ByteStreamPair, fromWebStreams } from "@edgesocks/edgesocks";
  * const toServer = new TransformStream<Uint8Array, Uint8Array>();
  * const toClient = new TransformStream<Uint8Array, Uint8Array>();
  * const serverSide: ByteStreamPair = { readable: toServer.readable, writable: toClient.writable };
@@ -34,7 +34,7 @@ export interface ByteStreamPair {
  *
  * @example
  * ```ts
- * import { fromWebStreams } from "./mod.ts";
+ * import { fromWebStreams } from "@edgesocks/edgesocks";
  * const a = new TransformStream<Uint8Array, Uint8Array>();
  * const b = new TransformStream<Uint8Array, Uint8Array>();
  * const conn = fromWebStreams({ readable: a.readable, writable: b.writable });

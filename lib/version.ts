@@ -3,7 +3,7 @@
  *
  * @example
  * ```ts
- * import { VERSION } from "./mod.ts";
+ * import { VERSION } from "@edgesocks/edgesocks";
  * console.log(`edgesocks ${VERSION}`); // "edgesocks 0.1.0"
  * ```
  */

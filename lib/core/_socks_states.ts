@@ -46,7 +46,7 @@ export type InputKind = Input["type"];
  *
  * @example
  * ```ts
- * import { SocksServerMachine, type SocksState } from "../../mod.ts";
+ * import { SocksServerMachine, type SocksState } from "@edgesocks/edgesocks";
  * const inHandshake = (state: SocksState) => state === "start" || /^s[45]_/.test(state);
  * inHandshake(new SocksServerMachine().state); // true
  * ```

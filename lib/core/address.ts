@@ -9,7 +9,7 @@
  *
  * @example
  * ```ts
- * import type { HostType } from "./mod.ts";
+ * import type { HostType } from "@edgesocks/edgesocks";
  * const type: HostType = "domain"; // sent as SOCKS5 ATYP 0x03, or as a SOCKS4A name
  * ```
  */
@@ -20,7 +20,7 @@ export type HostType = "ipv4" | "ipv6" | "domain";
  *
  * @example
  * ```ts
- * import type { SocksAddress } from "./mod.ts";
+ * import type { SocksAddress } from "@edgesocks/edgesocks";
  * const target: SocksAddress = { host: "example.org", type: "domain", port: 443 };
  * ```
  */
@@ -38,7 +38,7 @@ export interface SocksAddress {
  *
  * @example
  * ```ts
- * import type { HostPort } from "../../mod.ts";
+ * import type { HostPort } from "@edgesocks/edgesocks";
  * const show = (a: HostPort) => a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
  * ```
  */
@@ -157,7 +157,7 @@ export function hostType(host: string): HostType {
  *
  * @example
  * ```ts
- * import { canonicalIP } from "./mod.ts";
+ * import { canonicalIP } from "@edgesocks/edgesocks";
  * canonicalIP("2001:DB8:0:0:0:0:0:1"); // "2001:db8::1"
  * canonicalIP("example.org"); // null
  * ```

@@ -12,7 +12,7 @@ import { ReplyCode } from "./wire.ts";
  *
  * @example
  * ```ts
- * import { ReplyCode, SocksError } from "../../mod.ts";
+ * import { ReplyCode, SocksError } from "@edgesocks/edgesocks";
  * throw new SocksError(ReplyCode.NotAllowed, "destination 10.0.0.1 is private");
  * ```
  */
@@ -39,7 +39,7 @@ export class SocksError extends Error {
  *
  * @example
  * ```ts
- * import { ReplyCode, replyCodeOf, SocksError } from "../../mod.ts";
+ * import { ReplyCode, replyCodeOf, SocksError } from "@edgesocks/edgesocks";
  * replyCodeOf(new SocksError(ReplyCode.ConnectionRefused, "refused")); // 0x05
  * replyCodeOf(new Error("anything else")); // 0x01 (GeneralFailure)
  * ```

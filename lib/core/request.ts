@@ -20,7 +20,7 @@ import type { ReplyCode } from "./wire.ts";
  *
  * @example
  * ```ts
- * import type { RequestKind } from "../../mod.ts";
+ * import type { RequestKind } from "@edgesocks/edgesocks";
  * const opensTunnel = (kind: RequestKind) => kind === "connect" || kind === "connect_dir";
  * ```
  */
@@ -33,7 +33,7 @@ export type RequestKind = "connect" | "connect_dir" | "resolve" | "resolve_ptr" 
  *
  * @example
  * ```ts
- * import type { ProxyRequest } from "../../mod.ts";
+ * import type { ProxyRequest } from "@edgesocks/edgesocks";
  * const request: ProxyRequest = {
  *   version: 5,
  *   kind: "connect",
@@ -65,7 +65,7 @@ export interface ProxyRequest<K extends RequestKind = RequestKind> {
  *
  * @example
  * ```ts
- * import { type Answer, ReplyCode } from "../../mod.ts";
+ * import { type Answer, ReplyCode } from "@edgesocks/edgesocks";
  * const refused: Answer = { type: "rejected", reply: ReplyCode.ConnectionRefused };
  * ```
  */
@@ -88,7 +88,7 @@ export type Answer =
  *
  * @example
  * ```ts
- * import type { CloseCode } from "../../mod.ts";
+ * import type { CloseCode } from "@edgesocks/edgesocks";
  * const isClientFault = (code: CloseCode) => code === "protocol_error" || code === "http_request";
  * ```
  */
@@ -114,7 +114,7 @@ export type CloseCode =
  *
  * @example
  * ```ts
- * import type { Action } from "../../mod.ts";
+ * import type { Action } from "@edgesocks/edgesocks";
  * function describe(action: Action): string {
  *   return action.type === "request" ? `${action.request.kind} ${action.request.target.host}` : action.type;
  * }
@@ -133,7 +133,7 @@ export type Action<K extends RequestKind = RequestKind> =
  *
  * @example
  * ```ts
- * import type { ByteConnection, Step } from "../../mod.ts";
+ * import type { ByteConnection, Step } from "@edgesocks/edgesocks";
  * async function apply(client: ByteConnection, step: Step) {
  *   for (const bytes of step.write) await client.write(bytes);
  *   return step.action;
@@ -160,7 +160,7 @@ export interface Step<K extends RequestKind = RequestKind> {
  *
  * @example
  * ```ts
- * import type { RequestMachine } from "../../mod.ts";
+ * import type { RequestMachine } from "@edgesocks/edgesocks";
  * declare const machine: RequestMachine;
  * const step = machine.receive(Uint8Array.of(5, 1, 0)); // a SOCKS5 greeting
  * if (step.action.type === "request") machine.answer({ type: "rejected", reply: 0x02 });

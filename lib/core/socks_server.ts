@@ -27,7 +27,7 @@ export type { SocksState };
  *
  * @example
  * ```ts
- * import { DEFAULT_COMMANDS, type DefaultRequestKind } from "../../mod.ts";
+ * import { DEFAULT_COMMANDS, type DefaultRequestKind } from "@edgesocks/edgesocks";
  * const served: readonly DefaultRequestKind[] = DEFAULT_COMMANDS; // connect, connect_dir, resolve, resolve_ptr
  * ```
  */
@@ -38,7 +38,7 @@ export type DefaultRequestKind = "connect" | "connect_dir" | "resolve" | "resolv
  *
  * @example
  * ```ts
- * import { DEFAULT_COMMANDS, SocksServerMachine } from "../../mod.ts";
+ * import { DEFAULT_COMMANDS, SocksServerMachine } from "@edgesocks/edgesocks";
  * const withBind = new SocksServerMachine({ commands: [...DEFAULT_COMMANDS, "bind"] });
  * ```
  */
@@ -69,7 +69,7 @@ const ALL_KINDS: ReadonlySet<string> = new Set<AnyRequestKind>([
  *
  * @example
  * ```ts
- * import type { RequestKind } from "../../mod.ts";
+ * import type { RequestKind } from "@edgesocks/edgesocks";
  * const opensTunnel = (kind: RequestKind) => kind === "connect" || kind === "connect_dir";
  * ```
  */
@@ -81,7 +81,7 @@ export type RequestKind = DefaultRequestKind;
  *
  * @example
  * ```ts
- * import type { SocksRequest } from "../../mod.ts";
+ * import type { SocksRequest } from "@edgesocks/edgesocks";
  * const request: SocksRequest = {
  *   version: 5,
  *   kind: "connect",
@@ -96,7 +96,7 @@ export type SocksRequest<K extends AnyRequestKind = DefaultRequestKind> = ProxyR
  *
  * @example
  * ```ts
- * import type { Action } from "../../mod.ts";
+ * import type { Action } from "@edgesocks/edgesocks";
  * function describe(action: Action): string {
  *   return action.type === "request" ? `${action.request.kind} ${action.request.target.host}` : action.type;
  * }
@@ -110,7 +110,7 @@ export type Action<K extends AnyRequestKind = DefaultRequestKind> = AnyAction<K>
  *
  * @example
  * ```ts
- * import type { ByteConnection, Step } from "../../mod.ts";
+ * import type { ByteConnection, Step } from "@edgesocks/edgesocks";
  * async function apply(client: ByteConnection, step: Step) {
  *   for (const bytes of step.write) await client.write(bytes);
  *   return step.action;
@@ -124,7 +124,7 @@ export type Step<K extends AnyRequestKind = DefaultRequestKind> = AnyStep<K>;
  *
  * @example
  * ```ts
- * import { createAuthenticator, type MachineOptions, SocksServerMachine } from "../../mod.ts";
+ * import { createAuthenticator, type MachineOptions, SocksServerMachine } from "@edgesocks/edgesocks";
  * const options: MachineOptions = { authenticate: createAuthenticator(new Map([["alice", "secret"]])) };
  * const machine = new SocksServerMachine(options); // SOCKS5 with username/password only
  * ```
@@ -157,7 +157,7 @@ export interface MachineOptions<K extends AnyRequestKind = DefaultRequestKind> {
  *
  * @example
  * ```ts
- * import { SocksServerMachine } from "../../mod.ts";
+ * import { SocksServerMachine } from "@edgesocks/edgesocks";
  * const m = new SocksServerMachine();
  * const step = m.receive(Uint8Array.of(5, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0, 80));
  * // step.write: [05 00]; step.action: { type: "request", request: { kind: "connect", ... } }

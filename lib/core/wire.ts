@@ -20,7 +20,7 @@ export const SocksVersion = {
  *
  * @example
  * ```ts
- * import { SocksCommand } from "./mod.ts";
+ * import { SocksCommand } from "@edgesocks/edgesocks";
  * const command: SocksCommand = SocksCommand.Resolve; // 0xF0: Tor's RESOLVE
  * ```
  */
@@ -43,7 +43,7 @@ export type SocksCommand = typeof SocksCommand[keyof typeof SocksCommand];
  *
  * @example
  * ```ts
- * import { AddressType } from "./mod.ts";
+ * import { AddressType } from "@edgesocks/edgesocks";
  * const atyp: AddressType = AddressType.IPv6; // 0x04: 16 address bytes follow
  * ```
  */
@@ -60,7 +60,7 @@ export type AddressType = typeof AddressType[keyof typeof AddressType];
  *
  * @example
  * ```ts
- * import { AuthMethod } from "./mod.ts";
+ * import { AuthMethod } from "@edgesocks/edgesocks";
  * const greeting = Uint8Array.of(0x05, 2, AuthMethod.NoAuth, AuthMethod.UserPass); // VER, NMETHODS, METHODS
  * ```
  */
@@ -83,7 +83,7 @@ export const AuthStatus = {
  *
  * @example
  * ```ts
- * import { ReplyCode } from "./mod.ts";
+ * import { ReplyCode } from "@edgesocks/edgesocks";
  * const refused = Uint8Array.of(0x05, ReplyCode.ConnectionRefused, 0x00, 0x01, 0, 0, 0, 0, 0, 0);
  * ```
  */
@@ -106,7 +106,7 @@ export type ReplyCode = typeof ReplyCode[keyof typeof ReplyCode];
  *
  * @example
  * ```ts
- * import { Socks4ReplyCode } from "./mod.ts";
+ * import { Socks4ReplyCode } from "@edgesocks/edgesocks";
  * const granted = Uint8Array.of(0x00, Socks4ReplyCode.Granted, 0, 80, 93, 184, 216, 34); // VN, CD, port, IPv4
  * ```
  */
@@ -132,7 +132,7 @@ export const HttpFirstBytes: ReadonlySet<number> = new Set([
  *
  * @example
  * ```ts
- * import { Limits } from "./mod.ts";
+ * import { Limits } from "@edgesocks/edgesocks";
  * const fitsField = (name: string) => new TextEncoder().encode(name).length <= Limits.MaxField;
  * ```
  */

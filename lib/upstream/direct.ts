@@ -27,7 +27,7 @@ function refused(message: string, dialed?: string): UpstreamError {
  *
  * @example
  * ```ts
- * import { directUpstream, type RuntimeAdapter } from "../../mod.ts";
+ * import { directUpstream, type RuntimeAdapter } from "@edgesocks/edgesocks";
  * declare const adapter: RuntimeAdapter;
  * const upstream = directUpstream(adapter.dial, adapter.resolver());
  * ```

@@ -16,7 +16,7 @@ import type { ByteConnection } from "../runtime.ts";
  *
  * @example
  * ```ts
- * import type { Opened } from "../../mod.ts";
+ * import type { Opened } from "@edgesocks/edgesocks";
  * const show = (o: Opened) => `via ${o.dialed}, bound ${o.bound.host}:${o.bound.port}`;
  * ```
  */
@@ -37,7 +37,7 @@ export interface Opened {
  *
  * @example
  * ```ts
- * import { type Upstream, type ProxyRequest, DEFAULT_POLICY } from "../../mod.ts";
+ * import { type Upstream, type ProxyRequest, DEFAULT_POLICY } from "@edgesocks/edgesocks";
  * declare const upstream: Upstream, request: ProxyRequest;
  * const address = await upstream.lookup(request, DEFAULT_POLICY); // RESOLVE's answer
  * ```
@@ -56,7 +56,7 @@ export interface Upstream {
  *
  * @example
  * ```ts
- * import { ReplyCode, UpstreamError } from "../../mod.ts";
+ * import { ReplyCode, UpstreamError } from "@edgesocks/edgesocks";
  * const e = new UpstreamError(ReplyCode.ConnectionRefused, "refused", { code: "upstream_failed", dialed: "192.0.2.1" });
  * ```
  */
