@@ -8,6 +8,7 @@ import {
   curl,
   HTTP_BODY,
   RawClient,
+  ROOT,
   run,
   RUNTIME,
   runtimeCommand,
@@ -17,7 +18,10 @@ import {
   toHex,
   usersFile,
 } from "./_fixtures.ts";
-import { parseArgs, parseHostPort } from "../lib/cli/main.ts";
+import { FLAGS, parseArgs, parseHostPort } from "../lib/cli/flags.ts";
+import { USAGE } from "../lib/cli/main.ts";
+import { readdirSync, readFileSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
 import { VERSION } from "../lib/version.ts";
 
 type Awaited2<T> = T extends Promise<infer U> ? U : T;
@@ -292,6 +296,27 @@ describe("CLI argument parsing", () => {
     }
   });
 
+  it("--help lists every flag of the table, with its aliases and value", () => {
+    for (const flag of FLAGS) {
+      const names = [flag.name, ...(flag.aliases ?? [])].join(", ");
+      const entry = flag.value === undefined ? names : `${names} ${flag.value}`;
+      assert.match(USAGE, new RegExp(`^  ${entry.replace(/[|[\]]/g, "\\$&")}( |$)`, "m"), flag.name);
+      // Its help text is there too (wrapped: compare word by word).
+      const words = USAGE.split(/\s+/).join(" ");
+      assert.ok(words.includes(flag.help), `${flag.name}: ${flag.help}`);
+    }
+  });
+
+  it("every flag of the table accepts its example, under each of its names", () => {
+    for (const flag of FLAGS) {
+      for (const name of [flag.name, ...(flag.aliases ?? [])]) {
+        const args = flag.value === undefined ? [name] : [name, flag.example];
+        assert.doesNotThrow(() => parseArgs(args), args.join(" "));
+        assert.notDeepEqual(parseArgs(args), parseArgs([]), `${args.join(" ")} changes nothing`);
+      }
+    }
+  });
+
   it("applies defaults and flags", () => {
     const d = parseArgs([]);
     assert.deepEqual(d.listen, [{ host: "127.0.0.1", port: 1080 }]);
@@ -314,5 +339,32 @@ describe("CLI argument parsing", () => {
     assert.equal(o.idleTimeout, 1500);
     assert.equal(o.log, "json");
     assert.throws(() => parseArgs(["--listen"]), /needs a value/);
+  });
+});
+
+describe("lib/cli/ is the one room that knows about processes", () => {
+  const walk = (dir: string): string[] =>
+    readdirSync(join(ROOT, dir), { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory() ? walk(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : []
+    );
+  /** Every relative import of `file` (static, `export from`, dynamic), as a path from the root. */
+  const imports = (file: string) =>
+    [...readFileSync(join(ROOT, file), "utf8").matchAll(/(?:from\s+|import\s*\(\s*|import\s+)"(\.[^"]+)"/g)]
+      .map((m) => relative(ROOT, resolve(dirname(join(ROOT, file)), m[1])));
+
+  it("nothing outside lib/cli/ imports it, but mod.ts loading bin.ts as the program", () => {
+    for (const file of [...walk("lib"), "mod.ts"]) {
+      if (file.startsWith("lib/cli/")) continue;
+      const into = imports(file).filter((i) => i.startsWith("lib/cli/"));
+      assert.deepEqual(into, file === "mod.ts" ? ["lib/cli/bin.ts"] : [], file);
+    }
+  });
+
+  it("in lib/cli/, detect.ts is the one file that picks a runtime adapter", () => {
+    for (const file of walk("lib/cli")) {
+      const adapters = imports(file).filter((i) => i.startsWith("lib/adapters/"));
+      if (file === "lib/cli/detect.ts") assert.equal(adapters.length, 3, adapters.join(", "));
+      else assert.deepEqual(adapters, [], file);
+    }
   });
 });

@@ -23,7 +23,7 @@ import {
   until,
   usersFile,
 } from "./_fixtures.ts";
-import { parseArgs } from "../lib/cli/main.ts";
+import { type Flag, FLAGS, parseArgs } from "../lib/cli/flags.ts";
 import { LineCopier, parseReady, readyLine, workerArgs } from "../lib/cli/workers.ts";
 
 type Awaited2<T> = T extends Promise<infer U> ? U : T;
@@ -221,6 +221,52 @@ describe("--workers parsing and the supervisor protocol", () => {
       "--max-connections",
       "34",
     ]);
+  });
+
+  it("every flag of the table reaches workers as written, but those the supervisor rewrites", () => {
+    const listen = [{ host: "127.0.0.1", port: 4000 }];
+    const supervisor = (
+      flags: string[],
+    ) => [...flags, "--listen", "127.0.0.1:4000", "--max-connections", "7"];
+    for (const flag of FLAGS) {
+      for (const name of [flag.name, ...(flag.aliases ?? [])]) {
+        const forms = flag.value === undefined
+          ? [[name]]
+          : [[name, flag.example], [`${name}=${flag.example}`], [name, "--listen"]];
+        for (const args of forms) {
+          const got = workerArgs([...args, "--allow-private"], listen, 7);
+          const want = flag.workers === "pass" ? [...args, "--allow-private"] : ["--allow-private"];
+          assert.deepEqual(got, supervisor(want), args.join(" "));
+        }
+      }
+    }
+    // All of them at once, parsed again by the worker: the same options, bar what the supervisor sets.
+    const all = FLAGS.flatMap((f) => f.value === undefined ? [f.name] : [f.name, f.example]);
+    const user = parseArgs(all);
+    const worker = parseArgs(workerArgs(all, listen, 7));
+    assert.deepEqual(worker, { ...user, listen, maxConnections: 7, workers: 1 });
+    assert.deepEqual(
+      FLAGS.filter((f) => f.workers === "supervisor").map((f) => f.name).sort(),
+      ["--listen", "--max-connections", "--workers"],
+    );
+  });
+
+  it("a flag added to the table reaches workers with no other edit", () => {
+    const added: Flag[] = [...FLAGS, {
+      name: "--new-flag",
+      value: "X",
+      example: "x",
+      help: "a flag the code does not know yet",
+      workers: "pass",
+      apply: () => {},
+    }, { name: "--new-switch", help: "and a boolean one", workers: "pass", apply: () => {} }];
+    assert.deepEqual(
+      workerArgs(["--new-flag", "--users", "--new-switch", "--new-flag=y", "--workers", "2"], [], 0, added),
+      ["--new-flag", "--users", "--new-switch", "--new-flag=y", "--max-connections", "0"],
+    );
+    // The same row is what the parser reads.
+    assert.doesNotThrow(() => parseArgs(["--new-flag", "--users", "--new-switch"], added));
+    assert.throws(() => parseArgs(["--new-flag", "v"]), /unknown argument "--new-flag"/);
   });
 
   it("a worker's output is passed on in whole lines, so two workers' lines never splice", () => {

@@ -15,6 +15,7 @@
 import type { HostPort } from "../runtime.ts";
 import { formatHostPort } from "../core/address.ts";
 import { concatBytes } from "../core/bytes.ts";
+import { findFlag, type Flag, FLAGS } from "./flags.ts";
 
 /** Set (to "1") in the environment of a worker process. */
 export const WORKER_ENV = "EDGESOCKS_WORKER";
@@ -42,40 +43,26 @@ export interface SupervisorHost {
   exit(code: number): void;
 }
 
-// Flags of the CLI that take a value, so that a value is never mistaken for a flag.
-const VALUE_FLAGS = new Set([
-  "--listen",
-  "--users",
-  "--allow",
-  "--deny",
-  "--allow-client",
-  "--deny-client",
-  "--max-connections",
-  "--max-connections-per-client",
-  "--dns",
-  "--log",
-  "--handshake-timeout",
-  "--connect-timeout",
-  "--idle-timeout",
-  "--workers",
-]);
-
 /**
- * A worker's command line: the user's, without `--workers`, with `--listen`
- * set to `listen` and `--max-connections` to the worker's share.
+ * A worker's command line: the user's, with the flags the table marks
+ * `supervisor` (`--workers`, `--listen`, `--max-connections`) taken out, then
+ * `--listen` set to `listen` and `--max-connections` to the worker's share.
+ * Every other flag of `flags` goes through as written, with its value.
  */
-export function workerArgs(args: string[], listen: HostPort[], maxConnections: number): string[] {
+export function workerArgs(
+  args: string[],
+  listen: HostPort[],
+  maxConnections: number,
+  flags: readonly Flag[] = FLAGS,
+): string[] {
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const eq = args[i].startsWith("--") ? args[i].indexOf("=") : -1;
-    const flag = eq > 0 ? args[i].slice(0, eq) : args[i];
-    const drop = flag === "--workers" || flag === "--listen" || flag === "--max-connections";
-    if (drop) {
-      if (eq < 0) i++;
-      continue;
-    }
-    out.push(args[i]);
-    if (eq < 0 && VALUE_FLAGS.has(flag) && i + 1 < args.length) out.push(args[++i]);
+    const flag = findFlag(eq > 0 ? args[i].slice(0, eq) : args[i], flags);
+    // The value is the next argument even when it looks like a flag (a file named --listen).
+    const end = eq < 0 && flag?.value !== undefined ? Math.min(i + 1, args.length - 1) : i;
+    if (flag?.workers !== "supervisor") out.push(...args.slice(i, end + 1));
+    i = end;
   }
   for (const a of listen) {
     out.push("--listen", formatHostPort(a));
