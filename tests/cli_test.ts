@@ -19,7 +19,9 @@ import {
   usersFile,
 } from "./_fixtures.ts";
 import { FLAGS, parseArgs, parseHostPort } from "../lib/cli/flags.ts";
-import { USAGE } from "../lib/cli/main.ts";
+import { usage } from "../lib/cli/main.ts";
+import { commandLine } from "../lib/cli/_command.ts";
+import process from "node:process";
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { VERSION } from "../lib/version.ts";
@@ -238,6 +240,12 @@ describe(`CLI on ${RUNTIME}`, () => {
     const { cmd, args } = runtimeCommand();
     const help = await run(cmd, [...args, "--help"]);
     assert.equal(help.code, 0);
+    // The command actually used, as typed from here, in the usage line and the examples.
+    const mod = relative(process.cwd(), join(ROOT, "mod.ts")) || "mod.ts";
+    const used = { deno: `deno run -A ${mod}`, bun: `bun ${mod}`, node: `node ${mod}` }[RUNTIME];
+    assert.equal(help.stdout.split("\n")[2], `Usage: ${used} [flags]`);
+    assert.match(help.stdout, new RegExp(`\nExamples:\n  ${used.replaceAll(".", "\\.")}\n`));
+    assert.ok(help.stdout.includes(`\n  ${used} --listen 0.0.0.0:1080 --users users.txt --log text\n`));
     for (
       const flag of [
         "--listen",
@@ -300,11 +308,57 @@ describe("CLI argument parsing", () => {
     for (const flag of FLAGS) {
       const names = [flag.name, ...(flag.aliases ?? [])].join(", ");
       const entry = flag.value === undefined ? names : `${names} ${flag.value}`;
-      assert.match(USAGE, new RegExp(`^  ${entry.replace(/[|[\]]/g, "\\$&")}( |$)`, "m"), flag.name);
+      assert.match(
+        usage("edgesocks"),
+        new RegExp(`^  ${entry.replace(/[|[\]]/g, "\\$&")}( |$)`, "m"),
+        flag.name,
+      );
       // Its help text is there too (wrapped: compare word by word).
-      const words = USAGE.split(/\s+/).join(" ");
+      const words = usage("edgesocks").split(/\s+/).join(" ");
       assert.ok(words.includes(flag.help), `${flag.name}: ${flag.help}`);
     }
+  });
+
+  it("names the command that started it: runtime and script, npx, npm start, a single binary", () => {
+    const at = { cwd: "/src/edgesocks", path: "/usr/local/bin:/usr/bin" };
+    const cases: [Parameters<typeof commandLine>[0], string][] = [
+      [{ ...at, execPath: "/usr/bin/node", script: "/src/edgesocks/mod.ts" }, "node mod.ts"],
+      [
+        { ...at, execPath: "/x/bun/bin/bun.exe", script: "/src/edgesocks/lib/cli/bin.ts" },
+        "bun lib/cli/bin.ts",
+      ],
+      [{ ...at, execPath: "/usr/bin/node", script: "/elsewhere/mod.ts" }, "node /elsewhere/mod.ts"],
+      [
+        { ...at, execPath: "/opt/deno", script: "file:///src/edgesocks/mod.ts", runtimeArgs: ["run", "-A"] },
+        "deno run -A mod.ts",
+      ],
+      [
+        {
+          ...at,
+          execPath: "/opt/deno",
+          script: "https://example.com/mod.ts",
+          runtimeArgs: ["run", "--allow-net"],
+        },
+        "deno run --allow-net https://example.com/mod.ts",
+      ],
+      [
+        { ...at, execPath: "/usr/bin/node", script: "/p/node_modules/.bin/edgesocks", npmCommand: "exec" },
+        "npx edgesocks",
+      ],
+      [{ ...at, execPath: "/usr/bin/node", script: "/usr/local/bin/edgesocks" }, "edgesocks"],
+      [
+        { ...at, execPath: "/usr/bin/node", script: "/src/edgesocks/tools/start.mjs", npmEvent: "start" },
+        "npm start --",
+      ],
+      [
+        { ...at, execPath: "/usr/bin/node", script: "/src/edgesocks/tools/start.mjs" },
+        "node tools/start.mjs",
+      ],
+      [{ ...at, execPath: "/src/edgesocks/edgesocks" }, "./edgesocks"],
+      [{ ...at, execPath: "/usr/local/bin/edgesocks" }, "edgesocks"],
+      [{ ...at, execPath: "/opt/edgesocks" }, "/opt/edgesocks"],
+    ];
+    for (const [started, want] of cases) assert.equal(commandLine(started), want, JSON.stringify(started));
   });
 
   it("every flag of the table accepts its example, under each of its names", () => {

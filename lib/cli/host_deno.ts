@@ -4,9 +4,44 @@
  * @module
  */
 import type { CliHost } from "./main.ts";
+import { commandLine } from "./_command.ts";
 import { WORKER_ENV, type WorkerProcess } from "./workers.ts";
 
 const encoder = new TextEncoder();
+
+const PERMISSIONS = ["net", "read", "write", "env", "sys", "run", "ffi", "import"] as const;
+
+/** `--allow-NAME` for each permission granted for all of its kind. */
+function grantedFlags(): string[] {
+  const flags: string[] = [];
+  for (const name of PERMISSIONS) {
+    try {
+      if (Deno.permissions.querySync({ name } as Deno.PermissionDescriptor).state === "granted") {
+        flags.push(`--allow-${name}`);
+      }
+    } catch { /* a permission this Deno does not know */ }
+  }
+  return flags;
+}
+
+const granted = (descriptor: Deno.PermissionDescriptor) =>
+  Deno.permissions.querySync(descriptor).state === "granted";
+
+/** How this program was started, as `deno run` flags and script (or the `deno compile` binary). */
+function command(): string {
+  const flags = grantedFlags();
+  let cwd = "/";
+  try {
+    cwd = Deno.cwd();
+  } catch { /* not allowed to read it: paths are shown whole */ }
+  return commandLine({
+    execPath: Deno.execPath(),
+    script: Deno.build.standalone ? undefined : Deno.mainModule,
+    runtimeArgs: ["run", ...(flags.length === PERMISSIONS.length ? ["-A"] : flags)],
+    cwd,
+    path: granted({ name: "env", variable: "PATH" }) ? Deno.env.get("PATH") : undefined,
+  });
+}
 
 /**
  * Permission flags for a worker: those granted to this process for all of a
@@ -15,15 +50,7 @@ const encoder = new TextEncoder();
  * Deno's own permission error).
  */
 function permissionFlags(usersFile?: string): string[] {
-  const flags: string[] = [];
-  const names = ["net", "read", "write", "env", "sys", "run", "ffi", "import"] as const;
-  for (const name of names) {
-    try {
-      if (Deno.permissions.querySync({ name } as Deno.PermissionDescriptor).state === "granted") {
-        flags.push(`--allow-${name}`);
-      }
-    } catch { /* a permission this Deno does not know */ }
-  }
+  const flags = grantedFlags();
   // The worker must be able to see that it is one.
   if (!flags.includes("--allow-env")) flags.push(`--allow-env=${WORKER_ENV}`);
   if (!flags.includes("--allow-read") && usersFile !== undefined) {
@@ -62,6 +89,7 @@ function spawnWorker(args: string[], usersFile?: string): WorkerProcess {
 /** The CLI host backed by the `Deno` namespace. */
 export const denoHost: CliHost = {
   args: () => [...Deno.args],
+  command,
   readTextFile: (path) => Deno.readTextFile(path),
   onSignal: (signal, fn) => Deno.addSignalListener(signal, fn),
   exit: (code) => Deno.exit(code),

@@ -9,14 +9,21 @@ import { readFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import process from "node:process";
 import type { CliHost } from "./main.ts";
+import { commandLine } from "./_command.ts";
 import { WORKER_ENV, type WorkerProcess } from "./workers.ts";
+
+/** The script the runtime runs; undefined in a single binary from `bun build --compile`. */
+function ownScript(): string | undefined {
+  const script = process.argv[1];
+  // Such a binary carries its script inside, at a /$bunfs/ path.
+  const embedded = script === undefined || script.startsWith("/$bunfs/") || script.startsWith("B:/~BUN/");
+  return embedded ? undefined : script;
+}
 
 /** This program's command line, for starting it again: runtime, its flags, the script (unless built in). */
 function selfCommand(): string[] {
-  const script = process.argv[1];
-  // A single binary from `bun build --compile` carries its script inside, at a /$bunfs/ path.
-  const embedded = script === undefined || script.startsWith("/$bunfs/") || script.startsWith("B:/~BUN/");
-  return [process.execPath, ...process.execArgv, ...(embedded ? [] : [script])];
+  const script = ownScript();
+  return [process.execPath, ...process.execArgv, ...(script === undefined ? [] : [script])];
 }
 
 function spawnWorker(args: string[]): WorkerProcess {
@@ -47,6 +54,15 @@ function spawnWorker(args: string[]): WorkerProcess {
 /** The CLI host backed by `node:process`. */
 export const nodeHost: CliHost = {
   args: () => process.argv.slice(2),
+  command: () =>
+    commandLine({
+      execPath: process.execPath,
+      script: ownScript(),
+      cwd: process.cwd(),
+      path: process.env.PATH,
+      npmEvent: process.env.npm_lifecycle_event,
+      npmCommand: process.env.npm_command,
+    }),
   readTextFile: (path) => readFile(path, "utf8"),
   onSignal: (signal, fn) => void process.on(signal, fn),
   exit: (code) => process.exit(code),

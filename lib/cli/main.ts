@@ -17,6 +17,11 @@ import { readyLine, supervise, type WorkerProcess } from "./workers.ts";
 export interface CliHost {
   /** Command-line arguments after the script. */
   args(): string[];
+  /**
+   * The command that started this program, without its arguments, as a person would type it again:
+   * `node mod.ts`, `deno run -A mod.ts`, `npx edgesocks`, `./edgesocks` (a single binary).
+   */
+  command(): string;
   /** Reads a UTF-8 file. */
   readTextFile(path: string): Promise<string>;
   /** Calls `fn` on the signal. */
@@ -39,13 +44,24 @@ export interface CliHost {
   cpus(): number;
 }
 
-/** The `--help` text. */
-export const USAGE = `edgesocks ${VERSION} - a SOCKS4/4A/5 proxy with Tor's extensions
+/** The `--help` text, naming `command` (what started this program: `node mod.ts`, `npx edgesocks`). */
+export function usage(command: string): string {
+  return `edgesocks ${VERSION} - a SOCKS4/4A/5 proxy with Tor's extensions
 
-Usage: deno run -A mod.ts [flags]   |   bun mod.ts [flags]   |   node mod.ts [flags]
+Usage: ${command} [flags]
 
 ${flagHelp()}
+
+Examples:
+  ${command}
+      serve on 127.0.0.1:1080, no auth, public destinations only; try it with
+      curl --socks5-hostname 127.0.0.1:1080 https://example.com/
+  ${command} --listen 0.0.0.0:1080 --users users.txt --log text
+      serve the network, for the users in users.txt (lines of user:password), one log line per connection
+  ${command} --allow-private --allow-client 10.0.0.0/8 --workers auto
+      reach private addresses too, only for clients in 10.0.0.0/8, on every core
 `;
+}
 
 /** Runs the CLI on `adapter` with `host`'s process services. Resolves once the server is listening. */
 export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void> {
@@ -61,7 +77,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     host.stderr(`edgesocks: ${error instanceof Error ? error.message : String(error)}`);
     return host.exit(2);
   }
-  if (opts.help) return host.stdout(USAGE);
+  if (opts.help) return host.stdout(usage(host.command()));
   if (opts.version) return host.stdout(`edgesocks ${VERSION}`);
 
   const options: ServeOptions = {
