@@ -292,6 +292,38 @@ describe(`CLI on ${RUNTIME}`, () => {
   });
 });
 
+describe("npm start (tools/start.mjs)", () => {
+  const node = join(ROOT, "node_modules", ".bin", "node");
+  const start = join(ROOT, "tools", "start.mjs");
+  // Node 20 cannot be installed next to Node 24 here: pretend, before the launcher reads the version.
+  const pretend = (version: string) =>
+    `--import=data:text/javascript,Object.defineProperty(process.versions,"node",{value:"${version}"})`;
+
+  it("on a Node too old for TypeScript, says so in one line", async () => {
+    for (const version of ["20.20.2", "22.17.1"]) {
+      const r = await run(node, [pretend(version), start, "--version"]);
+      assert.equal(r.code, 1);
+      assert.equal(
+        r.stderr,
+        `edgesocks needs Node >= 22.18 to run from source (or use the npm package); this is Node ${version}\n`,
+      );
+      assert.equal(r.stdout, "");
+    }
+  });
+
+  it("on Node >= 22.18 runs the CLI, and npm start goes through it", async () => {
+    for (const version of ["22.18.0", "23.0.0"]) {
+      const r = await run(node, [pretend(version), start, "--version"]);
+      assert.equal(r.stdout, `edgesocks ${VERSION}\n`, r.stderr);
+    }
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
+    assert.equal(pkg.scripts.start, "node tools/start.mjs");
+    const r = await run("npm", ["start", "--silent", "--prefix", ROOT, "--", "--help"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.split("\n")[2], "Usage: npm start -- [flags]");
+  });
+});
+
 describe("CLI argument parsing", () => {
   it("parses HOST:PORT forms", () => {
     assert.deepEqual(parseHostPort("127.0.0.1:1080"), { host: "127.0.0.1", port: 1080 });
