@@ -21,6 +21,7 @@ import {
 import { FLAGS, parseArgs, parseHostPort } from "../lib/cli/flags.ts";
 import { usage } from "../lib/cli/main.ts";
 import { commandLine } from "../lib/cli/_command.ts";
+import { listenFailure, readFailure, reasonOf } from "../lib/cli/errors.ts";
 import process from "node:process";
 import { readdirSync, readFileSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
@@ -286,9 +287,92 @@ describe(`CLI on ${RUNTIME}`, () => {
       const r = await run(cmd, [...args, "--listen", `127.0.0.1:${busy.port}`]);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /cannot listen/);
+      assert.equal(r.stderr, `edgesocks: cannot listen on 127.0.0.1:${busy.port}: address already in use\n`);
     } finally {
       await busy.stop();
     }
+  });
+});
+
+describe(`CLI startup failures on ${RUNTIME}: one line naming the file or address and the reason`, () => {
+  const { cmd, args } = runtimeCommand();
+  const fails = async (flags: string[], code: number, line: string) => {
+    const r = await run(cmd, [...args, ...flags]);
+    assert.equal(r.stderr, `edgesocks: ${line}\n`, flags.join(" "));
+    assert.equal(r.code, code, flags.join(" "));
+  };
+
+  it("a port in use, on one of several addresses", async () => {
+    const busy = await spawnProxy(["--listen", "127.0.0.1:0"]);
+    try {
+      await fails(
+        ["--listen", "[::1]:0", "--listen", `127.0.0.1:${busy.port}`],
+        1,
+        `cannot listen on 127.0.0.1:${busy.port}: address already in use`,
+      );
+    } finally {
+      await busy.stop();
+    }
+  });
+
+  it("a users file that is a directory, is missing, has a bad line, or has no users", async () => {
+    const bad = usersFile("# users\nalice:secret\n\nbob\n");
+    const empty = usersFile("# nobody yet\n");
+    const dir = dirname(bad.path);
+    try {
+      await fails(["--users", dir], 2, `cannot read users file ${dir}: it is a directory, not a file`);
+      await fails(["--users", `${dir}/nope`], 2, `cannot read users file ${dir}/nope: no such file`);
+      await fails(["--users", bad.path], 2, `users file ${bad.path}, line 4: expected user:password`);
+      await fails(["--users", empty.path], 2, `users file ${empty.path}: no users in it`);
+    } finally {
+      bad.remove();
+      empty.remove();
+    }
+  });
+
+  it("a port out of range is not a bad HOST:PORT", async () => {
+    await fails(
+      ["--listen", "127.0.0.1:99999"],
+      2,
+      `--listen: port out of range (0 to 65535) in "127.0.0.1:99999"`,
+    );
+    await fails(
+      ["--dns", "127.0.0.1:65536"],
+      2,
+      `--dns: port out of range (0 to 65535) in "127.0.0.1:65536"`,
+    );
+    await fails(["--listen", "127.0.0.1"], 2, `--listen: expected HOST:PORT, got "127.0.0.1"`);
+  });
+});
+
+describe("startup failures in words", () => {
+  it("by errno name, Deno's error class, or the runtime's own message", () => {
+    const at = { host: "127.0.0.1", port: 1080 };
+    const node = Object.assign(new Error("listen EADDRINUSE: address already in use 127.0.0.1:1080"), {
+      code: "EADDRINUSE",
+    });
+    const deno = Object.assign(new Error("Address already in use (os error 98)"), { name: "AddrInUse" });
+    const bun = Object.assign(new Error("Failed to listen at 127.0.0.1"), { code: "EADDRINUSE" });
+    for (const e of [node, deno, bun]) {
+      assert.equal(listenFailure(at, e), "cannot listen on 127.0.0.1:1080: address already in use");
+    }
+    assert.equal(
+      listenFailure({ host: "::1", port: 1 }, { code: "EADDRNOTAVAIL" }),
+      "cannot listen on [::1]:1: address not available on this machine",
+    );
+    assert.equal(
+      listenFailure({ host: "no.such.test", port: 1 }, new Error("Failed to listen at no.such.test")),
+      "cannot listen on no.such.test:1: host name not found",
+    );
+    assert.equal(
+      reasonOf(Object.assign(new Error("x"), { name: "IsADirectory" })),
+      "it is a directory, not a file",
+    );
+    assert.equal(reasonOf(new Error("something new")), "something new");
+    assert.equal(
+      readFailure("users file", "/u", { code: "EACCES" }),
+      "cannot read users file /u: permission denied",
+    );
   });
 });
 

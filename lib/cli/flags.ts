@@ -93,10 +93,20 @@ export function parseHostPort(text: string, defaultPort?: number): HostPort {
     [host, port] = colon < 0 ? [text, undefined] : [text.slice(0, colon), text.slice(colon + 1)];
   }
   if (port === undefined && defaultPort !== undefined) port = String(defaultPort);
-  if (!host || port === undefined || !/^\d{1,5}$/.test(port) || Number(port) > 65535) {
+  if (!host || port === undefined || !/^\d+$/.test(port)) {
     throw new TypeError(`expected HOST:PORT, got ${JSON.stringify(text)}`);
   }
+  if (Number(port) > 65535) throw new TypeError(`port out of range (0 to 65535) in ${JSON.stringify(text)}`);
   return { host, port: Number(port) };
+}
+
+/** {@linkcode parseHostPort} for `flag`, whose name starts its errors. */
+function hostPortOf(flag: string, text: string, defaultPort?: number): HostPort {
+  try {
+    return parseHostPort(text, defaultPort);
+  } catch (error) {
+    throw new TypeError(`${flag}: ${(error as Error).message}`);
+  }
 }
 
 function seconds(flag: string, value: string): number {
@@ -122,7 +132,7 @@ export const FLAGS: readonly Flag[] = [
     help: `listen address, repeatable (default ${DEFAULT_LISTEN.host}:${DEFAULT_LISTEN.port}); ` +
       "IPv6 as [::1]:1080; port 0 picks a free port",
     workers: "supervisor",
-    apply: (opts, value) => void opts.listen.push(parseHostPort(value)),
+    apply: (opts, value) => void opts.listen.push(hostPortOf("--listen", value)),
   },
   {
     name: "--users",
@@ -205,7 +215,7 @@ export const FLAGS: readonly Flag[] = [
     example: "127.0.0.1:5353",
     help: "nameserver for RESOLVE, RESOLVE_PTR and CONNECT by name (default: the system's resolver)",
     workers: "pass",
-    apply: (opts, value) => void (opts.dns = parseHostPort(value, 53)),
+    apply: (opts, value) => void (opts.dns = hostPortOf("--dns", value, 53)),
   },
   {
     name: "--log",

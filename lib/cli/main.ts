@@ -10,6 +10,7 @@ import { formatHostPort } from "../core/address.ts";
 import { createLogger } from "../ops/log.ts";
 import { isLoopbackHost, serve, type ServeOptions, type SocksServer } from "../serve.ts";
 import { VERSION } from "../version.ts";
+import { listenFailure, readFailure } from "./errors.ts";
 import { type CliOptions, flagHelp, parseArgs } from "./flags.ts";
 import { readyLine, supervise, type WorkerProcess } from "./workers.ts";
 
@@ -63,16 +64,36 @@ Examples:
 `;
 }
 
+/** Reads and parses the users file; throws a TypeError naming the file (and the line) on failure. */
+async function readUsers(host: CliHost, path: string): Promise<Map<string, string>> {
+  let text: string;
+  try {
+    text = await host.readTextFile(path);
+  } catch (error) {
+    throw new TypeError(readFailure("users file", path, error));
+  }
+  let users: Map<string, string>;
+  try {
+    users = parseUsers(text);
+  } catch (error) {
+    // parseUsers says "users file line N: ..." and knows no path.
+    const message = error instanceof Error ? error.message : String(error);
+    const line = /^users file line (\d+): (.*)$/s.exec(message);
+    throw new TypeError(
+      line ? `users file ${path}, line ${line[1]}: ${line[2]}` : `users file ${path}: ${message}`,
+    );
+  }
+  if (users.size === 0) throw new TypeError(`users file ${path}: no users in it`);
+  return users;
+}
+
 /** Runs the CLI on `adapter` with `host`'s process services. Resolves once the server is listening. */
 export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void> {
   let opts: CliOptions;
   let users: Map<string, string> | undefined;
   try {
     opts = parseArgs(host.args());
-    if (opts.usersFile !== undefined) {
-      users = parseUsers(await host.readTextFile(opts.usersFile));
-      if (users.size === 0) throw new TypeError(`--users ${opts.usersFile}: no users in the file`);
-    }
+    if (opts.usersFile !== undefined) users = await readUsers(host, opts.usersFile);
   } catch (error) {
     host.stderr(`edgesocks: ${error instanceof Error ? error.message : String(error)}`);
     return host.exit(2);
@@ -146,10 +167,22 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   host.onSignal("SIGTERM", stop);
   // A worker whose supervisor has gone (its end of our standard input closed) stops too.
   if (worker) host.onStdinEnd(stop);
+  // Which address a failed listen was for: not every runtime's error says.
+  let binding: HostPort | undefined;
+  const listen: RuntimeAdapter["listen"] = (address, ...rest) => {
+    binding = address;
+    return adapter.listen(address, ...rest);
+  };
   try {
-    server = await serve(adapter, options);
+    server = await serve({ ...adapter, listen }, options);
   } catch (error) {
-    host.stderr(`edgesocks: cannot listen: ${error instanceof Error ? error.message : String(error)}`);
+    host.stderr(
+      `edgesocks: ${
+        binding
+          ? listenFailure(binding, error)
+          : `cannot listen: ${error instanceof Error ? error.message : error}`
+      }`,
+    );
     return host.exit(1);
   }
   if (worker) host.stdout(readyLine(server.addresses));
