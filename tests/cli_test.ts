@@ -119,6 +119,29 @@ describe(`CLI on ${RUNTIME}`, () => {
       assert.equal(await proxy.stop("SIGINT"), 0);
     }
     assert.match(proxy.output(), /reply=0x02/);
+    assert.match(proxy.errors(), /^edgesocks: stopping \(SIGINT\), closed \d+ open connections?\n$/);
+  });
+
+  it("says in one line that it stops, on which signal, and how many connections it closed", async () => {
+    const proxy = await spawnProxy(["--listen", "127.0.0.1:0", "--allow-private"]);
+    const held: RawClient[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const c = await RawClient.open(proxy.port);
+        c.send(Uint8Array.of(5)); // half a greeting: the connection stays open
+        held.push(c);
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await proxy.stop("SIGTERM"), 0);
+      assert.equal(proxy.errors(), "edgesocks: stopping (SIGTERM), closed 3 open connections\n");
+      for (const c of held) assert.equal((await c.readToEnd()).length, 0);
+    } finally {
+      for (const c of held) c.destroy();
+      await proxy.stop();
+    }
+    const idle = await spawnProxy(["--listen", "127.0.0.1:0"]);
+    assert.equal(await idle.stop("SIGINT"), 0);
+    assert.equal(idle.errors(), "edgesocks: stopping (SIGINT), closed 0 open connections\n");
   });
 
   it("--deny-connect-dir refuses 0xF2 with 02", async () => {

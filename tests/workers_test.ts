@@ -24,7 +24,14 @@ import {
   usersFile,
 } from "./_fixtures.ts";
 import { type Flag, FLAGS, parseArgs } from "../lib/cli/flags.ts";
-import { LineCopier, parseReady, readyLine, workerArgs } from "../lib/cli/workers.ts";
+import {
+  LineCopier,
+  parseReady,
+  readyLine,
+  stoppedLine,
+  takeStopped,
+  workerArgs,
+} from "../lib/cli/workers.ts";
 
 type Awaited2<T> = T extends Promise<infer U> ? U : T;
 
@@ -108,6 +115,25 @@ describe(`--workers on ${RUNTIME}`, () => {
     assert.ok(lines.length >= 41, proxy.output());
     assert.ok(lines.some((l) => l.user === "alice" && l.reply === "granted" && l.down > 0));
     assert.ok(!proxy.output().includes("secret") && !proxy.errors().includes("secret"));
+  });
+
+  it("on SIGTERM the supervisor alone says it stops, with the connections all workers closed", async () => {
+    const proxy = await spawnProxy(["--listen", "127.0.0.1:0", "--workers", "2", "--allow-private"]);
+    const held: RawClient[] = [];
+    try {
+      for (let i = 0; i < 5; i++) {
+        const c = await RawClient.open(proxy.port);
+        c.send(socks5ConnectBytes(echo.port));
+        await c.readExactly(12);
+        held.push(c);
+      }
+      assert.equal(await proxy.stop("SIGTERM"), 0);
+      assert.equal(proxy.errors(), "edgesocks: stopping (SIGTERM), closed 5 open connections in 2 workers\n");
+      assert.ok(!proxy.output().includes("edgesocks-worker-stopped"), proxy.output());
+    } finally {
+      for (const c of held) c.destroy();
+      await proxy.stop();
+    }
   });
 
   it("a worker that dies is replaced; workers end when the supervisor is killed", async () => {
@@ -284,6 +310,26 @@ describe("--workers parsing and the supervisor protocol", () => {
     push("x".repeat(70_000));
     assert.equal(out.length, 5);
     assert.equal(out[4].length, 70_000);
+  });
+
+  it("a worker's stopped line is taken off the end of its output, and only there", () => {
+    const text = (b: Uint8Array) => new TextDecoder().decode(b);
+    const bytes = (t: string) => new TextEncoder().encode(t);
+    const [log, closed] = takeStopped(bytes(`a log line\n${stoppedLine(12)}\n`));
+    assert.deepEqual([text(log), closed], ["a log line\n", 12]);
+    assert.deepEqual(
+      takeStopped(bytes(`${stoppedLine(0)}\n`)).map((x) => x instanceof Uint8Array ? text(x) : x),
+      [
+        "",
+        0,
+      ],
+    );
+    for (
+      const other of ["a log line\n", `${stoppedLine(1)}\nmore\n`, "edgesocks-worker-stopped x\n", "\n", ""]
+    ) {
+      const [rest, none] = takeStopped(bytes(other));
+      assert.deepEqual([text(rest), none], [other, undefined], other);
+    }
   });
 
   it("ready lines round-trip, and anything else is not one", () => {

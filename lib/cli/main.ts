@@ -12,7 +12,7 @@ import { isLoopbackHost, serve, type ServeOptions, type SocksServer } from "../s
 import { VERSION } from "../version.ts";
 import { listenFailure, readFailure } from "./errors.ts";
 import { type CliOptions, flagHelp, parseArgs } from "./flags.ts";
-import { readyLine, supervise, type WorkerProcess } from "./workers.ts";
+import { readyLine, stoppedLine, stoppingLine, supervise, type WorkerProcess } from "./workers.ts";
 
 /** Process services the CLI needs, one implementation per runtime. */
 export interface CliHost {
@@ -157,16 +157,23 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   // process has run out of descriptors by then.
   let server: SocksServer | undefined;
   let stopping = false;
-  const stop = () => {
+  // One line when stopping, once every connection has been closed. A worker tells its supervisor
+  // instead, which prints one line for all; a worker whose supervisor has gone says it itself.
+  const stop = (why: "SIGINT" | "SIGTERM" | "supervisor gone") => {
     if (stopping) return;
     stopping = true;
-    if (!server) return host.exit(0);
-    server.close().then(() => host.exit(0), () => host.exit(1));
+    const open = server?.activeConnections ?? 0;
+    const report = () => {
+      if (worker && why !== "supervisor gone") host.stdout(stoppedLine(open));
+      else host.stderr(`edgesocks: ${worker ? "worker " : ""}${stoppingLine(why, open)}`);
+    };
+    if (!server) return (report(), host.exit(0));
+    server.close().then(() => (report(), host.exit(0)), () => host.exit(1));
   };
-  host.onSignal("SIGINT", stop);
-  host.onSignal("SIGTERM", stop);
+  host.onSignal("SIGINT", () => stop("SIGINT"));
+  host.onSignal("SIGTERM", () => stop("SIGTERM"));
   // A worker whose supervisor has gone (its end of our standard input closed) stops too.
-  if (worker) host.onStdinEnd(stop);
+  if (worker) host.onStdinEnd(() => stop("supervisor gone"));
   // Which address a failed listen was for: not every runtime's error says.
   let binding: HostPort | undefined;
   const listen: RuntimeAdapter["listen"] = (address, ...rest) => {

@@ -23,6 +23,39 @@ export const WORKER_ENV = "EDGESOCKS_WORKER";
 /** The first line a worker writes once it listens, followed by its addresses. */
 export const READY_PREFIX = "edgesocks-worker-ready ";
 
+/** The last line a worker writes when a signal stopped it, followed by how many connections it closed. */
+export const STOPPED_PREFIX = "edgesocks-worker-stopped ";
+
+/** A worker's stopped line. */
+export function stoppedLine(closed: number): string {
+  return STOPPED_PREFIX + closed;
+}
+
+/**
+ * The line printed when stopping, e.g. `stopping (SIGTERM), closed 3 open connections`
+ * (`in 2 workers` after it for a supervisor).
+ */
+export function stoppingLine(why: string, closed: number, workers?: number): string {
+  return `stopping (${why}), closed ${closed} open connection${closed === 1 ? "" : "s"}` +
+    (workers === undefined ? "" : ` in ${workers} worker${workers === 1 ? "" : "s"}`);
+}
+
+const STOPPED_BYTES = new TextEncoder().encode(STOPPED_PREFIX);
+
+/**
+ * Splits a worker's stopped line off the end of `bytes` (whole lines): the bytes before it and its
+ * count, or all of `bytes` and undefined.
+ */
+export function takeStopped(bytes: Uint8Array): [Uint8Array, number | undefined] {
+  const start = bytes.lastIndexOf(10, bytes.length - 2) + 1;
+  if (bytes.length - start < STOPPED_BYTES.length + 2) return [bytes, undefined];
+  for (let i = 0; i < STOPPED_BYTES.length; i++) {
+    if (bytes[start + i] !== STOPPED_BYTES[i]) return [bytes, undefined];
+  }
+  const m = /^(\d{1,9})\r?\n?$/.exec(new TextDecoder().decode(bytes.subarray(start + STOPPED_BYTES.length)));
+  return m ? [bytes.subarray(0, start), Number(m[1])] : [bytes, undefined];
+}
+
 /** A worker process as the CLI host starts it. */
 export interface WorkerProcess {
   readonly pid: number;
@@ -147,19 +180,23 @@ export async function supervise(
   let stopping = false;
   let started = false; // all workers listened once: from then on a dead one is replaced
 
-  const stopAll = async (code: number) => {
+  // Connections the workers stopped by a signal closed, from their stopped lines.
+  let closed = 0;
+  const stopAll = async (code: number, signal?: "SIGINT" | "SIGTERM") => {
     if (stopping) return;
     stopping = true;
+    const workers = live.size;
     for (const w of live.keys()) w.kill("SIGTERM");
     const timer = setTimeout(() => {
       for (const w of live.keys()) w.kill("SIGKILL");
     }, 30_000);
     await Promise.all(live.values());
     clearTimeout(timer);
+    if (signal) host.stderr(`edgesocks: ${stoppingLine(signal, closed, workers)}`);
     host.exit(code);
   };
-  host.onSignal("SIGINT", () => void stopAll(0));
-  host.onSignal("SIGTERM", () => void stopAll(0));
+  host.onSignal("SIGINT", () => void stopAll(0, "SIGINT"));
+  host.onSignal("SIGTERM", () => void stopAll(0, "SIGTERM"));
 
   /** Starts one worker; resolves with its addresses once it listens, or null if it exits first. */
   const start = (listen: HostPort[]): Promise<HostPort[] | null> => {
@@ -182,7 +219,11 @@ export async function supervise(
     const copied = (async () => {
       // Whole lines only: the workers' logs share our standard output, and a line cut where a read
       // ended must not have another worker's line spliced into it.
-      const lines = new LineCopier(host.writeStdout);
+      const lines = new LineCopier((bytes) => {
+        const [log, count] = takeStopped(bytes);
+        if (count !== undefined) closed += count;
+        if (log.length > 0) host.writeStdout(log);
+      });
       let head: Uint8Array | null = new Uint8Array(0);
       try {
         for await (const chunk of w.stdout) {
