@@ -86,6 +86,15 @@ function spawnWorker(args: string[], usersFile?: string): WorkerProcess {
   };
 }
 
+/** Writes all of `bytes` to `out`; a reader that has gone (a worker's supervisor, `| head`) is no error. */
+function writeAll(out: typeof Deno.stdout, bytes: Uint8Array): void {
+  try {
+    for (let off = 0; off < bytes.length;) off += out.writeSync(bytes.subarray(off));
+  } catch (error) {
+    if (!(error instanceof Deno.errors.BrokenPipe)) throw error;
+  }
+}
+
 /** The CLI host backed by the `Deno` namespace. */
 export const denoHost: CliHost = {
   args: () => [...Deno.args],
@@ -93,11 +102,9 @@ export const denoHost: CliHost = {
   readTextFile: (path) => Deno.readTextFile(path),
   onSignal: (signal, fn) => Deno.addSignalListener(signal, fn),
   exit: (code) => Deno.exit(code),
-  stdout: (line) => void Deno.stdout.writeSync(encoder.encode(line + "\n")),
-  stderr: (line) => void Deno.stderr.writeSync(encoder.encode(line + "\n")),
-  writeStdout: (bytes) => {
-    for (let off = 0; off < bytes.length;) off += Deno.stdout.writeSync(bytes.subarray(off));
-  },
+  stdout: (line) => writeAll(Deno.stdout, encoder.encode(line + "\n")),
+  stderr: (line) => writeAll(Deno.stderr, encoder.encode(line + "\n")),
+  writeStdout: (bytes) => writeAll(Deno.stdout, bytes),
   // Asked only when allowed, so that a plain run never prompts for environment access.
   isWorker: () =>
     Deno.permissions.querySync({ name: "env", variable: WORKER_ENV }).state === "granted" &&

@@ -51,6 +51,10 @@ function spawnWorker(args: string[]): WorkerProcess {
   };
 }
 
+// Whoever reads our standard output may go (a worker's supervisor that was killed, `| head`): the lines
+// have nowhere to go then, which must not crash a server that is serving or stopping.
+process.stdout.on("error", () => {});
+
 /** The CLI host backed by `node:process`. */
 export const nodeHost: CliHost = {
   args: () => process.argv.slice(2),
