@@ -31,6 +31,7 @@ import {
   stoppedLine,
   takeStopped,
   workerArgs,
+  workerNumber,
 } from "../lib/cli/workers.ts";
 
 type Awaited2<T> = T extends Promise<infer U> ? U : T;
@@ -114,11 +115,22 @@ describe(`--workers on ${RUNTIME}`, () => {
     const lines = proxy.output().trim().split("\n").slice(1).map((l) => JSON.parse(l));
     assert.ok(lines.length >= 41, proxy.output());
     assert.ok(lines.some((l) => l.user === "alice" && l.reply === "granted" && l.down > 0));
+    // Each record says which worker served it, and both served.
+    assert.ok(lines.every((l) => l.worker === 1 || l.worker === 2), proxy.output());
+    assert.deepEqual([...new Set(lines.map((l) => l.worker))].sort(), [1, 2]);
     assert.ok(!proxy.output().includes("secret") && !proxy.errors().includes("secret"));
   });
 
   it("on SIGTERM the supervisor alone says it stops, with the connections all workers closed", async () => {
-    const proxy = await spawnProxy(["--listen", "127.0.0.1:0", "--workers", "2", "--allow-private"]);
+    const proxy = await spawnProxy([
+      "--listen",
+      "127.0.0.1:0",
+      "--workers",
+      "2",
+      "--allow-private",
+      "--log",
+      "text",
+    ]);
     const held: RawClient[] = [];
     try {
       for (let i = 0; i < 5; i++) {
@@ -130,6 +142,10 @@ describe(`--workers on ${RUNTIME}`, () => {
       assert.equal(await proxy.stop("SIGTERM"), 0);
       assert.equal(proxy.errors(), "edgesocks: stopping (SIGTERM), closed 5 open connections in 2 workers\n");
       assert.ok(!proxy.output().includes("edgesocks-worker-stopped"), proxy.output());
+      // The text log names the worker at the end of each line.
+      const lines = proxy.output().trim().split("\n").slice(1);
+      assert.equal(lines.length, 5, proxy.output());
+      for (const line of lines) assert.match(line, /^\S+ 127\.0\.0\.1:\d+ socks5 connect .* worker=[12]$/);
     } finally {
       for (const c of held) c.destroy();
       await proxy.stop();
@@ -167,6 +183,19 @@ describe(`--workers on ${RUNTIME}`, () => {
     for (const w of workers) {
       await until(10_000, () => `orphaned worker ${w} to exit`, () => !processAlive(w));
     }
+    // And say so, for nobody else will.
+    await until(
+      5_000,
+      () => `both orphans' stopping lines in ${proxy.errors()}`,
+      () =>
+        [1, 2].every((n) =>
+          new RegExp(
+            `^edgesocks: worker ${n} stopping \\(supervisor gone\\), closed \\d+ open connections?$`,
+            "m",
+          )
+            .test(proxy.errors())
+        ),
+    );
   });
 
   // Deno permissions exist on Deno only: the test is registered there and nowhere else.
@@ -329,6 +358,14 @@ describe("--workers parsing and the supervisor protocol", () => {
     ) {
       const [rest, none] = takeStopped(bytes(other));
       assert.deepEqual([text(rest), none], [other, undefined], other);
+    }
+  });
+
+  it("a worker's number comes from its environment, and nothing else is one", () => {
+    assert.equal(workerNumber("1"), 1);
+    assert.equal(workerNumber("256"), 256);
+    for (const no of [undefined, "", "0", "01", "-1", "x", "1 "]) {
+      assert.equal(workerNumber(no), undefined, no);
     }
   });
 

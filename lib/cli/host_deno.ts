@@ -5,7 +5,7 @@
  */
 import type { CliHost } from "./main.ts";
 import { commandLine } from "./_command.ts";
-import { WORKER_ENV, type WorkerProcess } from "./workers.ts";
+import { WORKER_ENV, workerNumber, type WorkerProcess } from "./workers.ts";
 
 const encoder = new TextEncoder();
 
@@ -61,11 +61,18 @@ function permissionFlags(usersFile?: string): string[] {
   return flags;
 }
 
-function spawnWorker(args: string[], usersFile?: string): WorkerProcess {
+function spawnWorker(args: string[], worker: { number: number; usersFile?: string }): WorkerProcess {
   // Workers share the port through SO_REUSEPORT, which Deno keeps behind --unstable-net.
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--no-prompt", "--unstable-net", ...permissionFlags(usersFile), Deno.mainModule, ...args],
-    env: { [WORKER_ENV]: "1" },
+    args: [
+      "run",
+      "--no-prompt",
+      "--unstable-net",
+      ...permissionFlags(worker.usersFile),
+      Deno.mainModule,
+      ...args,
+    ],
+    env: { [WORKER_ENV]: String(worker.number) },
     stdin: "piped",
     stdout: "piped",
     stderr: "inherit",
@@ -106,9 +113,8 @@ export const denoHost: CliHost = {
   stderr: (line) => writeAll(Deno.stderr, encoder.encode(line + "\n")),
   writeStdout: (bytes) => writeAll(Deno.stdout, bytes),
   // Asked only when allowed, so that a plain run never prompts for environment access.
-  isWorker: () =>
-    Deno.permissions.querySync({ name: "env", variable: WORKER_ENV }).state === "granted" &&
-    Deno.env.get(WORKER_ENV) === "1",
+  worker: () =>
+    granted({ name: "env", variable: WORKER_ENV }) ? workerNumber(Deno.env.get(WORKER_ENV)) : undefined,
   spawnWorker,
   onStdinEnd: (fn) => {
     void (async () => {

@@ -10,7 +10,7 @@ import { availableParallelism } from "node:os";
 import process from "node:process";
 import type { CliHost } from "./main.ts";
 import { commandLine } from "./_command.ts";
-import { WORKER_ENV, type WorkerProcess } from "./workers.ts";
+import { WORKER_ENV, workerNumber, type WorkerProcess } from "./workers.ts";
 
 /** The script the runtime runs; undefined in a single binary from `bun build --compile`. */
 function ownScript(): string | undefined {
@@ -26,11 +26,11 @@ function selfCommand(): string[] {
   return [process.execPath, ...process.execArgv, ...(script === undefined ? [] : [script])];
 }
 
-function spawnWorker(args: string[]): WorkerProcess {
+function spawnWorker(args: string[], worker: { number: number }): WorkerProcess {
   const [cmd, ...base] = selfCommand();
   const child = spawn(cmd, [...base, ...args], {
     stdio: ["pipe", "pipe", "inherit"],
-    env: { ...process.env, [WORKER_ENV]: "1" },
+    env: { ...process.env, [WORKER_ENV]: String(worker.number) },
   });
   const exited = new Promise<number | null>((resolve) => {
     child.once("exit", (code) => resolve(code));
@@ -73,7 +73,7 @@ export const nodeHost: CliHost = {
   stdout: (line) => void process.stdout.write(line + "\n"),
   stderr: (line) => void process.stderr.write(line + "\n"),
   writeStdout: (bytes) => void process.stdout.write(bytes),
-  isWorker: () => process.env[WORKER_ENV] === "1",
+  worker: () => workerNumber(process.env[WORKER_ENV]),
   spawnWorker,
   onStdinEnd: (fn) => {
     process.stdin.on("end", fn);

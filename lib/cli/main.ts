@@ -7,7 +7,8 @@
 import { parseUsers } from "../auth.ts";
 import type { HostPort, RuntimeAdapter } from "../runtime.ts";
 import { formatHostPort } from "../core/address.ts";
-import { createLogger } from "../ops/log.ts";
+import { createLogger, type LogMode } from "../ops/log.ts";
+import type { ConnectionLog } from "../session.ts";
 import { isLoopbackHost, serve, type ServeOptions, type SocksServer } from "../serve.ts";
 import { VERSION } from "../version.ts";
 import { listenFailure, readFailure } from "./errors.ts";
@@ -35,10 +36,13 @@ export interface CliHost {
   stderr(line: string): void;
   /** Writes bytes to standard output as they are (a worker's log, copied through). */
   writeStdout(bytes: Uint8Array): void;
-  /** True in a worker process started by `--workers`. */
-  isWorker(): boolean;
-  /** Starts this program again as a worker with `args`; absent where the runtime cannot. */
-  spawnWorker?(args: string[], usersFile?: string): WorkerProcess;
+  /** In a worker process started by `--workers`, its number (1 to N); otherwise undefined. */
+  worker(): number | undefined;
+  /**
+   * Starts this program again as worker `number` with `args` (and, on Deno, leave to read
+   * `usersFile`); absent where the runtime cannot.
+   */
+  spawnWorker?(args: string[], worker: { number: number; usersFile?: string }): WorkerProcess;
   /** Calls `fn` once standard input ends (in a worker: the supervisor has gone). */
   onStdinEnd(fn: () => void): void;
   /** Number of CPUs, for `--workers auto`. */
@@ -62,6 +66,21 @@ Examples:
   ${command} --allow-private --allow-client 10.0.0.0/8 --workers auto
       reach private addresses too, only for clients in 10.0.0.0/8, on every core
 `;
+}
+
+/**
+ * The log hook: createLogger's, with the worker's number on every record in a `--workers` worker
+ * (text: `worker=N` at the end of the line; JSON: a `worker` member).
+ */
+function logger(
+  mode: LogMode,
+  write: (line: string) => void,
+  worker: number | undefined,
+): ((e: ConnectionLog) => void) | undefined {
+  if (worker === undefined || mode === "quiet") return createLogger(mode, write);
+  if (mode === "text") return createLogger(mode, (line) => write(`${line} worker=${worker}`));
+  const log = createLogger(mode, write)!;
+  return (entry) => log({ ...entry, worker } as ConnectionLog);
 }
 
 /** Reads and parses the users file; throws a TypeError naming the file (and the line) on failure. */
@@ -110,7 +129,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     maxConnections: opts.maxConnections,
     maxConnectionsPerClient: opts.maxConnectionsPerClient,
     timeouts: { handshake: opts.handshakeTimeout, connect: opts.connectTimeout, idle: opts.idleTimeout },
-    onLog: createLogger(opts.log, host.stdout),
+    onLog: logger(opts.log, host.stdout, host.worker()),
     onAcceptError: (error, failures) =>
       host.stderr(
         `edgesocks: cannot accept connections (${failures}x in the last second): ${
@@ -132,7 +151,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
       );
     }
   };
-  const worker = host.isWorker();
+  const worker = host.worker();
   const workers = worker ? 1 : opts.workers === "auto" ? Math.max(1, host.cpus()) : opts.workers;
   if (workers > 1) {
     if (!host.spawnWorker) {
@@ -140,7 +159,10 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
       return host.exit(2);
     }
     const spawnWorker = host.spawnWorker.bind(host);
-    const addresses = await supervise({ ...host, spawnWorker: (args) => spawnWorker(args, opts.usersFile) }, {
+    const addresses = await supervise({
+      ...host,
+      spawnWorker: (args, number) => spawnWorker(args, { number, usersFile: opts.usersFile }),
+    }, {
       count: workers,
       args: host.args(),
       listen: opts.listen,
@@ -165,7 +187,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     const open = server?.activeConnections ?? 0;
     const report = () => {
       if (worker && why !== "supervisor gone") host.stdout(stoppedLine(open));
-      else host.stderr(`edgesocks: ${worker ? "worker " : ""}${stoppingLine(why, open)}`);
+      else host.stderr(`edgesocks: ${worker ? `worker ${worker} ` : ""}${stoppingLine(why, open)}`);
     };
     if (!server) return (report(), host.exit(0));
     server.close().then(() => (report(), host.exit(0)), () => host.exit(1));

@@ -5,7 +5,7 @@
  * runtime comes in through the CLI host's `spawnWorker`.
  *
  * Protocol between the two: a worker is this program with the environment
- * variable {@linkcode WORKER_ENV} set; its first line on standard output is
+ * variable {@linkcode WORKER_ENV} set to its number; its first line on standard output is
  * `READY_PREFIX` and the addresses it bound, everything after that is its
  * log, copied through verbatim. A worker ends when its standard input ends,
  * so workers never outlive a supervisor that was killed.
@@ -17,8 +17,13 @@ import { formatHostPort } from "../core/address.ts";
 import { concatBytes } from "../core/bytes.ts";
 import { findFlag, type Flag, FLAGS } from "./flags.ts";
 
-/** Set (to "1") in the environment of a worker process. */
+/** Set in the environment of a worker process, to its number (1 to N), which its log lines carry. */
 export const WORKER_ENV = "EDGESOCKS_WORKER";
+
+/** The worker number in `value` (the {@linkcode WORKER_ENV} variable's), or undefined if it is none. */
+export function workerNumber(value: string | undefined): number | undefined {
+  return value !== undefined && /^[1-9]\d{0,2}$/.test(value) ? Number(value) : undefined;
+}
 
 /** The first line a worker writes once it listens, followed by its addresses. */
 export const READY_PREFIX = "edgesocks-worker-ready ";
@@ -68,7 +73,8 @@ export interface WorkerProcess {
 
 /** What the supervisor needs from the runtime. */
 export interface SupervisorHost {
-  spawnWorker(args: string[]): WorkerProcess;
+  /** Starts worker number `number` (1 to N; a replacement gets the number of the one it replaces). */
+  spawnWorker(args: string[], number: number): WorkerProcess;
   onSignal(signal: "SIGINT" | "SIGTERM", fn: () => void): void;
   writeStdout(bytes: Uint8Array): void;
   stdout(line: string): void;
@@ -199,10 +205,10 @@ export async function supervise(
   host.onSignal("SIGTERM", () => void stopAll(0, "SIGTERM"));
 
   /** Starts one worker; resolves with its addresses once it listens, or null if it exits first. */
-  const start = (listen: HostPort[]): Promise<HostPort[] | null> => {
+  const start = (listen: HostPort[], number: number): Promise<HostPort[] | null> => {
     let w: WorkerProcess;
     try {
-      w = host.spawnWorker(workerArgs(options.args, listen, share));
+      w = host.spawnWorker(workerArgs(options.args, listen, share), number);
     } catch (error) {
       // Deno without --allow-run, above all.
       host.stderr(
@@ -256,7 +262,7 @@ export async function supervise(
       );
       setTimeout(() => {
         if (stopping) return;
-        void start(listen).then((a) => {
+        void start(listen, number).then((a) => {
           if (!a && !stopping) {
             host.stderr("edgesocks: a worker could not be restarted; stopping");
             void stopAll(1);
@@ -268,12 +274,12 @@ export async function supervise(
   };
 
   // The first worker binds (port 0 becomes a real port); the others join it on the same addresses.
-  const first = await start(options.listen);
+  const first = await start(options.listen, 1);
   if (!first) {
     await stopAll(1);
     return undefined;
   }
-  const rest = await Promise.all(Array.from({ length: count - 1 }, () => start(first)));
+  const rest = await Promise.all(Array.from({ length: count - 1 }, (_, i) => start(first, i + 2)));
   if (rest.some((a) => !a)) {
     host.stderr("edgesocks: not every worker could start; stopping");
     await stopAll(1);
