@@ -18,8 +18,9 @@ export interface StartedAs {
   cwd: string;
   /** The PATH variable. */
   path?: string;
-  /** npm's `npm_lifecycle_event` / `npm_command`, when npm started us. */
+  /** npm's `npm_lifecycle_event` (`start` under `npm start`), when npm started us. */
   npmEvent?: string;
+  /** npm's `npm_command` (`exec` under `npx`), when npm started us. */
   npmCommand?: string;
 }
 

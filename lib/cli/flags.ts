@@ -16,22 +16,37 @@ import { DEFAULT_TIMEOUTS } from "../rules.ts";
 
 /** Parsed command line. */
 export interface CliOptions {
+  /** `--listen`, in order; the default address when none was given. */
   listen: HostPort[];
+  /** `--allow` and `--deny`, in order. */
   rules: DestinationRule[];
+  /** `--allow-client` and `--deny-client`, in order. */
   clientRules: { action: "allow" | "deny"; cidr: Cidr }[];
+  /** `--max-connections`; 0: no cap. */
   maxConnections: number;
+  /** `--max-connections-per-client`; 0: no cap. */
   maxConnectionsPerClient: number;
+  /** `--users`: the users file's path. */
   usersFile?: string;
+  /** `--allow-private`. */
   allowPrivate: boolean;
+  /** `--deny-connect-dir`. */
   denyConnectDir: boolean;
+  /** `--dns`: the nameserver. */
   dns?: HostPort;
+  /** `--log`. */
   log: LogMode;
+  /** `--handshake-timeout`, in milliseconds; 0: none. */
   handshakeTimeout: number;
+  /** `--connect-timeout`, in milliseconds; 0: none. */
   connectTimeout: number;
+  /** `--idle-timeout`, in milliseconds; 0: none. */
   idleTimeout: number;
   /** Worker processes sharing the listen addresses; 1: this process serves. */
   workers: number | "auto";
+  /** `--help`. */
   help: boolean;
+  /** `--version`. */
   version: boolean;
 }
 
@@ -43,7 +58,8 @@ export interface CliOptions {
  */
 export type WorkerPolicy = "pass" | "supervisor";
 
-interface FlagBase {
+/** What every row of {@linkcode FLAGS} says. */
+export interface FlagBase {
   /** The long name, with its dashes: `--listen`. */
   readonly name: string;
   /** Other spellings, e.g. `-h`. */
@@ -56,6 +72,7 @@ interface FlagBase {
 
 /** A flag that stands alone (`--allow-private`). */
 export interface BooleanFlag extends FlagBase {
+  /** None: the flag takes no value. */
   readonly value?: undefined;
   /** Records the flag in `opts`. */
   apply(opts: CliOptions): void;

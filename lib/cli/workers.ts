@@ -63,11 +63,13 @@ export function takeStopped(bytes: Uint8Array): [Uint8Array, number | undefined]
 
 /** A worker process as the CLI host starts it. */
 export interface WorkerProcess {
+  /** Its process id, for messages. */
   readonly pid: number;
   /** The worker's standard output (its standard error is the supervisor's). */
   readonly stdout: AsyncIterable<Uint8Array>;
   /** Resolves with the exit code (null when a signal ended it). */
   readonly exited: Promise<number | null>;
+  /** Sends `signal`; nothing if it has already gone. */
   kill(signal: "SIGTERM" | "SIGKILL"): void;
 }
 
@@ -75,10 +77,15 @@ export interface WorkerProcess {
 export interface SupervisorHost {
   /** Starts worker number `number` (1 to N; a replacement gets the number of the one it replaces). */
   spawnWorker(args: string[], number: number): WorkerProcess;
+  /** Calls `fn` on the signal. */
   onSignal(signal: "SIGINT" | "SIGTERM", fn: () => void): void;
+  /** Writes bytes to standard output as they are (the workers' log lines). */
   writeStdout(bytes: Uint8Array): void;
+  /** Writes a line to standard output. */
   stdout(line: string): void;
+  /** Writes a line to standard error. */
   stderr(line: string): void;
+  /** Ends the process. */
   exit(code: number): void;
 }
 
@@ -134,10 +141,12 @@ export function readyLine(addresses: HostPort[]): string {
 export class LineCopier {
   #write: (bytes: Uint8Array) => void;
   #tail: Uint8Array = new Uint8Array(0);
+  /** Passes whole lines to `write`. */
   constructor(write: (bytes: Uint8Array) => void) {
     this.#write = write;
   }
 
+  /** Takes the next chunk of the stream; writes the whole lines it completes. */
   push(chunk: Uint8Array): void {
     const nl = chunk.lastIndexOf(10);
     if (nl < 0) {
