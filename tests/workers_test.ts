@@ -229,6 +229,10 @@ describe(`--workers on ${RUNTIME}`, () => {
       );
       assert.match(r, /exited with 1/);
       assert.match(r, /cannot listen/);
+      assert.ok(
+        r.includes(`edgesocks: cannot listen on 127.0.0.1:${busy.port}: address already in use\n`),
+        r,
+      );
     } finally {
       await busy.stop();
     }
