@@ -8,6 +8,7 @@ import {
   curl,
   HTTP_BODY,
   RawClient,
+  ROOT,
   run,
   RUNTIME,
   runtimeCommand,
@@ -17,7 +18,13 @@ import {
   toHex,
   usersFile,
 } from "./_fixtures.ts";
-import { parseArgs, parseHostPort } from "../lib/cli/main.ts";
+import { FLAGS, parseArgs, parseHostPort } from "../lib/cli/flags.ts";
+import { usage } from "../lib/cli/main.ts";
+import { commandLine } from "../lib/cli/_command.ts";
+import { listenFailure, readFailure, reasonOf } from "../lib/cli/errors.ts";
+import process from "node:process";
+import { readdirSync, readFileSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
 import { VERSION } from "../lib/version.ts";
 
 type Awaited2<T> = T extends Promise<infer U> ? U : T;
@@ -112,6 +119,29 @@ describe(`CLI on ${RUNTIME}`, () => {
       assert.equal(await proxy.stop("SIGINT"), 0);
     }
     assert.match(proxy.output(), /reply=0x02/);
+    assert.match(proxy.errors(), /^edgesocks: stopping \(SIGINT\), closed \d+ open connections?\n$/);
+  });
+
+  it("says in one line that it stops, on which signal, and how many connections it closed", async () => {
+    const proxy = await spawnProxy(["--listen", "127.0.0.1:0", "--allow-private"]);
+    const held: RawClient[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const c = await RawClient.open(proxy.port);
+        c.send(Uint8Array.of(5)); // half a greeting: the connection stays open
+        held.push(c);
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(await proxy.stop("SIGTERM"), 0);
+      assert.equal(proxy.errors(), "edgesocks: stopping (SIGTERM), closed 3 open connections\n");
+      for (const c of held) assert.equal((await c.readToEnd()).length, 0);
+    } finally {
+      for (const c of held) c.destroy();
+      await proxy.stop();
+    }
+    const idle = await spawnProxy(["--listen", "127.0.0.1:0"]);
+    assert.equal(await idle.stop("SIGINT"), 0);
+    assert.equal(idle.errors(), "edgesocks: stopping (SIGINT), closed 0 open connections\n");
   });
 
   it("--deny-connect-dir refuses 0xF2 with 02", async () => {
@@ -234,6 +264,12 @@ describe(`CLI on ${RUNTIME}`, () => {
     const { cmd, args } = runtimeCommand();
     const help = await run(cmd, [...args, "--help"]);
     assert.equal(help.code, 0);
+    // The command actually used, as typed from here, in the usage line and the examples.
+    const mod = relative(process.cwd(), join(ROOT, "mod.ts")) || "mod.ts";
+    const used = { deno: `deno run -A ${mod}`, bun: `bun ${mod}`, node: `node ${mod}` }[RUNTIME];
+    assert.equal(help.stdout.split("\n")[2], `Usage: ${used} [flags]`);
+    assert.match(help.stdout, new RegExp(`\nExamples:\n  ${used.replaceAll(".", "\\.")}\n`));
+    assert.ok(help.stdout.includes(`\n  ${used} --listen 0.0.0.0:1080 --users users.txt --log text\n`));
     for (
       const flag of [
         "--listen",
@@ -274,9 +310,124 @@ describe(`CLI on ${RUNTIME}`, () => {
       const r = await run(cmd, [...args, "--listen", `127.0.0.1:${busy.port}`]);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /cannot listen/);
+      assert.equal(r.stderr, `edgesocks: cannot listen on 127.0.0.1:${busy.port}: address already in use\n`);
     } finally {
       await busy.stop();
     }
+  });
+});
+
+describe(`CLI startup failures on ${RUNTIME}: one line naming the file or address and the reason`, () => {
+  const { cmd, args } = runtimeCommand();
+  const fails = async (flags: string[], code: number, line: string) => {
+    const r = await run(cmd, [...args, ...flags]);
+    assert.equal(r.stderr, `edgesocks: ${line}\n`, flags.join(" "));
+    assert.equal(r.code, code, flags.join(" "));
+  };
+
+  it("a port in use, on one of several addresses", async () => {
+    const busy = await spawnProxy(["--listen", "127.0.0.1:0"]);
+    try {
+      await fails(
+        ["--listen", "[::1]:0", "--listen", `127.0.0.1:${busy.port}`],
+        1,
+        `cannot listen on 127.0.0.1:${busy.port}: address already in use`,
+      );
+    } finally {
+      await busy.stop();
+    }
+  });
+
+  it("a users file that is a directory, is missing, has a bad line, or has no users", async () => {
+    const bad = usersFile("# users\nalice:secret\n\nbob\n");
+    const empty = usersFile("# nobody yet\n");
+    const dir = dirname(bad.path);
+    try {
+      await fails(["--users", dir], 2, `cannot read users file ${dir}: it is a directory, not a file`);
+      await fails(["--users", `${dir}/nope`], 2, `cannot read users file ${dir}/nope: no such file`);
+      await fails(["--users", bad.path], 2, `users file ${bad.path}, line 4: expected user:password`);
+      await fails(["--users", empty.path], 2, `users file ${empty.path}: no users in it`);
+    } finally {
+      bad.remove();
+      empty.remove();
+    }
+  });
+
+  it("a port out of range is not a bad HOST:PORT", async () => {
+    await fails(
+      ["--listen", "127.0.0.1:99999"],
+      2,
+      `--listen: port out of range (0 to 65535) in "127.0.0.1:99999"`,
+    );
+    await fails(
+      ["--dns", "127.0.0.1:65536"],
+      2,
+      `--dns: port out of range (0 to 65535) in "127.0.0.1:65536"`,
+    );
+    await fails(["--listen", "127.0.0.1"], 2, `--listen: expected HOST:PORT, got "127.0.0.1"`);
+  });
+});
+
+describe("startup failures in words", () => {
+  it("by errno name, Deno's error class, or the runtime's own message", () => {
+    const at = { host: "127.0.0.1", port: 1080 };
+    const node = Object.assign(new Error("listen EADDRINUSE: address already in use 127.0.0.1:1080"), {
+      code: "EADDRINUSE",
+    });
+    const deno = Object.assign(new Error("Address already in use (os error 98)"), { name: "AddrInUse" });
+    const bun = Object.assign(new Error("Failed to listen at 127.0.0.1"), { code: "EADDRINUSE" });
+    for (const e of [node, deno, bun]) {
+      assert.equal(listenFailure(at, e), "cannot listen on 127.0.0.1:1080: address already in use");
+    }
+    assert.equal(
+      listenFailure({ host: "::1", port: 1 }, { code: "EADDRNOTAVAIL" }),
+      "cannot listen on [::1]:1: address not available on this machine",
+    );
+    assert.equal(
+      listenFailure({ host: "no.such.test", port: 1 }, new Error("Failed to listen at no.such.test")),
+      "cannot listen on no.such.test:1: host name not found",
+    );
+    assert.equal(
+      reasonOf(Object.assign(new Error("x"), { name: "IsADirectory" })),
+      "it is a directory, not a file",
+    );
+    assert.equal(reasonOf(new Error("something new")), "something new");
+    assert.equal(
+      readFailure("users file", "/u", { code: "EACCES" }),
+      "cannot read users file /u: permission denied",
+    );
+  });
+});
+
+describe("npm start (tools/start.mjs)", () => {
+  const node = join(ROOT, "node_modules", ".bin", "node");
+  const start = join(ROOT, "tools", "start.mjs");
+  // Node 20 cannot be installed next to Node 24 here: pretend, before the launcher reads the version.
+  const pretend = (version: string) =>
+    `--import=data:text/javascript,Object.defineProperty(process.versions,"node",{value:"${version}"})`;
+
+  it("on a Node too old for TypeScript, says so in one line", async () => {
+    for (const version of ["20.20.2", "22.17.1"]) {
+      const r = await run(node, [pretend(version), start, "--version"]);
+      assert.equal(r.code, 1);
+      assert.equal(
+        r.stderr,
+        `edgesocks needs Node >= 22.18 to run from source (or use the npm package); this is Node ${version}\n`,
+      );
+      assert.equal(r.stdout, "");
+    }
+  });
+
+  it("on Node >= 22.18 runs the CLI, and npm start goes through it", async () => {
+    for (const version of ["22.18.0", "23.0.0"]) {
+      const r = await run(node, [pretend(version), start, "--version"]);
+      assert.equal(r.stdout, `edgesocks ${VERSION}\n`, r.stderr);
+    }
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
+    assert.equal(pkg.scripts.start, "node tools/start.mjs");
+    const r = await run("npm", ["start", "--silent", "--prefix", ROOT, "--", "--help"]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.split("\n")[2], "Usage: npm start -- [flags]");
   });
 });
 
@@ -289,6 +440,73 @@ describe("CLI argument parsing", () => {
     assert.deepEqual(parseHostPort("::1", 53), { host: "::1", port: 53 });
     for (const bad of ["127.0.0.1", "127.0.0.1:", ":80", "h:65536", "h:-1", "[::1]"]) {
       assert.throws(() => parseHostPort(bad), TypeError, bad);
+    }
+  });
+
+  it("--help lists every flag of the table, with its aliases and value", () => {
+    for (const flag of FLAGS) {
+      const names = [flag.name, ...(flag.aliases ?? [])].join(", ");
+      const entry = flag.value === undefined ? names : `${names} ${flag.value}`;
+      assert.match(
+        usage("edgesocks"),
+        new RegExp(`^  ${entry.replace(/[|[\]]/g, "\\$&")}( |$)`, "m"),
+        flag.name,
+      );
+      // Its help text is there too (wrapped: compare word by word).
+      const words = usage("edgesocks").split(/\s+/).join(" ");
+      assert.ok(words.includes(flag.help), `${flag.name}: ${flag.help}`);
+    }
+  });
+
+  it("names the command that started it: runtime and script, npx, npm start, a single binary", () => {
+    const at = { cwd: "/src/edgesocks", path: "/usr/local/bin:/usr/bin" };
+    const cases: [Parameters<typeof commandLine>[0], string][] = [
+      [{ ...at, execPath: "/usr/bin/node", script: "/src/edgesocks/mod.ts" }, "node mod.ts"],
+      [
+        { ...at, execPath: "/x/bun/bin/bun.exe", script: "/src/edgesocks/lib/cli/bin.ts" },
+        "bun lib/cli/bin.ts",
+      ],
+      [{ ...at, execPath: "/usr/bin/node", script: "/elsewhere/mod.ts" }, "node /elsewhere/mod.ts"],
+      [
+        { ...at, execPath: "/opt/deno", script: "file:///src/edgesocks/mod.ts", runtimeArgs: ["run", "-A"] },
+        "deno run -A mod.ts",
+      ],
+      [
+        {
+          ...at,
+          execPath: "/opt/deno",
+          script: "https://example.com/mod.ts",
+          runtimeArgs: ["run", "--allow-net"],
+        },
+        "deno run --allow-net https://example.com/mod.ts",
+      ],
+      [
+        { ...at, execPath: "/usr/bin/node", script: "/p/node_modules/.bin/edgesocks", npmCommand: "exec" },
+        "npx edgesocks",
+      ],
+      [{ ...at, execPath: "/usr/bin/node", script: "/usr/local/bin/edgesocks" }, "edgesocks"],
+      [
+        { ...at, execPath: "/usr/bin/node", script: "/src/edgesocks/tools/start.mjs", npmEvent: "start" },
+        "npm start --",
+      ],
+      [
+        { ...at, execPath: "/usr/bin/node", script: "/src/edgesocks/tools/start.mjs" },
+        "node tools/start.mjs",
+      ],
+      [{ ...at, execPath: "/src/edgesocks/edgesocks" }, "./edgesocks"],
+      [{ ...at, execPath: "/usr/local/bin/edgesocks" }, "edgesocks"],
+      [{ ...at, execPath: "/opt/edgesocks" }, "/opt/edgesocks"],
+    ];
+    for (const [started, want] of cases) assert.equal(commandLine(started), want, JSON.stringify(started));
+  });
+
+  it("every flag of the table accepts its example, under each of its names", () => {
+    for (const flag of FLAGS) {
+      for (const name of [flag.name, ...(flag.aliases ?? [])]) {
+        const args = flag.value === undefined ? [name] : [name, flag.example];
+        assert.doesNotThrow(() => parseArgs(args), args.join(" "));
+        assert.notDeepEqual(parseArgs(args), parseArgs([]), `${args.join(" ")} changes nothing`);
+      }
     }
   });
 
@@ -314,5 +532,32 @@ describe("CLI argument parsing", () => {
     assert.equal(o.idleTimeout, 1500);
     assert.equal(o.log, "json");
     assert.throws(() => parseArgs(["--listen"]), /needs a value/);
+  });
+});
+
+describe("lib/cli/ is the one room that knows about processes", () => {
+  const walk = (dir: string): string[] =>
+    readdirSync(join(ROOT, dir), { withFileTypes: true }).flatMap((e) =>
+      e.isDirectory() ? walk(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : []
+    );
+  /** Every relative import of `file` (static, `export from`, dynamic), as a path from the root. */
+  const imports = (file: string) =>
+    [...readFileSync(join(ROOT, file), "utf8").matchAll(/(?:from\s+|import\s*\(\s*|import\s+)"(\.[^"]+)"/g)]
+      .map((m) => relative(ROOT, resolve(dirname(join(ROOT, file)), m[1])));
+
+  it("nothing outside lib/cli/ imports it, but mod.ts loading bin.ts as the program", () => {
+    for (const file of [...walk("lib"), "mod.ts"]) {
+      if (file.startsWith("lib/cli/")) continue;
+      const into = imports(file).filter((i) => i.startsWith("lib/cli/"));
+      assert.deepEqual(into, file === "mod.ts" ? ["lib/cli/bin.ts"] : [], file);
+    }
+  });
+
+  it("in lib/cli/, detect.ts is the one file that picks a runtime adapter", () => {
+    for (const file of walk("lib/cli")) {
+      const adapters = imports(file).filter((i) => i.startsWith("lib/adapters/"));
+      if (file === "lib/cli/detect.ts") assert.equal(adapters.length, 3, adapters.join(", "));
+      else assert.deepEqual(adapters, [], file);
+    }
   });
 });

@@ -23,8 +23,16 @@ import {
   until,
   usersFile,
 } from "./_fixtures.ts";
-import { parseArgs } from "../lib/cli/main.ts";
-import { LineCopier, parseReady, readyLine, workerArgs } from "../lib/cli/workers.ts";
+import { type Flag, FLAGS, parseArgs } from "../lib/cli/flags.ts";
+import {
+  LineCopier,
+  parseReady,
+  readyLine,
+  stoppedLine,
+  takeStopped,
+  workerArgs,
+  workerNumber,
+} from "../lib/cli/workers.ts";
 
 type Awaited2<T> = T extends Promise<infer U> ? U : T;
 
@@ -107,7 +115,41 @@ describe(`--workers on ${RUNTIME}`, () => {
     const lines = proxy.output().trim().split("\n").slice(1).map((l) => JSON.parse(l));
     assert.ok(lines.length >= 41, proxy.output());
     assert.ok(lines.some((l) => l.user === "alice" && l.reply === "granted" && l.down > 0));
+    // Each record says which worker served it, and both served.
+    assert.ok(lines.every((l) => l.worker === 1 || l.worker === 2), proxy.output());
+    assert.deepEqual([...new Set(lines.map((l) => l.worker))].sort(), [1, 2]);
     assert.ok(!proxy.output().includes("secret") && !proxy.errors().includes("secret"));
+  });
+
+  it("on SIGTERM the supervisor alone says it stops, with the connections all workers closed", async () => {
+    const proxy = await spawnProxy([
+      "--listen",
+      "127.0.0.1:0",
+      "--workers",
+      "2",
+      "--allow-private",
+      "--log",
+      "text",
+    ]);
+    const held: RawClient[] = [];
+    try {
+      for (let i = 0; i < 5; i++) {
+        const c = await RawClient.open(proxy.port);
+        c.send(socks5ConnectBytes(echo.port));
+        await c.readExactly(12);
+        held.push(c);
+      }
+      assert.equal(await proxy.stop("SIGTERM"), 0);
+      assert.equal(proxy.errors(), "edgesocks: stopping (SIGTERM), closed 5 open connections in 2 workers\n");
+      assert.ok(!proxy.output().includes("edgesocks-worker-stopped"), proxy.output());
+      // The text log names the worker at the end of each line.
+      const lines = proxy.output().trim().split("\n").slice(1);
+      assert.equal(lines.length, 5, proxy.output());
+      for (const line of lines) assert.match(line, /^\S+ 127\.0\.0\.1:\d+ socks5 connect .* worker=[12]$/);
+    } finally {
+      for (const c of held) c.destroy();
+      await proxy.stop();
+    }
   });
 
   it("a worker that dies is replaced; workers end when the supervisor is killed", async () => {
@@ -141,6 +183,19 @@ describe(`--workers on ${RUNTIME}`, () => {
     for (const w of workers) {
       await until(10_000, () => `orphaned worker ${w} to exit`, () => !processAlive(w));
     }
+    // And say so, for nobody else will.
+    await until(
+      5_000,
+      () => `both orphans' stopping lines in ${proxy.errors()}`,
+      () =>
+        [1, 2].every((n) =>
+          new RegExp(
+            `^edgesocks: worker ${n} stopping \\(supervisor gone\\), closed \\d+ open connections?$`,
+            "m",
+          )
+            .test(proxy.errors())
+        ),
+    );
   });
 
   // Deno permissions exist on Deno only: the test is registered there and nowhere else.
@@ -174,6 +229,10 @@ describe(`--workers on ${RUNTIME}`, () => {
       );
       assert.match(r, /exited with 1/);
       assert.match(r, /cannot listen/);
+      assert.ok(
+        r.includes(`edgesocks: cannot listen on 127.0.0.1:${busy.port}: address already in use\n`),
+        r,
+      );
     } finally {
       await busy.stop();
     }
@@ -223,6 +282,52 @@ describe("--workers parsing and the supervisor protocol", () => {
     ]);
   });
 
+  it("every flag of the table reaches workers as written, but those the supervisor rewrites", () => {
+    const listen = [{ host: "127.0.0.1", port: 4000 }];
+    const supervisor = (
+      flags: string[],
+    ) => [...flags, "--listen", "127.0.0.1:4000", "--max-connections", "7"];
+    for (const flag of FLAGS) {
+      for (const name of [flag.name, ...(flag.aliases ?? [])]) {
+        const forms = flag.value === undefined
+          ? [[name]]
+          : [[name, flag.example], [`${name}=${flag.example}`], [name, "--listen"]];
+        for (const args of forms) {
+          const got = workerArgs([...args, "--allow-private"], listen, 7);
+          const want = flag.workers === "pass" ? [...args, "--allow-private"] : ["--allow-private"];
+          assert.deepEqual(got, supervisor(want), args.join(" "));
+        }
+      }
+    }
+    // All of them at once, parsed again by the worker: the same options, bar what the supervisor sets.
+    const all = FLAGS.flatMap((f) => f.value === undefined ? [f.name] : [f.name, f.example]);
+    const user = parseArgs(all);
+    const worker = parseArgs(workerArgs(all, listen, 7));
+    assert.deepEqual(worker, { ...user, listen, maxConnections: 7, workers: 1 });
+    assert.deepEqual(
+      FLAGS.filter((f) => f.workers === "supervisor").map((f) => f.name).sort(),
+      ["--listen", "--max-connections", "--workers"],
+    );
+  });
+
+  it("a flag added to the table reaches workers with no other edit", () => {
+    const added: Flag[] = [...FLAGS, {
+      name: "--new-flag",
+      value: "X",
+      example: "x",
+      help: "a flag the code does not know yet",
+      workers: "pass",
+      apply: () => {},
+    }, { name: "--new-switch", help: "and a boolean one", workers: "pass", apply: () => {} }];
+    assert.deepEqual(
+      workerArgs(["--new-flag", "--users", "--new-switch", "--new-flag=y", "--workers", "2"], [], 0, added),
+      ["--new-flag", "--users", "--new-switch", "--new-flag=y", "--max-connections", "0"],
+    );
+    // The same row is what the parser reads.
+    assert.doesNotThrow(() => parseArgs(["--new-flag", "--users", "--new-switch"], added));
+    assert.throws(() => parseArgs(["--new-flag", "v"]), /unknown argument "--new-flag"/);
+  });
+
   it("a worker's output is passed on in whole lines, so two workers' lines never splice", () => {
     const out: string[] = [];
     const lines = new LineCopier((b) => out.push(new TextDecoder().decode(b)));
@@ -238,6 +343,34 @@ describe("--workers parsing and the supervisor protocol", () => {
     push("x".repeat(70_000));
     assert.equal(out.length, 5);
     assert.equal(out[4].length, 70_000);
+  });
+
+  it("a worker's stopped line is taken off the end of its output, and only there", () => {
+    const text = (b: Uint8Array) => new TextDecoder().decode(b);
+    const bytes = (t: string) => new TextEncoder().encode(t);
+    const [log, closed] = takeStopped(bytes(`a log line\n${stoppedLine(12)}\n`));
+    assert.deepEqual([text(log), closed], ["a log line\n", 12]);
+    assert.deepEqual(
+      takeStopped(bytes(`${stoppedLine(0)}\n`)).map((x) => x instanceof Uint8Array ? text(x) : x),
+      [
+        "",
+        0,
+      ],
+    );
+    for (
+      const other of ["a log line\n", `${stoppedLine(1)}\nmore\n`, "edgesocks-worker-stopped x\n", "\n", ""]
+    ) {
+      const [rest, none] = takeStopped(bytes(other));
+      assert.deepEqual([text(rest), none], [other, undefined], other);
+    }
+  });
+
+  it("a worker's number comes from its environment, and nothing else is one", () => {
+    assert.equal(workerNumber("1"), 1);
+    assert.equal(workerNumber("256"), 256);
+    for (const no of [undefined, "", "0", "01", "-1", "x", "1 "]) {
+      assert.equal(workerNumber(no), undefined, no);
+    }
   });
 
   it("ready lines round-trip, and anything else is not one", () => {

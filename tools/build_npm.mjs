@@ -4,21 +4,45 @@
 // map (one subpath per runtime adapter) and a bin, and packs it: dist/edgesocks-VERSION.tgz.
 // Usage: node tools/build_npm.mjs   (prints the tarball's path on its last line)
 import { spawnSync } from "node:child_process";
-import { copyFileSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import process from "node:process";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const out = join(root, "dist", "npm");
+/** Stops the build with one line on standard error. */
+const fail = (line) => {
+  console.error(`build_npm: ${line}`);
+  process.exit(1);
+};
 const run = (cmd, args, cwd = root) => {
   const r = spawnSync(cmd, args, { cwd, stdio: ["ignore", "pipe", "inherit"], encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")} failed with ${r.status}`);
+  const command = `${cmd.replace(root + "/", "")} ${args.join(" ")}`;
+  // status is null when the program could not be started at all (r.error says why) or a signal ended it.
+  if (r.error) fail(`cannot run ${command}: ${r.error.message}`);
+  if (r.status !== 0) {
+    fail(`${command} failed (${r.status === null ? `signal ${r.signal}` : `exit ${r.status}`})`);
+  }
   return r.stdout;
 };
 
+// A fresh clone has no node_modules: install the dev tools (TypeScript among them) first.
+const tsc = join(root, "node_modules", ".bin", "tsc");
+if (!existsSync(tsc)) {
+  console.error("build_npm: node_modules/.bin/tsc is missing; running npm ci");
+  const r = spawnSync("npm", ["ci", "--no-audit", "--no-fund"], {
+    cwd: root,
+    stdio: ["ignore", 2, "inherit"],
+  });
+  if (r.status !== 0 || !existsSync(tsc)) {
+    fail("npm ci did not install TypeScript; run npm ci, then this again");
+  }
+}
+
 const deno = JSON.parse(readFileSync(join(root, "deno.json"), "utf8"));
 rmSync(out, { recursive: true, force: true });
-run(join(root, "node_modules", ".bin", "tsc"), ["-p", "tsconfig.npm.json"]);
+run(tsc, ["-p", "tsconfig.npm.json"]);
 
 const entry = (path) => ({ types: `./${path}.d.ts`, default: `./${path}.js` });
 const pkg = {

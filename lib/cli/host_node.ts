@@ -9,21 +9,28 @@ import { readFile } from "node:fs/promises";
 import { availableParallelism } from "node:os";
 import process from "node:process";
 import type { CliHost } from "./main.ts";
-import { WORKER_ENV, type WorkerProcess } from "./workers.ts";
+import { commandLine } from "./_command.ts";
+import { WORKER_ENV, workerNumber, type WorkerProcess } from "./workers.ts";
+
+/** The script the runtime runs; undefined in a single binary from `bun build --compile`. */
+function ownScript(): string | undefined {
+  const script = process.argv[1];
+  // Such a binary carries its script inside, at a /$bunfs/ path.
+  const embedded = script === undefined || script.startsWith("/$bunfs/") || script.startsWith("B:/~BUN/");
+  return embedded ? undefined : script;
+}
 
 /** This program's command line, for starting it again: runtime, its flags, the script (unless built in). */
 function selfCommand(): string[] {
-  const script = process.argv[1];
-  // A single binary from `bun build --compile` carries its script inside, at a /$bunfs/ path.
-  const embedded = script === undefined || script.startsWith("/$bunfs/") || script.startsWith("B:/~BUN/");
-  return [process.execPath, ...process.execArgv, ...(embedded ? [] : [script])];
+  const script = ownScript();
+  return [process.execPath, ...process.execArgv, ...(script === undefined ? [] : [script])];
 }
 
-function spawnWorker(args: string[]): WorkerProcess {
+function spawnWorker(args: string[], worker: { number: number }): WorkerProcess {
   const [cmd, ...base] = selfCommand();
   const child = spawn(cmd, [...base, ...args], {
     stdio: ["pipe", "pipe", "inherit"],
-    env: { ...process.env, [WORKER_ENV]: "1" },
+    env: { ...process.env, [WORKER_ENV]: String(worker.number) },
   });
   const exited = new Promise<number | null>((resolve) => {
     child.once("exit", (code) => resolve(code));
@@ -44,16 +51,29 @@ function spawnWorker(args: string[]): WorkerProcess {
   };
 }
 
+// Whoever reads our standard output may go (a worker's supervisor that was killed, `| head`): the lines
+// have nowhere to go then, which must not crash a server that is serving or stopping.
+process.stdout.on("error", () => {});
+
 /** The CLI host backed by `node:process`. */
 export const nodeHost: CliHost = {
   args: () => process.argv.slice(2),
+  command: () =>
+    commandLine({
+      execPath: process.execPath,
+      script: ownScript(),
+      cwd: process.cwd(),
+      path: process.env.PATH,
+      npmEvent: process.env.npm_lifecycle_event,
+      npmCommand: process.env.npm_command,
+    }),
   readTextFile: (path) => readFile(path, "utf8"),
   onSignal: (signal, fn) => void process.on(signal, fn),
   exit: (code) => process.exit(code),
   stdout: (line) => void process.stdout.write(line + "\n"),
   stderr: (line) => void process.stderr.write(line + "\n"),
   writeStdout: (bytes) => void process.stdout.write(bytes),
-  isWorker: () => process.env[WORKER_ENV] === "1",
+  worker: () => workerNumber(process.env[WORKER_ENV]),
   spawnWorker,
   onStdinEnd: (fn) => {
     process.stdin.on("end", fn);

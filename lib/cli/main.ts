@@ -6,25 +6,24 @@
  */
 import { parseUsers } from "../auth.ts";
 import type { HostPort, RuntimeAdapter } from "../runtime.ts";
-import { formatHostPort, parseIPv6 } from "../core/address.ts";
+import { formatHostPort } from "../core/address.ts";
 import { createLogger, type LogMode } from "../ops/log.ts";
-import { type Cidr, type DestinationRule, parseCidr, parseRule } from "../policy.ts";
-import {
-  DEFAULT_LISTEN,
-  DEFAULT_MAX_CONNECTIONS,
-  isLoopbackHost,
-  serve,
-  type ServeOptions,
-  type SocksServer,
-} from "../serve.ts";
-import { DEFAULT_TIMEOUTS } from "../rules.ts";
+import type { ConnectionLog } from "../session.ts";
+import { isLoopbackHost, serve, type ServeOptions, type SocksServer } from "../serve.ts";
 import { VERSION } from "../version.ts";
-import { readyLine, supervise, type WorkerProcess } from "./workers.ts";
+import { listenFailure, readFailure } from "./errors.ts";
+import { type CliOptions, flagHelp, parseArgs } from "./flags.ts";
+import { readyLine, stoppedLine, stoppingLine, supervise, type WorkerProcess } from "./workers.ts";
 
 /** Process services the CLI needs, one implementation per runtime. */
 export interface CliHost {
   /** Command-line arguments after the script. */
   args(): string[];
+  /**
+   * The command that started this program, without its arguments, as a person would type it again:
+   * `node mod.ts`, `deno run -A mod.ts`, `npx edgesocks`, `./edgesocks` (a single binary).
+   */
+  command(): string;
   /** Reads a UTF-8 file. */
   readTextFile(path: string): Promise<string>;
   /** Calls `fn` on the signal. */
@@ -37,204 +36,74 @@ export interface CliHost {
   stderr(line: string): void;
   /** Writes bytes to standard output as they are (a worker's log, copied through). */
   writeStdout(bytes: Uint8Array): void;
-  /** True in a worker process started by `--workers`. */
-  isWorker(): boolean;
-  /** Starts this program again as a worker with `args`; absent where the runtime cannot. */
-  spawnWorker?(args: string[], usersFile?: string): WorkerProcess;
+  /** In a worker process started by `--workers`, its number (1 to N); otherwise undefined. */
+  worker(): number | undefined;
+  /**
+   * Starts this program again as worker `number` with `args` (and, on Deno, leave to read
+   * `usersFile`); absent where the runtime cannot.
+   */
+  spawnWorker?(args: string[], worker: { number: number; usersFile?: string }): WorkerProcess;
   /** Calls `fn` once standard input ends (in a worker: the supervisor has gone). */
   onStdinEnd(fn: () => void): void;
   /** Number of CPUs, for `--workers auto`. */
   cpus(): number;
 }
 
-/** Parsed command line. */
-export interface CliOptions {
-  listen: HostPort[];
-  rules: DestinationRule[];
-  clientRules: { action: "allow" | "deny"; cidr: Cidr }[];
-  maxConnections: number;
-  maxConnectionsPerClient: number;
-  usersFile?: string;
-  allowPrivate: boolean;
-  denyConnectDir: boolean;
-  dns?: HostPort;
-  log: LogMode;
-  handshakeTimeout: number;
-  connectTimeout: number;
-  idleTimeout: number;
-  /** Worker processes sharing the listen addresses; 1: this process serves. */
-  workers: number | "auto";
-  help: boolean;
-  version: boolean;
-}
+/** The `--help` text, naming `command` (what started this program: `node mod.ts`, `npx edgesocks`). */
+export function usage(command: string): string {
+  return `edgesocks ${VERSION} - a SOCKS4/4A/5 proxy with Tor's extensions
 
-/** The `--help` text. */
-export const USAGE = `edgesocks ${VERSION} - a SOCKS4/4A/5 proxy with Tor's extensions
+Usage: ${command} [flags]
 
-Usage: deno run -A mod.ts [flags]   |   bun mod.ts [flags]   |   node mod.ts [flags]
+${flagHelp()}
 
-  --listen HOST:PORT         listen address, repeatable (default ${DEFAULT_LISTEN.host}:${DEFAULT_LISTEN.port});
-                             IPv6 as [::1]:1080; port 0 picks a free port
-  --users FILE               require RFC 1929 username/password; one user:password per line
-                             (split at the first colon). SOCKS4 is refused when set
-  --allow-private            allow loopback, private, link-local, CGNAT, multicast and
-                             unspecified destinations (refused by default)
-  --deny-connect-dir         refuse Tor's CONNECT_DIR (0xF2) command
-  --allow RULE, --deny RULE  destination rules, repeatable, first match wins, checked before the
-                             defaults: [COMMANDS@]TARGET[:PORTS] where COMMANDS is a comma list of
-                             connect, connect_dir, resolve; TARGET an address, CIDR range
-                             ([v6/len] with a port), host name, *.domain or *; PORTS N or N-M.
-                             e.g. --allow 10.0.0.0/8:443  --deny 'resolve@*.corp.example'
-  --allow-client CIDR        only these clients may connect (repeatable)
-  --deny-client CIDR         refuse these clients (repeatable; first match wins)
-  --max-connections N        connections served at once, more are closed (default ${DEFAULT_MAX_CONNECTIONS}; 0 = no cap)
-  --max-connections-per-client N
-                             connections per client address (default 0 = no cap)
-  --dns HOST[:PORT]          nameserver for RESOLVE, RESOLVE_PTR and CONNECT by name
-                             (default: the system's resolver)
-  --log text|json|quiet      one line per connection (default quiet)
-  --handshake-timeout SEC    time to complete the handshake (default ${
-  DEFAULT_TIMEOUTS.handshake / 1000
-}; 0 = none)
-  --connect-timeout SEC      time for DNS + connect (default ${DEFAULT_TIMEOUTS.connect / 1000}; 0 = none)
-  --idle-timeout SEC         close tunnels idle this long (default ${DEFAULT_TIMEOUTS.idle / 1000}; 0 = none)
-  --workers N|auto           N processes serve the same addresses (SO_REUSEPORT, Linux), so
-                             every core is used; auto: one per CPU (default 1). The caps
-                             above then apply per worker (--max-connections is split)
-  --help                     show this help
-  --version                  print the version
+Examples:
+  ${command}
+      serve on 127.0.0.1:1080, no auth, public destinations only; try it with
+      curl --socks5-hostname 127.0.0.1:1080 https://example.com/
+  ${command} --listen 0.0.0.0:1080 --users users.txt --log text
+      serve the network, for the users in users.txt (lines of user:password), one log line per connection
+  ${command} --allow-private --allow-client 10.0.0.0/8 --workers auto
+      reach private addresses too, only for clients in 10.0.0.0/8, on every core
 `;
-
-/** Parses `HOST:PORT` or `[V6]:PORT`; with `defaultPort`, the port may be left out. */
-export function parseHostPort(text: string, defaultPort?: number): HostPort {
-  let host: string, port: string | undefined;
-  const bracket = /^\[([^\]]+)\](?::(.*))?$/.exec(text);
-  if (bracket) [host, port] = [bracket[1], bracket[2]];
-  else if (parseIPv6(text)) [host, port] = [text, undefined];
-  else {
-    const colon = text.lastIndexOf(":");
-    [host, port] = colon < 0 ? [text, undefined] : [text.slice(0, colon), text.slice(colon + 1)];
-  }
-  if (port === undefined && defaultPort !== undefined) port = String(defaultPort);
-  if (!host || port === undefined || !/^\d{1,5}$/.test(port) || Number(port) > 65535) {
-    throw new TypeError(`expected HOST:PORT, got ${JSON.stringify(text)}`);
-  }
-  return { host, port: Number(port) };
 }
 
-function seconds(flag: string, value: string): number {
-  if (!/^\d+(\.\d+)?$/.test(value)) {
-    throw new TypeError(`${flag} needs a number of seconds, got ${JSON.stringify(value)}`);
-  }
-  return Math.round(Number(value) * 1000);
+/**
+ * The log hook: createLogger's, with the worker's number on every record in a `--workers` worker
+ * (text: `worker=N` at the end of the line; JSON: a `worker` member).
+ */
+function logger(
+  mode: LogMode,
+  write: (line: string) => void,
+  worker: number | undefined,
+): ((e: ConnectionLog) => void) | undefined {
+  if (worker === undefined || mode === "quiet") return createLogger(mode, write);
+  if (mode === "text") return createLogger(mode, (line) => write(`${line} worker=${worker}`));
+  const log = createLogger(mode, write)!;
+  return (entry) => log({ ...entry, worker } as ConnectionLog);
 }
 
-function count(flag: string, value: string): number {
-  if (!/^\d{1,9}$/.test(value)) {
-    throw new TypeError(`${flag} needs a whole number, got ${JSON.stringify(value)}`);
+/** Reads and parses the users file; throws a TypeError naming the file (and the line) on failure. */
+async function readUsers(host: CliHost, path: string): Promise<Map<string, string>> {
+  let text: string;
+  try {
+    text = await host.readTextFile(path);
+  } catch (error) {
+    throw new TypeError(readFailure("users file", path, error));
   }
-  return Number(value);
-}
-
-/** Parses the command line; throws a TypeError with a message for the user on bad input. */
-export function parseArgs(args: string[]): CliOptions {
-  const opts: CliOptions = {
-    listen: [],
-    rules: [],
-    clientRules: [],
-    maxConnections: DEFAULT_MAX_CONNECTIONS,
-    maxConnectionsPerClient: 0,
-    allowPrivate: false,
-    denyConnectDir: false,
-    log: "quiet",
-    handshakeTimeout: DEFAULT_TIMEOUTS.handshake,
-    connectTimeout: DEFAULT_TIMEOUTS.connect,
-    idleTimeout: DEFAULT_TIMEOUTS.idle,
-    workers: 1,
-    help: false,
-    version: false,
-  };
-  for (let i = 0; i < args.length; i++) {
-    let flag = args[i];
-    let value: string | undefined;
-    const eq = flag.indexOf("=");
-    if (flag.startsWith("--") && eq > 0) [flag, value] = [flag.slice(0, eq), flag.slice(eq + 1)];
-    const take = () => {
-      if (value !== undefined) return value;
-      if (i + 1 >= args.length) throw new TypeError(`${flag} needs a value`);
-      return args[++i];
-    };
-    switch (flag) {
-      case "--listen":
-        opts.listen.push(parseHostPort(take()));
-        break;
-      case "--users":
-        opts.usersFile = take();
-        break;
-      case "--allow-private":
-        opts.allowPrivate = true;
-        break;
-      case "--deny-connect-dir":
-        opts.denyConnectDir = true;
-        break;
-      case "--allow":
-      case "--deny":
-        opts.rules.push(parseRule(flag === "--allow" ? "allow" : "deny", take()));
-        break;
-      case "--allow-client":
-      case "--deny-client":
-        opts.clientRules.push({
-          action: flag === "--allow-client" ? "allow" : "deny",
-          cidr: parseCidr(take()),
-        });
-        break;
-      case "--max-connections":
-        opts.maxConnections = count(flag, take());
-        break;
-      case "--max-connections-per-client":
-        opts.maxConnectionsPerClient = count(flag, take());
-        break;
-      case "--dns":
-        opts.dns = parseHostPort(take(), 53);
-        break;
-      case "--log": {
-        const mode = take();
-        if (mode !== "text" && mode !== "json" && mode !== "quiet") {
-          throw new TypeError(`--log must be text, json or quiet, got ${JSON.stringify(mode)}`);
-        }
-        opts.log = mode;
-        break;
-      }
-      case "--handshake-timeout":
-        opts.handshakeTimeout = seconds(flag, take());
-        break;
-      case "--connect-timeout":
-        opts.connectTimeout = seconds(flag, take());
-        break;
-      case "--idle-timeout":
-        opts.idleTimeout = seconds(flag, take());
-        break;
-      case "--workers": {
-        const v = take();
-        if (v === "auto") opts.workers = "auto";
-        else if (/^\d{1,3}$/.test(v) && Number(v) >= 1 && Number(v) <= 256) opts.workers = Number(v);
-        else throw new TypeError(`--workers needs a number from 1 to 256 or auto, got ${JSON.stringify(v)}`);
-        break;
-      }
-      case "--help":
-      case "-h":
-        opts.help = true;
-        break;
-      case "--version":
-      case "-V":
-        opts.version = true;
-        break;
-      default:
-        throw new TypeError(`unknown argument ${JSON.stringify(args[i])} (see --help)`);
-    }
+  let users: Map<string, string>;
+  try {
+    users = parseUsers(text);
+  } catch (error) {
+    // parseUsers says "users file line N: ..." and knows no path.
+    const message = error instanceof Error ? error.message : String(error);
+    const line = /^users file line (\d+): (.*)$/s.exec(message);
+    throw new TypeError(
+      line ? `users file ${path}, line ${line[1]}: ${line[2]}` : `users file ${path}: ${message}`,
+    );
   }
-  if (opts.listen.length === 0) opts.listen.push(DEFAULT_LISTEN);
-  return opts;
+  if (users.size === 0) throw new TypeError(`users file ${path}: no users in it`);
+  return users;
 }
 
 /** Runs the CLI on `adapter` with `host`'s process services. Resolves once the server is listening. */
@@ -243,15 +112,12 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   let users: Map<string, string> | undefined;
   try {
     opts = parseArgs(host.args());
-    if (opts.usersFile !== undefined) {
-      users = parseUsers(await host.readTextFile(opts.usersFile));
-      if (users.size === 0) throw new TypeError(`--users ${opts.usersFile}: no users in the file`);
-    }
+    if (opts.usersFile !== undefined) users = await readUsers(host, opts.usersFile);
   } catch (error) {
     host.stderr(`edgesocks: ${error instanceof Error ? error.message : String(error)}`);
     return host.exit(2);
   }
-  if (opts.help) return host.stdout(USAGE);
+  if (opts.help) return host.stdout(usage(host.command()));
   if (opts.version) return host.stdout(`edgesocks ${VERSION}`);
 
   const options: ServeOptions = {
@@ -263,7 +129,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     maxConnections: opts.maxConnections,
     maxConnectionsPerClient: opts.maxConnectionsPerClient,
     timeouts: { handshake: opts.handshakeTimeout, connect: opts.connectTimeout, idle: opts.idleTimeout },
-    onLog: createLogger(opts.log, host.stdout),
+    onLog: logger(opts.log, host.stdout, host.worker()),
     onAcceptError: (error, failures) =>
       host.stderr(
         `edgesocks: cannot accept connections (${failures}x in the last second): ${
@@ -285,7 +151,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
       );
     }
   };
-  const worker = host.isWorker();
+  const worker = host.worker();
   const workers = worker ? 1 : opts.workers === "auto" ? Math.max(1, host.cpus()) : opts.workers;
   if (workers > 1) {
     if (!host.spawnWorker) {
@@ -293,7 +159,10 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
       return host.exit(2);
     }
     const spawnWorker = host.spawnWorker.bind(host);
-    const addresses = await supervise({ ...host, spawnWorker: (args) => spawnWorker(args, opts.usersFile) }, {
+    const addresses = await supervise({
+      ...host,
+      spawnWorker: (args, number) => spawnWorker(args, { number, usersFile: opts.usersFile }),
+    }, {
       count: workers,
       args: host.args(),
       listen: opts.listen,
@@ -310,20 +179,39 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   // process has run out of descriptors by then.
   let server: SocksServer | undefined;
   let stopping = false;
-  const stop = () => {
+  // One line when stopping, once every connection has been closed. A worker tells its supervisor
+  // instead, which prints one line for all; a worker whose supervisor has gone says it itself.
+  const stop = (why: "SIGINT" | "SIGTERM" | "supervisor gone") => {
     if (stopping) return;
     stopping = true;
-    if (!server) return host.exit(0);
-    server.close().then(() => host.exit(0), () => host.exit(1));
+    const open = server?.activeConnections ?? 0;
+    const report = () => {
+      if (worker && why !== "supervisor gone") host.stdout(stoppedLine(open));
+      else host.stderr(`edgesocks: ${worker ? `worker ${worker} ` : ""}${stoppingLine(why, open)}`);
+    };
+    if (!server) return (report(), host.exit(0));
+    server.close().then(() => (report(), host.exit(0)), () => host.exit(1));
   };
-  host.onSignal("SIGINT", stop);
-  host.onSignal("SIGTERM", stop);
+  host.onSignal("SIGINT", () => stop("SIGINT"));
+  host.onSignal("SIGTERM", () => stop("SIGTERM"));
   // A worker whose supervisor has gone (its end of our standard input closed) stops too.
-  if (worker) host.onStdinEnd(stop);
+  if (worker) host.onStdinEnd(() => stop("supervisor gone"));
+  // Which address a failed listen was for: not every runtime's error says.
+  let binding: HostPort | undefined;
+  const listen: RuntimeAdapter["listen"] = (address, ...rest) => {
+    binding = address;
+    return adapter.listen(address, ...rest);
+  };
   try {
-    server = await serve(adapter, options);
+    server = await serve({ ...adapter, listen }, options);
   } catch (error) {
-    host.stderr(`edgesocks: cannot listen: ${error instanceof Error ? error.message : String(error)}`);
+    host.stderr(
+      `edgesocks: ${
+        binding
+          ? listenFailure(binding, error)
+          : `cannot listen: ${error instanceof Error ? error.message : error}`
+      }`,
+    );
     return host.exit(1);
   }
   if (worker) host.stdout(readyLine(server.addresses));

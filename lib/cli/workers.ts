@@ -5,7 +5,7 @@
  * runtime comes in through the CLI host's `spawnWorker`.
  *
  * Protocol between the two: a worker is this program with the environment
- * variable {@linkcode WORKER_ENV} set; its first line on standard output is
+ * variable {@linkcode WORKER_ENV} set to its number; its first line on standard output is
  * `READY_PREFIX` and the addresses it bound, everything after that is its
  * log, copied through verbatim. A worker ends when its standard input ends,
  * so workers never outlive a supervisor that was killed.
@@ -15,67 +15,100 @@
 import type { HostPort } from "../runtime.ts";
 import { formatHostPort } from "../core/address.ts";
 import { concatBytes } from "../core/bytes.ts";
+import { findFlag, type Flag, FLAGS } from "./flags.ts";
 
-/** Set (to "1") in the environment of a worker process. */
+/** Set in the environment of a worker process, to its number (1 to N), which its log lines carry. */
 export const WORKER_ENV = "EDGESOCKS_WORKER";
+
+/** The worker number in `value` (the {@linkcode WORKER_ENV} variable's), or undefined if it is none. */
+export function workerNumber(value: string | undefined): number | undefined {
+  return value !== undefined && /^[1-9]\d{0,2}$/.test(value) ? Number(value) : undefined;
+}
 
 /** The first line a worker writes once it listens, followed by its addresses. */
 export const READY_PREFIX = "edgesocks-worker-ready ";
 
+/** The last line a worker writes when a signal stopped it, followed by how many connections it closed. */
+export const STOPPED_PREFIX = "edgesocks-worker-stopped ";
+
+/** A worker's stopped line. */
+export function stoppedLine(closed: number): string {
+  return STOPPED_PREFIX + closed;
+}
+
+/**
+ * The line printed when stopping, e.g. `stopping (SIGTERM), closed 3 open connections`
+ * (`in 2 workers` after it for a supervisor).
+ */
+export function stoppingLine(why: string, closed: number, workers?: number): string {
+  return `stopping (${why}), closed ${closed} open connection${closed === 1 ? "" : "s"}` +
+    (workers === undefined ? "" : ` in ${workers} worker${workers === 1 ? "" : "s"}`);
+}
+
+const STOPPED_BYTES = new TextEncoder().encode(STOPPED_PREFIX);
+
+/**
+ * Splits a worker's stopped line off the end of `bytes` (whole lines): the bytes before it and its
+ * count, or all of `bytes` and undefined.
+ */
+export function takeStopped(bytes: Uint8Array): [Uint8Array, number | undefined] {
+  const start = bytes.lastIndexOf(10, bytes.length - 2) + 1;
+  if (bytes.length - start < STOPPED_BYTES.length + 2) return [bytes, undefined];
+  for (let i = 0; i < STOPPED_BYTES.length; i++) {
+    if (bytes[start + i] !== STOPPED_BYTES[i]) return [bytes, undefined];
+  }
+  const m = /^(\d{1,9})\r?\n?$/.exec(new TextDecoder().decode(bytes.subarray(start + STOPPED_BYTES.length)));
+  return m ? [bytes.subarray(0, start), Number(m[1])] : [bytes, undefined];
+}
+
 /** A worker process as the CLI host starts it. */
 export interface WorkerProcess {
+  /** Its process id, for messages. */
   readonly pid: number;
   /** The worker's standard output (its standard error is the supervisor's). */
   readonly stdout: AsyncIterable<Uint8Array>;
   /** Resolves with the exit code (null when a signal ended it). */
   readonly exited: Promise<number | null>;
+  /** Sends `signal`; nothing if it has already gone. */
   kill(signal: "SIGTERM" | "SIGKILL"): void;
 }
 
 /** What the supervisor needs from the runtime. */
 export interface SupervisorHost {
-  spawnWorker(args: string[]): WorkerProcess;
+  /** Starts worker number `number` (1 to N; a replacement gets the number of the one it replaces). */
+  spawnWorker(args: string[], number: number): WorkerProcess;
+  /** Calls `fn` on the signal. */
   onSignal(signal: "SIGINT" | "SIGTERM", fn: () => void): void;
+  /** Writes bytes to standard output as they are (the workers' log lines). */
   writeStdout(bytes: Uint8Array): void;
+  /** Writes a line to standard output. */
   stdout(line: string): void;
+  /** Writes a line to standard error. */
   stderr(line: string): void;
+  /** Ends the process. */
   exit(code: number): void;
 }
 
-// Flags of the CLI that take a value, so that a value is never mistaken for a flag.
-const VALUE_FLAGS = new Set([
-  "--listen",
-  "--users",
-  "--allow",
-  "--deny",
-  "--allow-client",
-  "--deny-client",
-  "--max-connections",
-  "--max-connections-per-client",
-  "--dns",
-  "--log",
-  "--handshake-timeout",
-  "--connect-timeout",
-  "--idle-timeout",
-  "--workers",
-]);
-
 /**
- * A worker's command line: the user's, without `--workers`, with `--listen`
- * set to `listen` and `--max-connections` to the worker's share.
+ * A worker's command line: the user's, with the flags the table marks
+ * `supervisor` (`--workers`, `--listen`, `--max-connections`) taken out, then
+ * `--listen` set to `listen` and `--max-connections` to the worker's share.
+ * Every other flag of `flags` goes through as written, with its value.
  */
-export function workerArgs(args: string[], listen: HostPort[], maxConnections: number): string[] {
+export function workerArgs(
+  args: string[],
+  listen: HostPort[],
+  maxConnections: number,
+  flags: readonly Flag[] = FLAGS,
+): string[] {
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
     const eq = args[i].startsWith("--") ? args[i].indexOf("=") : -1;
-    const flag = eq > 0 ? args[i].slice(0, eq) : args[i];
-    const drop = flag === "--workers" || flag === "--listen" || flag === "--max-connections";
-    if (drop) {
-      if (eq < 0) i++;
-      continue;
-    }
-    out.push(args[i]);
-    if (eq < 0 && VALUE_FLAGS.has(flag) && i + 1 < args.length) out.push(args[++i]);
+    const flag = findFlag(eq > 0 ? args[i].slice(0, eq) : args[i], flags);
+    // The value is the next argument even when it looks like a flag (a file named --listen).
+    const end = eq < 0 && flag?.value !== undefined ? Math.min(i + 1, args.length - 1) : i;
+    if (flag?.workers !== "supervisor") out.push(...args.slice(i, end + 1));
+    i = end;
   }
   for (const a of listen) {
     out.push("--listen", formatHostPort(a));
@@ -108,10 +141,12 @@ export function readyLine(addresses: HostPort[]): string {
 export class LineCopier {
   #write: (bytes: Uint8Array) => void;
   #tail: Uint8Array = new Uint8Array(0);
+  /** Passes whole lines to `write`. */
   constructor(write: (bytes: Uint8Array) => void) {
     this.#write = write;
   }
 
+  /** Takes the next chunk of the stream; writes the whole lines it completes. */
   push(chunk: Uint8Array): void {
     const nl = chunk.lastIndexOf(10);
     if (nl < 0) {
@@ -160,25 +195,29 @@ export async function supervise(
   let stopping = false;
   let started = false; // all workers listened once: from then on a dead one is replaced
 
-  const stopAll = async (code: number) => {
+  // Connections the workers stopped by a signal closed, from their stopped lines.
+  let closed = 0;
+  const stopAll = async (code: number, signal?: "SIGINT" | "SIGTERM") => {
     if (stopping) return;
     stopping = true;
+    const workers = live.size;
     for (const w of live.keys()) w.kill("SIGTERM");
     const timer = setTimeout(() => {
       for (const w of live.keys()) w.kill("SIGKILL");
     }, 30_000);
     await Promise.all(live.values());
     clearTimeout(timer);
+    if (signal) host.stderr(`edgesocks: ${stoppingLine(signal, closed, workers)}`);
     host.exit(code);
   };
-  host.onSignal("SIGINT", () => void stopAll(0));
-  host.onSignal("SIGTERM", () => void stopAll(0));
+  host.onSignal("SIGINT", () => void stopAll(0, "SIGINT"));
+  host.onSignal("SIGTERM", () => void stopAll(0, "SIGTERM"));
 
   /** Starts one worker; resolves with its addresses once it listens, or null if it exits first. */
-  const start = (listen: HostPort[]): Promise<HostPort[] | null> => {
+  const start = (listen: HostPort[], number: number): Promise<HostPort[] | null> => {
     let w: WorkerProcess;
     try {
-      w = host.spawnWorker(workerArgs(options.args, listen, share));
+      w = host.spawnWorker(workerArgs(options.args, listen, share), number);
     } catch (error) {
       // Deno without --allow-run, above all.
       host.stderr(
@@ -195,7 +234,11 @@ export async function supervise(
     const copied = (async () => {
       // Whole lines only: the workers' logs share our standard output, and a line cut where a read
       // ended must not have another worker's line spliced into it.
-      const lines = new LineCopier(host.writeStdout);
+      const lines = new LineCopier((bytes) => {
+        const [log, count] = takeStopped(bytes);
+        if (count !== undefined) closed += count;
+        if (log.length > 0) host.writeStdout(log);
+      });
       let head: Uint8Array | null = new Uint8Array(0);
       try {
         for await (const chunk of w.stdout) {
@@ -228,7 +271,7 @@ export async function supervise(
       );
       setTimeout(() => {
         if (stopping) return;
-        void start(listen).then((a) => {
+        void start(listen, number).then((a) => {
           if (!a && !stopping) {
             host.stderr("edgesocks: a worker could not be restarted; stopping");
             void stopAll(1);
@@ -240,12 +283,12 @@ export async function supervise(
   };
 
   // The first worker binds (port 0 becomes a real port); the others join it on the same addresses.
-  const first = await start(options.listen);
+  const first = await start(options.listen, 1);
   if (!first) {
     await stopAll(1);
     return undefined;
   }
-  const rest = await Promise.all(Array.from({ length: count - 1 }, () => start(first)));
+  const rest = await Promise.all(Array.from({ length: count - 1 }, (_, i) => start(first, i + 2)));
   if (rest.some((a) => !a)) {
     host.stderr("edgesocks: not every worker could start; stopping");
     await stopAll(1);

@@ -1,0 +1,380 @@
+/**
+ * The command line's flags, written once: {@linkcode FLAGS} is the table that
+ * the parser ({@linkcode parseArgs}), the `--help` text ({@linkcode flagHelp})
+ * and the supervisor's worker command line (`workerArgs` in `workers.ts`)
+ * all read, so a flag added here is parsed, documented and passed on to
+ * `--workers` processes with no other edit.
+ *
+ * @module
+ */
+import type { HostPort } from "../runtime.ts";
+import { parseIPv6 } from "../core/address.ts";
+import type { LogMode } from "../ops/log.ts";
+import { type Cidr, type DestinationRule, parseCidr, parseRule } from "../policy.ts";
+import { DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS } from "../serve.ts";
+import { DEFAULT_TIMEOUTS } from "../rules.ts";
+
+/** Parsed command line. */
+export interface CliOptions {
+  /** `--listen`, in order; the default address when none was given. */
+  listen: HostPort[];
+  /** `--allow` and `--deny`, in order. */
+  rules: DestinationRule[];
+  /** `--allow-client` and `--deny-client`, in order. */
+  clientRules: { action: "allow" | "deny"; cidr: Cidr }[];
+  /** `--max-connections`; 0: no cap. */
+  maxConnections: number;
+  /** `--max-connections-per-client`; 0: no cap. */
+  maxConnectionsPerClient: number;
+  /** `--users`: the users file's path. */
+  usersFile?: string;
+  /** `--allow-private`. */
+  allowPrivate: boolean;
+  /** `--deny-connect-dir`. */
+  denyConnectDir: boolean;
+  /** `--dns`: the nameserver. */
+  dns?: HostPort;
+  /** `--log`. */
+  log: LogMode;
+  /** `--handshake-timeout`, in milliseconds; 0: none. */
+  handshakeTimeout: number;
+  /** `--connect-timeout`, in milliseconds; 0: none. */
+  connectTimeout: number;
+  /** `--idle-timeout`, in milliseconds; 0: none. */
+  idleTimeout: number;
+  /** Worker processes sharing the listen addresses; 1: this process serves. */
+  workers: number | "auto";
+  /** `--help`. */
+  help: boolean;
+  /** `--version`. */
+  version: boolean;
+}
+
+/**
+ * What the `--workers` supervisor does with a flag: `pass` gives it to every
+ * worker as the user wrote it; `supervisor` leaves the user's out, because
+ * the supervisor passes its own (`--listen`: the addresses the first worker
+ * bound, `--max-connections`: each worker's share, `--workers`: none).
+ */
+export type WorkerPolicy = "pass" | "supervisor";
+
+/** What every row of {@linkcode FLAGS} says. */
+export interface FlagBase {
+  /** The long name, with its dashes: `--listen`. */
+  readonly name: string;
+  /** Other spellings, e.g. `-h`. */
+  readonly aliases?: readonly string[];
+  /** The `--help` text, one paragraph (wrapped when printed). */
+  readonly help: string;
+  /** What `--workers` does with it. */
+  readonly workers: WorkerPolicy;
+}
+
+/** A flag that stands alone (`--allow-private`). */
+export interface BooleanFlag extends FlagBase {
+  /** None: the flag takes no value. */
+  readonly value?: undefined;
+  /** Records the flag in `opts`. */
+  apply(opts: CliOptions): void;
+}
+
+/** A flag followed by a value (`--listen HOST:PORT` or `--listen=HOST:PORT`). */
+export interface ValueFlag extends FlagBase {
+  /** The value's placeholder in `--help`: `HOST:PORT`. */
+  readonly value: string;
+  /** A value the flag accepts (for the tests, which check every flag with it). */
+  readonly example: string;
+  /** Parses `value` into `opts`; throws a TypeError with a message for the user on bad input. */
+  apply(opts: CliOptions, value: string): void;
+}
+
+/** One row of {@linkcode FLAGS}. */
+export type Flag = BooleanFlag | ValueFlag;
+
+/**
+ * Parses `HOST:PORT` or `[V6]:PORT`; with `defaultPort`, the port may be left out.
+ *
+ * @example
+ * ```ts
+ * parseHostPort("[::1]:1080"); // { host: "::1", port: 1080 }
+ * parseHostPort("127.0.0.1", 53); // { host: "127.0.0.1", port: 53 }
+ * ```
+ */
+export function parseHostPort(text: string, defaultPort?: number): HostPort {
+  let host: string, port: string | undefined;
+  const bracket = /^\[([^\]]+)\](?::(.*))?$/.exec(text);
+  if (bracket) [host, port] = [bracket[1], bracket[2]];
+  else if (parseIPv6(text)) [host, port] = [text, undefined];
+  else {
+    const colon = text.lastIndexOf(":");
+    [host, port] = colon < 0 ? [text, undefined] : [text.slice(0, colon), text.slice(colon + 1)];
+  }
+  if (port === undefined && defaultPort !== undefined) port = String(defaultPort);
+  if (!host || port === undefined || !/^\d+$/.test(port)) {
+    throw new TypeError(`expected HOST:PORT, got ${JSON.stringify(text)}`);
+  }
+  if (Number(port) > 65535) throw new TypeError(`port out of range (0 to 65535) in ${JSON.stringify(text)}`);
+  return { host, port: Number(port) };
+}
+
+/** {@linkcode parseHostPort} for `flag`, whose name starts its errors. */
+function hostPortOf(flag: string, text: string, defaultPort?: number): HostPort {
+  try {
+    return parseHostPort(text, defaultPort);
+  } catch (error) {
+    throw new TypeError(`${flag}: ${(error as Error).message}`);
+  }
+}
+
+function seconds(flag: string, value: string): number {
+  if (!/^\d+(\.\d+)?$/.test(value)) {
+    throw new TypeError(`${flag} needs a number of seconds, got ${JSON.stringify(value)}`);
+  }
+  return Math.round(Number(value) * 1000);
+}
+
+function count(flag: string, value: string): number {
+  if (!/^\d{1,9}$/.test(value)) {
+    throw new TypeError(`${flag} needs a whole number, got ${JSON.stringify(value)}`);
+  }
+  return Number(value);
+}
+
+/** Every flag of the command line, in the order `--help` lists them. */
+export const FLAGS: readonly Flag[] = [
+  {
+    name: "--listen",
+    value: "HOST:PORT",
+    example: "[::1]:1090",
+    help: `listen address, repeatable (default ${DEFAULT_LISTEN.host}:${DEFAULT_LISTEN.port}); ` +
+      "IPv6 as [::1]:1080; port 0 picks a free port",
+    workers: "supervisor",
+    apply: (opts, value) => void opts.listen.push(hostPortOf("--listen", value)),
+  },
+  {
+    name: "--users",
+    value: "FILE",
+    example: "users.txt",
+    help: "require RFC 1929 username/password; one user:password per line (split at the first colon). " +
+      "SOCKS4 is refused when set",
+    workers: "pass",
+    apply: (opts, value) => void (opts.usersFile = value),
+  },
+  {
+    name: "--allow-private",
+    help: "allow loopback, private, link-local, CGNAT, multicast and unspecified destinations " +
+      "(refused by default)",
+    workers: "pass",
+    apply: (opts) => void (opts.allowPrivate = true),
+  },
+  {
+    name: "--deny-connect-dir",
+    help: "refuse Tor's CONNECT_DIR (0xF2) command",
+    workers: "pass",
+    apply: (opts) => void (opts.denyConnectDir = true),
+  },
+  {
+    name: "--allow",
+    value: "RULE",
+    example: "connect@10.0.0.0/8:443",
+    help: "allow destinations matching RULE, repeatable; --allow and --deny rules are checked in order " +
+      "(first match wins) before the defaults. RULE is [COMMANDS@]TARGET[:PORTS] where COMMANDS is a " +
+      "comma list of connect, connect_dir, resolve; TARGET an address, CIDR range ([v6/len] with a port), " +
+      "host name, *.domain or *; PORTS N or N-M. e.g. --allow 10.0.0.0/8:443",
+    workers: "pass",
+    apply: (opts, value) => void opts.rules.push(parseRule("allow", value)),
+  },
+  {
+    name: "--deny",
+    value: "RULE",
+    example: "resolve@*.corp.example",
+    help:
+      "refuse destinations matching RULE (as for --allow), repeatable. e.g. --deny 'resolve@*.corp.example'",
+    workers: "pass",
+    apply: (opts, value) => void opts.rules.push(parseRule("deny", value)),
+  },
+  {
+    name: "--allow-client",
+    value: "CIDR",
+    example: "127.0.0.0/8",
+    help: "only these clients may connect (repeatable)",
+    workers: "pass",
+    apply: (opts, value) => void opts.clientRules.push({ action: "allow", cidr: parseCidr(value) }),
+  },
+  {
+    name: "--deny-client",
+    value: "CIDR",
+    example: "[fd00::]/8",
+    help: "refuse these clients (repeatable; first match wins)",
+    workers: "pass",
+    apply: (opts, value) => void opts.clientRules.push({ action: "deny", cidr: parseCidr(value) }),
+  },
+  {
+    name: "--max-connections",
+    value: "N",
+    example: "500",
+    help: `connections served at once, more are closed (default ${DEFAULT_MAX_CONNECTIONS}; 0 = no cap)`,
+    workers: "supervisor",
+    apply: (opts, value) => void (opts.maxConnections = count("--max-connections", value)),
+  },
+  {
+    name: "--max-connections-per-client",
+    value: "N",
+    example: "20",
+    help: "connections per client address (default 0 = no cap)",
+    workers: "pass",
+    apply: (opts, value) =>
+      void (opts.maxConnectionsPerClient = count("--max-connections-per-client", value)),
+  },
+  {
+    name: "--dns",
+    value: "HOST[:PORT]",
+    example: "127.0.0.1:5353",
+    help: "nameserver for RESOLVE, RESOLVE_PTR and CONNECT by name (default: the system's resolver)",
+    workers: "pass",
+    apply: (opts, value) => void (opts.dns = hostPortOf("--dns", value, 53)),
+  },
+  {
+    name: "--log",
+    value: "text|json|quiet",
+    example: "json",
+    help: "one line per connection (default quiet)",
+    workers: "pass",
+    apply: (opts, value) => {
+      if (value !== "text" && value !== "json" && value !== "quiet") {
+        throw new TypeError(`--log must be text, json or quiet, got ${JSON.stringify(value)}`);
+      }
+      opts.log = value;
+    },
+  },
+  {
+    name: "--handshake-timeout",
+    value: "SEC",
+    example: "5",
+    help: `time to complete the handshake (default ${DEFAULT_TIMEOUTS.handshake / 1000}; 0 = none)`,
+    workers: "pass",
+    apply: (opts, value) => void (opts.handshakeTimeout = seconds("--handshake-timeout", value)),
+  },
+  {
+    name: "--connect-timeout",
+    value: "SEC",
+    example: "2.5",
+    help: `time for DNS + connect (default ${DEFAULT_TIMEOUTS.connect / 1000}; 0 = none)`,
+    workers: "pass",
+    apply: (opts, value) => void (opts.connectTimeout = seconds("--connect-timeout", value)),
+  },
+  {
+    name: "--idle-timeout",
+    value: "SEC",
+    example: "60",
+    help: `close tunnels idle this long (default ${DEFAULT_TIMEOUTS.idle / 1000}; 0 = none)`,
+    workers: "pass",
+    apply: (opts, value) => void (opts.idleTimeout = seconds("--idle-timeout", value)),
+  },
+  {
+    name: "--workers",
+    value: "N|auto",
+    example: "auto",
+    help: "N processes serve the same addresses (SO_REUSEPORT, Linux), so every core is used; auto: one " +
+      "per CPU (default 1). The caps above then apply per worker (--max-connections is split)",
+    workers: "supervisor",
+    apply: (opts, value) => {
+      if (value === "auto") opts.workers = "auto";
+      else if (/^\d{1,3}$/.test(value) && Number(value) >= 1 && Number(value) <= 256) {
+        opts.workers = Number(value);
+      } else {
+        throw new TypeError(`--workers needs a number from 1 to 256 or auto, got ${JSON.stringify(value)}`);
+      }
+    },
+  },
+  {
+    name: "--help",
+    aliases: ["-h"],
+    help: "show this help",
+    workers: "pass",
+    apply: (opts) => void (opts.help = true),
+  },
+  {
+    name: "--version",
+    aliases: ["-V"],
+    help: "print the version",
+    workers: "pass",
+    apply: (opts) => void (opts.version = true),
+  },
+];
+
+/** Finds the row of `flag` (a name or an alias) in `flags`. */
+export function findFlag(flag: string, flags: readonly Flag[] = FLAGS): Flag | undefined {
+  return flags.find((f) => f.name === flag || f.aliases?.includes(flag));
+}
+
+/** Parses the command line; throws a TypeError with a message for the user on bad input. */
+export function parseArgs(args: string[], flags: readonly Flag[] = FLAGS): CliOptions {
+  const opts: CliOptions = {
+    listen: [],
+    rules: [],
+    clientRules: [],
+    maxConnections: DEFAULT_MAX_CONNECTIONS,
+    maxConnectionsPerClient: 0,
+    allowPrivate: false,
+    denyConnectDir: false,
+    log: "quiet",
+    handshakeTimeout: DEFAULT_TIMEOUTS.handshake,
+    connectTimeout: DEFAULT_TIMEOUTS.connect,
+    idleTimeout: DEFAULT_TIMEOUTS.idle,
+    workers: 1,
+    help: false,
+    version: false,
+  };
+  for (let i = 0; i < args.length; i++) {
+    let name = args[i];
+    let value: string | undefined;
+    const eq = name.indexOf("=");
+    if (name.startsWith("--") && eq > 0) [name, value] = [name.slice(0, eq), name.slice(eq + 1)];
+    const flag = findFlag(name, flags);
+    if (!flag) throw new TypeError(`unknown argument ${JSON.stringify(args[i])} (see --help)`);
+    if (flag.value === undefined) {
+      flag.apply(opts);
+      continue;
+    }
+    if (value === undefined) {
+      if (i + 1 >= args.length) throw new TypeError(`${name} needs a value`);
+      value = args[++i];
+    }
+    flag.apply(opts, value);
+  }
+  if (opts.listen.length === 0) opts.listen.push(DEFAULT_LISTEN);
+  return opts;
+}
+
+const HELP_WIDTH = 100;
+const HELP_COLUMN = 29;
+
+/** Word-wraps `text` to lines of at most `width` characters. */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  if (line) lines.push(line);
+  return lines;
+}
+
+/** The flags part of `--help`: one entry per row of `flags`, its help wrapped beside it. */
+export function flagHelp(flags: readonly Flag[] = FLAGS): string {
+  const out: string[] = [];
+  for (const flag of flags) {
+    const names = [flag.name, ...(flag.aliases ?? [])].join(", ");
+    const left = `  ${names}${flag.value === undefined ? "" : ` ${flag.value}`}`;
+    const text = wrap(flag.help, HELP_WIDTH - HELP_COLUMN);
+    const pad = " ".repeat(HELP_COLUMN);
+    if (left.length + 1 > HELP_COLUMN) out.push(left);
+    else out.push(left.padEnd(HELP_COLUMN) + text.shift());
+    for (const line of text) out.push(pad + line);
+  }
+  return out.join("\n");
+}
