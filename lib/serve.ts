@@ -8,9 +8,14 @@ import type { ByteConnection, HostPort, Listener, RuntimeAdapter } from "./runti
 import { parseIPv4, parseIPv6 } from "./core/address.ts";
 import { type AuthBackoff, clientKey, DEFAULT_AUTH_BACKOFF, LoginBackoff } from "./admission.ts";
 import { hostAddressSet } from "./policy.ts";
-import type { ConnectionLog } from "./record.ts";
 import { makeRules, type Rules, type RulesOptions } from "./rules.ts";
-import { type HandlerOptions, refuseSession, serveSession, sessionContext } from "./session.ts";
+import {
+  type HandlerOptions,
+  refuseSession,
+  serveSession,
+  type SessionContext,
+  sessionContext,
+} from "./session.ts";
 
 /**
  * Options for {@linkcode serve}.
@@ -117,13 +122,6 @@ export interface SocksServer {
  */
 export const DEFAULT_LISTEN: HostPort = { host: "127.0.0.1", port: 1080 };
 
-/** The host of a record's `client` text (`host:port` or `[v6]:port`). */
-function hostOf(client: string): string {
-  const colon = client.lastIndexOf(":");
-  const host = colon < 0 ? client : client.slice(0, colon);
-  return host.startsWith("[") ? host.slice(1, -1) : host;
-}
-
 /** True when `host` is a loopback address (`127.0.0.0/8`, `::1`, `localhost`). */
 export function isLoopbackHost(host: string): boolean {
   if (host === "localhost") return true;
@@ -146,12 +144,6 @@ export function isLoopbackHost(host: string): boolean {
  * ```
  */
 export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {}): Promise<SocksServer> {
-  const context = sessionContext({
-    ...options,
-    dial: adapter.dial,
-    resolver: adapter.resolver(options.dns),
-    relay: adapter.relay,
-  });
   // Each session takes the snapshot current at its accept. The host's own addresses join the policy the
   // options give, and are read again now and then (interfaces come and go).
   let given: RulesOptions = options;
@@ -167,6 +159,18 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   const backoff = options.authBackoff === false
     ? undefined
     : new LoginBackoff(options.authBackoff ?? DEFAULT_AUTH_BACKOFF);
+  const context: SessionContext = {
+    ...sessionContext({
+      ...options,
+      dial: adapter.dial,
+      resolver: adapter.resolver(options.dns),
+      relay: adapter.relay,
+    }),
+    // Counted when the login fails, not when its connection ends: a client must not get more tries in.
+    ...(backoff
+      ? { onAuthFailure: (client) => backoff.failed(clientKey(client.host, prefixV6), Date.now()) }
+      : {}),
+  };
   // The client's address is a system call, and kept with the socket: only looked up when a record, a
   // client rule, a per-client cap or the login backoff will read it, and then once, here (admission
   // decides it).
@@ -182,11 +186,8 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   const maxPerClient = options.maxConnectionsPerClient ?? 0;
   const perClient = new Map<string, number>();
   // One function for every connection when there is no per-client cap: nothing is made per connection.
-  const released = (record: ConnectionLog) => {
+  const released = () => {
     running--;
-    if (record.outcome === "auth_failed" && backoff && record.client !== undefined) {
-      backoff.failed(clientKey(hostOf(record.client), prefixV6), Date.now());
-    }
     if (running === 0) drained?.();
   };
   const onConnection = (conn: ByteConnection) => {
@@ -208,11 +209,11 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     }
     running++;
     perClient.set(key, count + 1);
-    serveSession(context, rules, conn, client, shutdown.signal, (record) => {
+    serveSession(context, rules, conn, client, shutdown.signal, () => {
       const left = (perClient.get(key) ?? 1) - 1;
       if (left > 0) perClient.set(key, left);
       else perClient.delete(key);
-      released(record);
+      released();
     });
   };
   // The addresses it will listen on count as its own from the start; the real ones once bound.

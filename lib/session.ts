@@ -72,6 +72,8 @@ export interface SessionContext {
   readonly relay?: NativeRelay;
   /** Reads each record when its connection ends. */
   readonly onLog?: (entry: ConnectionLog) => void;
+  /** Told at once when a client's login fails (before its connection has ended), e.g. for a backoff. */
+  readonly onAuthFailure?: (client: HostPort) => void;
 }
 
 /** Called once with the record when the connection has ended. */
@@ -235,13 +237,13 @@ class Session {
     client: ByteConnection,
     rules: Rules,
     signal: AbortSignal | undefined,
-    host: string | undefined,
+    peer: HostPort | undefined,
   ): void {
-    if (!clientAllowed(host, rules.clientPolicy)) {
+    if (!clientAllowed(peer?.host, rules.clientPolicy)) {
       client.close();
       return this.end("refused_client", "client not allowed by policy");
     }
-    this.#negotiate(client, rules, signal).then((granted) => {
+    this.#negotiate(client, rules, signal, peer).then((granted) => {
       if (!granted) return;
       // Not returned: the promise of this callback settles now instead of following the tunnel.
       this.#tunnel(client, granted, rules.timeouts.idle, signal).then(this.#settled, this.#failed);
@@ -260,6 +262,7 @@ class Session {
     client: ByteConnection,
     rules: Rules,
     signal: AbortSignal | undefined,
+    peer: HostPort | undefined,
   ): Promise<Granted | undefined> {
     const record = this.record;
     const machine = new SocksServerMachine({ authenticate: rules.authenticate });
@@ -300,6 +303,9 @@ class Session {
     if (action.type !== "request") {
       // The machine refused by itself (a bad request, an unsupported command) or the peer misbehaved.
       if (step.reply !== undefined) record.reply = replyText(step.reply);
+      if (action.type === "close" && action.code === "auth_failed" && peer) {
+        this.#context.onAuthFailure?.(peer);
+      }
       await lingeringClose(client);
       if (action.type === "close") this.end(CLOSE_OUTCOMES[action.code], action.reason);
       else this.end("protocol_error", "protocol error");
@@ -402,7 +408,7 @@ export function serveSession(
     conn.close();
     return session.end("shutdown", "server shutting down");
   }
-  session.start(conn, rules, signal, client?.host);
+  session.start(conn, rules, signal, client);
 }
 
 /**
