@@ -283,7 +283,7 @@ class Session {
         if (chunk === null) {
           client.close();
           if (handshakeTimedOut) this.end("handshake_timeout", "handshake timeout");
-          else if (signal?.aborted) this.end("shutdown", "client closed during handshake");
+          else if (signal?.aborted) this.end("shutdown", "server shutting down");
           else this.end("client_closed", "client closed during handshake");
           return undefined;
         }
