@@ -56,11 +56,15 @@ export interface CommandResult {
  */
 export type CommandHandler = (ctx: CommandContext) => Promise<CommandResult>;
 
+/** What a CONNECT reply carries when the bound address is hidden. */
+const NO_ADDRESS = { host: "0.0.0.0", port: 0 } as const;
+
 function tunnel({ request, rules, upstream, signal }: CommandContext): Promise<CommandResult> {
   const opening = upstream.open(request, rules.policy, signal);
   // A connection that completes after the deadline is closed, not leaked.
   opening.then((o) => signal.aborted && o.conn.close(), () => {});
-  return opening.then((o) => ({ answer: { type: "connected", bound: o.bound }, tunnel: o }));
+  const bound = rules.hideBoundAddress ? NO_ADDRESS : undefined;
+  return opening.then((o) => ({ answer: { type: "connected", bound: bound ?? o.bound }, tunnel: o }));
 }
 
 /** The handlers of the commands every server serves. */

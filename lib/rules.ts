@@ -57,6 +57,19 @@ export interface RulesOptions {
   clientPolicy?: ClientPolicy;
   /** Timeouts; default {@linkcode DEFAULT_TIMEOUTS}. */
   timeouts?: Partial<Timeouts>;
+  /**
+   * CONNECT replies carry 0.0.0.0:0 instead of the outbound socket's local
+   * address and port (which tell a client the proxy's outbound address: on a
+   * host behind NAT, a private one). Default false.
+   */
+  hideBoundAddress?: boolean;
+  /**
+   * A request by name refused by the destination policy is answered 0x04
+   * (host unreachable), as a name that does not resolve is, instead of 0x02:
+   * 0x02 tells a client that the name exists (and resolves to something
+   * refused, e.g. a private address). Default false.
+   */
+  concealRefusals?: boolean;
 }
 
 /**
@@ -75,6 +88,8 @@ export interface Rules {
   /** Checks RFC 1929 credentials; absent when no users are configured. */
   readonly authenticate?: (user: Uint8Array, password: Uint8Array) => boolean;
   readonly timeouts: Timeouts;
+  readonly hideBoundAddress: boolean;
+  readonly concealRefusals: boolean;
 }
 
 const NO_CLIENT_RULES: ClientPolicy = { rules: [] };
@@ -95,5 +110,7 @@ export function makeRules(options: RulesOptions = {}): Rules {
     clientPolicy: options.clientPolicy ?? NO_CLIENT_RULES,
     ...(options.users && options.users.size > 0 ? { authenticate: createAuthenticator(options.users) } : {}),
     timeouts: { ...DEFAULT_TIMEOUTS, ...options.timeouts },
+    hideBoundAddress: options.hideBoundAddress === true,
+    concealRefusals: options.concealRefusals === true,
   });
 }

@@ -335,11 +335,15 @@ class Session {
     } catch (error) {
       const dialed = (error as { dialed?: unknown } | null)?.dialed;
       if (typeof dialed === "string") record.dialed = dialed;
-      answer = machine.answer({ type: "rejected", reply: replyCodeOf(error) });
-      failure = {
-        outcome: failureOutcome(error),
-        reason: error instanceof Error ? error.message : String(error),
-      };
+      const outcome = failureOutcome(error);
+      // Under concealRefusals a name refused by policy looks like one that does not resolve.
+      const conceal = rules.concealRefusals && outcome === "refused_policy" &&
+        request.target.type === "domain";
+      answer = machine.answer({
+        type: "rejected",
+        reply: conceal ? ReplyCode.HostUnreachable : replyCodeOf(error),
+      });
+      failure = { outcome, reason: error instanceof Error ? error.message : String(error) };
     } finally {
       clear();
     }

@@ -990,3 +990,39 @@ describe("driver: the reason of a refusal says what to change", () => {
     assert.equal((await byRule.done).reason, "destination 127.0.0.1 not allowed by policy");
   });
 });
+
+describe("driver: what replies reveal, and the switches that hide it", () => {
+  it("a CONNECT reply carries the outbound local address, or 0.0.0.0:0 with hideBoundAddress", async () => {
+    for (
+      const [hideBoundAddress, bound] of [[false, "01 01 02 03 01 12 34"], [
+        true,
+        "01 00 00 00 00 00 00",
+      ]] as const
+    ) {
+      const h = harness({ hideBoundAddress });
+      h.client.send(hex(`05 01 00 05 01 00 01 ${PUBLIC_HEX} 00 50`));
+      assert.equal(toHex(await h.client.read(12)), `05 00 05 00 00 ${bound}`);
+      h.client.end();
+      h.upstreams[0].end();
+      await h.done;
+    }
+  });
+
+  it("a name refused after DNS gets 02, or 04 like a name that does not exist with concealRefusals", async () => {
+    const records = { "inside.example": ["10.0.0.7"] };
+    const byName = hex(`05 01 00 05 01 00 03 0e ${toHex(new TextEncoder().encode("inside.example"))} 00 50`);
+    const byAddress = hex("05 01 00 05 01 00 01 0a 00 00 07 00 50");
+    for (
+      const [concealRefusals, request, reply] of [
+        [false, byName, "02"],
+        [true, byName, "04"],
+        [true, byAddress, "02"], // an address the client gave reveals nothing: it stays 02
+      ] as const
+    ) {
+      const h = harness({ concealRefusals }, records);
+      h.client.send(request);
+      assert.equal(toHex((await h.client.readToEnd()).bytes), `05 00 05 ${reply} 00 01 00 00 00 00 00 00`);
+      assert.equal((await h.done).outcome, "refused_policy", "the record still says what happened");
+    }
+  });
+});

@@ -13,6 +13,7 @@ import type { LogMode } from "../ops/log.ts";
 import { type Cidr, type DestinationRule, parseCidr, parseRule } from "../policy.ts";
 import { DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS } from "../serve.ts";
 import { DEFAULT_TIMEOUTS } from "../rules.ts";
+import { DEFAULT_AUTH_BACKOFF } from "../admission.ts";
 
 /** Parsed command line. */
 export interface CliOptions {
@@ -32,6 +33,14 @@ export interface CliOptions {
   allowPrivate: boolean;
   /** `--deny-connect-dir`. */
   denyConnectDir: boolean;
+  /** `--hide-bound-address`. */
+  hideBoundAddress: boolean;
+  /** `--conceal-refusals`. */
+  concealRefusals: boolean;
+  /** `--client-prefix-v6`: IPv6 clients count per this prefix length. */
+  clientPrefixV6: number;
+  /** `--auth-backoff`: failures, window and block in milliseconds, or false (`off`). */
+  authBackoff: { failures: number; windowMs: number; blockMs: number } | false;
   /** `--dns`: the nameserver. */
   dns?: HostPort;
   /** `--log`. */
@@ -174,6 +183,20 @@ export const FLAGS: readonly Flag[] = [
     apply: (opts) => void (opts.denyConnectDir = true),
   },
   {
+    name: "--hide-bound-address",
+    help: "CONNECT replies carry 0.0.0.0:0 instead of the outbound socket's address and port (which can " +
+      "tell a client the proxy's address behind NAT)",
+    workers: "pass",
+    apply: (opts) => void (opts.hideBoundAddress = true),
+  },
+  {
+    name: "--conceal-refusals",
+    help: "answer a name refused by policy with 0x04 (host unreachable), as a name that does not exist, " +
+      "instead of 0x02, which tells a client that the name exists",
+    workers: "pass",
+    apply: (opts) => void (opts.concealRefusals = true),
+  },
+  {
     name: "--allow",
     value: "RULE",
     example: "connect@10.0.0.0/8:443",
@@ -225,6 +248,41 @@ export const FLAGS: readonly Flag[] = [
     workers: "pass",
     apply: (opts, value) =>
       void (opts.maxConnectionsPerClient = count("--max-connections-per-client", value)),
+  },
+  {
+    name: "--client-prefix-v6",
+    value: "BITS",
+    example: "56",
+    help: "IPv6 clients count as one per this prefix for --max-connections-per-client and the login " +
+      "backoff (default 64; 128: each address on its own)",
+    workers: "pass",
+    apply: (opts, value) => {
+      const bits = count("--client-prefix-v6", value);
+      if (bits < 1 || bits > 128) throw new TypeError(`--client-prefix-v6 needs 1 to 128, got ${value}`);
+      opts.clientPrefixV6 = bits;
+    },
+  },
+  {
+    name: "--auth-backoff",
+    value: "N/SEC/SEC|off",
+    example: "5/60/300",
+    help: "after N failed logins from a client within the first SEC, refuse its new connections for the " +
+      "second SEC (default 10/60/60; off: never)",
+    workers: "pass",
+    apply: (opts, value) => {
+      if (value === "off") return void (opts.authBackoff = false);
+      const m = /^(\d{1,6})\/(\d+(?:\.\d+)?)\/(\d+(?:\.\d+)?)$/.exec(value);
+      if (!m || Number(m[1]) < 1) {
+        throw new TypeError(
+          `--auth-backoff needs N/SEC/SEC (e.g. 10/60/60) or off, got ${JSON.stringify(value)}`,
+        );
+      }
+      opts.authBackoff = {
+        failures: Number(m[1]),
+        windowMs: seconds("--auth-backoff", m[2]),
+        blockMs: seconds("--auth-backoff", m[3]),
+      };
+    },
   },
   {
     name: "--dns",
@@ -318,6 +376,10 @@ export function parseArgs(args: string[], flags: readonly Flag[] = FLAGS): CliOp
     maxConnectionsPerClient: 0,
     allowPrivate: false,
     denyConnectDir: false,
+    hideBoundAddress: false,
+    concealRefusals: false,
+    clientPrefixV6: 64,
+    authBackoff: { ...DEFAULT_AUTH_BACKOFF },
     log: "quiet",
     handshakeTimeout: DEFAULT_TIMEOUTS.handshake,
     connectTimeout: DEFAULT_TIMEOUTS.connect,

@@ -128,6 +128,10 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     clientPolicy: { rules: opts.clientRules },
     maxConnections: opts.maxConnections,
     maxConnectionsPerClient: opts.maxConnectionsPerClient,
+    clientPrefixV6: opts.clientPrefixV6,
+    authBackoff: opts.authBackoff,
+    hideBoundAddress: opts.hideBoundAddress,
+    concealRefusals: opts.concealRefusals,
     timeouts: { handshake: opts.handshakeTimeout, connect: opts.connectTimeout, idle: opts.idleTimeout },
     onLog: logger(opts.log, host.stdout, host.worker()),
     onAcceptError: (error, failures) =>
