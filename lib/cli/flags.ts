@@ -171,8 +171,8 @@ export const FLAGS: readonly Flag[] = [
   },
   {
     name: "--allow-private",
-    help: "allow loopback, private, link-local, CGNAT, multicast and unspecified destinations " +
-      "(refused by default)",
+    help: "allow destinations that are not globally reachable (loopback, private, link-local, CGNAT, " +
+      "documentation, multicast, ...) and the proxy host's own addresses (all refused by default)",
     workers: "pass",
     apply: (opts) => void (opts.allowPrivate = true),
   },
