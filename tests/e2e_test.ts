@@ -17,6 +17,7 @@ import {
   HTTP_BODY,
   RawClient,
   run,
+  type RunResult,
   RUNTIME,
   sleep,
   socks5ConnectBytes,
@@ -30,6 +31,16 @@ import {
 } from "./_fixtures.ts";
 
 type Awaited2<T> = T extends Promise<infer U> ? U : T;
+
+/**
+ * curl failed in the SOCKS handshake (exit 97, CURLE_PROXY) with a message matching `message`, which
+ * names the reply it got; a crash, a timeout or another reply fails.
+ */
+function assertCurlRefused(r: RunResult, message: RegExp, what = ""): void {
+  assert.equal(r.stdout, "", `${what}: went through`);
+  assert.match(r.stderr, message, what);
+  assert.equal(r.code, 97, `${what}: ${r.stderr}`);
+}
 
 const USER = "alice";
 const PASSWORD = "s3cret pass:x";
@@ -109,13 +120,12 @@ describe(`end to end on ${RUNTIME}`, () => {
         `${USER}:nope`,
         url("web.test"),
       ]);
-      assert.notEqual(wrong.code, 0);
-      assert.equal(wrong.stdout, "");
+      // curl's exit code 97 is "proxy handshake failed"; its message names the reply it got.
+      assertCurlRefused(wrong, /User was rejected by the SOCKS5 server \(1 1\)/);
       const none = await curl(["--socks5-hostname", `127.0.0.1:${authed.port}`, url("web.test")]);
-      assert.notEqual(none.code, 0);
-      assert.equal(none.stdout, "");
+      assertCurlRefused(none, /No authentication method was acceptable/);
       const v4 = await curl(["--socks4", `127.0.0.1:${authed.port}`, url()]);
-      assert.notEqual(v4.code, 0);
+      assertCurlRefused(v4, /SOCKS4 connection .*\(91\), request rejected/);
     });
 
     it("the default policy refuses loopback destinations, by address and by name", async () => {
@@ -126,14 +136,21 @@ describe(`end to end on ${RUNTIME}`, () => {
         ]]
       ) {
         const r = await curl([flag, `127.0.0.1:${strict.port}`, url(host)]);
-        assert.notEqual(r.code, 0, `${flag} ${host} went through`);
-        assert.equal(r.stdout, "");
+        // 02 "connection not allowed by ruleset" (SOCKS5), 91 "rejected or failed" (SOCKS4A).
+        assertCurlRefused(
+          r,
+          flag === "--socks4a"
+            ? /SOCKS4 connection .*\(91\), request rejected/
+            : new RegExp(`SOCKS5 connection to ${host.replaceAll(".", "\\.")}\\. \\(2\\)`),
+          `${flag} ${host}`,
+        );
       }
     });
 
     it("an unknown name fails cleanly", async () => {
       const r = await curl(["--socks5-hostname", `127.0.0.1:${open.port}`, url("nx.test")]);
-      assert.notEqual(r.code, 0);
+      // 04 "host unreachable", as the DNS server said NXDOMAIN.
+      assertCurlRefused(r, /SOCKS5 connection to nx\.test\. \(4\)/);
     });
 
     it("HTTP sent to the SOCKS port gets the 501 page", async () => {
