@@ -1,8 +1,9 @@
 /**
  * End to end through real TCP on 127.0.0.1, on the runtime running this file:
  * the proxy on that runtime's adapter, driven by real clients (curl, OpenBSD
- * netcat, socat, the npm `socks` client) and by raw bytes, against a local HTTP
- * server, echo servers and a dnsmasq DNS server started here.
+ * netcat, socat, tor-resolve, a Python client, the npm `socks` client) and by
+ * raw bytes, against a local HTTP server, echo servers and a dnsmasq DNS server
+ * started here.
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -27,6 +28,7 @@ import {
   startProxy,
   startTcp,
   toHex,
+  until,
   within,
 } from "./_fixtures.ts";
 
@@ -188,34 +190,133 @@ describe(`end to end on ${RUNTIME}`, () => {
   });
 
   describe("other real clients", () => {
-    it("OpenBSD netcat over SOCKS5 and SOCKS4 forwards data and the FIN (-N)", async () => {
-      for (const version of ["5", "4"]) {
-        const r = await run("nc", [
-          "-N",
-          "-X",
-          version,
-          "-x",
-          `127.0.0.1:${open.port}`,
-          "127.0.0.1",
-          String(echo.port),
-        ], {
-          input: `hello over socks${version}\n`,
-        });
-        assert.equal(r.stdout, `hello over socks${version}\n`, r.stderr);
-        assert.equal(r.code, 0);
+    /**
+     * A destination that answers only once it has the client's FIN: with what it got, then its own FIN.
+     * A client prints that answer only if the proxy forwarded its FIN and kept the other way open.
+     */
+    const startAnswerAfterFin = () =>
+      startTcp((s) => {
+        const got: Buffer[] = [];
+        s.on("data", (d: Buffer) => got.push(d));
+        s.on("end", () => s.end(`after your FIN: ${Buffer.concat(got)}`));
+      });
+
+    it("OpenBSD netcat (nc.openbsd -N) over SOCKS5 and SOCKS4: its FIN reaches the destination, whose answer still arrives", async () => {
+      const target = await startAnswerAfterFin();
+      try {
+        for (const version of ["5", "4"]) {
+          // nc.openbsd by name: Debian's ncat package may own `nc`, and Ncat has no -N.
+          const r = await run("nc.openbsd", [
+            "-N",
+            "-X",
+            version,
+            "-x",
+            `127.0.0.1:${open.port}`,
+            "127.0.0.1",
+            String(target.port),
+          ], { input: `hello over socks${version}\n` });
+          assert.equal(r.stdout, `after your FIN: hello over socks${version}\n`, r.stderr);
+          assert.equal(r.code, 0);
+        }
+      } finally {
+        await target.close();
       }
     });
 
-    it("socat over SOCKS4A", async () => {
-      const r = await run("socat", [
-        "-t",
-        "5",
-        "-",
-        `SOCKS4A:127.0.0.1:web.test:${echo.port},socksport=${open.port}`,
-      ], {
-        input: "hello over socks4a\n",
+    it("socat over SOCKS4A and SOCKS4: its FIN reaches the destination, whose answer still arrives", async () => {
+      const target = await startAnswerAfterFin();
+      try {
+        for (const [kind, host] of [["SOCKS4A", "web.test"], ["SOCKS4", "127.0.0.1"]]) {
+          // -t 10: after stdin's EOF, socat sends its FIN and reads the other way for up to 10 s.
+          const r = await run("socat", [
+            "-t",
+            "10",
+            "-",
+            `${kind}:127.0.0.1:${host}:${target.port},socksport=${open.port}`,
+          ], { input: `hello over ${kind}\n` });
+          assert.equal(r.stdout, `after your FIN: hello over ${kind}\n`, r.stderr);
+          assert.equal(r.code, 0);
+        }
+      } finally {
+        await target.close();
+      }
+    });
+
+    it("tor-resolve: RESOLVE over SOCKS4A and SOCKS5, RESOLVE_PTR for IPv4 and IPv6, failures", async () => {
+      const logs: ConnectionLog[] = [];
+      const proxy = await startProxy({
+        dns: { host: dns.host, port: dns.port },
+        policy: { allowPrivate: true },
+        onLog: (l) => logs.push(l),
       });
-      assert.equal(r.stdout, "hello over socks4a\n", r.stderr);
+      try {
+        // tor-resolve speaks SOCKS4A with -4, SOCKS5 with -5 (its default); -x (reverse) is SOCKS5 only.
+        const cases: [string[], string, string][] = [
+          [["-4", "web.test"], "127.0.0.1\n", "resolve"],
+          [["-5", "web.test"], "127.0.0.1\n", "resolve"],
+          [["-5", "web6.test"], "::1\n", "resolve"],
+          [["-4", "other.test"], "127.0.0.2\n", "resolve"],
+          [["-5", "-x", "192.0.2.55"], "ptr.test\n", "resolve_ptr"],
+          [["-5", "-x", "2001:db8::55"], "ptr.test\n", "resolve_ptr"],
+        ];
+        for (const [args, answer] of cases) {
+          const r = await run("tor-resolve", [...args, `127.0.0.1:${proxy.port}`]);
+          assert.deepEqual([r.stdout, r.code], [answer, 0], `tor-resolve ${args.join(" ")}: ${r.stderr}`);
+        }
+        const failures: [string[], RegExp][] = [
+          [["-5", "nx.test"], /status response '4': host is unreachable/],
+          [["-5", "-x", "192.0.2.99"], /status response '4': host is unreachable/],
+          [["-4", "nx.test"], /status response '91': socks request failed/],
+        ];
+        for (const [args, message] of failures) {
+          const r = await run("tor-resolve", [...args, `127.0.0.1:${proxy.port}`]);
+          assert.equal(r.stdout, "", `tor-resolve ${args.join(" ")} answered`);
+          assert.match(r.stderr, message, `tor-resolve ${args.join(" ")}`);
+          assert.equal(r.code, 1);
+        }
+        await until(5_000, () => `${logs.length} log records`, () => logs.length === 9);
+        assert.deepEqual(
+          logs.map((l) => l.command),
+          [...cases.map(([, , command]) => command), "resolve", "resolve_ptr", "resolve"],
+        );
+      } finally {
+        await proxy.close();
+      }
+    });
+
+    it("a Python client that pipelines greeting, auth, request and data in one sendall()", async () => {
+      // Standard library only. One sendall() of a few dozen bytes with TCP_NODELAY leaves as one segment,
+      // so the proxy gets the whole handshake and early data in one read.
+      const script = `
+import socket, sys
+port, dest, user, password = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3].encode(), sys.argv[4].encode()
+name = b"web.test"
+hello = bytes([5, 1, 2, 1, len(user)]) + user + bytes([len(password)]) + password if user else bytes([5, 1, 0])
+request = bytes([5, 1, 0, 3, len(name)]) + name + dest.to_bytes(2, "big")
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.sendall(hello + request + b"pipelined early data")
+s.shutdown(socket.SHUT_WR)
+got = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    got += chunk
+sys.stdout.write(got.hex())
+`;
+      const data = Buffer.from("pipelined early data").toString("hex");
+      for (
+        const [proxy, user, password, replies] of [
+          [open, "", "", "0500"],
+          [authed, USER, PASSWORD, "0502" + "0100"],
+        ] as const
+      ) {
+        const r = await run("python3", ["-c", script, String(proxy.port), String(echo.port), user, password]);
+        // The replies (the bound address is 127.0.0.1 and the outbound socket's port), then the echo.
+        assert.match(r.stdout, new RegExp(`^${replies}050000017f000001[0-9a-f]{4}${data}$`), r.stderr);
+        assert.equal(r.code, 0);
+      }
     });
 
     it("the npm socks client, SOCKS5 with user/password, and SOCKS4", async () => {
