@@ -69,7 +69,17 @@ describe(`end to end on ${RUNTIME}`, () => {
     strict = await startProxy(base);
   });
 
+  // Every raw client goes in here, and `after` destroys them all, also those of a test that failed:
+  // a half-open socket left behind would keep the runtime from exiting.
+  const clients = new Set<RawClient>();
+  const client = async (port: number) => {
+    const c = await RawClient.open(port);
+    clients.add(c);
+    return c;
+  };
+
   after(async () => {
+    for (const c of clients) c.destroy();
     await Promise.all([open?.close(), authed?.close(), strict?.close()]);
     await Promise.all([http?.close(), echo?.close(), dns?.stop()]);
   });
@@ -337,14 +347,17 @@ sys.stdout.write(got.hex())
             destination: { host: proxy.type === 5 ? "web.test" : "127.0.0.1", port: echo.port },
           }),
         );
-        socket.write("ping");
-        const got = await within(
-          5_000,
-          "echo",
-          new Promise<string>((r) => socket.once("data", (d) => r(String(d)))),
-        );
-        assert.equal(got, "ping");
-        socket.destroy();
+        try {
+          socket.write("ping");
+          const got = await within(
+            5_000,
+            "echo",
+            new Promise<string>((r) => socket.once("data", (d) => r(String(d)))),
+          );
+          assert.equal(got, "ping");
+        } finally {
+          socket.destroy();
+        }
       }
     });
   });
@@ -353,7 +366,7 @@ sys.stdout.write(got.hex())
     const connectReply = /^05 00 00 01 7f 00 00 01 [0-9a-f]{2} [0-9a-f]{2}$/;
 
     it("pipelined greeting + request + data in one segment reach the destination intact", async () => {
-      const c = await RawClient.open(open.port);
+      const c = await client(open.port);
       const payload = randomBytes(100_000);
       c.send(Buffer.concat([socks5ConnectBytes(echo.port), payload]));
       assert.equal(toHex(await c.readExactly(2)), "05 00");
@@ -364,7 +377,7 @@ sys.stdout.write(got.hex())
     });
 
     it("greeting, auth and request in one segment", async () => {
-      const c = await RawClient.open(authed.port);
+      const c = await client(authed.port);
       const u = Buffer.from(USER), p = Buffer.from(PASSWORD);
       c.send(
         Buffer.concat([
@@ -391,7 +404,7 @@ sys.stdout.write(got.hex())
         s.end();
       });
       try {
-        const c = await RawClient.open(open.port);
+        const c = await client(open.port);
         c.send(socks5ConnectBytes(target.port));
         const reply = await c.readExactly(12);
         assert.equal(toHex(reply.subarray(2, 8)), "05 00 00 01 7f 00");
@@ -415,7 +428,7 @@ sys.stdout.write(got.hex())
       }));
       try {
         const data = randomBytes(1_000_000);
-        const c = await RawClient.open(proxy.port);
+        const c = await client(proxy.port);
         c.send(Buffer.concat([socks5ConnectBytes(echo.port), data.subarray(0, 1000)]));
         await c.readExactly(12);
         c.send(data.subarray(1000));
@@ -434,7 +447,7 @@ sys.stdout.write(got.hex())
         s.on("end", () => s.end(`got ${received}`));
       });
       try {
-        const c = await RawClient.open(open.port);
+        const c = await client(open.port);
         c.send(socks5ConnectBytes(target.port));
         await c.readExactly(12);
         c.send(randomBytes(300_000));
@@ -455,7 +468,7 @@ sys.stdout.write(got.hex())
         s.on("end", () => uploadDone());
       });
       try {
-        const c = await RawClient.open(open.port);
+        const c = await client(open.port);
         c.send(socks5ConnectBytes(target.port));
         await c.readExactly(12);
         assert.equal(String(await c.readToEnd()), "banner then FIN");
@@ -485,11 +498,17 @@ sys.stdout.write(got.hex())
         pump();
       });
       try {
-        const c = await RawClient.open(open.port);
+        const c = await client(open.port);
         c.socket.pause();
         c.send(socks5ConnectBytes(target.port));
-        await sleep(1_500);
-        // Kernel socket buffers on both hops hold a few MiB; a proxy without backpressure would take it all.
+        // Wait for the event, not for a time: the destination's writes stall (no progress for 500 ms), or
+        // it wrote everything. Kernel socket buffers on both hops hold a few MiB; a proxy without
+        // backpressure would take it all.
+        await until(30_000, () => "the destination never started writing", () => written > 0);
+        for (let last = -1; written !== last && written < total;) {
+          last = written;
+          await sleep(500);
+        }
         assert.ok(
           written < 64 * 1024 * 1024,
           `destination wrote ${written >> 20} MiB to a client that reads nothing`,
@@ -532,22 +551,28 @@ sys.stdout.write(got.hex())
         s.on("end", () => s.end(Buffer.alloc(n * 2, 7)));
       });
       try {
-        const c = await RawClient.open(proxy.port);
+        const c = await client(proxy.port);
         c.send(Buffer.concat([socks5ConnectBytes(target.port), Buffer.alloc(1000, 1)]));
         await c.readExactly(12);
         c.send(Buffer.alloc(4000, 2));
         c.end();
         assert.equal((await c.readToEnd()).length, 10_000);
-        for (let i = 0; i < 100 && logs.length === 0; i++) await sleep(10);
+        await until(5_000, () => "no log record", () => logs.length > 0);
         assert.deepEqual([logs[0]?.up, logs[0]?.down, logs[0]?.reason], [5000, 10_000, "done"]);
 
-        const idle = await RawClient.open(proxy.port);
+        const idle = await client(proxy.port);
+        // Taken before the request: the proxy's idle timer cannot start earlier, so however slow the
+        // machine, a close at the timeout comes at least 300 ms later (a few ms of clock granularity aside).
+        const t0 = Date.now();
         idle.send(socks5ConnectBytes(target.port));
         await idle.readExactly(12);
-        const t0 = Date.now();
-        await idle.readToEnd(3_000);
-        assert.ok(Date.now() - t0 >= 250, "closed before the idle timeout");
-        for (let i = 0; i < 100 && logs.length < 2; i++) await sleep(10);
+        await idle.readToEnd(10_000);
+        const closedAfter = Date.now() - t0;
+        assert.ok(
+          closedAfter >= 290,
+          `closed ${closedAfter} ms after the request, before the 300 ms idle timeout`,
+        );
+        await until(5_000, () => "no second log record", () => logs.length > 1);
         assert.equal(logs[1]?.reason, "idle timeout");
       } finally {
         await proxy.close();
@@ -557,9 +582,12 @@ sys.stdout.write(got.hex())
 
     it("bytes flowing one way only, either way, keep a tunnel open past the idle timeout", async () => {
       const logs: ConnectionLog[] = [];
+      // 1 s, ten times the gap between bytes: a loaded machine that delays a timer by a few hundred ms
+      // does not make a one-way tunnel look idle.
+      const IDLE_MS = 1_000;
       const proxy = await startProxy({
         policy: { allowPrivate: true },
-        timeouts: { idle: 300 },
+        timeouts: { idle: IDLE_MS },
         onLog: (l) => logs.push(l),
       });
       // The target drips a byte every 100 ms while it reads nothing, or swallows what it gets.
@@ -569,17 +597,18 @@ sys.stdout.write(got.hex())
       });
       const sink = await startTcp((s) => s.resume());
       try {
-        const down = await RawClient.open(proxy.port);
+        const down = await client(proxy.port);
         down.send(socks5ConnectBytes(dripping.port));
         await down.readExactly(12);
-        const up = await RawClient.open(proxy.port);
+        const up = await client(proxy.port);
         up.send(socks5ConnectBytes(sink.port));
         await up.readExactly(12);
-        for (let i = 0; i < 9; i++) {
+        // Three idle timeouts by the clock (not by a count of sleeps, which a loaded machine stretches).
+        for (const t0 = Date.now(); Date.now() - t0 < 3 * IDLE_MS;) {
           up.send("u");
           await sleep(100);
         }
-        // 900 ms, three idle timeouts: both tunnels are still open, and both carried their bytes.
+        // Both tunnels are still open, and both carried their bytes.
         assert.equal(down.ended || up.ended, false, "a one-way tunnel was cut as idle");
         assert.ok((await down.readExactly(8)).every((b) => b === 0x64));
         assert.deepEqual(logs, []);
@@ -621,7 +650,7 @@ sys.stdout.write(got.hex())
     });
 
     it("CONNECT_DIR tunnels like CONNECT", async () => {
-      const c = await RawClient.open(open.port);
+      const c = await client(open.port);
       c.send(
         Buffer.concat([
           hex("05 01 00 05 f2 00 01 7f 00 00 01"),
@@ -662,15 +691,18 @@ sys.stdout.write(got.hex())
         for (
           const bytes of ["05", "05 02 00", "05 01 00 05 01 00 03 10 61 62", "04 01 00 50 7f 00 00 01 61 62"]
         ) {
-          const c = await RawClient.open(proxy.port);
+          const c = await client(proxy.port);
           c.send(hex(bytes));
           await sleep(20);
           c.destroy();
         }
         const r = await curl(["--socks5", `127.0.0.1:${proxy.port}`, url()]);
         assert.equal(r.stdout, HTTP_BODY);
-        for (let i = 0; i < 100 && proxy.activeConnections > 0; i++) await sleep(20);
-        assert.equal(proxy.activeConnections, 0);
+        await until(
+          10_000,
+          () => `${proxy.activeConnections} connections still open`,
+          () => proxy.activeConnections === 0,
+        );
       } finally {
         await proxy.close();
       }
