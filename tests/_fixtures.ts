@@ -267,20 +267,31 @@ export async function spawnProxy(
   let err = "";
   child.stdout!.on("data", (c) => (out += c));
   child.stderr!.on("data", (c) => (err += c));
-  const startup = await within(
-    20_000,
-    `proxy startup (stderr: ${err})`,
-    new Promise<string>((resolve, reject) => {
-      const check = () => {
-        const line = out.split("\n").find((l) => / on \[?[0-9a-f.:]+\]?:\d+/.test(l));
-        if (line) resolve(line);
-      };
-      child.stdout!.on("data", check);
-      child.on("exit", (code) => reject(new Error(`proxy exited with ${code}: ${err}`)));
-    }),
-  );
+  let startup: string;
+  try {
+    startup = await within(
+      20_000,
+      "proxy startup",
+      new Promise<string>((resolve, reject) => {
+        const check = () => {
+          const line = out.split("\n").find((l) => / on \[?[0-9a-f.:]+\]?:\d+/.test(l));
+          if (line) resolve(line);
+        };
+        child.stdout!.on("data", check);
+        child.on("error", reject);
+        child.on("exit", (code) => reject(new Error(`proxy exited with ${code}: ${err}`)));
+      }),
+    );
+  } catch (e) {
+    // A proxy that never said it listens must not outlive the test (it would keep the runner alive).
+    await stopChild(child);
+    throw new Error(`${(e as Error).message} (stdout: ${out}; stderr: ${err})`);
+  }
   const m = / on \[?[0-9a-f.:]+\]?:(\d+)/.exec(startup);
-  if (!m) throw new Error(`no port in startup line: ${startup}`);
+  if (!m) {
+    await stopChild(child);
+    throw new Error(`no port in startup line: ${startup}`);
+  }
   return {
     port: Number(m[1]),
     startup,

@@ -179,8 +179,9 @@ describe(`examples on ${RUNTIME}`, () => {
       ]);
       assert.equal(r.stdout, HTTP_BODY, r.stderr);
     } finally {
-      assert.equal(await proxy.stop(), 0);
+      const code = await proxy.stop();
       await http.close();
+      assert.equal(code, 0);
     }
     assert.match(proxy.output(), /"reply":"granted"/);
   });

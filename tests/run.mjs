@@ -17,14 +17,25 @@ if (!["deno", "bun", "node"].every((b) => existsSync(bin(b)))) {
   if (r.status !== 0) process.exit(r.status ?? 1);
 }
 
-const clients = { curl: "curl", dnsmasq: "dnsmasq-base", nc: "netcat-openbsd", socat: "socat" };
+// The real clients the tests run, by the exact name they run them (Debian's ncat package may own `nc`,
+// so the tests ask for OpenBSD netcat as nc.openbsd), with the Debian package of each. .ci/run has the
+// same list.
+const clients = {
+  curl: "curl",
+  dnsmasq: "dnsmasq-base",
+  "nc.openbsd": "netcat-openbsd",
+  socat: "socat",
+  ss: "iproute2",
+  "tor-resolve": "tor",
+  python3: "python3",
+};
 const missing = Object.entries(clients).filter(([cmd]) =>
   sh("sh", ["-c", `command -v ${cmd} || test -x /usr/sbin/${cmd}`], { stdio: "ignore" }).status !== 0
 );
 if (missing.length) {
-  console.error(`missing test clients: ${missing.map(([c]) => c).join(", ")}`);
   console.error(
-    `install them with: apt-get install -y ${missing.map(([, p]) => p).join(" ")}  (.ci/run does this)`,
+    `missing test clients: ${missing.map(([c]) => c).join(", ")}; install them with: apt-get install -y ` +
+      `${missing.map(([, p]) => p).join(" ")} (.ci/run does this)`,
   );
   process.exit(1);
 }

@@ -134,6 +134,8 @@ function harness(
   const handle = createHandler({
     resolver,
     ...options,
+    // Not the 300 s default: a test that fails with a tunnel open must not keep the process alive.
+    timeouts: { idle: 2_000, ...options.timeouts },
     dial: (o) => (options.dial && dials.push(o), dial(o)),
     onLog: (l) => logs.push(l),
   });
@@ -229,6 +231,8 @@ describe("driver: CONNECT", () => {
     await h.upstreams[0].writer.abort(new Error("reset by peer"));
     const log = await within(2_000, "handler end", h.done);
     assert.match(log.reason, /relay error/);
+    // The client sees its stream fail (a reset), not a clean EOF that would pass for a complete reply.
+    assert.equal((await h.client.readToEnd()).how, "error");
   });
 
   it("refused, unreachable and timed-out dials map to 05, 04 and 06", async () => {

@@ -235,7 +235,7 @@ interface TunnelPlan {
 
 describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
   it("2,000 simultaneous SOCKS5 tunnels move random payloads byte-exact, with half-closes both ways", {
-    timeout: 60_000,
+    timeout: 120_000,
   }, async () => {
     const TUNNELS = 2_000;
     const BATCH = 100;
@@ -331,7 +331,7 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
       const rampMs = Date.now() - t0;
       // The peak: every tunnel granted, its destination socket accepted, nothing sent yet.
       await until(
-        5_000,
+        20_000,
         () => `destinations accepted: ${destsOpen} of ${TUNNELS}`,
         () => destsOpen >= TUNNELS,
       );
@@ -388,7 +388,7 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
           ))
         }`;
       };
-      await until(40_000, stuck, () => clientsOpen === 0 && destsOpen === 0);
+      await until(90_000, stuck, () => clientsOpen === 0 && destsOpen === 0);
       const transferMs = Date.now() - t1;
 
       const bad: string[] = [...strayErrors];
@@ -415,7 +415,7 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
       );
       // Every tunnel ended on both sides: the proxy lets go of all of them.
       await until(
-        5_000,
+        15_000,
         () => `proxy still holds ${socketFds(pid) - baseSockets} tunnel sockets`,
         () => socketFds(pid) <= baseSockets,
       );
@@ -428,12 +428,12 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
   });
 
   it("slowloris: 1,000 stalled handshakes neither starve a fresh client nor outlive --handshake-timeout", {
-    timeout: 30_000,
+    timeout: 60_000,
   }, async () => {
     const STALLED = 1_000;
     const BATCH = 250; // under half the accept queue (511 on Node and Deno, 512 on Bun)
-    const HANDSHAKE_MS = 2_000;
-    const MARGIN_MS = 1_500;
+    const HANDSHAKE_MS = 5_000; // well above the time it takes to open the crowd, even on a loaded machine
+    const MARGIN_MS = 4_000; // closing 1,000 sockets at once may take a loaded proxy a while
     const RSS_GROWTH_KIB = 64 * 1024;
     const echo = await startEcho();
     const proxy = await spawnProxy([
@@ -488,15 +488,20 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
         // Ramp: the next batch waits until the proxy has accepted this one, so the accept queue never
         // overflows (a dropped SYN is retried only after 1 s, which would blur the timings below).
         await until(
-          5_000,
+          15_000,
           () => `the proxy accepted ${socketFds(pid) - baseSockets} of ${stalled.length} stalled clients`,
           () => socketFds(pid) - baseSockets >= stalled.length,
         );
       }
       const openMs = Date.now() - t0;
 
+      // Not starved: the fresh client is served before the first stalled one can reach its handshake
+      // timeout (a proxy that serves clients in turn would get to it only after that). The time it has is
+      // what is left of that timeout, not a fixed bound that a loaded machine might miss.
+      const left = Math.min(...stalled.map((c) => c.openedAt)) + HANDSHAKE_MS - 250 - Date.now();
+      assert.ok(left >= 1_000, `opening ${STALLED} stalled clients took ${openMs} ms: no time left to test`);
       const t1 = Date.now();
-      await echoThrough(proxy.port, echo.port, 2_000);
+      await echoThrough(proxy.port, echo.port, left);
       const freshMs = Date.now() - t1;
       const stillStalled = stalled.filter((c) => c.end.kind === undefined).length;
       assert.equal(
@@ -517,7 +522,9 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
       );
       const shortest = Math.min(...stalled.map((c) => c.end.at! - c.openedAt));
       const longest = Math.max(...stalled.map((c) => c.end.at! - c.connectedAt));
-      assert.ok(shortest >= HANDSHAKE_MS - 20, `a stalled client was closed after ${shortest} ms`);
+      // 250 ms of slack: a runtime that accepts a batch in one turn may start its timers from that turn's
+      // clock, a little before the later connections of the batch arrived.
+      assert.ok(shortest >= HANDSHAKE_MS - 250, `a stalled client was closed after ${shortest} ms`);
       assert.ok(
         longest <= HANDSHAKE_MS + MARGIN_MS,
         `a stalled client was closed only after ${longest} ms (timeout ${HANDSHAKE_MS} ms)`,
@@ -526,7 +533,7 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
       const growth = rssMax - rss0;
       assert.ok(growth < RSS_GROWTH_KIB, `proxy RSS grew by ${growth} KiB (from ${rss0} KiB)`);
       await until(
-        3_000,
+        15_000,
         () => `proxy still holds ${socketFds(pid) - baseSockets} sockets`,
         () => socketFds(pid) <= baseSockets,
       );
@@ -546,7 +553,7 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
   });
 
   it("upstream faults: a reset mid-stream tears the tunnel down, a refusal gets 05, nothing leaks", {
-    timeout: 30_000,
+    timeout: 60_000,
   }, async () => {
     const RESETS = 20;
     const BLOB = 32 * 1024;
@@ -587,7 +594,7 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
         idBytes.writeUInt32BE(id);
         s.write(idBytes);
         await until(
-          5_000,
+          15_000,
           () => `tunnel ${id}: ${n} of ${BLOB} bytes (${end.kind ?? "open"})`,
           () => n >= BLOB,
         );
@@ -600,30 +607,31 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
         return { socket: s, end, dest: dests.get(id)! };
       };
 
-      // (a) The destination resets after sending: the client must see the tunnel go within 2 s.
+      // (a) The destination resets after sending: the client must see the tunnel go within 10 s (promptly,
+      // not at an idle timeout; wide, so that a loaded machine does not fail it).
       const down = await Promise.all(Array.from({ length: RESETS }, (_, i) => tunnelWithData(i)));
       const t0 = Date.now();
       for (const t of down) t.dest.socket.resetAndDestroy();
       await until(
-        3_000,
+        12_000,
         () => `clients still open: ${down.filter((t) => !t.end.kind).length}`,
         () => down.every((t) => t.end.kind !== undefined),
       );
       const slowestDown = Math.max(...down.map((t) => t.end.at! - t0));
-      assert.ok(slowestDown <= 2_000, `a client saw the upstream reset only after ${slowestDown} ms`);
+      assert.ok(slowestDown <= 10_000, `a client saw the upstream reset only after ${slowestDown} ms`);
       const clientSaw = tally(down.map((t) => t.end.kind));
 
-      // The same the other way: the client resets, the destination must see it within 2 s.
+      // The same the other way: the client resets, the destination must see it within 10 s.
       const up = await Promise.all(Array.from({ length: RESETS }, (_, i) => tunnelWithData(RESETS + i)));
       const t1 = Date.now();
       for (const t of up) t.socket.resetAndDestroy();
       await until(
-        3_000,
+        12_000,
         () => `destinations still open: ${up.filter((t) => !t.dest.end.kind).length}`,
         () => up.every((t) => t.dest.end.kind !== undefined),
       );
       const slowestUp = Math.max(...up.map((t) => t.dest.end.at! - t1));
-      assert.ok(slowestUp <= 2_000, `a destination saw the client reset only after ${slowestUp} ms`);
+      assert.ok(slowestUp <= 10_000, `a destination saw the client reset only after ${slowestUp} ms`);
       const destSaw = tally(up.map((t) => t.dest.end.kind));
 
       // (b) Connection refused → 05.
@@ -638,7 +646,7 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
       // (c) Nothing leaked: the proxy is back to the sockets it had before (its 1 s linger included).
       for (const s of opened) s.destroy();
       const leakMs = await until(
-        5_000,
+        15_000,
         () => `proxy holds ${socketFds(pid) - baseSockets} sockets more than at start`,
         () => socketFds(pid) <= baseSockets,
       ).catch(async (e) => {
@@ -659,7 +667,7 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
   });
 
   it("descriptor exhaustion under ulimit -n 64: the proxy stays up, and serves again once load goes", {
-    timeout: 30_000,
+    timeout: 60_000,
   }, async () => {
     const CLIENTS = 100;
     const echo = await startEcho();
@@ -699,7 +707,7 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
         });
       // All at once (fewer than any runtime's accept backlog); each waits at most 4 s for its answer.
       const outcomes = await within(
-        10_000,
+        20_000,
         "exhaustion clients",
         Promise.all(Array.from({ length: CLIENTS }, attempt)),
       );
@@ -719,7 +727,7 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
         s.resume();
         s.write("still here");
         await until(
-          3_000,
+          10_000,
           () => `a granted tunnel echoed ${JSON.stringify(back)}`,
           () => back === "still here",
         );
@@ -733,9 +741,9 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
       const t0 = Date.now();
       let lastError: unknown;
       let tries = 0;
-      for (; Date.now() - t0 < 5_000; tries++) {
+      for (; Date.now() - t0 < 15_000; tries++) {
         try {
-          await echoThrough(proxy.port, echo.port, 1_500);
+          await echoThrough(proxy.port, echo.port, 3_000);
           lastError = undefined;
           break;
         } catch (e) {
@@ -746,7 +754,7 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
       assert.equal(
         lastError,
         undefined,
-        `no recovery within 5 s after ${tries} tries (alive: ${alive(proxy)}; ` +
+        `no recovery within 15 s after ${tries} tries (alive: ${alive(proxy)}; ` +
           `fds ${readdirSync(`/proc/${pid}/fd`).length}): ${lastError}\nstderr: ${proxy.errors()}`,
       );
       const recoveryMs = Date.now() - t0;
