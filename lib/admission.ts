@@ -19,8 +19,11 @@ import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from "./core/address.ts"
  * ```
  */
 export interface AuthBackoff {
+  /** Failed logins that start a block. */
   failures: number;
+  /** Within how many milliseconds they must fall. */
   windowMs: number;
+  /** How long the block lasts, in milliseconds. */
   blockMs: number;
 }
 

@@ -24,9 +24,13 @@ import type { Opened, Upstream } from "./upstream/upstream.ts";
  * ```
  */
 export interface CommandContext {
+  /** The parsed request. */
   request: ProxyRequest;
+  /** The rules the session took at accept. */
   rules: Rules;
+  /** The way out. */
   upstream: Upstream;
+  /** Aborts the work: the connect timeout fired, or the server is shutting down. */
   signal: AbortSignal;
 }
 
@@ -41,7 +45,9 @@ export interface CommandContext {
  * ```
  */
 export interface CommandResult {
+  /** What the machine answers the client. */
   answer: Answer;
+  /** For a tunnel: the open connection to relay to. */
   tunnel?: Opened;
 }
 

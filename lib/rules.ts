@@ -83,12 +83,17 @@ export interface RulesOptions {
  * ```
  */
 export interface Rules {
+  /** Where clients may go. */
   readonly policy: DestinationPolicy;
+  /** Who may connect. */
   readonly clientPolicy: ClientPolicy;
   /** Checks RFC 1929 credentials; absent when no users are configured. */
   readonly authenticate?: (user: Uint8Array, password: Uint8Array) => boolean;
+  /** The timeouts, in milliseconds. */
   readonly timeouts: Timeouts;
+  /** See {@linkcode RulesOptions.hideBoundAddress}. */
   readonly hideBoundAddress: boolean;
+  /** See {@linkcode RulesOptions.concealRefusals}. */
   readonly concealRefusals: boolean;
 }
 
