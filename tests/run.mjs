@@ -28,6 +28,7 @@ const clients = {
   ss: "iproute2",
   "tor-resolve": "tor",
   python3: "python3",
+  "systemd-analyze": "systemd",
 };
 const missing = Object.entries(clients).filter(([cmd]) =>
   sh("sh", ["-c", `command -v ${cmd} || test -x /usr/sbin/${cmd}`], { stdio: "ignore" }).status !== 0
