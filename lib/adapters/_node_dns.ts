@@ -14,21 +14,6 @@ import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
 
-/** The reply a failed connect maps to, by its errno code. */
-export const CONNECT_ERRORS: Readonly<Record<string, ReplyCode>> = {
-  ECONNREFUSED: ReplyCode.ConnectionRefused,
-  EHOSTUNREACH: ReplyCode.HostUnreachable,
-  EHOSTDOWN: ReplyCode.HostUnreachable,
-  ENETUNREACH: ReplyCode.NetworkUnreachable,
-  ENETDOWN: ReplyCode.NetworkUnreachable,
-  ETIMEDOUT: ReplyCode.TtlExpired,
-  EACCES: ReplyCode.NotAllowed,
-  EPERM: ReplyCode.NotAllowed,
-  ENOTFOUND: ReplyCode.HostUnreachable,
-  EAI_AGAIN: ReplyCode.HostUnreachable,
-  EAI_NONAME: ReplyCode.HostUnreachable,
-};
-
 /** The in-addr.arpa / ip6.arpa name of an IP literal (IPv4-mapped counts as IPv4), or null. */
 export function reverseLookupName(ip: string): string | null {
   const text = unmapIPv4(ip);

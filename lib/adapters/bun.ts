@@ -28,8 +28,8 @@ import { type IdleList, idleList, type TrackedTunnel, unwatch, watch } from "../
 import { concatBytes } from "../core/bytes.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
-import { ReplyCode } from "../core/wire.ts";
-import { CONNECT_ERRORS, nameServerResolver, systemResolver } from "./_node_dns.ts";
+import { connectError, connectTimedOut } from "./_errors.ts";
+import { nameServerResolver, systemResolver } from "./_node_dns.ts";
 
 /** What a socket's events are delivered to: a connection, or one side of the native relay. */
 interface SocketState {
@@ -436,8 +436,7 @@ const nativeRelay: NativeRelay = (client, upstream, options) => {
 };
 
 async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
-  const timedOut = () => new SocksError(ReplyCode.TtlExpired, "connect timed out");
-  if (signal?.aborted) throw timedOut();
+  if (signal?.aborted) throw connectTimedOut();
   let socket: BunSocket;
   try {
     const connecting = bun().connect({
@@ -448,7 +447,7 @@ async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection
     });
     let onAbort = () => {};
     const aborted = new Promise<never>((_, reject) => {
-      onAbort = () => reject(timedOut());
+      onAbort = () => reject(connectTimedOut());
       signal?.addEventListener("abort", onAbort, { once: true });
     });
     // A connection that lands after the abort is closed, not leaked.
@@ -460,11 +459,7 @@ async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection
     }
   } catch (error) {
     if (error instanceof SocksError) throw error;
-    const e = error as Error & { code?: string };
-    const code = CONNECT_ERRORS[e.code ?? ""] ?? ReplyCode.GeneralFailure;
-    throw new SocksError(code, `connect to ${host}:${port} failed: ${e.message} (${e.code})`, {
-      cause: error,
-    });
+    throw connectError(error, host, port);
   }
   return socket.data instanceof BunConnection ? socket.data : new BunConnection(socket);
 }

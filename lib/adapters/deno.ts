@@ -20,9 +20,8 @@ import type {
   RuntimeAdapter,
 } from "../runtime.ts";
 import { runRelay } from "../relay.ts";
-import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
-import { ReplyCode } from "../core/wire.ts";
+import { connectError, connectTimedOut } from "./_errors.ts";
 import { notFound, reverseLookupName, systemResolver } from "./_node_dns.ts";
 
 // A read buffer stays pending for as long as a socket is idle, so it starts
@@ -195,31 +194,6 @@ const nativeRelay: NativeRelay = (client, upstream, options) => {
   });
 };
 
-// Deno has error classes for a few errno values only; the rest are told apart by code or message.
-function connectReply(error: unknown, text: string): ReplyCode {
-  const E = Deno.errors;
-  if (error instanceof E.ConnectionRefused) return ReplyCode.ConnectionRefused;
-  if (/EHOSTUNREACH|host (is )?unreachable|no route to host/i.test(text)) return ReplyCode.HostUnreachable;
-  if (error instanceof E.NetworkUnreachable || /ENETUNREACH|network (is )?unreachable/i.test(text)) {
-    return ReplyCode.NetworkUnreachable;
-  }
-  if (error instanceof E.TimedOut) return ReplyCode.TtlExpired;
-  if (error instanceof E.PermissionDenied || error instanceof E.NotCapable) return ReplyCode.NotAllowed;
-  if (error instanceof E.NotFound || /ENOTFOUND|EAI_|name|resolv|lookup/i.test(text)) {
-    return ReplyCode.HostUnreachable;
-  }
-  return ReplyCode.GeneralFailure;
-}
-
-function connectError(error: unknown, host: string, port: number): SocksError {
-  const code = (error as { code?: unknown } | null)?.code;
-  const message = error instanceof Error ? error.message : String(error);
-  const text = typeof code === "string" ? `${message} (${code})` : message;
-  return new SocksError(connectReply(error, text), `connect to ${host}:${port} failed: ${text}`, {
-    cause: error,
-  });
-}
-
 async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
   let conn: Deno.TcpConn;
   try {
@@ -227,7 +201,7 @@ async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection
     // an abort after the connection is established leaves it alone.
     conn = await Deno.connect({ hostname: host, port, transport: "tcp", signal });
   } catch (error) {
-    if (signal?.aborted) throw new SocksError(ReplyCode.TtlExpired, "connect timed out", { cause: error });
+    if (signal?.aborted) throw connectTimedOut(error);
     throw connectError(error, host, port);
   }
   return new DenoConnection(conn);

@@ -24,10 +24,9 @@ import type {
 } from "../runtime.ts";
 import type { RelayResult } from "../relay.ts";
 import { unwatch, watch } from "../tunnels.ts";
-import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
-import { ReplyCode } from "../core/wire.ts";
-import { CONNECT_ERRORS, nameServerResolver, systemResolver } from "./_node_dns.ts";
+import { connectError, connectTimedOut } from "./_errors.ts";
+import { nameServerResolver, systemResolver } from "./_node_dns.ts";
 
 /** How long a gracefully closed socket may take to flush to a peer that does not read. */
 const LINGER_MS = 30_000;
@@ -232,7 +231,7 @@ class NodeConnection implements ByteConnection {
 
 function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
   return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(new SocksError(ReplyCode.TtlExpired, "connect timed out"));
+    if (signal?.aborted) return reject(connectTimedOut());
     const socket = connect({ host, port, allowHalfOpen: true, noDelay: true });
     const cleanup = () => {
       signal?.removeEventListener("abort", onAbort);
@@ -242,18 +241,16 @@ function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
     const onAbort = () => {
       cleanup();
       socket.destroy();
-      reject(new SocksError(ReplyCode.TtlExpired, "connect timed out"));
+      reject(connectTimedOut());
     };
     const onConnect = () => {
       cleanup();
       resolve(new NodeConnection(socket));
     };
-    const onError = (error: Error & { code?: string }) => {
+    const onError = (error: Error) => {
       cleanup();
       socket.destroy();
-      const code = CONNECT_ERRORS[error.code ?? ""] ??
-        (error.code?.startsWith("EAI_") ? ReplyCode.HostUnreachable : ReplyCode.GeneralFailure);
-      reject(new SocksError(code, `connect to ${host}:${port} failed: ${error.message}`, { cause: error }));
+      reject(connectError(error, host, port));
     };
     signal?.addEventListener("abort", onAbort, { once: true });
     socket.once("connect", onConnect);
