@@ -23,8 +23,7 @@ import type {
   NativeRelay,
   RuntimeAdapter,
 } from "../runtime.ts";
-import type { RelayOptions, RelayResult } from "../relay.ts";
-import { type IdleList, idleList, type TrackedTunnel, unwatch, watch } from "../tunnels.ts";
+import { type RelayOptions, type RelayResult, Tunnel } from "../relay.ts";
 import { concatBytes } from "../core/bytes.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
@@ -89,6 +88,14 @@ interface PendingWrite {
   rest: Uint8Array;
   resolve: () => void;
   reject: (e: Error) => void;
+}
+
+/** A socket handed over to the native relay, with the bytes read but not consumed. */
+interface Detached {
+  socket: BunSocket;
+  pending: Uint8Array | null;
+  eof: boolean;
+  paused: boolean;
 }
 
 /** One Bun socket as a {@linkcode ByteConnection}: paused while a chunk waits for a read. */
@@ -192,7 +199,7 @@ class BunConnection implements ByteConnection {
    * Hands the socket over to the native relay, with the bytes already read
    * but not consumed. Only when `detachable`.
    */
-  detach(): { socket: BunSocket; pending: Uint8Array | null; eof: boolean; paused: boolean } {
+  detach(): Detached {
     this.#closed = true;
     const pending = this.#chunk;
     this.#chunk = null;
@@ -295,17 +302,18 @@ class RelaySide implements SocketState {
   unsent: Uint8Array | null = null;
   ended = false;
   closed = false;
-  bytes = 0;
   readonly socket: BunSocket;
   readonly tunnel: NativeTunnel;
-  constructor(socket: BunSocket, tunnel: NativeTunnel) {
+  /** True for the client's side, whose bytes go up. */
+  readonly up: boolean;
+  constructor(socket: BunSocket, tunnel: NativeTunnel, up: boolean) {
     this.socket = socket;
     this.tunnel = tunnel;
+    this.up = up;
   }
 
   onData(data: Uint8Array) {
-    this.bytes += data.length;
-    this.tunnel.touch();
+    this.tunnel.moved(this.up, data.length);
     const n = this.peer.socket.write(data);
     if (n < 0) return this.tunnel.stop("error", new Error("peer socket closed"));
     if (n < data.length) {
@@ -327,7 +335,7 @@ class RelaySide implements SocketState {
       return;
     }
     from.unsent = null;
-    this.tunnel.touch();
+    this.tunnel.active();
     if (from.ended) this.socket.shutdown();
     else from.socket.resume();
   }
@@ -353,45 +361,30 @@ class RelaySide implements SocketState {
 }
 
 /**
- * Two sockets relayed natively. It holds its two sides and its links in the
- * shared idle list and shutdown set, and nothing of the driver's: no timer,
- * closure or listener of its own, not the options it was started with.
+ * Two sockets relayed natively, on the shared Tunnel bookkeeping (its links
+ * in the shared idle list and shutdown watch). It holds its two sides and
+ * nothing of the driver's: no timer, closure or listener of its own, not the
+ * options it was started with.
  */
-class NativeTunnel implements TrackedTunnel {
-  end: RelayResult["end"] = "done";
-  error: unknown = undefined;
-  idle: IdleList | null = null;
-  last = 0;
-  prev: TrackedTunnel | null = null;
-  next: TrackedTunnel | null = null;
+class NativeTunnel extends Tunnel {
   #a: RelaySide;
   #b: RelaySide;
   #open = 2;
-  #signal: AbortSignal | undefined;
   #done: (r: RelayResult) => void;
 
-  constructor(a: BunSocket, b: BunSocket, options: RelayOptions, done: (r: RelayResult) => void) {
+  constructor(a: BunSocket, b: BunSocket, done: (r: RelayResult) => void) {
+    super();
     this.#done = done;
-    this.#a = new RelaySide(a, this);
-    this.#b = new RelaySide(b, this);
+    this.#a = new RelaySide(a, this, true);
+    this.#b = new RelaySide(b, this, false);
     this.#a.peer = this.#b;
     this.#b.peer = this.#a;
     a.data = this.#a;
     b.data = this.#b;
-    const idle = options.idleTimeout ?? 0;
-    if (idle > 0) idleList(idle).add(this);
-    const signal = options.signal;
-    if (signal?.aborted) this.stop("aborted");
-    else if (signal) {
-      this.#signal = signal;
-      watch(signal, this);
-    }
   }
 
-  start(
-    a: { pending: Uint8Array | null; eof: boolean; paused: boolean },
-    b: { pending: Uint8Array | null; eof: boolean; paused: boolean },
-  ) {
+  start(options: RelayOptions, a: Detached, b: Detached) {
+    this.track(options.idleTimeout ?? 0, options.signal);
     for (const [side, { pending, eof, paused }] of [[this.#a, a], [this.#b, b]] as const) {
       if (pending) side.onData(pending);
       // A side whose chunk the peer did not take all of was paused by onData; the rest must flow.
@@ -400,28 +393,17 @@ class NativeTunnel implements TrackedTunnel {
     }
   }
 
-  touch() {
-    this.idle?.touch(this);
-  }
-
-  stop(end: RelayResult["end"], error?: unknown) {
-    if (this.end !== "done") return;
-    this.end = end;
-    this.error = error;
+  override close(failed: boolean): void {
     for (const side of [this.#a, this.#b]) {
       if (side.closed) continue;
-      if (end === "error") side.socket.terminate();
+      if (failed) side.socket.terminate();
       else side.socket.end();
     }
   }
 
   closed() {
     if (--this.#open > 0) return;
-    this.idle?.remove(this);
-    if (this.#signal) unwatch(this.#signal, this);
-    const result: RelayResult = { up: this.#a.bytes, down: this.#b.bytes, end: this.end };
-    if (this.error !== undefined) result.error = this.error;
-    this.#done(result);
+    this.#done(this.result());
   }
 }
 
@@ -431,7 +413,7 @@ const nativeRelay: NativeRelay = (client, upstream, options) => {
   if (!client.detachable || !upstream.detachable) return undefined;
   const a = client.detach(), b = upstream.detach();
   return new Promise<RelayResult>((resolve) => {
-    new NativeTunnel(a.socket, b.socket, options, resolve).start(a, b);
+    new NativeTunnel(a.socket, b.socket, resolve).start(options, a, b);
   });
 };
 

@@ -19,7 +19,7 @@ import type {
   Resolver,
   RuntimeAdapter,
 } from "../runtime.ts";
-import { runRelay } from "../relay.ts";
+import { runRelay, Tunnel } from "../relay.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { connectError, connectTimedOut } from "./_errors.ts";
 import { notFound, reverseLookupName, systemResolver } from "./_node_dns.ts";
@@ -142,56 +142,70 @@ async function writeAll(conn: Deno.Conn, chunk: Uint8Array): Promise<void> {
   }
 }
 
+/** Two `Deno.Conn`s relayed natively. Deno cannot send a reset: a failure closes both sides like any other end. */
+class DenoTunnel extends Tunnel {
+  readonly client: Deno.TcpConn;
+  readonly upstream: Deno.TcpConn;
+  constructor(client: Deno.TcpConn, upstream: Deno.TcpConn) {
+    super();
+    this.client = client;
+    this.upstream = upstream;
+  }
+
+  override close(_failed: boolean): void {
+    for (const c of [this.client, this.upstream]) {
+      try {
+        c.close();
+      } catch { /* already closed */ }
+    }
+  }
+}
+
+/** One direction of a {@linkcode DenoTunnel}, until its FIN. */
+async function pumpDeno(t: DenoTunnel, up: boolean): Promise<void> {
+  const src = up ? t.client : t.upstream, dst = up ? t.upstream : t.client;
+  let buf = new Uint8Array(MIN_READ);
+  let short = 0;
+  try {
+    for (;;) {
+      const n = await src.read(buf);
+      if (n === null) {
+        if (!t.stopped) await closeWrite(dst, () => t.stopped);
+        return;
+      }
+      t.moved(up, n);
+      await writeAll(dst, n === buf.length ? buf : buf.subarray(0, n));
+      t.active();
+      // Grown while reads fill the buffer; shrunk only after several short reads in a row, so a
+      // bulk transfer whose reads come back partly filled keeps its buffer.
+      if (n === buf.length) {
+        short = 0;
+        if (buf.length < MAX_READ) buf = new Uint8Array(buf.length * 2);
+      } else if (n < buf.length / 2 && buf.length > MIN_READ && ++short >= 4) {
+        short = 0;
+        buf = new Uint8Array(buf.length / 2);
+      }
+    }
+  } catch (error) {
+    // The relay's own stop cancels the other direction's pending read or write: not a second failure.
+    if (t.stopped && closedUnderneath(error)) return;
+    throw error;
+  }
+}
+
 /**
  * The relay on `Deno.Conn` itself: a read/write loop per direction with one
  * buffer per direction, reused from read to read (the generic relay's
  * read() must hand out a fresh buffer each time) and sized as DenoConnection
  * sizes its reads: small while the tunnel is quiet, doubling to 64 KiB while
- * reads fill it. Same contract as the generic relay: a FIN is passed on as a
- * FIN, a failure closes both sides, the idle timeout and the signal close both.
+ * reads fill it. The generic relay's bookkeeping (`runRelay` with a Tunnel):
+ * a FIN is passed on as a FIN, a failure closes both sides, the idle timeout
+ * and the signal close both.
  */
 const nativeRelay: NativeRelay = (client, upstream, options) => {
   if (!(client instanceof DenoConnection) || !(upstream instanceof DenoConnection)) return undefined;
   if (!client.detachable || !upstream.detachable) return undefined;
-  const a = client.detach(), b = upstream.detach();
-  // Deno cannot send a reset: a failure closes both sides like any other end.
-  const close = () => {
-    for (const c of [a, b]) {
-      try {
-        c.close();
-      } catch { /* already closed */ }
-    }
-  };
-  return runRelay(options, close, async (run, up) => {
-    const src = up ? a : b, dst = up ? b : a;
-    let buf = new Uint8Array(MIN_READ);
-    let short = 0;
-    try {
-      for (;;) {
-        const n = await src.read(buf);
-        if (n === null) {
-          if (!run.stopped) await closeWrite(dst, () => run.stopped);
-          return;
-        }
-        run.moved(up, n);
-        await writeAll(dst, n === buf.length ? buf : buf.subarray(0, n));
-        run.active();
-        // Grown while reads fill the buffer; shrunk only after several short reads in a row, so a
-        // bulk transfer whose reads come back partly filled keeps its buffer.
-        if (n === buf.length) {
-          short = 0;
-          if (buf.length < MAX_READ) buf = new Uint8Array(buf.length * 2);
-        } else if (n < buf.length / 2 && buf.length > MIN_READ && ++short >= 4) {
-          short = 0;
-          buf = new Uint8Array(buf.length / 2);
-        }
-      }
-    } catch (error) {
-      // The relay's own stop cancels the other direction's pending read or write: not a second failure.
-      if (run.stopped && closedUnderneath(error)) return;
-      throw error;
-    }
-  });
+  return runRelay(new DenoTunnel(client.detach(), upstream.detach()), options, pumpDeno);
 };
 
 async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {

@@ -23,7 +23,7 @@ import type {
   RuntimeAdapter,
 } from "../runtime.ts";
 import type { RelayResult } from "../relay.ts";
-import { unwatch, watch } from "../tunnels.ts";
+import { unwatch, watch } from "../relay.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { connectError, connectTimedOut } from "./_errors.ts";
 import { nameServerResolver, systemResolver } from "./_node_dns.ts";
