@@ -24,10 +24,10 @@ import type {
   RuntimeAdapter,
 } from "../runtime.ts";
 import { type RelayOptions, type RelayResult, Tunnel } from "../relay.ts";
-import { concatBytes } from "../core/bytes.ts";
 import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { connectError, connectTimedOut } from "./_errors.ts";
+import { endpoint, type Handover, SocketConnection } from "./_socket_conn.ts";
 import { nameServerResolver, systemResolver } from "./_node_dns.ts";
 
 /** What a socket's events are delivered to: a connection, or one side of the native relay. */
@@ -83,116 +83,66 @@ interface BunApi {
 
 const bun = () => (globalThis as unknown as { Bun: BunApi }).Bun;
 
-/** A write the kernel has not fully taken yet; an empty `rest` marks the FIN of `closeWrite()`. */
-interface PendingWrite {
-  rest: Uint8Array;
-  resolve: () => void;
-  reject: (e: Error) => void;
-}
-
 /** A socket handed over to the native relay, with the bytes read but not consumed. */
-interface Detached {
-  socket: BunSocket;
-  pending: Uint8Array | null;
-  eof: boolean;
-  paused: boolean;
-}
+type Detached = Handover & { socket: BunSocket };
 
-/** One Bun socket as a {@linkcode ByteConnection}: paused while a chunk waits for a read. */
-class BunConnection implements ByteConnection {
+/** One Bun socket as a {@linkcode ByteConnection}: the shared socket connection over Bun's sockets. */
+class BunConnection extends SocketConnection implements SocketState {
   #socket: BunSocket;
-  #chunk: Uint8Array | null = null;
-  #paused = false;
-  #eof = false;
-  #error: Error | null = null;
-  #closed = false;
-  #finQueued = false;
-  #reader: { resolve: (c: Uint8Array | null) => void; reject: (e: Error) => void } | null = null;
-  #writes: PendingWrite[] = [];
 
   constructor(socket: BunSocket) {
-    this.#socket = socket;
     // Attached from `open`, before Bun can deliver data. The socket is not paused: the driver reads at
     // once, and a chunk that comes with no read pending pauses it (each pause and resume is a system call).
+    super(false);
+    this.#socket = socket;
     socket.data = this;
     socket.setNoDelay?.(true);
   }
 
-  // Looked up when first asked (each is a system call or two in Bun) and kept until the handover: the
-  // driver wants only the client's remote and the upstream's local end.
-  #local: HostPort | undefined | null = null;
-  #remote: HostPort | undefined | null = null;
-
-  get localAddress(): HostPort | undefined {
-    if (this.#local === null) this.#local = endpoint(this.#socket.localAddress, this.#socket.localPort);
-    return this.#local;
-  }
-
-  get remoteAddress(): HostPort | undefined {
-    if (this.#remote === null) this.#remote = endpoint(this.#socket.remoteAddress, this.#socket.remotePort);
-    return this.#remote;
-  }
-
-  // -- event handlers, called by the shared socket handlers below --
-  onData(data: Uint8Array) {
+  override onData(data: Uint8Array): void {
     // Bun reuses `data`: copy what we keep.
-    const copy = data.slice();
-    const r = this.#reader;
-    if (r) {
-      this.#reader = null;
-      r.resolve(copy);
-      return;
-    }
-    // Nobody is reading: hold one chunk (plus whatever Bun had already read) and stop reading.
-    this.#chunk = this.#chunk ? concatBytes(this.#chunk, copy) : copy;
-    if (!this.#paused) {
-      this.#paused = true;
-      this.#socket.pause();
-    }
+    super.onData(data.slice());
   }
 
-  onDrain() {
-    while (this.#writes.length > 0) {
-      const w = this.#writes[0];
-      const n = w.rest.length > 0 ? this.#socket.write(w.rest) : 0;
-      if (n < 0) return this.#failWrites(this.#error ?? new Error("socket closed"));
-      if (n < w.rest.length) {
-        w.rest = w.rest.subarray(n);
-        return;
-      }
-      this.#writes.shift();
-      w.resolve();
-    }
+  protected pauseSocket(): void {
+    this.#socket.pause();
   }
 
-  onEnd() {
-    this.#eof = true;
-    this.#settleReader();
+  protected resumeSocket(): void {
+    this.#socket.resume();
   }
 
-  onClose(error?: Error) {
-    if (error && !this.#error) this.#error = error;
-    this.#eof = true;
-    this.#settleReader();
-    this.#failWrites(this.#error ?? new Error("socket closed"));
+  // Unbuffered: the bytes the kernel took, maybe not all; the rest is finished on `drain`.
+  protected send(chunk: Uint8Array): number {
+    return this.#socket.write(chunk);
   }
 
-  #settleReader() {
-    const r = this.#reader;
-    if (!r || this.#chunk) return;
-    this.#reader = null;
-    if (this.#error && !this.#closed) r.reject(this.#error);
-    else r.resolve(null);
+  protected shutdown(): void {
+    this.#socket.shutdown();
   }
 
-  #failWrites(error: Error) {
-    for (const w of this.#writes.splice(0)) w.reject(error);
+  protected end(): boolean {
+    // Everything write() resolved for is in the kernel, which still sends it before the FIN; what waits
+    // here is lost.
+    this.#socket.end();
+    return true;
   }
 
-  /** True while nothing is in flight: the socket can be handed over. */
-  get detachable(): boolean {
-    const busy = this.#reader || this.#writes.length > 0 || this.#finQueued;
-    return !(this.#closed || this.#error || busy);
+  protected reset(): void {
+    this.#socket.terminate();
+  }
+
+  override abort(): void {
+    if (this.finished) return;
+    super.abort();
+  }
+
+  protected localEndpoint(): HostPort | undefined {
+    return endpoint(this.#socket.localAddress, this.#socket.localPort);
+  }
+
+  protected remoteEndpoint(): HostPort | undefined {
+    return endpoint(this.#socket.remoteAddress, this.#socket.remotePort);
   }
 
   /**
@@ -200,76 +150,10 @@ class BunConnection implements ByteConnection {
    * but not consumed. Only when `detachable`.
    */
   detach(): Detached {
-    this.#closed = true;
-    const pending = this.#chunk;
-    this.#chunk = null;
     // Not paused here: the relay takes over the socket's events before Bun can deliver more, and resumes
     // it only if it was paused.
-    return { socket: this.#socket, pending, eof: this.#eof, paused: this.#paused };
+    return { socket: this.#socket, ...this.handOver() };
   }
-
-  // -- ByteConnection --
-  read(): Promise<Uint8Array | null> {
-    if (this.#chunk) {
-      const c = this.#chunk;
-      this.#chunk = null;
-      return Promise.resolve(c);
-    }
-    if (this.#error && !this.#closed) return Promise.reject(this.#error);
-    if (this.#eof || this.#closed) return Promise.resolve(null);
-    return new Promise((resolve, reject) => {
-      this.#reader = { resolve, reject };
-      if (this.#paused) {
-        this.#paused = false;
-        this.#socket.resume();
-      }
-    });
-  }
-
-  write(chunk: Uint8Array): Promise<void> {
-    if (this.#error) return Promise.reject(this.#error);
-    if (this.#closed || this.#finQueued) return Promise.reject(new Error("write after close"));
-    let rest = chunk;
-    if (this.#writes.length === 0) {
-      const n = this.#socket.write(chunk);
-      if (n < 0) return Promise.reject(new Error("socket closed"));
-      if (n === chunk.length) return Promise.resolve();
-      rest = chunk.subarray(n);
-    }
-    // Resolved only once the kernel has it all (on `drain`), so the caller feels the backpressure.
-    return new Promise((resolve, reject) => this.#writes.push({ rest: rest.slice(), resolve, reject }));
-  }
-
-  closeWrite(): Promise<void> {
-    if (this.#closed || this.#finQueued) return Promise.resolve();
-    this.#finQueued = true;
-    const fin = () => this.#socket.shutdown();
-    if (this.#writes.length === 0) return Promise.resolve(fin());
-    return new Promise((resolve, reject) =>
-      this.#writes.push({ rest: new Uint8Array(0), resolve: () => resolve(fin()), reject })
-    );
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    // Everything write() resolved for is in the kernel, which still sends it before the FIN.
-    this.#socket.end();
-    this.#settleReader();
-    this.#failWrites(new Error("socket closed"));
-  }
-
-  abort(): void {
-    if (this.#closed && this.#eof) return;
-    this.#closed = true;
-    this.#socket.terminate();
-    this.#settleReader();
-    this.#failWrites(new Error("socket aborted"));
-  }
-}
-
-function endpoint(host: string | undefined, port: number | undefined): HostPort | undefined {
-  return host && port !== undefined ? { host: unmapIPv4(host), port } : undefined;
 }
 
 /** Handlers shared by every socket; per-socket state lives in `socket.data`. */
