@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { Buffer } from "node:buffer";
+import type { Buffer } from "node:buffer";
 import { connect, createServer, type Socket } from "node:net";
 import process from "node:process";
 import { setImmediate, setTimeout } from "node:timers";
