@@ -14,10 +14,9 @@ import { ReplyCode, Socks4ReplyCode } from "./core/wire.ts";
 import { runCommand } from "./commands.ts";
 import { clientAllowed } from "./policy.ts";
 import { type ConnectionLog, newRecord, type Outcome, replyText } from "./record.ts";
-import { relay, type RelayResult } from "./relay.ts";
+import { relay, type RelayResult, unwatch, watch } from "./relay.ts";
 import { DEFAULT_TIMEOUTS, makeRules, type Rules, type RulesOptions, type Timeouts } from "./rules.ts";
 import type { ByteConnection, DialOptions, NativeRelay, Resolver } from "./runtime.ts";
-import { unwatch, watch } from "./tunnels.ts";
 import { directUpstream } from "./upstream/direct.ts";
 import type { Upstream } from "./upstream/upstream.ts";
 

@@ -57,8 +57,7 @@ describe("layout", () => {
         const adapter = file.startsWith("lib/adapters/");
         const toAdapter = dep.startsWith("lib/adapters/");
         const ok = adapter
-          ? dep.startsWith("lib/core/") || dep === "lib/runtime.ts" || dep === "lib/relay.ts" || toAdapter ||
-            dep === "lib/tunnels.ts"
+          ? dep.startsWith("lib/core/") || dep === "lib/runtime.ts" || dep === "lib/relay.ts" || toAdapter
           : toAdapter
           ? file.startsWith("lib/cli/")
           : rank(dep) <= rank(file);

@@ -14,22 +14,16 @@ import { SocksError } from "../core/errors.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
 
-/** The reply a failed connect maps to, by its errno code. */
-export const CONNECT_ERRORS: Readonly<Record<string, ReplyCode>> = {
-  ECONNREFUSED: ReplyCode.ConnectionRefused,
-  EHOSTUNREACH: ReplyCode.HostUnreachable,
-  EHOSTDOWN: ReplyCode.HostUnreachable,
-  ENETUNREACH: ReplyCode.NetworkUnreachable,
-  ENETDOWN: ReplyCode.NetworkUnreachable,
-  ETIMEDOUT: ReplyCode.TtlExpired,
-  EACCES: ReplyCode.NotAllowed,
-  EPERM: ReplyCode.NotAllowed,
-  ENOTFOUND: ReplyCode.HostUnreachable,
-  EAI_AGAIN: ReplyCode.HostUnreachable,
-  EAI_NONAME: ReplyCode.HostUnreachable,
-};
-
-/** The in-addr.arpa / ip6.arpa name of an IP literal (IPv4-mapped counts as IPv4), or null. */
+/**
+ * The in-addr.arpa / ip6.arpa name of an IP literal (IPv4-mapped counts as IPv4), or null.
+ *
+ * @example
+ * ```ts
+ * import { reverseLookupName } from "./_node_dns.ts";
+ * reverseLookupName("192.0.2.1"); // "1.2.0.192.in-addr.arpa"
+ * reverseLookupName("example.test"); // null
+ * ```
+ */
 export function reverseLookupName(ip: string): string | null {
   const text = unmapIPv4(ip);
   const v4 = parseIPv4(text);
@@ -41,12 +35,29 @@ export function reverseLookupName(ip: string): string | null {
   return `${nibbles.join(".")}.ip6.arpa`;
 }
 
-/** A name or address with no answer. */
+/**
+ * A name or address with no answer.
+ *
+ * @example
+ * ```ts
+ * import { notFound } from "./_node_dns.ts";
+ * const e = notFound("example.invalid"); // HostUnreachable, "cannot resolve example.invalid"
+ * ```
+ */
 export function notFound(what: string, cause?: unknown): SocksError {
   return new SocksError(ReplyCode.HostUnreachable, `cannot resolve ${what}`, { cause });
 }
 
-/** A resolver asking `server` directly (A and AAAA in parallel, IPv4 answers first; PTR). */
+/**
+ * A resolver asking `server` directly (A and AAAA in parallel, IPv4 answers first; PTR).
+ *
+ * @example
+ * ```ts
+ * import { nameServerResolver } from "./_node_dns.ts";
+ * const resolver = nameServerResolver({ host: "127.0.0.1", port: 5353 });
+ * const addresses = await resolver.lookup("example.test");
+ * ```
+ */
 export function nameServerResolver(server: HostPort): Resolver {
   const resolver = new dns.Resolver({ timeout: 5_000, tries: 2 });
   resolver.setServers([formatHostPort(server)]);
@@ -73,7 +84,15 @@ export function nameServerResolver(server: HostPort): Resolver {
   };
 }
 
-/** The system resolver: getaddrinfo / getnameinfo, so /etc/hosts and nsswitch apply. */
+/**
+ * The system resolver: getaddrinfo / getnameinfo, so /etc/hosts and nsswitch apply.
+ *
+ * @example
+ * ```ts
+ * import { systemResolver } from "./_node_dns.ts";
+ * const addresses = await systemResolver.lookup("localhost"); // e.g. ["127.0.0.1", "::1"]
+ * ```
+ */
 export const systemResolver: Resolver = {
   async lookup(name) {
     let found: { address: string; family: number }[];

@@ -19,10 +19,9 @@ import type {
   Resolver,
   RuntimeAdapter,
 } from "../runtime.ts";
-import { runRelay } from "../relay.ts";
-import { SocksError } from "../core/errors.ts";
+import { runRelay, Tunnel } from "../relay.ts";
 import { unmapIPv4 } from "../core/replies.ts";
-import { ReplyCode } from "../core/wire.ts";
+import { connectError, connectTimedOut } from "./_errors.ts";
 import { notFound, reverseLookupName, systemResolver } from "./_node_dns.ts";
 
 // A read buffer stays pending for as long as a socket is idle, so it starts
@@ -143,82 +142,71 @@ async function writeAll(conn: Deno.Conn, chunk: Uint8Array): Promise<void> {
   }
 }
 
+/** Two `Deno.Conn`s relayed natively. Deno cannot send a reset: a failure closes both sides like any other end. */
+class DenoTunnel extends Tunnel {
+  readonly client: Deno.TcpConn;
+  readonly upstream: Deno.TcpConn;
+  constructor(client: Deno.TcpConn, upstream: Deno.TcpConn) {
+    super();
+    this.client = client;
+    this.upstream = upstream;
+  }
+
+  override close(_failed: boolean): void {
+    for (const c of [this.client, this.upstream]) {
+      try {
+        c.close();
+      } catch { /* already closed */ }
+    }
+  }
+}
+
+/** One direction of a {@linkcode DenoTunnel}, until its FIN. */
+async function pumpDeno(t: DenoTunnel, up: boolean): Promise<void> {
+  const src = up ? t.client : t.upstream, dst = up ? t.upstream : t.client;
+  let buf = new Uint8Array(MIN_READ);
+  let short = 0;
+  try {
+    for (;;) {
+      const n = await src.read(buf);
+      if (n === null) {
+        if (!t.stopped) await closeWrite(dst, () => t.stopped);
+        return;
+      }
+      t.moved(up, n);
+      await writeAll(dst, n === buf.length ? buf : buf.subarray(0, n));
+      t.active();
+      // Grown while reads fill the buffer; shrunk only after several short reads in a row, so a
+      // bulk transfer whose reads come back partly filled keeps its buffer.
+      if (n === buf.length) {
+        short = 0;
+        if (buf.length < MAX_READ) buf = new Uint8Array(buf.length * 2);
+      } else if (n < buf.length / 2 && buf.length > MIN_READ && ++short >= 4) {
+        short = 0;
+        buf = new Uint8Array(buf.length / 2);
+      }
+    }
+  } catch (error) {
+    // The relay's own stop cancels the other direction's pending read or write: not a second failure.
+    if (t.stopped && closedUnderneath(error)) return;
+    throw error;
+  }
+}
+
 /**
  * The relay on `Deno.Conn` itself: a read/write loop per direction with one
  * buffer per direction, reused from read to read (the generic relay's
  * read() must hand out a fresh buffer each time) and sized as DenoConnection
  * sizes its reads: small while the tunnel is quiet, doubling to 64 KiB while
- * reads fill it. Same contract as the generic relay: a FIN is passed on as a
- * FIN, a failure closes both sides, the idle timeout and the signal close both.
+ * reads fill it. The generic relay's bookkeeping (`runRelay` with a Tunnel):
+ * a FIN is passed on as a FIN, a failure closes both sides, the idle timeout
+ * and the signal close both.
  */
 const nativeRelay: NativeRelay = (client, upstream, options) => {
   if (!(client instanceof DenoConnection) || !(upstream instanceof DenoConnection)) return undefined;
   if (!client.detachable || !upstream.detachable) return undefined;
-  const a = client.detach(), b = upstream.detach();
-  // Deno cannot send a reset: a failure closes both sides like any other end.
-  const close = () => {
-    for (const c of [a, b]) {
-      try {
-        c.close();
-      } catch { /* already closed */ }
-    }
-  };
-  return runRelay(options, close, async (run, up) => {
-    const src = up ? a : b, dst = up ? b : a;
-    let buf = new Uint8Array(MIN_READ);
-    let short = 0;
-    try {
-      for (;;) {
-        const n = await src.read(buf);
-        if (n === null) {
-          if (!run.stopped) await closeWrite(dst, () => run.stopped);
-          return;
-        }
-        run.moved(up, n);
-        await writeAll(dst, n === buf.length ? buf : buf.subarray(0, n));
-        run.active();
-        // Grown while reads fill the buffer; shrunk only after several short reads in a row, so a
-        // bulk transfer whose reads come back partly filled keeps its buffer.
-        if (n === buf.length) {
-          short = 0;
-          if (buf.length < MAX_READ) buf = new Uint8Array(buf.length * 2);
-        } else if (n < buf.length / 2 && buf.length > MIN_READ && ++short >= 4) {
-          short = 0;
-          buf = new Uint8Array(buf.length / 2);
-        }
-      }
-    } catch (error) {
-      // The relay's own stop cancels the other direction's pending read or write: not a second failure.
-      if (run.stopped && closedUnderneath(error)) return;
-      throw error;
-    }
-  });
+  return runRelay(new DenoTunnel(client.detach(), upstream.detach()), options, pumpDeno);
 };
-
-// Deno has error classes for a few errno values only; the rest are told apart by code or message.
-function connectReply(error: unknown, text: string): ReplyCode {
-  const E = Deno.errors;
-  if (error instanceof E.ConnectionRefused) return ReplyCode.ConnectionRefused;
-  if (/EHOSTUNREACH|host (is )?unreachable|no route to host/i.test(text)) return ReplyCode.HostUnreachable;
-  if (error instanceof E.NetworkUnreachable || /ENETUNREACH|network (is )?unreachable/i.test(text)) {
-    return ReplyCode.NetworkUnreachable;
-  }
-  if (error instanceof E.TimedOut) return ReplyCode.TtlExpired;
-  if (error instanceof E.PermissionDenied || error instanceof E.NotCapable) return ReplyCode.NotAllowed;
-  if (error instanceof E.NotFound || /ENOTFOUND|EAI_|name|resolv|lookup/i.test(text)) {
-    return ReplyCode.HostUnreachable;
-  }
-  return ReplyCode.GeneralFailure;
-}
-
-function connectError(error: unknown, host: string, port: number): SocksError {
-  const code = (error as { code?: unknown } | null)?.code;
-  const message = error instanceof Error ? error.message : String(error);
-  const text = typeof code === "string" ? `${message} (${code})` : message;
-  return new SocksError(connectReply(error, text), `connect to ${host}:${port} failed: ${text}`, {
-    cause: error,
-  });
-}
 
 async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
   let conn: Deno.TcpConn;
@@ -227,7 +215,7 @@ async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection
     // an abort after the connection is established leaves it alone.
     conn = await Deno.connect({ hostname: host, port, transport: "tcp", signal });
   } catch (error) {
-    if (signal?.aborted) throw new SocksError(ReplyCode.TtlExpired, "connect timed out", { cause: error });
+    if (signal?.aborted) throw connectTimedOut(error);
     throw connectError(error, host, port);
   }
   return new DenoConnection(conn);
@@ -314,7 +302,7 @@ function nameServerResolver(server: HostPort): Resolver {
  *
  * @example
  * ```ts
- * import { denoAdapter } from "./deno.ts";
+ * import { denoAdapter } from "@edgesocks/edgesocks/deno";
  * const listener = await denoAdapter.listen({ host: "127.0.0.1", port: 0 }, (conn) => conn.close());
  * const conn = await denoAdapter.dial({ host: "127.0.0.1", port: listener.address.port });
  * conn.close();

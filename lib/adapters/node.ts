@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { Buffer } from "node:buffer";
+import type { Buffer } from "node:buffer";
 import { connect, createServer, type Socket } from "node:net";
 import process from "node:process";
 import { setImmediate, setTimeout } from "node:timers";
@@ -22,19 +22,14 @@ import type {
   NativeRelay,
   RuntimeAdapter,
 } from "../runtime.ts";
-import type { RelayResult } from "../relay.ts";
-import { unwatch, watch } from "../tunnels.ts";
-import { SocksError } from "../core/errors.ts";
+import { type RelayOptions, type RelayResult, Tunnel } from "../relay.ts";
 import { unmapIPv4 } from "../core/replies.ts";
-import { ReplyCode } from "../core/wire.ts";
-import { CONNECT_ERRORS, nameServerResolver, systemResolver } from "./_node_dns.ts";
+import { endpoint, type Handover, SocketConnection } from "./_socket_conn.ts";
+import { connectError, connectTimedOut } from "./_errors.ts";
+import { nameServerResolver, systemResolver } from "./_node_dns.ts";
 
 /** How long a gracefully closed socket may take to flush to a peer that does not read. */
 const LINGER_MS = 30_000;
-
-function endpoint(host: string | undefined, port: number | undefined): HostPort | undefined {
-  return host && port !== undefined ? { host: unmapIPv4(host), port } : undefined;
-}
 
 /** Closes `socket` with a RST where the runtime can, so the peer learns the tunnel failed. */
 function reset(socket: Socket): void {
@@ -48,166 +43,84 @@ function reset(socket: Socket): void {
   }
 }
 
-interface Waiter<T> {
-  resolve: (value: T) => void;
-  reject: (error: Error) => void;
-}
+const kOwner = Symbol("edgesocks.owner");
+/**
+ * A socket with what its (shared) listeners serve: the connection that wraps
+ * it, then the tunnel that relays it (each set of listeners is on the socket
+ * only while its owner is).
+ */
+type Owned = Socket & { [kOwner]?: NodeConnection | PipeTunnel };
 
-const kConnection = Symbol("edgesocks.connection");
-/** A socket with the connection that wraps it, which its (shared) listeners find there. */
-type Owned = Socket & { [kConnection]?: NodeConnection };
-
-/** A `net.Socket` as a {@linkcode ByteConnection}: it reads at most one chunk ahead of read(). */
-class NodeConnection implements ByteConnection {
+/** A `net.Socket` as a {@linkcode ByteConnection}: the shared socket connection over `node:net`. */
+class NodeConnection extends SocketConnection {
   #socket: Owned;
-  #chunk: Buffer | null = null;
-  #eof = false;
-  #error: Error | null = null;
-  #closed = false;
-  #reader: Waiter<Uint8Array | null> | null = null;
-  #writers: Waiter<void>[] = [];
 
   // One set of listener functions for every socket (each finds its connection on the socket, `this` of
   // a listener): no closures per connection.
   // deno-lint-ignore no-explicit-any -- node:events listeners take any arguments
   static readonly #listeners: [string, (this: Owned, ...args: any[]) => void][] = [
     ["data", function (this: Owned, data: Buffer) {
-      const c = this[kConnection];
-      if (c) c.#onData(data);
+      (this[kOwner] as NodeConnection | undefined)?.onData(data);
     }],
     ["end", function (this: Owned) {
-      const c = this[kConnection];
-      if (!c) return;
-      c.#eof = true;
-      c.#settleReader();
+      (this[kOwner] as NodeConnection | undefined)?.onEnd();
     }],
     ["error", function (this: Owned, error: Error) {
-      const c = this[kConnection];
-      if (!c) return;
-      c.#error ??= error;
-      c.#settleReader();
-      c.#failWriters();
+      (this[kOwner] as NodeConnection | undefined)?.onError(error);
     }],
     ["close", function (this: Owned) {
-      const c = this[kConnection];
-      if (!c) return;
-      c.#eof = true;
-      c.#settleReader();
-      c.#failWriters();
+      (this[kOwner] as NodeConnection | undefined)?.onClose();
     }],
     ["drain", function (this: Owned) {
-      const c = this[kConnection];
-      if (c) c.#flushed();
+      (this[kOwner] as NodeConnection | undefined)?.onDrain();
     }],
     // Node emits no 'drain' once end() was called; 'finish' means everything went out.
     ["finish", function (this: Owned) {
-      const c = this[kConnection];
-      if (c) c.#flushed();
+      (this[kOwner] as NodeConnection | undefined)?.onDrain();
     }],
   ];
 
   constructor(socket: Socket) {
+    // Paused before the listeners go on, so that adding the 'data' one does not start the flow.
+    super(true);
     this.#socket = socket;
     socket.setNoDelay(true);
     socket.pause();
-    this.#socket[kConnection] = this;
+    this.#socket[kOwner] = this;
     for (const [event, fn] of NodeConnection.#listeners) socket.on(event, fn);
   }
 
-  #onData(data: Buffer) {
-    // After close() incoming bytes are dropped but still read, so unread data in the kernel does not turn
-    // our FIN into a RST.
-    if (this.#closed) return;
-    const r = this.#reader;
-    this.#reader = null;
-    if (r) return r.resolve(data);
-    this.#chunk = this.#chunk ? Buffer.concat([this.#chunk, data]) : data;
-    // One chunk in hand at most: stop reading until the next read(). A socket is not paused while reads
-    // keep up (each pause and resume costs stream machinery), only once a chunk waits.
+  protected pauseSocket(): void {
     this.#socket.pause();
   }
 
-  #flushed() {
-    for (const w of this.#writers.splice(0)) w.resolve();
+  protected resumeSocket(): void {
+    this.#socket.resume();
   }
 
-  // Looked up when asked (a system call each, and Node keeps the answer for the socket's life): the
-  // driver wants only the client's remote and the upstream's local end.
-  get localAddress(): HostPort | undefined {
-    return endpoint(this.#socket.localAddress, this.#socket.localPort);
-  }
-
-  get remoteAddress(): HostPort | undefined {
-    return endpoint(this.#socket.remoteAddress, this.#socket.remotePort);
-  }
-
-  /** True while nothing is in flight: the socket can be handed over. */
-  get detachable(): boolean {
-    return !(this.#closed || this.#error || this.#reader || this.#writers.length > 0);
-  }
-
-  /**
-   * Hands the socket over to the native relay, with the chunk already read
-   * but not consumed. Only when `detachable`.
-   */
-  detach(): { socket: Socket; pending: Uint8Array | null; eof: boolean } {
-    for (const [event, fn] of NodeConnection.#listeners) this.#socket.off(event, fn);
-    this.#socket[kConnection] = undefined;
-    this.#closed = true;
-    const pending = this.#chunk;
-    this.#chunk = null;
-    return { socket: this.#socket, pending, eof: this.#eof };
-  }
-
-  #settleReader() {
-    const r = this.#reader;
-    if (!r || this.#chunk) return;
-    this.#reader = null;
-    // A reset rejects, so the relay can tell it from a FIN; our own close() reads as the end.
-    if (this.#error && !this.#closed) r.reject(this.#error);
-    else r.resolve(null);
-  }
-
-  #failWriters(error = this.#error ?? new Error("socket closed")) {
-    for (const w of this.#writers.splice(0)) w.reject(error);
-  }
-
-  read(): Promise<Uint8Array | null> {
-    const c = this.#chunk;
-    if (c) {
-      this.#chunk = null;
-      return Promise.resolve(c);
-    }
-    if (this.#error && !this.#closed) return Promise.reject(this.#error);
-    if (this.#eof || this.#closed) return Promise.resolve(null);
-    return new Promise((resolve, reject) => {
-      this.#reader = { resolve, reject };
-      if (this.#socket.isPaused()) this.#socket.resume();
-    });
-  }
-
-  write(chunk: Uint8Array): Promise<void> {
+  // Node buffers what it cannot send yet: it takes every byte, and says (write() returning false, kept
+  // as writableNeedDrain) when the writer should wait for 'drain'.
+  protected send(chunk: Uint8Array): number {
     const s = this.#socket;
-    if (this.#error) return Promise.reject(this.#error);
-    if (this.#closed || s.destroyed || s.writableEnded) return Promise.reject(new Error("write after close"));
-    if (s.write(chunk)) return Promise.resolve();
-    return new Promise((resolve, reject) => this.#writers.push({ resolve, reject }));
+    if (s.destroyed || s.writableEnded) return -1;
+    s.write(chunk);
+    return chunk.length;
   }
 
-  closeWrite(): Promise<void> {
+  protected override backedUp(): boolean {
+    return this.#socket.writableNeedDrain;
+  }
+
+  protected shutdown(): Promise<void> | void {
     const s = this.#socket;
-    if (this.#error) return Promise.reject(this.#error);
-    if (this.#closed || s.destroyed || s.writableEnded) return Promise.resolve();
+    if (s.destroyed || s.writableEnded) return;
     // end() sends only a FIN (the socket is half-open); its callback runs once flushed, or with the error.
     return new Promise((resolve, reject) =>
       s.end((error?: Error | null) => error ? reject(error) : resolve())
     );
   }
 
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#chunk = null;
+  protected end(): boolean {
     const s = this.#socket;
     if (!s.destroyed) {
       // What write() accepted may still sit in Node's buffer: destroySoon() sends it, then the FIN, then
@@ -218,21 +131,37 @@ class NodeConnection implements ByteConnection {
       s.destroySoon();
       s.resume();
     }
-    this.#settleReader();
+    // The waiting writes are in Node's buffer: they settle on 'finish' or 'close'.
+    return false;
   }
 
-  abort(): void {
-    this.#closed = true;
-    this.#chunk = null;
+  protected reset(): void {
     reset(this.#socket);
-    this.#settleReader();
-    this.#failWriters(new Error("connection aborted"));
+  }
+
+  // (Node also keeps the answers for the socket's life.)
+  protected localEndpoint(): HostPort | undefined {
+    return endpoint(this.#socket.localAddress, this.#socket.localPort);
+  }
+
+  protected remoteEndpoint(): HostPort | undefined {
+    return endpoint(this.#socket.remoteAddress, this.#socket.remotePort);
+  }
+
+  /**
+   * Hands the socket over to the native relay, with the chunk already read
+   * but not consumed. Only when `detachable`.
+   */
+  detach(): Handover & { socket: Socket } {
+    for (const [event, fn] of NodeConnection.#listeners) this.#socket.off(event, fn);
+    this.#socket[kOwner] = undefined;
+    return { socket: this.#socket, ...this.handOver() };
   }
 }
 
 function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
   return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(new SocksError(ReplyCode.TtlExpired, "connect timed out"));
+    if (signal?.aborted) return reject(connectTimedOut());
     const socket = connect({ host, port, allowHalfOpen: true, noDelay: true });
     const cleanup = () => {
       signal?.removeEventListener("abort", onAbort);
@@ -242,18 +171,16 @@ function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
     const onAbort = () => {
       cleanup();
       socket.destroy();
-      reject(new SocksError(ReplyCode.TtlExpired, "connect timed out"));
+      reject(connectTimedOut());
     };
     const onConnect = () => {
       cleanup();
       resolve(new NodeConnection(socket));
     };
-    const onError = (error: Error & { code?: string }) => {
+    const onError = (error: Error) => {
       cleanup();
       socket.destroy();
-      const code = CONNECT_ERRORS[error.code ?? ""] ??
-        (error.code?.startsWith("EAI_") ? ReplyCode.HostUnreachable : ReplyCode.GeneralFailure);
-      reject(new SocksError(code, `connect to ${host}:${port} failed: ${error.message}`, { cause: error }));
+      reject(connectError(error, host, port));
     };
     signal?.addEventListener("abort", onAbort, { once: true });
     socket.once("connect", onConnect);
@@ -314,61 +241,125 @@ function listen(
 }
 
 /**
+ * Two sockets relayed by `pipe()`, on the shared Tunnel bookkeeping. Its
+ * listeners are shared by every tunnel's sockets (each finds its tunnel on
+ * the socket), so an idle tunnel holds little more than the two sockets.
+ */
+class PipeTunnel extends Tunnel {
+  readonly client: Owned;
+  readonly upstream: Owned;
+  /** `bytesRead` of each socket when the relay took it, less what the driver had read but not consumed. */
+  readonly clientRead: number;
+  readonly upstreamRead: number;
+  #open = 2;
+  #done: (result: RelayResult) => void;
+
+  // deno-lint-ignore no-explicit-any -- node:events listeners take any arguments
+  static readonly listeners: [string, (this: Owned, ...args: any[]) => void][] = [
+    ["error", function (this: Owned, error: Error) {
+      (this[kOwner] as PipeTunnel).stop("error", error);
+    }],
+    ["close", function (this: Owned) {
+      (this[kOwner] as PipeTunnel).closed();
+    }],
+  ];
+
+  static onTimeout(this: Owned): void {
+    (this[kOwner] as PipeTunnel).stop("idle");
+  }
+
+  constructor(
+    client: Socket,
+    clientRead: number,
+    upstream: Socket,
+    upstreamRead: number,
+    done: (result: RelayResult) => void,
+  ) {
+    super();
+    this.client = client;
+    this.upstream = upstream;
+    this.clientRead = clientRead;
+    this.upstreamRead = upstreamRead;
+    this.#done = done;
+  }
+
+  override close(failed: boolean): void {
+    if (failed) {
+      reset(this.client);
+      reset(this.upstream);
+    } else {
+      this.client.destroy();
+      this.upstream.destroy();
+    }
+  }
+
+  /** One socket closed; the second ends the tunnel. */
+  closed(): void {
+    if (--this.#open > 0) return;
+    this.up = this.client.bytesRead - this.clientRead;
+    this.down = this.upstream.bytesRead - this.upstreamRead;
+    this.#done(this.result());
+  }
+}
+
+/** Counts a socket that had closed by itself before the relay took it. */
+const closedBefore = (t: PipeTunnel) => t.closed();
+
+/**
+ * Starts the bookkeeping of a pipe relay. Apart from the relay itself, so
+ * that the promise's executor holds only these arguments, never the chunks
+ * handed over.
+ */
+function startPipeTunnel(
+  sa: Owned,
+  readA: number,
+  sb: Owned,
+  readB: number,
+  options: RelayOptions,
+): Promise<RelayResult> {
+  return new Promise<RelayResult>((resolve) => {
+    const tunnel = new PipeTunnel(sa, readA, sb, readB, resolve);
+    for (const s of [sa, sb]) {
+      s[kOwner] = tunnel;
+      for (const [event, fn] of PipeTunnel.listeners) {
+        // A socket whose both directions were done has closed by itself: its 'close' was emitted or is
+        // queued on nextTick, so it is counted after that instead, exactly once.
+        if (event === "close" && s.destroyed) setImmediate(closedBefore, tunnel);
+        else s.on(event, fn);
+      }
+    }
+    // Node's socket timeout: refreshed by every read and write of the client socket, which sees every
+    // byte of the tunnel, and kept by Node in one list per duration, the same sharing as the Tunnel's
+    // idle lists, at no JavaScript per chunk.
+    const idle = options.idleTimeout ?? 0;
+    if (idle > 0) {
+      sa.setTimeout(idle);
+      sa.on("timeout", PipeTunnel.onTimeout);
+    }
+    tunnel.track(0, options.signal);
+  });
+}
+
+/**
  * The relay on Node's own streams: `pipe()` both ways (backpressure through
  * `write()`'s return and `drain`, a FIN passed on by `end()` since the
  * sockets are half-open), the idle timeout by `setTimeout()` on the client
- * socket (every byte of the tunnel is read from or written to it, and both
- * refresh its timer), an error on one side resets both. No JavaScript runs
- * per chunk beyond the stream machinery, and sockets are not paused per
- * chunk as the generic read() loop must. An idle tunnel holds little more
- * than the two sockets: one listener of each kind, shared by both.
+ * socket, an error on one side resets both. No JavaScript runs per chunk
+ * beyond the stream machinery, and sockets are not paused per chunk as the
+ * generic read() loop must.
  */
 const nativeRelay: NativeRelay = (client, upstream, options) => {
   if (!(client instanceof NodeConnection) || !(upstream instanceof NodeConnection)) return undefined;
   if (!client.detachable || !upstream.detachable) return undefined;
   const a = client.detach(), b = upstream.detach();
   const sa = a.socket, sb = b.socket;
-  const readA = sa.bytesRead - (a.pending?.length ?? 0), readB = sb.bytesRead - (b.pending?.length ?? 0);
-  const signal = options.signal, idle = options.idleTimeout ?? 0;
-  const started = new Promise<RelayResult>((resolve) => {
-    const result: RelayResult = { up: 0, down: 0, end: "done" };
-    let open = 2;
-    const onClose = () => {
-      if (--open > 0) return;
-      if (signal) unwatch(signal, onAbort);
-      result.up = sa.bytesRead - readA;
-      result.down = sb.bytesRead - readB;
-      resolve(result);
-    };
-    const stop = (end: RelayResult["end"], error?: unknown) => {
-      if (result.end !== "done") return;
-      result.end = end;
-      if (error !== undefined) result.error = error;
-      if (end === "error") {
-        reset(sa);
-        reset(sb);
-      } else {
-        sa.destroy();
-        sb.destroy();
-      }
-    };
-    const onError = (error: Error) => stop("error", error);
-    const onAbort = () => stop("aborted");
-    for (const s of [sa, sb]) {
-      s.on("error", onError);
-      // A socket whose both directions were done has closed by itself: its 'close' was emitted or is
-      // queued on nextTick, so it is counted after that instead, exactly once.
-      if (s.destroyed) setImmediate(onClose);
-      else s.on("close", onClose);
-    }
-    if (idle > 0) {
-      sa.setTimeout(idle);
-      sa.on("timeout", () => stop("idle"));
-    }
-    if (signal?.aborted) onAbort();
-    else if (signal) watch(signal, onAbort);
-  });
-  // Outside the promise's executor, so that its closures do not keep the handed-over chunks alive.
+  const started = startPipeTunnel(
+    sa,
+    sa.bytesRead - (a.pending?.length ?? 0),
+    sb,
+    sb.bytesRead - (b.pending?.length ?? 0),
+    options,
+  );
   if (a.pending) sb.write(a.pending);
   if (a.eof) sb.end();
   else sa.pipe(sb);
@@ -383,8 +374,8 @@ const nativeRelay: NativeRelay = (client, upstream, options) => {
  *
  * @example
  * ```ts
- * import { serve } from "../../mod.ts";
- * import { nodeAdapter } from "./node.ts";
+ * import { serve } from "@edgesocks/edgesocks";
+ * import { nodeAdapter } from "@edgesocks/edgesocks/node";
  * const server = await serve(nodeAdapter, { listen: [{ host: "127.0.0.1", port: 1080 }] });
  * ```
  */
