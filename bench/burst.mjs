@@ -161,7 +161,9 @@ if (mode === "sender") {
   const extra = flag("proxy-args", "").split(" ").filter(Boolean);
   const children = new Set();
   const start = (cmd, args, onLine) => {
+    // Its own process group (killed as one: a --wrap program's child goes with it).
     const c = spawn(cmd, args, {
+      detached: true,
       stdio: ["pipe", "pipe", "pipe"],
       env: { ...process.env, DENO_NO_UPDATE_CHECK: "1" },
     });
@@ -184,7 +186,7 @@ if (mode === "sender") {
   const killAll = () => {
     for (const c of children) {
       try {
-        process.kill(c.pid, "SIGKILL");
+        process.kill(-c.pid, "SIGKILL");
       } catch { /* gone */ }
     }
   };
@@ -309,7 +311,7 @@ if (mode === "sender") {
     const after = nstat();
     const delta = Object.fromEntries(Object.keys(after).map((k) => [k, after[k] - (before[k] ?? 0)]));
     try {
-      process.kill(proxy.child.pid, "SIGKILL");
+      process.kill(-proxy.child.pid, "SIGKILL");
     } catch { /* gone */ }
     console.log(
       JSON.stringify({
