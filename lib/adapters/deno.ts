@@ -31,6 +31,9 @@ import { notFound, reverseLookupName, systemResolver } from "./_node_dns.ts";
 const MIN_READ = 1024;
 const MAX_READ = 64 * 1024;
 const ACCEPT_RETRY_MS = 100;
+// Deno's default accept queue is 511: a burst beyond it has its SYNs dropped and retried after 1, 3, 7 s,
+// enough to run into the client's or the handshake timeout. The kernel caps this at net.core.somaxconn.
+const LISTEN_BACKLOG = 4096;
 
 function hostPort(addr: Deno.Addr): HostPort | undefined {
   return addr.transport === "tcp" ? { host: unmapIPv4(addr.hostname), port: addr.port } : undefined;
@@ -231,6 +234,7 @@ function startListener(
     hostname: address.host,
     port: address.port,
     transport: "tcp",
+    tcpBacklog: LISTEN_BACKLOG,
     ...(options.reusePort ? { reusePort: true } : {}),
   });
   let closed = false;
