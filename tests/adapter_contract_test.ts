@@ -104,7 +104,8 @@ type CheckId =
   | "graceful-close"
   | "close-settles"
   | "reuse-port"
-  | "reuse-port-rejects";
+  | "reuse-port-rejects"
+  | "interfaces";
 
 /** A check that fails today for a reason found and reported, not fixed here. */
 interface KnownDefect {
@@ -132,14 +133,6 @@ const KNOWN_DEFECTS: readonly KnownDefect[] = [
     check: "graceful-close",
     shows: /ConnectionReset: Connection reset by peer/,
     why: "DenoConnection.close() with unread received bytes makes Linux send a RST; queued data is lost",
-  },
-  {
-    adapter: "deno",
-    runtime: "deno",
-    check: "reuse-port-rejects",
-    shows:
-      /exited with 70 instead of a rejection; stderr: Unstable API 'Deno.listen\(\{ reusePort: true \}\)'/,
-    why: "without --unstable-net, listen({ reusePort }) ends the process (exit 70) instead of rejecting",
   },
   {
     adapter: "bun",
@@ -880,5 +873,16 @@ for (const line of ADAPTERS.filter((l) => l.runtimes.includes(RUNTIME))) {
         },
       );
     }
+
+    check(
+      "interfaces",
+      "interfaceAddresses() lists the host's addresses, loopback among them (the default policy refuses them)",
+      () => {
+        const found = adapter.interfaceAddresses?.();
+        assert.ok(Array.isArray(found), `interfaceAddresses() gave ${String(found)}`);
+        assert.ok(found.includes("127.0.0.1"), found.join(", "));
+        for (const a of found) assert.doesNotMatch(a, /%/, "no zone index");
+      },
+    );
   });
 }

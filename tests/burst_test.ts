@@ -33,12 +33,12 @@ import { senderPayload } from "./_burst_payload.ts";
 const TUNNELS = 1_000;
 /**
  * Whether the runtime's adapter gives its listener an accept queue deeper than
- * the burst. Deno's does (`tcpBacklog`). Node's adapter still listens with
- * Node's default 511 (`server.listen({ backlog })` would fix it) and
- * `Bun.listen` has no backlog option (it stays 512): there the dropped SYNs are
- * counted and reported, and only the tunnels themselves are asserted.
+ * the burst: Deno's does (`tcpBacklog`) and Node's (`server.listen({ backlog })`),
+ * 4096 each. `Bun.listen` has no backlog option (it stays 512): there the
+ * dropped SYNs are counted and reported, and only the tunnels themselves are
+ * asserted.
  */
-const DEEP_ACCEPT_QUEUE: Record<typeof RUNTIME, boolean> = { deno: true, node: false, bun: false };
+const DEEP_ACCEPT_QUEUE: Record<typeof RUNTIME, boolean> = { deno: true, node: true, bun: false };
 const BYTES = 64 * 1024;
 
 interface Tunnel {

@@ -29,6 +29,7 @@ import { unmapIPv4 } from "../core/replies.ts";
 import { connectError, connectTimedOut } from "./_errors.ts";
 import { endpoint, type Handover, SocketConnection } from "./_socket_conn.ts";
 import { nameServerResolver, systemResolver } from "./_node_dns.ts";
+import { nodeInterfaceAddresses } from "./_interfaces.ts";
 
 /** What a socket's events are delivered to: a connection, or one side of the native relay. */
 interface SocketState {
@@ -383,4 +384,5 @@ export const bunAdapter: RuntimeAdapter = {
   listen,
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
   relay: nativeRelay,
+  interfaceAddresses: nodeInterfaceAddresses,
 };

@@ -230,6 +230,11 @@ function startListener(
   onAcceptError?: (error: unknown) => void,
   options: ListenOptions = {},
 ): Listener {
+  // Deno.listen({ reusePort }) without --unstable-net ends the whole process (exit 70) instead of
+  // throwing; Deno.listenDatagram exists exactly when the flag was given.
+  if (options.reusePort && typeof (Deno as { listenDatagram?: unknown }).listenDatagram !== "function") {
+    throw new Error("sharing a port (SO_REUSEPORT) needs Deno's --unstable-net flag");
+  }
   const listener = Deno.listen({
     hostname: address.host,
     port: address.port,
@@ -302,6 +307,15 @@ function nameServerResolver(server: HostPort): Resolver {
 }
 
 /**
+ * The host's interface addresses, when this process may read them
+ * (`--allow-sys`): asked first, so a plain run never prompts.
+ */
+function interfaceAddresses(): string[] | undefined {
+  const allowed = Deno.permissions.querySync({ name: "sys", kind: "networkInterfaces" }).state === "granted";
+  return allowed ? Deno.networkInterfaces().map((i) => i.address.split("%")[0]) : undefined;
+}
+
+/**
  * The runtime adapter for Deno.
  *
  * @example
@@ -321,4 +335,5 @@ export const denoAdapter: RuntimeAdapter = {
     Promise.resolve().then(() => startListener(address, onConnection, onAcceptError, options)),
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
   relay: nativeRelay,
+  interfaceAddresses,
 };
