@@ -302,8 +302,10 @@ class Session {
     if (action.type !== "request") {
       // The machine refused by itself (a bad request, an unsupported command) or the peer misbehaved.
       if (step.reply !== undefined) record.reply = replyText(step.reply);
-      if (action.type === "close" && action.code === "auth_failed" && peer) {
-        this.#context.onAuthFailure?.(peer);
+      if (action.type === "close" && action.code === "auth_failed") {
+        // Who is being guessed at, for the record; the password never leaves the machine.
+        if (action.user !== undefined) record.user = action.user;
+        if (peer) this.#context.onAuthFailure?.(peer);
       }
       await lingeringClose(client);
       if (action.type === "close") this.end(CLOSE_OUTCOMES[action.code], action.reason);

@@ -86,7 +86,12 @@ describe(`CLI on ${RUNTIME}`, () => {
         l.dialed === "127.0.0.1"
       ),
     );
-    assert.ok(lines.some((l) => /authentication failed/.test(l.reason)), proxy.output());
+    assert.ok(
+      lines.some((l) =>
+        l.outcome === "auth_failed" && l.reason === "authentication failed" && l.user === "bob"
+      ),
+      `the failed login's record names the user tried: ${proxy.output()}`,
+    );
     for (const secret of ["pa ss:word", "hunter2", "wrongpass"]) {
       assert.ok(
         !proxy.output().includes(secret) && !proxy.errors().includes(secret),

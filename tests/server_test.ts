@@ -560,6 +560,7 @@ describe("driver: authentication, timeouts and logs", () => {
       assert.equal(toHex((await h.client.readToEnd()).bytes), "05 02 01 01", `${user.length}:${pass.length}`);
       const log = await h.done;
       assert.match(log.reason, /authentication failed/);
+      assert.equal(log.user, user, "the record names the user name tried");
       assert.ok(!JSON.stringify(log).includes(pass) || pass === "", "password in log");
       assert.equal(h.dials.length, 0);
     }

@@ -1134,7 +1134,9 @@ describe("refusals by the machine", () => {
     ];
     for (const [input, options, reply, code, reason] of cases) {
       const r = handshake(input, options);
-      assert.deepEqual(r.action, { type: "close", code, reason }, input);
+      // A failed login names the user that was tried (never the password).
+      const user = code === "auth_failed" ? { user: "alice" } : {};
+      assert.deepEqual(r.action, { type: "close", code, reason, ...user }, input);
       assert.equal(r.reply, reply, `reply of ${input}`);
     }
   });

@@ -249,10 +249,10 @@ function readLogin(ctx: Context, data: Uint8Array): Parsed {
   const { user, password } = auth;
   // RFC 1929 fields are 1-255 bytes: an empty one is never asked about.
   if (user.length === 0 || password.length === 0 || !ctx.authenticate!(user, password)) {
-    return {
-      type: "done",
-      step: close(ctx, [encodeAuthStatus(false)], "auth_failed", "authentication failed"),
-    };
+    const step = close(ctx, [encodeAuthStatus(false)], "auth_failed", "authentication failed");
+    // The name that was tried, for the record (a log shows who is being guessed at); never the password.
+    if (step.action.type === "close") step.action.user = decodeLatin1(user);
+    return { type: "done", step };
   }
   ctx.user = decodeLatin1(user);
   ctx.state = "s5_request";

@@ -110,7 +110,8 @@ export type CloseCode =
  * - `relay`: the tunnel is granted: relay bytes both ways.
  * - `hold`: UDP ASSOCIATE's reply is out; keep the connection open and relay nothing on it until the
  *   client closes it (the association lives as long as this connection).
- * - `close`: write the output, then close the connection.
+ * - `close`: write the output, then close the connection. After a failed login, `user` is the user name
+ *   that was tried (never the password).
  *
  * @example
  * ```ts
@@ -126,7 +127,7 @@ export type Action<K extends RequestKind = RequestKind> =
   | { type: "wait" }
   | { type: "relay" }
   | { type: "hold" }
-  | { type: "close"; code: CloseCode; reason: string };
+  | { type: "close"; code: CloseCode; reason: string; user?: string };
 
 /**
  * The result of one call into a machine: bytes to write, in order, then an action.
