@@ -31,6 +31,7 @@ export type {
   RequestMachine,
   Step,
 } from "./lib/core/request.ts";
+export { REQUEST_KINDS } from "./lib/core/request.ts";
 export {
   AddressType,
   AuthMethod,

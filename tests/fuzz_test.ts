@@ -31,7 +31,7 @@ import {
   SocksServerMachine,
   type Step,
 } from "../lib/core/socks_server.ts";
-import type { RequestKind } from "../lib/core/request.ts";
+import { REQUEST_KINDS, type RequestKind } from "../lib/core/request.ts";
 import { HTTP_RESISTANCE_RESPONSE } from "../lib/core/replies.ts";
 import { Limits, ReplyCode } from "../lib/core/wire.ts";
 import { concat, toHex } from "./_hex.ts";
@@ -111,14 +111,7 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
  */
 type Mode = "open" | "no_socks4" | "auth" | "auth_socks4" | "every_command";
 const MODES: readonly Mode[] = ["open", "no_socks4", "auth", "auth_socks4", "every_command"];
-const EVERY_COMMAND: readonly RequestKind[] = [
-  "connect",
-  "connect_dir",
-  "resolve",
-  "resolve_ptr",
-  "bind",
-  "udp_associate",
-];
+const EVERY_COMMAND: readonly RequestKind[] = REQUEST_KINDS;
 
 /** A machine of any commands. */
 type Machine = SocksServerMachine<RequestKind>;

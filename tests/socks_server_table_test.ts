@@ -8,20 +8,19 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { SocksServerMachine } from "../lib/core/socks_server.ts";
 import { type InputKind, type SocksState, TRANSITIONS } from "../lib/core/_socks_states.ts";
-import type { Action, Answer, CloseCode, RequestKind } from "../lib/core/request.ts";
+import {
+  type Action,
+  type Answer,
+  type CloseCode,
+  REQUEST_KINDS,
+  type RequestKind,
+} from "../lib/core/request.ts";
 import { ReplyCode } from "../lib/core/wire.ts";
 import { hex, toHex } from "./_hex.ts";
 
 type Machine = SocksServerMachine<RequestKind>;
 
-const EVERY_COMMAND: RequestKind[] = [
-  "connect",
-  "connect_dir",
-  "resolve",
-  "resolve_ptr",
-  "bind",
-  "udp_associate",
-];
+const EVERY_COMMAND: readonly RequestKind[] = REQUEST_KINDS;
 const latin1 = (b: Uint8Array) => String.fromCharCode(...b);
 const authenticate = (u: Uint8Array, p: Uint8Array) => latin1(u) === "alice" && latin1(p) === "secret";
 

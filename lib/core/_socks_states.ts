@@ -425,29 +425,25 @@ const PENDING = {
   udp_associate: "udp_pending",
 } as const satisfies Record<RequestKind, SocksState>;
 
+/** No request is there to answer: every answer is a misuse. */
+const NO_ANSWER = {
+  connected: misuse,
+  bound: misuse,
+  peer: misuse,
+  associated: misuse,
+  resolved: misuse,
+  resolved_name: misuse,
+  rejected: misuse,
+} as const;
+
 /** A handshake state: it reads bytes, and no request is there to answer. */
 const handshake = (read: (ctx: Context, data: Uint8Array) => Parsed): Row => ({
   bytes: reading(read),
-  connected: misuse,
-  bound: misuse,
-  peer: misuse,
-  associated: misuse,
-  resolved: misuse,
-  resolved_name: misuse,
-  rejected: misuse,
+  ...NO_ANSWER,
 });
 
 /** A state that takes no input at all: the machine's part is over. */
-const FINISHED: Row = {
-  bytes: misuse,
-  connected: misuse,
-  bound: misuse,
-  peer: misuse,
-  associated: misuse,
-  resolved: misuse,
-  resolved_name: misuse,
-  rejected: misuse,
-};
+const FINISHED: Row = { bytes: misuse, ...NO_ANSWER };
 
 /**
  * (state × input kind) → handler. `misuse` throws a `TypeError`; every other

@@ -24,7 +24,25 @@ import type { ReplyCode } from "./wire.ts";
  * const opensTunnel = (kind: RequestKind) => kind === "connect" || kind === "connect_dir";
  * ```
  */
-export type RequestKind = "connect" | "connect_dir" | "resolve" | "resolve_ptr" | "bind" | "udp_associate";
+export type RequestKind = typeof REQUEST_KINDS[number];
+
+/**
+ * Every request kind, in the order of their commands.
+ *
+ * @example
+ * ```ts
+ * import { REQUEST_KINDS } from "@edgesocks/edgesocks";
+ * const serveAll = { commands: REQUEST_KINDS }; // machine options that hand every kind to the driver
+ * ```
+ */
+export const REQUEST_KINDS = [
+  "connect",
+  "connect_dir",
+  "resolve",
+  "resolve_ptr",
+  "bind",
+  "udp_associate",
+] as const;
 
 /**
  * A parsed, well-formed request that the driver must act on. `K` narrows

@@ -8,13 +8,14 @@
  */
 import type { HostPort } from "./address.ts";
 import { type Context, dispatch, NOTHING, type SocksState } from "./_socks_states.ts";
-import type {
-  Action as AnyAction,
-  Answer,
-  ProxyRequest,
-  RequestKind as AnyRequestKind,
-  RequestMachine,
-  Step as AnyStep,
+import {
+  type Action as AnyAction,
+  type Answer,
+  type ProxyRequest,
+  REQUEST_KINDS,
+  type RequestKind as AnyRequestKind,
+  type RequestMachine,
+  type Step as AnyStep,
 } from "./request.ts";
 import type { ReplyCode } from "./wire.ts";
 
@@ -53,14 +54,7 @@ export const DEFAULT_COMMANDS: readonly DefaultRequestKind[] = Object.freeze(
 
 const DEFAULT_SET: ReadonlySet<AnyRequestKind> = new Set(DEFAULT_COMMANDS);
 
-const ALL_KINDS: ReadonlySet<string> = new Set<AnyRequestKind>([
-  "connect",
-  "connect_dir",
-  "resolve",
-  "resolve_ptr",
-  "bind",
-  "udp_associate",
-]);
+const ALL_KINDS: ReadonlySet<string> = new Set<AnyRequestKind>(REQUEST_KINDS);
 
 /**
  * What a request asks a machine with the default commands to do. Kept under
