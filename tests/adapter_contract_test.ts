@@ -878,7 +878,7 @@ for (const line of ADAPTERS.filter((l) => l.runtimes.includes(RUNTIME))) {
       "interfaces",
       "interfaceAddresses() lists the host's addresses, loopback among them (the default policy refuses them)",
       async () => {
-        const found = adapter.interfaceAddresses?.();
+        const found = await Promise.resolve(adapter.interfaceAddresses?.());
         assert.ok(Array.isArray(found), `interfaceAddresses() gave ${String(found)}`);
         assert.ok(found.includes("127.0.0.1"), found.join(", "));
         for (const a of found) assert.doesNotMatch(a, /%/, "no zone index");
