@@ -27,6 +27,7 @@ import {
   spawnProxy,
   startEcho,
   startTcp,
+  stderrKinds,
   toHex,
   until,
   within,
@@ -206,23 +207,6 @@ function tally(kinds: (string | undefined)[]): string {
   const counts = new Map<string, number>();
   for (const k of kinds) counts.set(k ?? "none", (counts.get(k ?? "none") ?? 0) + 1);
   return [...counts].map(([k, n]) => `${k}×${n}`).join(", ");
-}
-
-/**
- * The standard error of a proxy as the kinds of its lines, checked word for word: "out of file
- * descriptors" (an episode starts), "accepting connections again" (it is over), or the line itself.
- */
-function episodeLines(stderr: string): string[] {
-  return stderr.split("\n").filter((l) => l !== "").map((l) => {
-    if (
-      /^edgesocks: out of file descriptors: cannot accept new connections \((EMFILE|Too many open files).*\); still listening\. Raise the limit \(ulimit -n, systemd's LimitNOFILE=\) or lower --max-connections$/
-        .test(l)
-    ) return "out of file descriptors";
-    if (/^edgesocks: accepting connections again after \d+\.\d s$/.test(l)) {
-      return "accepting connections again";
-    }
-    return l;
-  });
 }
 
 function note(text: string): void {
@@ -786,7 +770,7 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
         () => /accepting connections again/.test(proxy.errors()),
       );
       await sleep(200);
-      assert.deepEqual(episodeLines(proxy.errors()), [
+      assert.deepEqual(stderrKinds(proxy.errors()), [
         "out of file descriptors",
         "accepting connections again",
       ]);
