@@ -38,7 +38,7 @@ function outOfDescriptors(): "EMFILE" | "ENFILE" | undefined {
  * import { DescriptorProbe } from "./_fd_probe.ts";
  * const probe = new DescriptorProbe("new connections are closed at once");
  * const unwatch = probe.watch((error) => console.error(error));
- * probe.check(); // after a dial failed with EMFILE
+ * probe.check(); // after a dial failed with EMFILE: "EMFILE" while still out of descriptors
  * unwatch(); // the listener closed
  * ```
  */
@@ -69,13 +69,16 @@ export class DescriptorProbe {
     };
   }
 
-  /** Probes now (while a listener is open), reporting to every listener when out of descriptors. */
-  check(): void {
-    if (this.#listeners.size === 0) return;
+  /**
+   * Probes now, reporting to every open listener when out of descriptors;
+   * returns the errno code then (EMFILE, ENFILE), else undefined.
+   */
+  check(): "EMFILE" | "ENFILE" | undefined {
     const code = outOfDescriptors();
-    if (!code) return;
+    if (!code) return undefined;
     const words = code === "EMFILE" ? "too many open files" : "too many open files in the system";
     const error = Object.assign(new Error(`${code}: ${words}; ${this.#effect}`), { code });
     for (const listener of this.#listeners) listener(error);
+    return code;
   }
 }

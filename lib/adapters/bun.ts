@@ -336,9 +336,19 @@ async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection
   } catch (error) {
     if (error instanceof SocksError) throw error;
     // Bun reports a dial that was out of descriptors as ECONNREFUSED (like ENETUNREACH, oven-sh/bun#37093):
-    // probe, since the listener would not say either.
+    // probe, since the listener would not say either, and answer as Node and Deno do (general failure),
+    // not "refused", which would blame the destination.
     const code = (error as { code?: string } | null)?.code;
-    if (code === "ECONNREFUSED" || code === "EMFILE" || code === "ENFILE") descriptors.check();
+    if (code === "ECONNREFUSED" || code === "EMFILE" || code === "ENFILE") {
+      const out = descriptors.check();
+      if (out) {
+        throw connectError(
+          Object.assign(new Error(`${out}: too many open files`), { code: out }),
+          host,
+          port,
+        );
+      }
+    }
     throw connectError(error, host, port);
   }
   return socket.data instanceof BunConnection ? socket.data : new BunConnection(socket);
