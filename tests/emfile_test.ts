@@ -5,12 +5,16 @@
  * (Node closes new connections silently, Bun leaves them queued) can see it.
  * Standard error must say so once when it starts and once when accepting
  * works again; a tunnel opened before keeps working; recovery stays fast.
- * Every loop is bounded; every socket and process opened here is closed here.
+ * Also serve()'s side of it with an in-memory adapter: however many accepts
+ * fail, on however many listeners, one call when they start and one once
+ * accepting works again. Every loop is bounded; every socket and process
+ * opened here is closed here.
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
+import { type ByteConnection, type RuntimeAdapter, serve } from "../mod.ts";
 import {
   processAlive,
   RawClient,
@@ -147,4 +151,72 @@ describe(`out of file descriptors, on ${RUNTIME}`, () => {
       }
     },
   );
+});
+
+describe("serve(): failing accepts are one episode per server", () => {
+  /** An adapter whose listeners the test drives: `fail()` as a failed accept, `accept()` as a connection. */
+  function drivenAdapter() {
+    const listeners: { accept: (conn: ByteConnection) => void; fail?: (error: unknown) => void }[] = [];
+    const adapter: RuntimeAdapter = {
+      name: "driven",
+      dial: () => Promise.reject(new Error("no dial here")),
+      listen: (address, accept, fail) => {
+        listeners.push({ accept, fail });
+        return Promise.resolve({ address, close: () => Promise.resolve() });
+      },
+      resolver: () => ({ lookup: () => Promise.resolve([]), reverse: () => Promise.resolve([]) }),
+    };
+    // A client that sends its FIN at once: the session ends by itself.
+    const conn = (): ByteConnection => ({
+      read: () => Promise.resolve(null),
+      write: () => Promise.resolve(),
+      closeWrite: () => Promise.resolve(),
+      close: () => {},
+    });
+    return {
+      adapter,
+      fail: (i: number, error: unknown) => listeners[i].fail!(error),
+      accept: (i: number) => listeners[i].accept(conn()),
+    };
+  }
+
+  it("told once as accepts start failing, once 2 s after one worked again; a failure meanwhile goes on", {
+    timeout: 30_000,
+  }, async () => {
+    const d = drivenAdapter();
+    const told: string[] = [];
+    const server = await serve(d.adapter, {
+      listen: [{ host: "127.0.0.1", port: 1 }, { host: "127.0.0.1", port: 2 }],
+      onAcceptError: (error) => told.push(`error ${(error as Error).message}`),
+      onAcceptRecovered: (ms) => told.push(`recovered ${ms}`),
+    });
+    try {
+      d.accept(0); // all well: nothing told
+      const first = new Error("EMFILE first");
+      d.fail(0, first);
+      for (let i = 0; i < 20; i++) d.fail(i % 2, new Error(`EMFILE ${i}`)); // both listeners, one episode
+      assert.deepEqual(told, ["error EMFILE first"]);
+      await sleep(300);
+      d.accept(1);
+      await sleep(1_000);
+      d.fail(0, new Error("EMFILE again")); // within 2 s of the accept: the same episode
+      d.accept(0);
+      await sleep(1_500);
+      assert.deepEqual(told, ["error EMFILE first"], "over before 2 s without a failure");
+      await sleep(1_000);
+      assert.equal(told.length, 2, told.join("; "));
+      assert.match(told[1], /^recovered \d+$/); // from the first failure to the accept after the last one
+      const ms = Number(told[1].split(" ")[1]);
+      assert.ok(ms >= 1_250 && ms < 3_000, `${ms} ms`);
+      // The next failure is a new episode.
+      d.fail(1, new Error("EMFILE later"));
+      assert.deepEqual(told.slice(2), ["error EMFILE later"]);
+      d.accept(1);
+    } finally {
+      await server.close();
+    }
+    // close() drops the pending "recovered": nothing is told once the server has gone.
+    await sleep(2_300);
+    assert.equal(told.length, 3, told.join("; "));
+  });
 });
