@@ -15,6 +15,7 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { type ByteConnection, type RuntimeAdapter, serve } from "../mod.ts";
+import { acceptFailure } from "../lib/cli/main.ts";
 import {
   processAlive,
   RawClient,
@@ -218,5 +219,32 @@ describe("serve(): failing accepts are one episode per server", () => {
     // close() drops the pending "recovered": nothing is told once the server has gone.
     await sleep(2_300);
     assert.equal(told.length, 3, told.join("; "));
+  });
+});
+
+describe("the CLI's words for a failing accept", () => {
+  it("out of descriptors names the limit to raise, by errno code or by Deno's words; anything else as it is", () => {
+    const advice =
+      "; still listening. Raise the limit (ulimit -n, systemd's LimitNOFILE=) or lower --max-connections";
+    const emfile = Object.assign(new Error("EMFILE: too many open files; Node closes new connections"), {
+      code: "EMFILE",
+    });
+    assert.equal(
+      acceptFailure(emfile),
+      `out of file descriptors: cannot accept new connections (${emfile.message})${advice}`,
+    );
+    assert.equal(
+      acceptFailure(new Error("Too many open files (os error 24)")),
+      `out of file descriptors: cannot accept new connections (Too many open files (os error 24))${advice}`,
+    );
+    assert.equal(
+      acceptFailure(Object.assign(new Error("ENFILE: file table overflow"), { code: "ENFILE" })),
+      `out of file descriptors: cannot accept new connections (ENFILE: file table overflow)${advice}`,
+    );
+    assert.equal(
+      acceptFailure(new Error("Software caused connection abort (os error 103)")),
+      "cannot accept connections (Software caused connection abort (os error 103)); still listening",
+    );
+    assert.equal(acceptFailure("odd"), "cannot accept connections (odd); still listening");
   });
 });
