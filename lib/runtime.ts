@@ -155,8 +155,10 @@ export interface RuntimeAdapter {
   dial(options: DialOptions): Promise<ByteConnection>;
   /**
    * Listens on `address`, calling `onConnection` for each accepted socket.
-   * Accept failures (out of descriptors, above all) go to `onAcceptError`
-   * where the runtime reports them; the listener keeps going.
+   * Accept failures (out of descriptors, above all) go to `onAcceptError`;
+   * the listener keeps going. Where the runtime does not report them (Node
+   * closes such connections, Bun leaves them queued, both silently), the
+   * adapter probes for running out of descriptors and reports that instead.
    */
   listen(
     address: HostPort,

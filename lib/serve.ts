@@ -38,11 +38,20 @@ export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> 
   /** Most connections from one client address at once; more are closed at once. Default 0: no cap. */
   maxConnectionsPerClient?: number;
   /**
-   * Told when accepting fails (out of file descriptors, above all), at most
-   * once a second per listener with the number of failures since the last
-   * call. The server keeps listening and recovers when descriptors free up.
+   * Told once when accepting connections starts failing (out of file
+   * descriptors, above all), with the first error; not again until
+   * {@linkcode ServeOptions.onAcceptRecovered} has been told the episode is
+   * over. The server keeps listening and accepts again as soon as
+   * descriptors free up. (Node and Bun do not report a failed accept: their
+   * adapters find out by probing, every second and after a failed dial.)
    */
-  onAcceptError?: (error: unknown, failures: number) => void;
+  onAcceptError?: (error: unknown) => void;
+  /**
+   * Told once an episode told to `onAcceptError` is over: a connection was
+   * accepted, and no accept has failed for 2 s since. `ms`: from the first
+   * failure to that connection.
+   */
+  onAcceptRecovered?: (ms: number) => void;
   /**
    * IPv6 clients count as one for `maxConnectionsPerClient` and the login
    * backoff per this prefix length (one host often holds a whole /64).
@@ -79,6 +88,9 @@ export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> 
  * ```
  */
 export const DEFAULT_MAX_CONNECTIONS = 10_000;
+
+/** An accept-failure episode is over once a connection was accepted and no accept failed for this long. */
+const ACCEPT_QUIET_MS = 2_000;
 
 /** How often `serve()` reads the host's interface addresses again: every 60 s. */
 const DEFAULT_HOST_ADDRESS_REFRESH = 60_000;
@@ -190,7 +202,38 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     running--;
     if (running === 0) drained?.();
   };
+  // Failing accepts are one episode per server (descriptors are the process's, shared by its listeners):
+  // told once when it starts and once when it is over, however many accepts (or probes) fail meanwhile.
+  let troubleSince = 0, acceptedAgain = 0;
+  let quiet: ReturnType<typeof setTimeout> | undefined;
+  const onAcceptError = (error: unknown) => {
+    acceptedAgain = 0;
+    clearTimeout(quiet);
+    quiet = undefined;
+    if (troubleSince !== 0) return;
+    troubleSince = Date.now();
+    try {
+      options.onAcceptError?.(error);
+    } catch {
+      // A faulty hook must not stop accepting.
+    }
+  };
+  const acceptsWork = () => {
+    quiet = undefined;
+    const ms = acceptedAgain - troubleSince;
+    troubleSince = acceptedAgain = 0;
+    try {
+      options.onAcceptRecovered?.(ms);
+    } catch {
+      // As above.
+    }
+  };
   const onConnection = (conn: ByteConnection) => {
+    // (One comparison per connection while all is well.)
+    if (troubleSince !== 0 && acceptedAgain === 0) {
+      acceptedAgain = Date.now();
+      quiet = setTimeout(acceptsWork, ACCEPT_QUIET_MS);
+    }
     const client = clientAddress() ? conn.remoteAddress : undefined;
     if (maxTotal > 0 && running >= maxTotal) {
       return refuseSession(context, conn, client, "refused_limit", "connection limit reached");
@@ -232,19 +275,6 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   const listeners: Listener[] = [];
   try {
     for (const address of options.listen ?? [DEFAULT_LISTEN]) {
-      let failures = 0, last = 0;
-      const onAcceptError = (error: unknown) => {
-        failures++;
-        const now = Date.now();
-        if (now - last < 1_000) return;
-        last = now;
-        try {
-          options.onAcceptError?.(error, failures);
-        } catch {
-          // A faulty hook must not stop accepting.
-        }
-        failures = 0;
-      };
       listeners.push(
         await adapter.listen(address, onConnection, onAcceptError, { reusePort: options.reusePort === true }),
       );
@@ -269,6 +299,7 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     },
     async close() {
       clearInterval(refreshing);
+      clearTimeout(quiet);
       await Promise.all(listeners.map((l) => l.close()));
       shutdown.abort();
       if (running > 0) await (allEnded ??= new Promise<void>((resolve) => (drained = resolve)));

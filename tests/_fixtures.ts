@@ -313,6 +313,23 @@ export async function spawnProxy(
   };
 }
 
+/**
+ * The standard error of a proxy as the kinds of its lines, checked word for word: "out of file
+ * descriptors" (an episode starts), "accepting connections again" (it is over), or the line itself.
+ */
+export function stderrKinds(stderr: string): string[] {
+  return stderr.split("\n").filter((l) => l !== "").map((l) => {
+    if (
+      /^edgesocks: out of file descriptors: cannot accept new connections \((EMFILE|Too many open files).*\); still listening\. Raise the limit \(ulimit -n, systemd's LimitNOFILE=\) or lower --max-connections$/
+        .test(l)
+    ) return "out of file descriptors";
+    if (/^edgesocks: accepting connections again after \d+\.\d s$/.test(l)) {
+      return "accepting connections again";
+    }
+    return l;
+  });
+}
+
 /** Waits until `cond()` holds, polling; throws `what()` after `ms`. Resolves with the milliseconds it took. */
 export async function until(ms: number, what: () => string, cond: () => boolean): Promise<number> {
   const t0 = Date.now();

@@ -27,6 +27,7 @@ import {
   spawnProxy,
   startEcho,
   startTcp,
+  stderrKinds,
   toHex,
   until,
   within,
@@ -759,12 +760,27 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
       );
       const recoveryMs = Date.now() - t0;
       assert.ok(alive(proxy), `the proxy died: ${proxy.errors()}`);
+      // ≤ 50 ms measured on every runtime; bounded generously for a loaded 2-core machine.
+      assert.ok(recoveryMs < 5_000, `recovery took ${recoveryMs} ms`);
+      // The episode in one line when it starts and one once accepting works again (2 s without a failure),
+      // on every runtime: Node and Bun, whose listeners say nothing, included.
+      const episodeMs = await until(
+        6_000,
+        () => `no "accepting connections again" line; stderr: ${proxy.errors()}`,
+        () => /accepting connections again/.test(proxy.errors()),
+      );
+      await sleep(200);
+      assert.deepEqual(stderrKinds(proxy.errors()), [
+        "out of file descriptors",
+        "accepting connections again",
+      ]);
       const logLines = proxy.output().trim().split("\n").slice(1);
       const reasons = tally(logLines.map((l) => /reason=(".*")$/.exec(l)?.[1] ?? l.slice(0, 60)));
       note(
         `ulimit -n 64: ${fdsAtStart} fds at start, ${fdsAtPeak} at peak; ${CLIENTS} CONNECTs → ` +
           `${tally(outcomes.map((o) => o.kind))}; ${echoed} granted tunnels still echoed; recovered in ` +
-          `${recoveryMs} ms (${tries + 1} tries); ${logLines.length} log lines: ${reasons}; ` +
+          `${recoveryMs} ms (${tries + 1} tries), the recovery line ${episodeMs} ms later; ` +
+          `${logLines.length} log lines: ${reasons}; ` +
           `stderr ${JSON.stringify(proxy.errors().slice(0, 300))}`,
       );
     } finally {

@@ -30,6 +30,13 @@ import { connectError, connectTimedOut } from "./_errors.ts";
 import { endpoint, type Handover, SocketConnection } from "./_socket_conn.ts";
 import { nameServerResolver, systemResolver } from "./_node_dns.ts";
 import { nodeInterfaceAddresses } from "./_interfaces.ts";
+import { DescriptorProbe } from "./_fd_probe.ts";
+
+/**
+ * Out of descriptors, `Bun.listen` leaves new connections in the listen queue (retrying, at a third of a
+ * core here) and tells nobody: a probe tells (see _fd_probe.ts).
+ */
+const descriptors = new DescriptorProbe("new connections wait in the listen queue until some are free");
 
 /** What a socket's events are delivered to: a connection, or one side of the native relay. */
 interface SocketState {
@@ -328,6 +335,20 @@ async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection
     }
   } catch (error) {
     if (error instanceof SocksError) throw error;
+    // Bun reports a dial that was out of descriptors as ECONNREFUSED (like ENETUNREACH, oven-sh/bun#37093):
+    // probe, since the listener would not say either, and answer as Node and Deno do (general failure),
+    // not "refused", which would blame the destination.
+    const code = (error as { code?: string } | null)?.code;
+    if (code === "ECONNREFUSED" || code === "EMFILE" || code === "ENFILE") {
+      const out = descriptors.check();
+      if (out) {
+        throw connectError(
+          Object.assign(new Error(`${out}: too many open files`), { code: out }),
+          host,
+          port,
+        );
+      }
+    }
     throw connectError(error, host, port);
   }
   return socket.data instanceof BunConnection ? socket.data : new BunConnection(socket);
@@ -336,7 +357,7 @@ async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection
 function listen(
   address: HostPort,
   onConnection: (conn: ByteConnection) => void,
-  _onAcceptError?: (error: unknown) => void,
+  onAcceptError?: (error: unknown) => void,
   options: ListenOptions = {},
 ): Promise<Listener> {
   // Inside the executor a bind error (EADDRINUSE) rejects instead of throwing.
@@ -359,9 +380,14 @@ function listen(
         },
       },
     });
+    // Bun.listen has no hook for a failed accept: the probe is the only word of one.
+    const unwatch = onAcceptError ? descriptors.watch(onAcceptError) : () => {};
     resolve({
       address: { host: unmapIPv4(listener.hostname), port: listener.port },
-      close: () => Promise.resolve(listener.stop(false)),
+      close: () => {
+        unwatch();
+        return Promise.resolve(listener.stop(false));
+      },
     });
   });
 }

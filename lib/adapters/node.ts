@@ -28,6 +28,13 @@ import { endpoint, type Handover, SocketConnection } from "./_socket_conn.ts";
 import { connectError, connectTimedOut } from "./_errors.ts";
 import { nameServerResolver, systemResolver } from "./_node_dns.ts";
 import { nodeInterfaceAddresses } from "./_interfaces.ts";
+import { DescriptorProbe } from "./_fd_probe.ts";
+
+/**
+ * Out of descriptors, libuv accepts each new connection with its reserve descriptor and closes it at once,
+ * telling nobody (no 'error' on the server): a probe tells (see _fd_probe.ts).
+ */
+const descriptors = new DescriptorProbe("Node closes new connections at once until some are free");
 
 /** How long a gracefully closed socket may take to flush to a peer that does not read. */
 const LINGER_MS = 30_000;
@@ -181,6 +188,9 @@ function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
     const onError = (error: Error) => {
       cleanup();
       socket.destroy();
+      const code = (error as { code?: string }).code;
+      // Out of descriptors for the dial: most likely for the listener too, which would not say.
+      if (code === "EMFILE" || code === "ENFILE") descriptors.check();
       reject(connectError(error, host, port));
     };
     signal?.addEventListener("abort", onAbort, { once: true });
@@ -228,8 +238,10 @@ function listen(
     const listenOptions = { host: address.host, port: address.port, backlog: LISTEN_BACKLOG };
     server.listen({ ...listenOptions, ...(reusePort ? { reusePort } : {}) }, () => {
       server.off("error", reject);
-      // After listening, accept errors (EMFILE, ...) are transient: libuv retries; never crash.
+      // After listening, accept errors are transient: libuv retries; never crash. (Out of descriptors,
+      // libuv emits none: the probe tells.)
       server.on("error", (error) => onAcceptError?.(error));
+      const unwatch = onAcceptError ? descriptors.watch(onAcceptError) : () => {};
       const bound = server.address();
       const real = typeof bound === "object" && bound
         ? { host: unmapIPv4(bound.address), port: bound.port }
@@ -238,6 +250,7 @@ function listen(
         address: real,
         close: () =>
           new Promise<void>((done) => {
+            unwatch();
             server.close();
             done();
           }),

@@ -83,6 +83,17 @@ function logger(
   return (entry) => log({ ...entry, worker } as ConnectionLog);
 }
 
+/** What the CLI says when accepting starts failing: out of descriptors above all, and what to do about it. */
+export function acceptFailure(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === "EMFILE" || code === "ENFILE" || /too many open files/i.test(message)) {
+    return `out of file descriptors: cannot accept new connections (${message}); still listening. ` +
+      "Raise the limit (ulimit -n, systemd's LimitNOFILE=) or lower --max-connections";
+  }
+  return `cannot accept connections (${message}); still listening`;
+}
+
 /** Reads and parses the users file; throws a TypeError naming the file (and the line) on failure. */
 async function readUsers(host: CliHost, path: string): Promise<Map<string, string>> {
   let text: string;
@@ -120,6 +131,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   if (opts.help) return host.stdout(usage(host.command()));
   if (opts.version) return host.stdout(`edgesocks ${VERSION}`);
 
+  const whoIs = host.worker() ? `worker ${host.worker()} ` : "";
   const options: ServeOptions = {
     listen: opts.listen,
     users,
@@ -134,12 +146,10 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     concealRefusals: opts.concealRefusals,
     timeouts: { handshake: opts.handshakeTimeout, connect: opts.connectTimeout, idle: opts.idleTimeout },
     onLog: logger(opts.log, host.stdout, host.worker()),
-    onAcceptError: (error, failures) =>
-      host.stderr(
-        `edgesocks: cannot accept connections (${failures}x in the last second): ${
-          error instanceof Error ? error.message : String(error)
-        }; still listening`,
-      ),
+    // One line when accepting starts failing, one when it works again (serve() makes it one episode).
+    onAcceptError: (error) => host.stderr(`edgesocks: ${whoIs}${acceptFailure(error)}`),
+    onAcceptRecovered: (ms) =>
+      host.stderr(`edgesocks: ${whoIs}accepting connections again after ${(ms / 1000).toFixed(1)} s`),
   };
   const auth = users ? `username/password (${users.size} user${users.size === 1 ? "" : "s"})` : "none";
   const startupLine = (addresses: HostPort[], workers?: number) =>
