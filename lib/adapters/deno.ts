@@ -155,11 +155,14 @@ async function writeAll(conn: Deno.Conn, chunk: Uint8Array): Promise<void> {
  * framing, or TLS's close_notify, still show the truncation); a client still
  * sending gets the FIN and then a reset from Linux as its next bytes reach a
  * closed socket (a reset at once when its bytes were unread at the close);
- * an upstream still sending is reset the same way. `closeWrite()` instead
- * would send the same FIN and let a client that is still sending go on
- * unanswered, and draining what is left would make the cut look even more
- * complete. (Deno's `node:net` has `resetAndDestroy()`, which does send a
- * reset, but on its own sockets, not on a `Deno.Conn`.)
+ * an upstream still sending is reset the same way. curl downloading through
+ * it when the proxy gets SIGTERM: exit 18 ("transfer closed with N bytes
+ * remaining") for a body with a Content-Length, exit 0 for one that ends
+ * with the connection. `closeWrite()` instead would send the same FIN and
+ * let a client that is still sending go on unanswered, and draining what is
+ * left would make the cut look even more complete. (Deno's `node:net` does
+ * send a reset, `resetAndDestroy()`, so the Node adapter under Deno resets a
+ * cut tunnel, curl exit 56; a `Deno.Conn` has no such call.)
  */
 class DenoTunnel extends Tunnel {
   readonly client: Deno.TcpConn;
