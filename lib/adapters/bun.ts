@@ -284,11 +284,10 @@ class NativeTunnel extends Tunnel {
     }
   }
 
-  // A failure or a shutdown resets both; a side closed already (both FINs exchanged, or reset) is left alone.
-  override close(reset: boolean): void {
+  override close(failed: boolean): void {
     for (const side of [this.#a, this.#b]) {
       if (side.closed) continue;
-      if (reset) side.socket.terminate();
+      if (failed) side.socket.terminate();
       else side.socket.end();
     }
   }
