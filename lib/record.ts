@@ -90,6 +90,10 @@ export interface ConnectionLog {
   down: number;
   /** Milliseconds from accept to close. */
   durationMs: number;
+  /** Milliseconds from accept to a complete request, once there was one. */
+  handshakeMs?: number;
+  /** Milliseconds from the request to its reply, for CONNECT and CONNECT_DIR (DNS and dialling). */
+  connectMs?: number;
   /** Why it ended, in words. */
   reason: string;
 }

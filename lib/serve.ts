@@ -118,9 +118,45 @@ export interface SocksServer {
    * those they started with. A field left out gets its default.
    */
   update(rules: RulesOptions): void;
+  /**
+   * Stops listening at once, gives the open connections up to `timeout`
+   * milliseconds (default 30 s; 0: none) to end by themselves, then closes
+   * the rest as {@linkcode SocksServer.close} does. Resolves when all have
+   * ended, with how many finished and how many were closed. A `close()`
+   * during the wait closes the rest at once.
+   *
+   * @example
+   * ```ts
+   * import type { SocksServer } from "@edgesocks/edgesocks";
+   * declare const server: SocksServer;
+   * const { finished, closed } = await server.drain({ timeout: 10_000 });
+   * console.log(`drained: ${finished} finished, ${closed} closed at the timeout`);
+   * ```
+   */
+  drain(options?: { timeout?: number }): Promise<DrainResult>;
   /** Stops listening, closes open connections, and resolves when all have ended. */
   close(): Promise<void>;
 }
+
+/**
+ * What {@linkcode SocksServer.drain} did with the connections open when it
+ * stopped listening.
+ *
+ * @example
+ * ```ts
+ * import type { DrainResult } from "@edgesocks/edgesocks";
+ * const line = (r: DrainResult) => `${r.finished} finished, ${r.closed} closed`;
+ * ```
+ */
+export interface DrainResult {
+  /** Connections that ended by themselves. */
+  finished: number;
+  /** Connections still open at the timeout (or at a `close()`), and closed. */
+  closed: number;
+}
+
+/** How long {@linkcode SocksServer.drain} waits for open connections by default: 30 s. */
+export const DEFAULT_DRAIN_TIMEOUT = 30_000;
 
 /**
  * The default listen address: loopback only.
@@ -287,6 +323,24 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   readHostAddresses(listening);
   const refresh = options.hostAddressRefresh ?? DEFAULT_HOST_ADDRESS_REFRESH;
   const refreshing = refresh > 0 ? setInterval(() => readHostAddresses(listening), refresh) : undefined;
+  let listenersClosed: Promise<unknown> | undefined;
+  const stopListening = () => {
+    clearInterval(refreshing);
+    clearTimeout(quiet);
+    return (listenersClosed ??= Promise.all(listeners.map((l) => l.close())));
+  };
+  // Connections open when close() cut them (what drain() reports as closed).
+  let cut = 0;
+  const ended = () =>
+    running === 0 ? Promise.resolve() : (allEnded ??= new Promise<void>((resolve) => (drained = resolve)));
+  const close = async () => {
+    await stopListening();
+    if (!shutdown.signal.aborted) {
+      cut = running;
+      shutdown.abort();
+    }
+    await ended();
+  };
   return {
     addresses: listening,
 
@@ -297,12 +351,24 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
       given = next;
       rebuild();
     },
-    async close() {
-      clearInterval(refreshing);
-      clearTimeout(quiet);
-      await Promise.all(listeners.map((l) => l.close()));
-      shutdown.abort();
-      if (running > 0) await (allEnded ??= new Promise<void>((resolve) => (drained = resolve)));
+    async drain({ timeout = DEFAULT_DRAIN_TIMEOUT } = {}) {
+      await stopListening();
+      const open = running;
+      if (open > 0 && timeout > 0 && !shutdown.signal.aborted) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const aborted = new Promise<void>((resolve) =>
+          shutdown.signal.addEventListener("abort", () => resolve(), { once: true })
+        );
+        await Promise.race([
+          ended(),
+          aborted,
+          new Promise<void>((resolve) => (timer = setTimeout(resolve, timeout))),
+        ]);
+        clearTimeout(timer);
+      }
+      await close();
+      return { finished: Math.max(0, open - cut), closed: Math.min(open, cut) };
     },
+    close,
   };
 }

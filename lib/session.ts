@@ -45,6 +45,11 @@ export interface HandlerOptions extends RulesOptions {
   relay?: NativeRelay;
   /** Called once per connection when it ends. */
   onLog?: (entry: ConnectionLog) => void;
+  /**
+   * Called when a tunnel is granted, with the record that `onLog` gets at its
+   * end (e.g. to count open tunnels).
+   */
+  onGranted?: (entry: ConnectionLog) => void;
 }
 
 /**
@@ -71,6 +76,8 @@ export interface SessionContext {
   readonly relay?: NativeRelay;
   /** Reads each record when its connection ends. */
   readonly onLog?: (entry: ConnectionLog) => void;
+  /** Reads a record when its tunnel is granted. */
+  readonly onGranted?: (entry: ConnectionLog) => void;
   /** Told at once when a client's login fails (before its connection has ended), e.g. for a backoff. */
   readonly onAuthFailure?: (client: HostPort) => void;
 }
@@ -313,6 +320,7 @@ class Session {
       return undefined;
     }
     const { request, early } = action;
+    record.handshakeMs = Date.now() - this.#started;
     record.version = request.version;
     record.command = request.kind;
     record.target = formatHostPort(request.target);
@@ -320,6 +328,7 @@ class Session {
 
     // 2. The command's work, bounded by the connect timeout and the server's shutdown.
     const { abort, stopped, clear } = bounded(rules.timeouts.connect, signal);
+    const asked = Date.now();
     let answer: Step;
     let upstream: ByteConnection | undefined;
     let failure: { outcome: Outcome; reason: string } | undefined;
@@ -348,7 +357,15 @@ class Session {
     } finally {
       clear();
     }
+    if (request.kind === "connect" || request.kind === "connect_dir") record.connectMs = Date.now() - asked;
     record.reply = answer.action.type === "relay" ? "granted" : replyText(answer.reply ?? 0);
+    if (answer.action.type === "relay" && upstream) {
+      try {
+        this.#context.onGranted?.(record);
+      } catch {
+        // As for onLog: a faulty hook must not break serving.
+      }
+    }
     try {
       await send(client, answer);
     } catch (error) {
@@ -438,6 +455,7 @@ export function sessionContext(options: HandlerOptions): SessionContext {
     upstream: directUpstream(options.dial, options.resolver),
     ...(options.relay ? { relay: options.relay } : {}),
     ...(options.onLog ? { onLog: options.onLog } : {}),
+    ...(options.onGranted ? { onGranted: options.onGranted } : {}),
   };
 }
 

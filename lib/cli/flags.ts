@@ -11,7 +11,7 @@ import type { HostPort } from "../runtime.ts";
 import { parseIPv6 } from "../core/address.ts";
 import type { LogMode } from "../ops/log.ts";
 import { type Cidr, type DestinationRule, parseCidr, parseRule } from "../policy.ts";
-import { DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS } from "../serve.ts";
+import { DEFAULT_DRAIN_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS } from "../serve.ts";
 import { DEFAULT_TIMEOUTS } from "../rules.ts";
 import { DEFAULT_AUTH_BACKOFF } from "../admission.ts";
 
@@ -53,6 +53,12 @@ export interface CliOptions {
   idleTimeout: number;
   /** Worker processes sharing the listen addresses; 1: this process serves. */
   workers: number | "auto";
+  /** `--admin`: where the admin endpoint (metrics, health) listens; none when absent. */
+  admin?: HostPort;
+  /** `--drain-delay`, in milliseconds: on SIGTERM, how long to keep listening (not ready) first. */
+  drainDelay: number;
+  /** `--drain-timeout`, in milliseconds: on SIGTERM, how long open connections get to finish. */
+  drainTimeout: number;
   /** `--help`. */
   help: boolean;
   /** `--version`. */
@@ -346,6 +352,35 @@ export const FLAGS: readonly Flag[] = [
     },
   },
   {
+    name: "--admin",
+    value: "HOST:PORT",
+    example: "127.0.0.1:9090",
+    help: "serve the admin endpoint here: /metrics (Prometheus), /healthz, /readyz (503 while draining). " +
+      "Keep it on loopback: anyone who reaches it reads the metrics. With --workers, one endpoint for all",
+    workers: "pass",
+    apply: (opts, value) => void (opts.admin = hostPortOf("--admin", value)),
+  },
+  {
+    name: "--drain-delay",
+    value: "SEC",
+    example: "2",
+    help: "on SIGTERM, keep accepting for this long while /readyz says 503, so a load balancer stops " +
+      "sending first (default 0)",
+    workers: "pass",
+    apply: (opts, value) => void (opts.drainDelay = seconds("--drain-delay", value)),
+  },
+  {
+    name: "--drain-timeout",
+    value: "SEC",
+    example: "10",
+    help: `on SIGTERM, stop listening and give open connections this long to finish, then close the rest ` +
+      `(default ${
+        DEFAULT_DRAIN_TIMEOUT / 1000
+      }; 0 = close at once). A second SIGTERM, or SIGINT, closes at once`,
+    workers: "pass",
+    apply: (opts, value) => void (opts.drainTimeout = seconds("--drain-timeout", value)),
+  },
+  {
     name: "--help",
     aliases: ["-h"],
     help: "show this help",
@@ -385,6 +420,8 @@ export function parseArgs(args: string[], flags: readonly Flag[] = FLAGS): CliOp
     connectTimeout: DEFAULT_TIMEOUTS.connect,
     idleTimeout: DEFAULT_TIMEOUTS.idle,
     workers: 1,
+    drainDelay: 0,
+    drainTimeout: DEFAULT_DRAIN_TIMEOUT,
     help: false,
     version: false,
   };

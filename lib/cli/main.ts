@@ -8,12 +8,26 @@ import { parseUsers } from "../auth.ts";
 import type { HostPort, RuntimeAdapter } from "../runtime.ts";
 import { formatHostPort } from "../core/address.ts";
 import { createLogger, type LogMode } from "../ops/log.ts";
+import { exposition, GroupMetrics, Metrics, type MetricsSnapshot } from "../ops/metrics.ts";
+import { serveAdmin } from "../ops/admin.ts";
+import { createReloader } from "../ops/reload.ts";
+import type { RulesOptions } from "../rules.ts";
+import type { Listener } from "../runtime.ts";
 import type { ConnectionLog } from "../session.ts";
 import { isLoopbackHost, serve, type ServeOptions, type SocksServer } from "../serve.ts";
 import { VERSION } from "../version.ts";
 import { listenFailure, readFailure } from "./errors.ts";
 import { type CliOptions, flagHelp, parseArgs } from "./flags.ts";
-import { readyLine, stoppedLine, stoppingLine, supervise, type WorkerProcess } from "./workers.ts";
+import {
+  drainedLine,
+  drainLine,
+  METRICS_PREFIX,
+  readyLine,
+  stoppedLine,
+  stoppingLine,
+  supervise,
+  type WorkerProcess,
+} from "./workers.ts";
 
 /** Process services the CLI needs, one implementation per runtime. */
 export interface CliHost {
@@ -27,7 +41,7 @@ export interface CliHost {
   /** Reads a UTF-8 file. */
   readTextFile(path: string): Promise<string>;
   /** Calls `fn` on the signal. */
-  onSignal(signal: "SIGINT" | "SIGTERM", fn: () => void): void;
+  onSignal(signal: "SIGINT" | "SIGTERM" | "SIGHUP", fn: () => void): void;
   /** Ends the process. */
   exit(code: number): void;
   /** Writes a line to standard output. */
@@ -117,6 +131,45 @@ async function readUsers(host: CliHost, path: string): Promise<Map<string, strin
   return users;
 }
 
+/** The rules part of the options (what a reload replaces): users, destination and client rules, timeouts. */
+function rulesOf(opts: CliOptions, users: Map<string, string> | undefined): RulesOptions {
+  return {
+    users,
+    policy: { allowPrivate: opts.allowPrivate, allowConnectDir: !opts.denyConnectDir, rules: opts.rules },
+    clientPolicy: { rules: opts.clientRules },
+    hideBoundAddress: opts.hideBoundAddress,
+    concealRefusals: opts.concealRefusals,
+    timeouts: { handshake: opts.handshakeTimeout, connect: opts.connectTimeout, idle: opts.idleTimeout },
+  };
+}
+
+/** Reads the configuration again (command line, users file) for a reload; throws when any of it is wrong. */
+async function loadRules(host: CliHost): Promise<{ rules: RulesOptions; opts: CliOptions }> {
+  const opts = parseArgs(host.args());
+  const users = opts.usersFile !== undefined ? await readUsers(host, opts.usersFile) : undefined;
+  return { rules: rulesOf(opts, users), opts };
+}
+
+/** The success line of a reload: what is in force now. */
+function describeRules({ rules }: { rules: RulesOptions }): string {
+  const n = (count: number, what: string) => `${count} ${what}${count === 1 ? "" : "s"}`;
+  return [
+    rules.users ? n(rules.users.size, "user") : "no users",
+    n(rules.policy?.rules?.length ?? 0, "destination rule"),
+    n(rules.clientPolicy?.rules.length ?? 0, "client rule"),
+  ].join(", ");
+}
+
+/** The loud warning for an admin endpoint off loopback. */
+export function adminWarning(address: HostPort): string {
+  return `WARNING: the admin endpoint listens on ${formatHostPort(address)}, not a loopback address: ` +
+    "anyone who can reach it can read the metrics and health of this proxy. Keep it on 127.0.0.1 or ::1 " +
+    "(or firewall it).";
+}
+
+/** How often a `--workers` worker with `--admin` sends its metrics to the supervisor, when they changed. */
+const METRICS_PUSH_MS = 200;
+
 /** Runs the CLI on `adapter` with `host`'s process services. Resolves once the server is listening. */
 export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void> {
   let opts: CliOptions;
@@ -132,31 +185,73 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   if (opts.version) return host.stdout(`edgesocks ${VERSION}`);
 
   const whoIs = host.worker() ? `worker ${host.worker()} ` : "";
+  // Metrics read the records, beside the log (a worker's go to its supervisor, which serves them).
+  const metrics = opts.admin ? new Metrics() : undefined;
+  const log = logger(opts.log, host.stdout, host.worker());
   const options: ServeOptions = {
+    ...rulesOf(opts, users),
     listen: opts.listen,
-    users,
     dns: opts.dns,
-    policy: { allowPrivate: opts.allowPrivate, allowConnectDir: !opts.denyConnectDir, rules: opts.rules },
-    clientPolicy: { rules: opts.clientRules },
     maxConnections: opts.maxConnections,
     maxConnectionsPerClient: opts.maxConnectionsPerClient,
     clientPrefixV6: opts.clientPrefixV6,
     authBackoff: opts.authBackoff,
-    hideBoundAddress: opts.hideBoundAddress,
-    concealRefusals: opts.concealRefusals,
-    timeouts: { handshake: opts.handshakeTimeout, connect: opts.connectTimeout, idle: opts.idleTimeout },
-    onLog: logger(opts.log, host.stdout, host.worker()),
+    onLog: metrics && log
+      ? (r) => {
+        metrics.record(r);
+        log(r);
+      }
+      : metrics
+      ? (r) => metrics.record(r)
+      : log,
+    ...(metrics ? { onGranted: (r: ConnectionLog) => metrics.granted(r) } : {}),
     // One line when accepting starts failing, one when it works again (serve() makes it one episode).
     onAcceptError: (error) => host.stderr(`edgesocks: ${whoIs}${acceptFailure(error)}`),
     onAcceptRecovered: (ms) =>
       host.stderr(`edgesocks: ${whoIs}accepting connections again after ${(ms / 1000).toFixed(1)} s`),
   };
   const auth = users ? `username/password (${users.size} user${users.size === 1 ? "" : "s"})` : "none";
-  const startupLine = (addresses: HostPort[], workers?: number) =>
+  const startupLine = (addresses: HostPort[], workers?: number, admin?: HostPort) =>
     `edgesocks ${VERSION} on ${adapter.name}: listening on ${addresses.map(formatHostPort).join(", ")}` +
     ` (auth: ${auth}${opts.allowPrivate ? ", private destinations allowed" : ""}${
       workers ? `, ${workers} workers` : ""
-    })`;
+    }${admin ? `, admin on http://${formatHostPort(admin)}/` : ""})`;
+  // The admin endpoint: served by a lone process, or by the supervisor for all its workers.
+  let draining = false;
+  const startAdmin = async (
+    snapshot: () => MetricsSnapshot,
+    extras: () => { reloads: { ok: number; failed: number }; workers?: number },
+  ): Promise<Listener | undefined> => {
+    if (!opts.admin) return undefined;
+    try {
+      const listener = await serveAdmin(adapter, opts.admin, {
+        metrics: () =>
+          exposition(snapshot(), {
+            draining,
+            ...extras(),
+            build: { version: VERSION, runtime: adapter.name.split(" ")[0] },
+          }),
+        ready: () => !draining,
+      });
+      if (!isLoopbackHost(opts.admin.host)) host.stderr(adminWarning(opts.admin));
+      return listener;
+    } catch (error) {
+      host.stderr(`edgesocks: --admin: ${listenFailure(opts.admin, error)}`);
+      host.exit(1);
+      return undefined;
+    }
+  };
+  const reload = createReloader({
+    load: () => loadRules(host),
+    apply: ({ rules }) => server?.update(rules),
+    describe: describeRules,
+    // A worker says only what went wrong: its supervisor has said the rest, once for all.
+    report: (line, ok) => {
+      if (!(ok && host.worker())) {
+        host.stderr(`edgesocks: ${host.worker() ? `worker ${host.worker()} ` : ""}${line}`);
+      }
+    },
+  });
   const warnIfOpen = () => {
     if (!users && opts.listen.some((a) => !isLoopbackHost(a.host))) {
       host.stderr(
@@ -173,6 +268,8 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
       return host.exit(2);
     }
     const spawnWorker = host.spawnWorker.bind(host);
+    const group = opts.admin ? new GroupMetrics() : undefined;
+    let reporting = 0;
     const addresses = await supervise({
       ...host,
       spawnWorker: (args, number) => spawnWorker(args, { number, usersFile: opts.usersFile }),
@@ -181,9 +278,20 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
       args: host.args(),
       listen: opts.listen,
       maxConnections: opts.maxConnections,
+      // The workers drain for as long as they were told, then are killed.
+      stopTimeout: opts.drainDelay + opts.drainTimeout + 10_000,
+      onDrain: () => (draining = true),
+      // The supervisor checks the new configuration once, for all: a broken one is said once, and kept
+      // from the workers.
+      reload: () => reload(),
+      ...(group ? { metrics: group } : {}),
     });
     if (!addresses) return;
-    host.stdout(startupLine(addresses, workers));
+    const admin = group
+      ? await startAdmin(() => group.snapshot(), () => ({ reloads: reload.counts, workers: reporting }))
+      : undefined;
+    reporting = workers;
+    host.stdout(startupLine(addresses, workers, admin?.address));
     return warnIfOpen();
   }
   if (worker) options.reusePort = true;
@@ -193,13 +301,61 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   // process has run out of descriptors by then.
   let server: SocksServer | undefined;
   let stopping = false;
+  // A worker with --admin sends its metrics to the supervisor, when they changed.
+  let lastPush = "";
+  const push = () => {
+    if (!metrics || !worker) return;
+    const line = METRICS_PREFIX +
+      JSON.stringify(metrics.snapshot({ connections: server?.activeConnections ?? 0 }));
+    if (line !== lastPush) host.stdout(lastPush = line);
+  };
+  if (metrics && worker) setInterval(push, METRICS_PUSH_MS);
+  // SIGTERM: a drain. Not ready at once; listening for --drain-delay still; then open connections get
+  // --drain-timeout to finish. A second signal during it (interrupt) closes at once.
+  let interrupt: ((why: string) => void) | undefined;
+  const drain = (why: "SIGTERM") => {
+    if (interrupt) return interrupt(why);
+    if (stopping) return;
+    stopping = draining = true;
+    let cutBy: string | undefined;
+    let inDelay = false;
+    let skipDelay = () => {};
+    interrupt = (second) => {
+      if (cutBy) return;
+      cutBy = second;
+      if (inDelay) skipDelay();
+      else void server?.close();
+    };
+    const report = (finished: number, closed: number) => {
+      push();
+      if (worker && cutBy !== "supervisor gone") host.stdout(drainedLine(finished, closed));
+      else host.stderr(`edgesocks: ${whoIs}${drainLine(why, finished, closed, cutBy)}`);
+    };
+    if (!server) return (report(0, 0), host.exit(0));
+    const running = server;
+    void (async () => {
+      if (opts.drainDelay > 0) {
+        inDelay = true;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, opts.drainDelay);
+          skipDelay = () => (clearTimeout(timer), resolve());
+        });
+        inDelay = false;
+      }
+      const { finished, closed } = await running.drain({ timeout: cutBy ? 0 : opts.drainTimeout });
+      report(finished, closed);
+      host.exit(0);
+    })().catch(() => host.exit(1));
+  };
   // One line when stopping, once every connection has been closed. A worker tells its supervisor
   // instead, which prints one line for all; a worker whose supervisor has gone says it itself.
   const stop = (why: "SIGINT" | "SIGTERM" | "supervisor gone") => {
+    if (interrupt) return interrupt(why);
     if (stopping) return;
     stopping = true;
     const open = server?.activeConnections ?? 0;
     const report = () => {
+      push();
       if (worker && why !== "supervisor gone") host.stdout(stoppedLine(open));
       else host.stderr(`edgesocks: ${worker ? `worker ${worker} ` : ""}${stoppingLine(why, open)}`);
     };
@@ -207,7 +363,10 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     server.close().then(() => (report(), host.exit(0)), () => host.exit(1));
   };
   host.onSignal("SIGINT", () => stop("SIGINT"));
-  host.onSignal("SIGTERM", () => stop("SIGTERM"));
+  host.onSignal("SIGTERM", () => drain("SIGTERM"));
+  host.onSignal("SIGHUP", () => {
+    if (!stopping) void reload();
+  });
   // A worker whose supervisor has gone (its end of our standard input closed) stops too.
   if (worker) host.onStdinEnd(() => stop("supervisor gone"));
   // Which address a failed listen was for: not every runtime's error says.
@@ -230,8 +389,14 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   }
   if (worker) host.stdout(readyLine(server.addresses));
   else {
-    host.stdout(startupLine(server.addresses));
+    const live = server;
+    const admin = metrics
+      ? await startAdmin(() => metrics.snapshot({ connections: live.activeConnections }), () => ({
+        reloads: reload.counts,
+      }))
+      : undefined;
+    host.stdout(startupLine(server.addresses, undefined, admin?.address));
     warnIfOpen();
   }
-  if (stopping) await server.close().then(() => host.exit(0), () => host.exit(1));
+  if (stopping && !interrupt) await server.close().then(() => host.exit(0), () => host.exit(1));
 }

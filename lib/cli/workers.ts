@@ -15,6 +15,7 @@
 import type { HostPort } from "../runtime.ts";
 import { formatHostPort } from "../core/address.ts";
 import { concatBytes } from "../core/bytes.ts";
+import { type GroupMetrics, parseSnapshot } from "../ops/metrics.ts";
 import { findFlag, type Flag, FLAGS } from "./flags.ts";
 
 /** Set in the environment of a worker process, to its number (1 to N), which its log lines carry. */
@@ -45,6 +46,64 @@ export function stoppingLine(why: string, closed: number, workers?: number): str
     (workers === undefined ? "" : ` in ${workers} worker${workers === 1 ? "" : "s"}`);
 }
 
+/** A worker's line with its metrics so far (JSON), for the supervisor's admin endpoint (`--admin`). */
+export const METRICS_PREFIX = "edgesocks-worker-metrics ";
+
+/** The last line a worker writes when a drain (SIGTERM) ended: how many connections finished, how many were closed. */
+export const DRAINED_PREFIX = "edgesocks-worker-drained ";
+
+/** A worker's drained line. */
+export function drainedLine(finished: number, closed: number): string {
+  return `${DRAINED_PREFIX}${finished} ${closed}`;
+}
+
+/**
+ * The line printed when a drain ended, e.g. `drained (SIGTERM): 3 connections finished, 1 closed at
+ * timeout` (`closed on SIGINT` when a second signal cut it short; `in 2 workers` after it for a supervisor).
+ */
+export function drainLine(
+  why: string,
+  finished: number,
+  closed: number,
+  cutBy?: string,
+  workers?: number,
+): string {
+  return `drained (${why}): ${finished} connection${finished === 1 ? "" : "s"} finished, ${closed} closed ` +
+    (cutBy ? `on ${cutBy}` : "at timeout") +
+    (workers === undefined ? "" : ` in ${workers} worker${workers === 1 ? "" : "s"}`);
+}
+
+const CONTROL_BYTES = [METRICS_PREFIX, DRAINED_PREFIX].map((p) => new TextEncoder().encode(p));
+
+function startsWith(bytes: Uint8Array, at: number, prefix: Uint8Array): boolean {
+  if (bytes.length - at < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (bytes[at + i] !== prefix[i]) return false;
+  return true;
+}
+
+/**
+ * Splits a worker's metrics and drained lines out of `bytes` (whole lines): the log lines that are
+ * left, and those lines as text. Looks only at the start of each line.
+ */
+export function takeControl(bytes: Uint8Array): [Uint8Array, string[]] {
+  let control: string[] | undefined;
+  const keep: Uint8Array[] = [];
+  let from = 0;
+  for (let at = 0; at < bytes.length;) {
+    const nl = bytes.indexOf(10, at);
+    const end = nl < 0 ? bytes.length : nl + 1;
+    if (bytes[at] === 101 && CONTROL_BYTES.some((p) => startsWith(bytes, at, p))) {
+      if (at > from) keep.push(bytes.subarray(from, at));
+      (control ??= []).push(new TextDecoder().decode(bytes.subarray(at, end)).trimEnd());
+      from = end;
+    }
+    at = end;
+  }
+  if (!control) return [bytes, []];
+  if (from < bytes.length) keep.push(bytes.subarray(from));
+  return [keep.length === 1 ? keep[0] : keep.reduce((a, b) => concatBytes(a, b)), control];
+}
+
 const STOPPED_BYTES = new TextEncoder().encode(STOPPED_PREFIX);
 
 /**
@@ -70,7 +129,7 @@ export interface WorkerProcess {
   /** Resolves with the exit code (null when a signal ended it). */
   readonly exited: Promise<number | null>;
   /** Sends `signal`; nothing if it has already gone. */
-  kill(signal: "SIGTERM" | "SIGKILL"): void;
+  kill(signal: "SIGTERM" | "SIGKILL" | "SIGINT" | "SIGHUP"): void;
 }
 
 /** What the supervisor needs from the runtime. */
@@ -78,7 +137,7 @@ export interface SupervisorHost {
   /** Starts worker number `number` (1 to N; a replacement gets the number of the one it replaces). */
   spawnWorker(args: string[], number: number): WorkerProcess;
   /** Calls `fn` on the signal. */
-  onSignal(signal: "SIGINT" | "SIGTERM", fn: () => void): void;
+  onSignal(signal: "SIGINT" | "SIGTERM" | "SIGHUP", fn: () => void): void;
   /** Writes bytes to standard output as they are (the workers' log lines). */
   writeStdout(bytes: Uint8Array): void;
   /** Writes a line to standard output. */
@@ -173,10 +232,12 @@ const READY_TIMEOUT_MS = 30_000;
 
 /**
  * Starts `count` workers, waits until all listen, and keeps them running:
- * a worker that dies is started again after a second; SIGINT/SIGTERM stop
- * them all (each closes its tunnels) and then the supervisor exits.
- * Resolves with the bound addresses once all listen; on a startup failure
- * stops the others and exits 1.
+ * a worker that dies is started again after a second; SIGINT stops them all
+ * at once (each closes its tunnels), SIGTERM drains them (a second SIGTERM
+ * or a SIGINT then closes at once), and then the supervisor exits. SIGHUP
+ * goes on to the workers once `reload` (the supervisor's own check of the
+ * new configuration) says it is whole. Resolves with the bound addresses
+ * once all listen; on a startup failure stops the others and exits 1.
  */
 export async function supervise(
   host: SupervisorHost,
@@ -185,6 +246,14 @@ export async function supervise(
     args: string[];
     listen: HostPort[];
     maxConnections: number;
+    /** On SIGTERM, how long workers get before they are killed; default 30 s. */
+    stopTimeout?: number;
+    /** Told when a drain starts (SIGTERM): `/readyz` turns 503. */
+    onDrain?: () => void;
+    /** Checks the configuration on SIGHUP; true: it is whole, workers are told to reload. */
+    reload?: () => Promise<boolean>;
+    /** Gets the workers' metrics lines. */
+    metrics?: GroupMetrics;
   },
 ): Promise<HostPort[] | undefined> {
   const { count } = options;
@@ -195,23 +264,46 @@ export async function supervise(
   let stopping = false;
   let started = false; // all workers listened once: from then on a dead one is replaced
 
-  // Connections the workers stopped by a signal closed, from their stopped lines.
+  // Connections the workers stopped by a signal closed, from their stopped lines; and those a drain
+  // let finish or closed, from their drained lines.
   let closed = 0;
+  const drain = { finished: 0, closed: 0, lines: 0 };
+  let draining = false;
+  let cutBy: string | undefined;
+  // Workers that said they listen: only they have their signal handlers in place.
+  const ready = new Set<WorkerProcess>();
   const stopAll = async (code: number, signal?: "SIGINT" | "SIGTERM") => {
-    if (stopping) return;
+    if (stopping) {
+      // A second signal during a drain: close at once.
+      if (draining && signal && !cutBy) {
+        cutBy = signal;
+        for (const w of live.keys()) w.kill("SIGINT");
+      }
+      return;
+    }
     stopping = true;
+    draining = signal === "SIGTERM";
+    if (draining) options.onDrain?.();
     const workers = live.size;
-    for (const w of live.keys()) w.kill("SIGTERM");
+    for (const w of live.keys()) w.kill(signal === "SIGINT" ? "SIGINT" : "SIGTERM");
     const timer = setTimeout(() => {
       for (const w of live.keys()) w.kill("SIGKILL");
-    }, 30_000);
+    }, draining ? options.stopTimeout ?? 30_000 : 30_000);
     await Promise.all(live.values());
     clearTimeout(timer);
-    if (signal) host.stderr(`edgesocks: ${stoppingLine(signal, closed, workers)}`);
+    if (signal && drain.lines > 0) {
+      host.stderr(`edgesocks: ${drainLine(signal, drain.finished, drain.closed, cutBy, workers)}`);
+    } else if (signal) host.stderr(`edgesocks: ${stoppingLine(signal, closed + drain.closed, workers)}`);
     host.exit(code);
   };
   host.onSignal("SIGINT", () => void stopAll(0, "SIGINT"));
   host.onSignal("SIGTERM", () => void stopAll(0, "SIGTERM"));
+  host.onSignal("SIGHUP", () => {
+    if (stopping || !options.reload) return;
+    void options.reload().then((ok) => {
+      if (ok && !stopping) { for (const w of ready) w.kill("SIGHUP"); }
+    });
+  });
 
   /** Starts one worker; resolves with its addresses once it listens, or null if it exits first. */
   const start = (listen: HostPort[], number: number): Promise<HostPort[] | null> => {
@@ -225,8 +317,8 @@ export async function supervise(
       );
       return Promise.resolve(null);
     }
-    let ready: (a: HostPort[] | null) => void = () => {};
-    const readyP = new Promise<HostPort[] | null>((r) => (ready = r));
+    let isReady: (a: HostPort[] | null) => void = () => {};
+    const readyP = new Promise<HostPort[] | null>((r) => (isReady = r));
     const timer = setTimeout(() => {
       host.stderr(`edgesocks: worker ${w.pid} did not start listening within ${READY_TIMEOUT_MS / 1000} s`);
       w.kill("SIGKILL");
@@ -234,7 +326,22 @@ export async function supervise(
     const copied = (async () => {
       // Whole lines only: the workers' logs share our standard output, and a line cut where a read
       // ended must not have another worker's line spliced into it.
-      const lines = new LineCopier((bytes) => {
+      const lines = new LineCopier((whole) => {
+        const [bytes, control] = takeControl(whole);
+        for (const line of control) {
+          if (line.startsWith(DRAINED_PREFIX)) {
+            const m = /^(\d{1,9}) (\d{1,9})$/.exec(line.slice(DRAINED_PREFIX.length));
+            if (m) {
+              drain.finished += Number(m[1]);
+              drain.closed += Number(m[2]);
+              drain.lines++;
+            }
+          } else if (options.metrics) {
+            try {
+              options.metrics.update(number, parseSnapshot(JSON.parse(line.slice(METRICS_PREFIX.length))));
+            } catch { /* a line cut short: the next one will do */ }
+          }
+        }
         const [log, count] = takeStopped(bytes);
         if (count !== undefined) closed += count;
         if (log.length > 0) host.writeStdout(log);
@@ -250,7 +357,8 @@ export async function supervise(
           const nl = head.indexOf(10);
           if (nl < 0) continue;
           clearTimeout(timer);
-          ready(parseReady(new TextDecoder().decode(head.subarray(0, nl))));
+          ready.add(w);
+          isReady(parseReady(new TextDecoder().decode(head.subarray(0, nl))));
           lines.push(head.subarray(nl + 1));
           head = null;
         }
@@ -262,7 +370,9 @@ export async function supervise(
       await copied;
       clearTimeout(timer);
       live.delete(w);
-      ready(null);
+      ready.delete(w);
+      options.metrics?.retire(number);
+      isReady(null);
       if (stopping || !started) return;
       host.stderr(
         `edgesocks: worker ${w.pid} exited (${
