@@ -61,8 +61,10 @@ export type { CommandContext, CommandHandler, CommandResult } from "./lib/comman
 export { type Opened, type Upstream, UpstreamError } from "./lib/upstream/upstream.ts";
 export { directUpstream } from "./lib/upstream/direct.ts";
 export {
+  DEFAULT_DRAIN_TIMEOUT,
   DEFAULT_LISTEN,
   DEFAULT_MAX_CONNECTIONS,
+  type DrainResult,
   serve,
   type ServeOptions,
   type SocksServer,
@@ -86,6 +88,20 @@ export {
 export { createAuthenticator, parseUsers } from "./lib/auth.ts";
 export { type AuthBackoff, DEFAULT_AUTH_BACKOFF } from "./lib/admission.ts";
 export { VERSION } from "./lib/version.ts";
+export {
+  DURATION_BUCKETS,
+  emptySnapshot,
+  exposition,
+  type ExpositionExtras,
+  GroupMetrics,
+  type HistogramData,
+  mergeSnapshots,
+  Metrics,
+  type MetricsSnapshot,
+  parseSnapshot,
+} from "./lib/ops/metrics.ts";
+export { type AdminSource, serveAdmin } from "./lib/ops/admin.ts";
+export { createReloader, type ReloadCounts, type ReloadSteps } from "./lib/ops/reload.ts";
 
 // The CLI and the runtime adapter load only when this file is the program.
 if (import.meta.main) await import("./lib/cli/bin.ts");

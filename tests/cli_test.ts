@@ -130,7 +130,8 @@ describe(`CLI on ${RUNTIME}`, () => {
   });
 
   it("says in one line that it stops, on which signal, and how many connections it closed", async () => {
-    const proxy = await spawnProxy(["--listen", "127.0.0.1:0", "--allow-private"]);
+    // SIGTERM drains: the half greetings get the drain timeout, then are closed.
+    const proxy = await spawnProxy(["--listen", "127.0.0.1:0", "--allow-private", "--drain-timeout", "0.5"]);
     const held: RawClient[] = [];
     try {
       for (let i = 0; i < 3; i++) {
@@ -140,7 +141,10 @@ describe(`CLI on ${RUNTIME}`, () => {
       }
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(await proxy.stop("SIGTERM"), 0);
-      assert.equal(proxy.errors(), "edgesocks: stopping (SIGTERM), closed 3 open connections\n");
+      assert.equal(
+        proxy.errors(),
+        "edgesocks: drained (SIGTERM): 0 connections finished, 3 closed at timeout\n",
+      );
       for (const c of held) assert.equal((await c.readToEnd()).length, 0);
     } finally {
       for (const c of held) c.destroy();

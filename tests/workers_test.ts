@@ -128,6 +128,8 @@ describe(`--workers on ${RUNTIME}`, () => {
       "--workers",
       "2",
       "--allow-private",
+      "--drain-timeout",
+      "0.5",
       "--log",
       "text",
     ]);
@@ -140,8 +142,11 @@ describe(`--workers on ${RUNTIME}`, () => {
         held.push(c);
       }
       assert.equal(await proxy.stop("SIGTERM"), 0);
-      assert.equal(proxy.errors(), "edgesocks: stopping (SIGTERM), closed 5 open connections in 2 workers\n");
-      assert.ok(!proxy.output().includes("edgesocks-worker-stopped"), proxy.output());
+      assert.equal(
+        proxy.errors(),
+        "edgesocks: drained (SIGTERM): 0 connections finished, 5 closed at timeout in 2 workers\n",
+      );
+      assert.ok(!proxy.output().includes("edgesocks-worker-"), proxy.output());
       // The text log names the worker at the end of each line.
       const lines = proxy.output().trim().split("\n").slice(1);
       assert.equal(lines.length, 5, proxy.output());

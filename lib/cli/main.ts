@@ -218,6 +218,8 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     }${admin ? `, admin on http://${formatHostPort(admin)}/` : ""})`;
   // The admin endpoint: served by a lone process, or by the supervisor for all its workers.
   let draining = false;
+  // The server, once listening (never in a supervisor: the workers serve).
+  let server: SocksServer | undefined;
   const startAdmin = async (
     snapshot: () => MetricsSnapshot,
     extras: () => { reloads: { ok: number; failed: number }; workers?: number },
@@ -299,7 +301,6 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   // Signal handlers go in before anything else: a stop request that arrives while starting (or right
   // after the startup line) must still end in a clean exit, and Deno cannot set them up later if the
   // process has run out of descriptors by then.
-  let server: SocksServer | undefined;
   let stopping = false;
   // A worker with --admin sends its metrics to the supervisor, when they changed.
   let lastPush = "";
@@ -309,7 +310,6 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
       JSON.stringify(metrics.snapshot({ connections: server?.activeConnections ?? 0 }));
     if (line !== lastPush) host.stdout(lastPush = line);
   };
-  if (metrics && worker) setInterval(push, METRICS_PUSH_MS);
   // SIGTERM: a drain. Not ready at once; listening for --drain-delay still; then open connections get
   // --drain-timeout to finish. A second signal during it (interrupt) closes at once.
   let interrupt: ((why: string) => void) | undefined;
@@ -387,8 +387,11 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     );
     return host.exit(1);
   }
-  if (worker) host.stdout(readyLine(server.addresses));
-  else {
+  if (worker) {
+    host.stdout(readyLine(server.addresses));
+    // After the ready line: the supervisor reads the first line as that.
+    if (metrics) setInterval(push, METRICS_PUSH_MS);
+  } else {
     const live = server;
     const admin = metrics
       ? await startAdmin(() => metrics.snapshot({ connections: live.activeConnections }), () => ({

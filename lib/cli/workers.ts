@@ -101,7 +101,7 @@ export function takeControl(bytes: Uint8Array): [Uint8Array, string[]] {
   }
   if (!control) return [bytes, []];
   if (from < bytes.length) keep.push(bytes.subarray(from));
-  return [keep.length === 1 ? keep[0] : keep.reduce((a, b) => concatBytes(a, b)), control];
+  return [keep.reduce((a, b) => concatBytes(a, b), new Uint8Array(0)), control];
 }
 
 const STOPPED_BYTES = new TextEncoder().encode(STOPPED_PREFIX);

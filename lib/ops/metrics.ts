@@ -126,12 +126,18 @@ export class Metrics {
   #openTunnels = 0;
   #open = new WeakSet<ConnectionLog>();
 
-  /** A tunnel was granted: it is open until its record ends. */
+  /** A tunnel was granted: it is open until its record ends. Its handshake and connect times count now. */
   granted(record: ConnectionLog): void {
     if (this.#open.has(record)) return;
     this.#open.add(record);
     this.#s.tunnels++;
     this.#openTunnels++;
+    this.#durations(record);
+  }
+
+  #durations(r: ConnectionLog): void {
+    if (r.handshakeMs !== undefined) observe(this.#s.handshake, r.handshakeMs / 1000);
+    if (r.connectMs !== undefined) observe(this.#s.connect, r.connectMs / 1000);
   }
 
   /** A connection ended with `record`. */
@@ -146,9 +152,9 @@ export class Metrics {
     s.bytesDown += r.down;
     if (r.outcome === "dns_failed") s.dnsFailures++;
     if (r.outcome === "auth_failed") s.authFailures++;
-    if (r.handshakeMs !== undefined) observe(s.handshake, r.handshakeMs / 1000);
-    if (r.connectMs !== undefined) observe(s.connect, r.connectMs / 1000);
+    // A tunnel's durations were counted when it was granted.
     if (this.#open.delete(r)) this.#openTunnels--;
+    else this.#durations(r);
   }
 
   /** A copy of the counts, with `connections` open now (a server's `activeConnections`). */
