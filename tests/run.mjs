@@ -30,6 +30,7 @@ const clients = {
   python3: "python3",
   "systemd-analyze": "systemd",
   promtool: "prometheus",
+  haproxy: "haproxy",
 };
 const missing = Object.entries(clients).filter(([cmd]) =>
   sh("sh", ["-c", `command -v ${cmd} || test -x /usr/sbin/${cmd}`], { stdio: "ignore" }).status !== 0
