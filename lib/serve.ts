@@ -155,7 +155,16 @@ export interface DrainResult {
   closed: number;
 }
 
-/** How long {@linkcode SocksServer.drain} waits for open connections by default: 30 s. */
+/**
+ * How long {@linkcode SocksServer.drain} waits for open connections by default: 30 s.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_DRAIN_TIMEOUT, type SocksServer } from "@edgesocks/edgesocks";
+ * declare const server: SocksServer;
+ * await server.drain({ timeout: 2 * DEFAULT_DRAIN_TIMEOUT }); // long downloads get a minute
+ * ```
+ */
 export const DEFAULT_DRAIN_TIMEOUT = 30_000;
 
 /**

@@ -14,7 +14,15 @@
  */
 import type { ByteConnection, HostPort, Listener, RuntimeAdapter } from "../runtime.ts";
 
-/** What the endpoint reports. */
+/**
+ * What the endpoint reports.
+ *
+ * @example
+ * ```ts
+ * import { type AdminSource, emptySnapshot, exposition } from "@edgesocks/edgesocks";
+ * const source: AdminSource = { metrics: () => exposition(emptySnapshot()), ready: () => true };
+ * ```
+ */
 export interface AdminSource {
   /** The `/metrics` body (Prometheus text format 0.0.4). */
   metrics(): string | Promise<string>;

@@ -12,7 +12,15 @@
  */
 import type { ConnectionLog } from "../record.ts";
 
-/** Upper bounds of the duration histograms' buckets, in seconds (Prometheus's default buckets). */
+/**
+ * Upper bounds of the duration histograms' buckets, in seconds (Prometheus's default buckets).
+ *
+ * @example
+ * ```ts
+ * import { DURATION_BUCKETS } from "@edgesocks/edgesocks";
+ * DURATION_BUCKETS.at(-1); // 10: slower than that counts in +Inf only
+ * ```
+ */
 export const DURATION_BUCKETS: readonly number[] = [
   0.005,
   0.01,
@@ -32,6 +40,12 @@ export const DURATION_BUCKETS: readonly number[] = [
  * `DURATION_BUCKETS[i]` seconds and above the bound before it (not
  * cumulative: the exposition adds them up); `count` includes those above the
  * last bound.
+ *
+ * @example
+ * ```ts
+ * import type { HistogramData } from "@edgesocks/edgesocks";
+ * const mean = (h: HistogramData) => h.count === 0 ? 0 : h.sum / h.count;
+ * ```
  */
 export interface HistogramData {
   /** Observations per bucket (not cumulative). */
@@ -88,7 +102,15 @@ function observe(h: HistogramData, seconds: number): void {
   h.sum += seconds;
 }
 
-/** An empty snapshot. */
+/**
+ * An empty snapshot.
+ *
+ * @example
+ * ```ts
+ * import { emptySnapshot, exposition } from "@edgesocks/edgesocks";
+ * const zeros = exposition(emptySnapshot()); // every series, at 0
+ * ```
+ */
 export function emptySnapshot(): MetricsSnapshot {
   return {
     connections: {},
@@ -179,6 +201,13 @@ function addHistogram(into: HistogramData, from: HistogramData): void {
  * The sum of `snapshots`; with `counters` only, the gauges (`open`) are left
  * at 0 (for processes that have gone: what they counted stays, nothing of
  * theirs is open).
+ *
+ * @example
+ * ```ts
+ * import { mergeSnapshots, type MetricsSnapshot } from "@edgesocks/edgesocks";
+ * declare const a: MetricsSnapshot, b: MetricsSnapshot;
+ * const both = mergeSnapshots([a, b]);
+ * ```
  */
 export function mergeSnapshots(snapshots: readonly MetricsSnapshot[], counters = false): MetricsSnapshot {
   const out = emptySnapshot();
@@ -200,7 +229,16 @@ export function mergeSnapshots(snapshots: readonly MetricsSnapshot[], counters =
   return out;
 }
 
-/** Checks that `value` is a snapshot (from another process); throws a TypeError if not. */
+/**
+ * Checks that `value` is a snapshot (from another process); throws a TypeError if not.
+ *
+ * @example
+ * ```ts
+ * import { parseSnapshot } from "@edgesocks/edgesocks";
+ * declare const line: string; // JSON from a worker
+ * const snapshot = parseSnapshot(JSON.parse(line));
+ * ```
+ */
 export function parseSnapshot(value: unknown): MetricsSnapshot {
   const v = value as MetricsSnapshot;
   const num = (n: unknown) => typeof n === "number" && Number.isFinite(n) && n >= 0;
@@ -255,7 +293,16 @@ export class GroupMetrics {
   }
 }
 
-/** Extra series for {@linkcode exposition}. */
+/**
+ * Extra series for {@linkcode exposition}.
+ *
+ * @example
+ * ```ts
+ * import { emptySnapshot, exposition, type ExpositionExtras } from "@edgesocks/edgesocks";
+ * const extras: ExpositionExtras = { draining: false, build: { version: "0.1.0", runtime: "node" } };
+ * const text = exposition(emptySnapshot(), extras);
+ * ```
+ */
 export interface ExpositionExtras {
   /** 1 while draining (`/readyz` answers 503), else 0. */
   draining?: boolean;

@@ -7,7 +7,21 @@
  * @module
  */
 
-/** What {@linkcode createReloader} needs. */
+/**
+ * What {@linkcode createReloader} needs.
+ *
+ * @example
+ * ```ts
+ * import type { ReloadSteps, RulesOptions, SocksServer } from "@edgesocks/edgesocks";
+ * declare const server: SocksServer;
+ * declare function readRules(): Promise<RulesOptions>;
+ * const steps: ReloadSteps<RulesOptions> = {
+ *   load: readRules,
+ *   apply: (rules) => server.update(rules),
+ *   report: (line, ok) => (ok ? console.log : console.error)(line),
+ * };
+ * ```
+ */
 export interface ReloadSteps<T> {
   /** Reads and checks everything; throws (with a message for the user) when anything is wrong. */
   load(): Promise<T>;
@@ -19,7 +33,16 @@ export interface ReloadSteps<T> {
   describe?(config: T): string;
 }
 
-/** Reloads done so far, by result. */
+/**
+ * Reloads done so far, by result.
+ *
+ * @example
+ * ```ts
+ * import { createReloader, type ReloadCounts } from "@edgesocks/edgesocks";
+ * const reload = createReloader({ load: async () => 1, apply: () => {}, report: () => {} });
+ * const counts: ReloadCounts = reload.counts; // { ok: 0, failed: 0 } until the first reload
+ * ```
+ */
 export interface ReloadCounts {
   /** Reloads that put a new configuration in force. */
   ok: number;
