@@ -15,7 +15,6 @@ import {
   startDns,
   startEcho,
   toHex,
-  until,
   usersFile,
 } from "./_fixtures.ts";
 import {
