@@ -139,10 +139,12 @@ describe("metrics", () => {
     // A newer snapshot replaces the older: nothing counted twice.
     group.update(2, b.snapshot({ connections: 0 }));
     let s = group.snapshot();
+    assert.equal(group.workers, 2);
     assert.equal(s.connections.tunnel_done, 2);
     assert.equal(s.bytesUp, 55);
     assert.deepEqual(s.open, { connections: 1, tunnels: 1 });
     group.retire(1);
+    assert.equal(group.workers, 1);
     s = group.snapshot();
     assert.equal(s.bytesUp, 55);
     assert.deepEqual(s.open, { connections: 0, tunnels: 0 });

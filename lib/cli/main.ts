@@ -271,7 +271,6 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     }
     const spawnWorker = host.spawnWorker.bind(host);
     const group = opts.admin ? new GroupMetrics() : undefined;
-    let reporting = 0;
     const addresses = await supervise({
       ...host,
       spawnWorker: (args, number) => spawnWorker(args, { number, usersFile: opts.usersFile }),
@@ -290,9 +289,8 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     });
     if (!addresses) return;
     const admin = group
-      ? await startAdmin(() => group.snapshot(), () => ({ reloads: reload.counts, workers: reporting }))
+      ? await startAdmin(() => group.snapshot(), () => ({ reloads: reload.counts, workers: group.workers }))
       : undefined;
-    reporting = workers;
     host.stdout(startupLine(addresses, workers, admin?.address));
     return warnIfOpen();
   }

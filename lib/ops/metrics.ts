@@ -287,6 +287,11 @@ export class GroupMetrics {
     this.#gone = mergeSnapshots([this.#gone, last], true);
   }
 
+  /** Workers that have sent a snapshot and not gone. */
+  get workers(): number {
+    return this.#live.size;
+  }
+
   /** The whole group. */
   snapshot(): MetricsSnapshot {
     return mergeSnapshots([this.#gone, ...this.#live.values()]);
