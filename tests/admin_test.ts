@@ -379,6 +379,43 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
     }
   });
 
+  it("with --workers 2: a SIGINT during a drain closes every worker's tunnels at once", async () => {
+    const proxy = await spawnProxy([
+      "--listen",
+      "127.0.0.1:0",
+      "--workers",
+      "2",
+      "--allow-private",
+      "--drain-timeout",
+      "60",
+    ]);
+    try {
+      const held: RawClient[] = [];
+      for (let i = 0; i < 6; i++) {
+        const c = await RawClient.open(proxy.port);
+        c.send(socks5ConnectBytes(echo.port));
+        await c.readExactly(12);
+        held.push(c);
+      }
+      signal(proxy, "SIGTERM");
+      await new Promise((r) => setTimeout(r, 700));
+      assert.equal(proxy.child.exitCode, null, "still draining");
+      await echoThrough(held[5], 100);
+      signal(proxy, "SIGINT");
+      assert.equal(await exited(proxy, 10_000), 0);
+      assert.equal(
+        proxy.errors(),
+        "edgesocks: drained (SIGTERM): 0 connections finished, 6 closed on SIGINT in 2 workers\n",
+      );
+      for (const c of held) {
+        await c.readToEnd();
+        c.destroy();
+      }
+    } finally {
+      await proxy.stop();
+    }
+  });
+
   it("with --workers 2: one endpoint counts the whole group, SIGHUP reloads every worker, SIGTERM drains them all", async () => {
     const users = usersFile("alice:secret\n");
     const slow = await startSlowServer(16, 32 * 1024, 100);

@@ -16,7 +16,8 @@ import {
   parseSnapshot,
 } from "../lib/ops/metrics.ts";
 import { createReloader } from "../lib/ops/reload.ts";
-import { answer, response } from "../lib/ops/admin.ts";
+import { answer, response, serveAdmin } from "../lib/ops/admin.ts";
+import { currentRuntime } from "../lib/cli/detect.ts";
 import type { ConnectionLog } from "../lib/record.ts";
 import { drainedLine, drainLine, METRICS_PREFIX, takeControl } from "../lib/cli/workers.ts";
 import { RawClient, RUNTIME, socks5ConnectBytes, startEcho, startProxy } from "./_fixtures.ts";
@@ -252,6 +253,42 @@ describe("admin responses", () => {
     assert.ok(
       Buffer.from(response(200, "text/plain", "héllo\n", true)).toString().endsWith("no-store\r\n\r\n"),
     );
+  });
+});
+
+describe(`admin listener on ${RUNTIME}`, () => {
+  it("answers a request per connection; a silent client is closed after 5 s; at most 64 at once", async () => {
+    const { adapter } = await currentRuntime();
+    const admin = await serveAdmin(adapter, { host: "127.0.0.1", port: 0 }, {
+      metrics: () => "m 1\n",
+      ready: () => true,
+    });
+    const held: RawClient[] = [];
+    try {
+      const get = async () => {
+        const c = await RawClient.open(admin.address.port);
+        c.send("GET /healthz HTTP/1.0\r\n\r\n");
+        const got = String(await c.readToEnd());
+        c.destroy();
+        return got;
+      };
+      assert.match(await get(), /^HTTP\/1\.1 200 OK\r\n[^]*\r\n\r\nok\n$/);
+      for (let i = 0; i < 64; i++) held.push(await RawClient.open(admin.address.port));
+      await new Promise((r) => setTimeout(r, 200));
+      // The 65th is closed unanswered.
+      const t0 = Date.now();
+      const over = await RawClient.open(admin.address.port);
+      over.send("GET /healthz HTTP/1.0\r\n\r\n");
+      assert.equal((await over.readToEnd()).length, 0);
+      over.destroy();
+      assert.ok(Date.now() - t0 < 4_000, "closed at once, not at the 5 s head timeout");
+      // The silent ones go at the head timeout, and room is made again.
+      for (const c of held) await c.readToEnd(15_000);
+      assert.match(await get(), /ok\n$/);
+    } finally {
+      for (const c of held) c.destroy();
+      await admin.close();
+    }
   });
 });
 

@@ -8,7 +8,8 @@
  * (three servers would each differ in how they bind, report errors and
  * close), nothing new in the adapter contract, and all it ever answers is a
  * GET of three paths. It reads one request head (at most 8 KiB, within 5 s),
- * answers it with a `Content-Length` and `Connection: close`, and closes.
+ * answers it with a `Content-Length` and `Connection: close`, and closes; at
+ * most 64 connections at once.
  *
  * @module
  */
@@ -34,6 +35,8 @@ export interface AdminSource {
 const MAX_HEAD = 8 * 1024;
 /** Time to send a complete request head. */
 const HEAD_TIMEOUT_MS = 5_000;
+/** Admin connections served at once; more are closed at once (a scraper needs one). */
+const MAX_ADMIN_CONNECTIONS = 64;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -122,7 +125,10 @@ export function serveAdmin(
   address: HostPort,
   source: AdminSource,
 ): Promise<Listener> {
+  let open = 0;
   return adapter.listen(address, (conn) => {
+    if (open >= MAX_ADMIN_CONNECTIONS) return conn.close();
+    open++;
     const timer = setTimeout(() => conn.close(), HEAD_TIMEOUT_MS);
     void (async () => {
       try {
@@ -148,6 +154,7 @@ export function serveAdmin(
       } catch {
         // The client went away.
       } finally {
+        open--;
         clearTimeout(timer);
         conn.close();
       }
