@@ -1,6 +1,7 @@
 /**
  * The command line: flags → options → a running server, with a startup line,
- * a loud warning for open proxies, and a clean stop on SIGINT/SIGTERM.
+ * a loud warning for open proxies, the admin endpoint (`--admin`), a clean
+ * stop on SIGINT, a drain on SIGTERM and a reload on SIGHUP.
  *
  * @module
  */
