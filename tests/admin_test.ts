@@ -216,7 +216,7 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
   });
 
   it("SIGTERM drains: /readyz 503, new connections refused, a slow download completes byte-exact, exit 0", async () => {
-    const slow = await startSlowServer(16, 32 * 1024, 100);
+    const slow = await startSlowServer(40, 32 * 1024, 100);
     const proxy = await spawnProxy(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--allow-private"]);
     try {
       const admin = adminPort(proxy.startup);
@@ -232,7 +232,7 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
       assert.equal(sample((await adminGet(admin, "/metrics")).body, "edgesocks_draining"), 1);
       assert.ok(await refused(proxy.port), "a new connection during the drain is refused");
       const rest = await c.readToEnd(20_000);
-      assert.ok(Buffer.concat([first, rest]).equals(pattern(16 * 32 * 1024)), "the download, byte for byte");
+      assert.ok(Buffer.concat([first, rest]).equals(pattern(40 * 32 * 1024)), "the download, byte for byte");
       c.destroy();
       assert.equal(await exited(proxy), 0);
       assert.equal(
@@ -303,7 +303,7 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
       "127.0.0.1:0",
       "--allow-private",
       "--drain-delay",
-      "2",
+      "3",
     ]);
     try {
       const admin = adminPort(proxy.startup);
@@ -418,7 +418,7 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
 
   it("with --workers 2: one endpoint counts the whole group, SIGHUP reloads every worker, SIGTERM drains them all", async () => {
     const users = usersFile("alice:secret\n");
-    const slow = await startSlowServer(16, 32 * 1024, 100);
+    const slow = await startSlowServer(40, 32 * 1024, 100);
     const proxy = await spawnProxy([
       "--listen",
       "127.0.0.1:0",
@@ -500,7 +500,7 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
       for (let i = 0; i < 50 && ready.status !== 503; i++) ready = await adminGet(admin, "/readyz");
       assert.equal(ready.status, 503);
       const rest = await c.readToEnd(20_000);
-      assert.ok(Buffer.concat([first, rest]).equals(pattern(16 * 32 * 1024)), "the download, byte for byte");
+      assert.ok(Buffer.concat([first, rest]).equals(pattern(40 * 32 * 1024)), "the download, byte for byte");
       c.destroy();
       assert.equal(await exited(proxy), 0);
       assert.equal(
