@@ -224,6 +224,44 @@ describe("BIND through the server", () => {
     assert.equal(toHex(await RawClient.exchange(plain.port, bind4())), "00 5b 00 00 00 00 00 00");
   });
 
+  it("over IPv6: the listener and both replies are IPv6; SOCKS4 (4-byte addresses) gets 0x5B", async () => {
+    const v6 = await startProxy({
+      bind: true,
+      policy: { allowPrivate: true },
+      listen: [{ host: "::1", port: 0 }],
+    });
+    try {
+      const c = await RawClient.open(v6.port, "::1");
+      c.send(GREETING);
+      c.send(hex("05 02 00 04 00000000000000000000000000000001 0000"));
+      assert.equal(toHex(await c.readExactly(2)), "05 00");
+      const first = await c.readExactly(22);
+      const port = portOf(first, 20);
+      assert.equal(toHex(first), toHex(hex(`05 00 00 04 00000000000000000000000000000001 ${hexPort(port)}`)));
+      const right = await within(
+        5_000,
+        "v6 peer",
+        new Promise<Socket>((resolve, reject) => {
+          const s = connect({ port, host: "::1" }, () => resolve(s));
+          s.once("error", reject);
+        }),
+      );
+      const second = await c.readExactly(22);
+      assert.equal(
+        toHex(second),
+        toHex(hex(`05 00 00 04 00000000000000000000000000000001 ${hexPort(right.localPort!)}`)),
+      );
+      right.destroy();
+      c.destroy();
+      const c4 = await RawClient.open(v6.port, "::1");
+      c4.send(bind4());
+      assert.equal(toHex(await c4.readToEnd()), "00 5b 00 00 00 00 00 00");
+      c4.destroy();
+    } finally {
+      await v6.close();
+    }
+  });
+
   it("the npm socks client's bind: 'bound', then 'established' once the peer connects", async () => {
     const require = createRequire(import.meta.url);
     const { SocksClient } = require("socks") as typeof import("socks");

@@ -13,7 +13,7 @@
 import { canonicalIP, type HostPort } from "../core/address.ts";
 import { SocksError } from "../core/errors.ts";
 import type { ProxyRequest } from "../core/request.ts";
-import { unmapIPv4 } from "../core/replies.ts";
+import { fitsSocks4, unmapIPv4 } from "../core/replies.ts";
 import { ReplyCode } from "../core/wire.ts";
 import { type DestinationPolicy, evaluateDestination } from "../policy.ts";
 import type { ByteConnection, Listener, Resolver } from "../runtime.ts";
@@ -110,6 +110,12 @@ export function directBind(
     const host = local ? normal(local.host) : null;
     if (host === null || UNSPECIFIED.has(host)) {
       throw new UpstreamError(ReplyCode.GeneralFailure, "BIND: the control connection has no local address", {
+        code: "upstream_failed",
+      });
+    }
+    if (request.version === 4 && !fitsSocks4(host)) {
+      // The reply's address field is 4 bytes: an IPv6 listener could not be told.
+      throw new UpstreamError(ReplyCode.AddressTypeNotSupported, "SOCKS4 BIND over IPv6 cannot be answered", {
         code: "upstream_failed",
       });
     }
