@@ -417,6 +417,7 @@ class Session {
     try {
       if (answer.action.type === "wait" && binding) {
         // BIND: the first reply goes out, then the wait for the peer (bounded by the connect timeout).
+        record.reply = replyText(answer.reply ?? 0);
         await send(client, answer);
         const waited = await this.#waitForPeer(client, binding, rules, signal);
         if (waited.held) early = early.length === 0 ? waited.held : concatBytes(early, waited.held);
@@ -478,16 +479,13 @@ class Session {
   }> {
     const { abort, stopped, clear } = bounded(rules.timeouts.connect, signal);
     const reading = client.read();
-    let settled = false;
     let held: Uint8Array | undefined;
     const clientGone = new Promise<never>((_, reject) => {
       reading.then((chunk) => {
-        settled = true;
         if (chunk === null) {
           reject(new SocksError(ReplyCode.GeneralFailure, "client closed", { code: "client_closed" }));
         } else held = chunk;
       }, (error) => {
-        settled = true;
         reject(
           new SocksError(ReplyCode.GeneralFailure, `client error: ${String(error)}`, {
             code: "client_closed",
@@ -499,7 +497,9 @@ class Session {
     const accepting = binding.accept(abort.signal);
     try {
       const peer = await Promise.race([accepting, stopped, clientGone]);
-      return { peer, ...(held ? { held } : {}), ...(settled ? {} : { pending: reading }) };
+      // Unless the read brought bytes (held for the peer), its result (still to come, or an EOF or error
+      // that came with the peer) is the relay's first read.
+      return held ? { peer, held } : { peer, pending: reading };
     } catch (error) {
       // A peer that came in as the wait ended anyway is nobody's.
       accepting.then((o) => o.conn.close(), () => {});
