@@ -404,6 +404,30 @@ describe("HTTP CONNECT through the server", () => {
     assert.equal(r.code, 0);
   });
 
+  it("ncat --proxy-auth: Basic credentials from a second real client", async () => {
+    const args = [
+      "--proxy",
+      `127.0.0.1:${authed.port}`,
+      "--proxy-type",
+      "http",
+      "127.0.0.1",
+      String(echo.port),
+    ];
+    const ok = await run("ncat", ["--proxy-auth", "alice:s3cret", ...args], {
+      input: "authed\n",
+      timeoutMs: 10_000,
+    });
+    assert.equal(ok.stdout, "authed\n", ok.stderr);
+    assert.equal(ok.code, 0);
+    const bad = await run("ncat", ["--proxy-auth", "alice:nope", ...args], {
+      input: "x\n",
+      timeoutMs: 10_000,
+    });
+    assert.equal(bad.stdout, "");
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /Proxy returned status code 407/);
+  });
+
   it("a pipelined client: CONNECT and early bytes in one write, echoed after the 200", async () => {
     const c = await RawClient.open(open.port);
     try {
