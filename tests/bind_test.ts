@@ -199,6 +199,19 @@ describe("BIND through the server", () => {
     );
   });
 
+  it("a server shutting down ends the wait: 0x01, the listener closed, close() resolves", async () => {
+    const stopping = await startProxy({ bind: true, policy: { allowPrivate: true } });
+    const c = await RawClient.open(stopping.port);
+    c.send(GREETING);
+    c.send(bind5());
+    await c.readExactly(2);
+    const port = portOf(await c.readExactly(10), 8);
+    await within(10_000, "server close", stopping.close());
+    assert.equal(toHex(await c.readToEnd()), "05 01 00 01 00 00 00 00 00 00");
+    c.destroy();
+    assert.equal(await refused(port), true);
+  });
+
   it("the destination policy decides who may connect back; 0.0.0.0 is nobody; without --bind 0x07", async () => {
     assert.equal(
       toHex(await RawClient.exchange(strict.port, Uint8Array.of(...GREETING, ...bind5("127.0.0.3")))),
