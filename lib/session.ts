@@ -52,6 +52,8 @@ export interface HandlerOptions extends RulesOptions {
   bind?: boolean;
   /** Opens BIND's listening sockets (a runtime adapter's `listen`); BIND needs it. */
   openListener?: OpenListener;
+  /** Where BIND listens (an address of this host); default the control connection's local address. */
+  bindAddress?: string;
   /** Serve HTTP `CONNECT host:port` on the SOCKS port, under the same policy and users. Default false. */
   httpConnect?: boolean;
 }
@@ -577,7 +579,13 @@ export function refuseSession(
 export function sessionContext(options: HandlerOptions): SessionContext {
   const upstream = directUpstream(options.dial, options.resolver);
   const bind = options.bind === true && options.openListener !== undefined;
-  if (bind) upstream.bind = directBind(options.openListener!, options.resolver);
+  if (bind) {
+    upstream.bind = directBind(
+      options.openListener!,
+      options.resolver,
+      options.bindAddress !== undefined ? { address: options.bindAddress } : {},
+    );
+  }
   return {
     upstream,
     ...(bind ? { commands: [...DEFAULT_COMMANDS, "bind"] } : {}),

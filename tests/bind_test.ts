@@ -12,7 +12,18 @@ import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { parseRule } from "../lib/policy.ts";
 import type { ConnectionLog } from "../lib/record.ts";
-import { hex, RawClient, ROOT, run, spawnProxy, startProxy, toHex, until, within } from "./_fixtures.ts";
+import {
+  hex,
+  RawClient,
+  ROOT,
+  run,
+  runtimeCommand,
+  spawnProxy,
+  startProxy,
+  toHex,
+  until,
+  within,
+} from "./_fixtures.ts";
 
 const GREETING = hex("05 01 00");
 const bind5 = (host = "127.0.0.1", port = 0) =>
@@ -197,6 +208,39 @@ describe("BIND through the server", () => {
         }
       })(),
     );
+  });
+
+  it("--bind-address: the listener is on that address, whatever the client reached", async () => {
+    const fixed = await startProxy({ bind: true, bindAddress: "127.0.0.2", policy: { allowPrivate: true } });
+    try {
+      const c = await RawClient.open(fixed.port);
+      c.send(GREETING);
+      c.send(bind5());
+      await c.readExactly(2);
+      const first = await c.readExactly(10);
+      const port = portOf(first, 8);
+      assert.equal(toHex(first), toHex(hex(`05 00 00 01 7f000002 ${hexPort(port)}`)));
+      const right = await within(
+        5_000,
+        "peer to 127.0.0.2",
+        new Promise<Socket>((resolve, reject) => {
+          const s = connect({ port, host: "127.0.0.2", localAddress: "127.0.0.1" }, () => resolve(s));
+          s.once("error", reject);
+        }),
+      );
+      assert.equal(
+        toHex(await c.readExactly(10)),
+        toHex(hex(`05 00 00 01 7f000001 ${hexPort(right.localPort!)}`)),
+      );
+      right.destroy();
+      c.destroy();
+    } finally {
+      await fixed.close();
+    }
+    const { cmd, args } = runtimeCommand();
+    const r = await run(cmd, [...args, "--bind-address", "nope"]);
+    assert.equal(r.code, 2);
+    assert.equal(r.stderr.trim(), 'edgesocks: --bind-address needs an IP address, got "nope"');
   });
 
   it("a server shutting down ends the wait: 0x01, the listener closed, close() resolves", async () => {

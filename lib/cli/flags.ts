@@ -8,7 +8,7 @@
  * @module
  */
 import type { HostPort } from "../runtime.ts";
-import { parseIPv6 } from "../core/address.ts";
+import { canonicalIP, parseIPv6 } from "../core/address.ts";
 import type { LogMode } from "../ops/log.ts";
 import { type Cidr, type DestinationRule, parseCidr, parseRule } from "../policy.ts";
 import { DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS } from "../serve.ts";
@@ -55,6 +55,8 @@ export interface CliOptions {
   workers: number | "auto";
   /** `--bind`: serve BIND. */
   bind?: boolean;
+  /** `--bind-address`: where BIND listens instead of the control connection's local address. */
+  bindAddress?: string;
   /** `--http-connect`: serve HTTP CONNECT on the SOCKS port. */
   httpConnect?: boolean;
   /** `--help`. */
@@ -356,6 +358,21 @@ export const FLAGS: readonly Flag[] = [
       "rule command bind), within the connect timeout",
     workers: "pass",
     apply: (opts) => void (opts.bind = true),
+  },
+  {
+    name: "--bind-address",
+    value: "IP",
+    example: "192.0.2.10",
+    help: "BIND listens on this address of the host (the one targets can reach) instead of the address the " +
+      "client reached the proxy on; implies nothing without --bind",
+    workers: "pass",
+    apply: (opts, value) => {
+      const ip = canonicalIP(value);
+      if (ip === null) {
+        throw new TypeError(`--bind-address needs an IP address, got ${JSON.stringify(value)}`);
+      }
+      opts.bindAddress = ip;
+    },
   },
   {
     name: "--http-connect",

@@ -87,8 +87,9 @@ async function peersAllowed(
 }
 
 /**
- * The direct BIND: listens on `local` (the control connection's local
- * address) port 0 and waits for one connection from the request's DST.ADDR.
+ * The direct BIND: listens on `options.address`, else on `local` (the
+ * control connection's local address), port 0, and waits for one connection
+ * from the request's DST.ADDR.
  * Rejects with a `SocksError` (NotAllowed when the policy refuses DST.ADDR,
  * GeneralFailure when there is no local address or the listen fails).
  *
@@ -104,10 +105,15 @@ async function peersAllowed(
 export function directBind(
   openListener: OpenListener,
   resolver: Resolver,
+  options: { address?: string } = {},
 ): (request: ProxyRequest, policy: DestinationPolicy, local: HostPort | undefined) => Promise<Binding> {
+  const fixed = options.address !== undefined ? normal(options.address) : undefined;
+  if (fixed === null) {
+    throw new TypeError(`BIND address ${JSON.stringify(options.address)} is not an IP address`);
+  }
   return async (request, policy, local) => {
     const peers = await peersAllowed(request, policy, resolver);
-    const host = local ? normal(local.host) : null;
+    const host = fixed ?? (local ? normal(local.host) : null);
     if (host === null || UNSPECIFIED.has(host)) {
       throw new UpstreamError(ReplyCode.GeneralFailure, "BIND: the control connection has no local address", {
         code: "upstream_failed",
