@@ -350,6 +350,8 @@ class Session {
     const action = step.action;
     if (machine.protocol !== undefined) record.protocol = machine.protocol;
     if (step.status !== undefined) record.status = step.status;
+    // The HTTP-resistance page is a 501, whichever machine sent it.
+    else if (action.type === "close" && action.code === "http_request") record.status = 501;
     if (action.type !== "request") {
       // The machine refused by itself (a bad request, an unsupported command) or the peer misbehaved.
       if (step.reply !== undefined) record.reply = replyText(step.reply);

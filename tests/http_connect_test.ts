@@ -514,6 +514,15 @@ describe("HTTP CONNECT through the server", () => {
     const connect = enc(`CONNECT 127.0.0.1:${echo.port} HTTP/1.1\r\n\r\n`);
     assert.equal(String(await RawClient.exchange(off.port, connect)), page);
     assert.equal(String(await RawClient.exchange(open.port, enc("GET / HTTP/1.1\r\n\r\n"))), page);
+    await within(
+      5_000,
+      "501 record",
+      (async () => {
+        while (!logs.some((l) => l.outcome === "http_request" && l.protocol === "http" && l.status === 501)) {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      })(),
+    );
     const r = await curl(["-p", "-x", `http://127.0.0.1:${off.port}`, `http://127.0.0.1:${http.port}/`]);
     assert.equal(r.code, 56);
   });
