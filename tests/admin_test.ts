@@ -138,9 +138,9 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
         edgesocks_connections_accepted_total: 7,
         edgesocks_connections_open: 1,
         // The open tunnel's request counts when its record ends.
-        'edgesocks_requests_total{version="5",command="connect",reply="granted"}': 3,
-        'edgesocks_requests_total{version="5",command="connect",reply="0x02"}': 1,
-        'edgesocks_requests_total{version="5",command="connect",reply="0x04"}': 1,
+        'edgesocks_requests_total{protocol="socks5",command="connect",reply="granted"}': 3,
+        'edgesocks_requests_total{protocol="socks5",command="connect",reply="0x02"}': 1,
+        'edgesocks_requests_total{protocol="socks5",command="connect",reply="0x04"}': 1,
         // The open tunnel's 10 bytes count when it ends.
         'edgesocks_bytes_total{direction="up"}': 3000,
         'edgesocks_bytes_total{direction="down"}': 3000,
@@ -170,7 +170,7 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
       );
       assert.equal(sample(later, "edgesocks_tunnels_open"), 0);
       assert.equal(
-        sample(later, 'edgesocks_requests_total{version="5",command="connect",reply="granted"}'),
+        sample(later, 'edgesocks_requests_total{protocol="socks5",command="connect",reply="granted"}'),
         4,
       );
       assert.equal(sample(later, "edgesocks_connections_open"), 0);
@@ -461,7 +461,7 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
       assert.equal(sample(text, 'edgesocks_bytes_total{direction="down"}'), 2000);
       assert.equal(sample(text, "edgesocks_tunnels_open"), 0);
       assert.equal(
-        sample(text, 'edgesocks_requests_total{version="5",command="connect",reply="granted"}'),
+        sample(text, 'edgesocks_requests_total{protocol="socks5",command="connect",reply="granted"}'),
         20,
       );
 

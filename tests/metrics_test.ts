@@ -66,6 +66,9 @@ describe("metrics", () => {
     );
     m.record(rec({ version: 5, command: "resolve", reply: "0x04", outcome: "dns_failed", handshakeMs: 2 }));
     m.record(rec({ outcome: "auth_failed", user: "bob" }));
+    m.record(
+      rec({ protocol: "http", command: "connect", reply: "0x05", status: 502, outcome: "upstream_failed" }),
+    );
     m.record(rec({ outcome: "refused_limit" }));
     s = m.snapshot({ connections: 0 });
     assert.deepEqual(s.connections, {
@@ -74,8 +77,14 @@ describe("metrics", () => {
       dns_failed: 1,
       auth_failed: 1,
       refused_limit: 1,
+      upstream_failed: 1,
     });
-    assert.deepEqual(s.requests, { "5 connect granted": 1, "4 connect 0x5b": 1, "5 resolve 0x04": 1 });
+    assert.deepEqual(s.requests, {
+      "socks5 connect granted": 1,
+      "socks4 connect 0x5b": 1,
+      "http connect 0x05": 1,
+      "socks5 resolve 0x04": 1,
+    });
     assert.equal(s.bytesUp, 100);
     assert.equal(s.bytesDown, 2000);
     assert.equal(s.dnsFailures, 1);
@@ -114,7 +123,10 @@ describe("metrics", () => {
     assert.equal(sample(text, 'edgesocks_connect_duration_seconds_bucket{le="+Inf"}'), 5);
     assert.equal(sample(text, "edgesocks_connect_duration_seconds_sum"), 12.068);
     assert.equal(sample(text, "edgesocks_connect_duration_seconds_count"), 5);
-    assert.equal(sample(text, 'edgesocks_requests_total{version="5",command="connect",reply="0x05"}'), 5);
+    assert.equal(
+      sample(text, 'edgesocks_requests_total{protocol="socks5",command="connect",reply="0x05"}'),
+      5,
+    );
     assert.equal(sample(text, 'edgesocks_connections_total{outcome="odd\\"\\\\\\noutcome"}'), 1);
     assert.equal(sample(text, "edgesocks_connections_accepted_total"), 8);
     assert.equal(sample(text, "edgesocks_connections_open"), 2);

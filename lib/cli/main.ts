@@ -197,6 +197,9 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     maxConnectionsPerClient: opts.maxConnectionsPerClient,
     clientPrefixV6: opts.clientPrefixV6,
     authBackoff: opts.authBackoff,
+    ...(opts.bind ? { bind: true } : {}),
+    ...(opts.bindAddress !== undefined ? { bindAddress: opts.bindAddress } : {}),
+    ...(opts.httpConnect ? { httpConnect: true } : {}),
     onLog: metrics && log
       ? (r) => {
         metrics.record(r);

@@ -71,7 +71,7 @@ export interface HistogramData {
 export interface MetricsSnapshot {
   /** Connections ended, by outcome code. */
   connections: Record<string, number>;
-  /** Requests (a request was parsed), by `version command reply` joined by spaces. */
+  /** Requests (a request was parsed), by `protocol command reply` joined by spaces (`socks5 connect granted`). */
   requests: Record<string, number>;
   /** Bytes client → destination. */
   bytesUp: number;
@@ -166,8 +166,9 @@ export class Metrics {
   record(r: ConnectionLog): void {
     const s = this.#s;
     s.connections[r.outcome] = (s.connections[r.outcome] ?? 0) + 1;
-    if (r.version !== undefined && r.command !== undefined) {
-      const key = `${r.version} ${r.command} ${r.reply}`;
+    const protocol = r.protocol ?? (r.version !== undefined ? `socks${r.version}` : undefined);
+    if (protocol !== undefined && r.command !== undefined) {
+      const key = `${protocol} ${r.command} ${r.reply}`;
       s.requests[key] = (s.requests[key] ?? 0) + 1;
     }
     s.bytesUp += r.up;
@@ -386,12 +387,12 @@ export function exposition(s: MetricsSnapshot, extras: ExpositionExtras = {}): s
   family(
     "edgesocks_requests_total",
     "counter",
-    'Requests parsed, by SOCKS version, command and reply ("granted" for a tunnel, else the reply byte).',
+    'Requests parsed, by protocol (socks4, socks5, http), command and reply ("granted" for a tunnel, else the reply byte).',
   );
   for (const key of Object.keys(s.requests).sort()) {
-    const [version, command, reply] = key.split(" ");
+    const [protocol, command, reply] = key.split(" ");
     out.push(
-      `edgesocks_requests_total{version="${label(version)}",command="${label(command)}",reply="${
+      `edgesocks_requests_total{protocol="${label(protocol)}",command="${label(command)}",reply="${
         label(reply)
       }"} ${s.requests[key]}`,
     );
