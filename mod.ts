@@ -86,6 +86,23 @@ export {
 export { createAuthenticator, parseUsers } from "./lib/auth.ts";
 export { type AuthBackoff, DEFAULT_AUTH_BACKOFF } from "./lib/admission.ts";
 export { VERSION } from "./lib/version.ts";
+export {
+  decodeUdpDatagram,
+  encodeUdpDatagram,
+  type UdpDatagram,
+  udpHeaderLength,
+  type UdpInvalid,
+} from "./lib/core/udp.ts";
+export type { UdpBindOptions, UdpSocket } from "./lib/runtime.ts";
+export {
+  type AssociateRequest,
+  type Association,
+  UDP_DEFAULTS,
+  type UdpDrop,
+  type UdpOptions,
+  type UdpService,
+  udpService,
+} from "./lib/upstream/udp.ts";
 
 // The CLI and the runtime adapter load only when this file is the program.
 if (import.meta.main) await import("./lib/cli/bin.ts");

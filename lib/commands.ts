@@ -12,6 +12,8 @@ import { ReplyCode } from "./core/wire.ts";
 import { checkCommand } from "./policy.ts";
 import type { Rules } from "./rules.ts";
 import type { Opened, Upstream } from "./upstream/upstream.ts";
+import type { HostPort } from "./runtime.ts";
+import type { Association, UdpService } from "./upstream/udp.ts";
 
 /**
  * What a handler gets: the request, the rules the session took at accept,
@@ -32,6 +34,12 @@ export interface CommandContext {
   upstream: Upstream;
   /** Aborts the work: the connect timeout fired, or the server is shutting down. */
   signal: AbortSignal;
+  /** The client connection's peer and local end, where known (UDP ASSOCIATE needs both). */
+  client?: HostPort;
+  /** The client connection's local end. */
+  local?: HostPort;
+  /** UDP ASSOCIATE's service, when the server serves it. */
+  udp?: UdpService;
 }
 
 /**
@@ -49,6 +57,8 @@ export interface CommandResult {
   answer: Answer;
   /** For a tunnel: the open connection to relay to. */
   tunnel?: Opened;
+  /** For UDP ASSOCIATE: the open association, held while the client connection lasts. */
+  association?: Association;
 }
 
 /**
@@ -73,6 +83,23 @@ function tunnel({ request, rules, upstream, signal }: CommandContext): Promise<C
   return opening.then((o) => ({ answer: { type: "connected", bound: bound ?? o.bound }, tunnel: o }));
 }
 
+function associate({ request, rules, signal, client, local, udp }: CommandContext): Promise<CommandResult> {
+  if (!udp) {
+    return Promise.reject(
+      new SocksError(ReplyCode.CommandNotSupported, "udp_associate not supported", { code: "unsupported" }),
+    );
+  }
+  const opening = udp.associate({
+    request,
+    policy: rules.policy,
+    ...(client ? { client } : {}),
+    ...(local ? { local } : {}),
+    idleTimeout: rules.timeouts.idle,
+  });
+  opening.then((a) => signal.aborted && a.close(), () => {});
+  return opening.then((a) => ({ answer: { type: "associated", bound: a.bound }, association: a }));
+}
+
 /** The handlers of the commands every server serves. */
 export const COMMANDS: Readonly<Partial<Record<RequestKind, CommandHandler>>> = {
   connect: tunnel,
@@ -81,6 +108,7 @@ export const COMMANDS: Readonly<Partial<Record<RequestKind, CommandHandler>>> = 
     upstream.lookup(request, rules.policy).then((address) => ({ answer: { type: "resolved", address } })),
   resolve_ptr: ({ request, rules, upstream }) =>
     upstream.reverse(request, rules.policy).then((name) => ({ answer: { type: "resolved_name", name } })),
+  udp_associate: associate,
 };
 
 /** Runs the handler of `ctx.request.kind` after the command check of the policy. */

@@ -16,6 +16,7 @@ import {
   type SessionContext,
   sessionContext,
 } from "./session.ts";
+import { type UdpOptions, udpService } from "./upstream/udp.ts";
 
 /**
  * Options for {@linkcode serve}.
@@ -76,6 +77,12 @@ export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> 
    * address (the CLI's `--workers`). Default false.
    */
   reusePort?: boolean;
+  /**
+   * Serve UDP ASSOCIATE (RFC 1928 §7), with these options (`{}`: the
+   * defaults). Default: not served (0x07). On a runtime without UDP
+   * (`adapter.udp` absent) it stays 0x07.
+   */
+  udp?: UdpOptions;
 }
 
 /**
@@ -171,13 +178,15 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   const backoff = options.authBackoff === false
     ? undefined
     : new LoginBackoff(options.authBackoff ?? DEFAULT_AUTH_BACKOFF);
+  const resolver = adapter.resolver(options.dns);
   const context: SessionContext = {
     ...sessionContext({
       ...options,
       dial: adapter.dial,
-      resolver: adapter.resolver(options.dns),
+      resolver,
       relay: adapter.relay,
     }),
+    ...(options.udp && adapter.udp ? { udp: udpService(adapter.udp, resolver, options.udp) } : {}),
     // Counted when the login fails, not when its connection ends: a client must not get more tries in.
     ...(backoff
       ? { onAuthFailure: (client) => backoff.failed(clientKey(client.host, prefixV6), Date.now()) }

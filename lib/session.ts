@@ -9,7 +9,8 @@
 import { formatHostPort, type HostPort } from "./core/address.ts";
 import { replyCodeOf, SocksError } from "./core/errors.ts";
 import type { CloseCode } from "./core/request.ts";
-import { SocksServerMachine, type Step } from "./core/socks_server.ts";
+import { DEFAULT_COMMANDS, SocksServerMachine, type Step } from "./core/socks_server.ts";
+import type { RequestKind } from "./core/request.ts";
 import { ReplyCode, Socks4ReplyCode } from "./core/wire.ts";
 import { runCommand } from "./commands.ts";
 import { clientAllowed } from "./policy.ts";
@@ -19,6 +20,7 @@ import { DEFAULT_TIMEOUTS, makeRules, type Rules, type RulesOptions, type Timeou
 import type { ByteConnection, DialOptions, NativeRelay, Resolver } from "./runtime.ts";
 import { directUpstream } from "./upstream/direct.ts";
 import type { Upstream } from "./upstream/upstream.ts";
+import type { Association, UdpService } from "./upstream/udp.ts";
 
 export { type ConnectionLog, DEFAULT_TIMEOUTS, type Timeouts };
 
@@ -73,7 +75,12 @@ export interface SessionContext {
   readonly onLog?: (entry: ConnectionLog) => void;
   /** Told at once when a client's login fails (before its connection has ended), e.g. for a backoff. */
   readonly onAuthFailure?: (client: HostPort) => void;
+  /** UDP ASSOCIATE's service; without it UDP ASSOCIATE is answered "command not supported". */
+  readonly udp?: UdpService;
 }
+
+/** The commands a machine hands over when UDP ASSOCIATE is served. */
+const WITH_UDP: readonly RequestKind[] = [...DEFAULT_COMMANDS, "udp_associate"];
 
 /** Called once with the record when the connection has ended. */
 export type Done = (record: ConnectionLog) => void;
@@ -142,7 +149,7 @@ async function lingeringClose(client: ByteConnection): Promise<void> {
 }
 
 /** Nearly every step writes one buffer: that write's own promise, no async wrapper around it. */
-function send(client: ByteConnection, step: Step): Promise<void> | undefined {
+function send(client: ByteConnection, step: Step<RequestKind>): Promise<void> | undefined {
   if (step.write.length === 0) return undefined;
   if (step.write.length === 1) return client.write(step.write[0]);
   return step.write.reduce((p: Promise<void>, w) => p.then(() => client.write(w)), Promise.resolve());
@@ -165,6 +172,7 @@ const FAILURE_OUTCOMES = new Set<string>([
   "connect_timeout",
   "shutdown",
   "unsupported",
+  "refused_limit",
 ]);
 
 /** The outcome a failed command stands for: the error's own code, else what its reply says. */
@@ -177,8 +185,14 @@ function failureOutcome(error: unknown): Outcome {
   return error instanceof SocksError ? "upstream_failed" : "error";
 }
 
-/** What the handshake leaves for the relay: the open upstream and the bytes the client sent early. */
-interface Granted {
+/**
+ * What the handshake leaves for the relay: the open upstream and the bytes the client sent early; or,
+ * for UDP ASSOCIATE, the association the client connection holds open.
+ */
+type Granted = Tunnelled | { association: Association };
+
+/** A granted tunnel: the open upstream and the bytes the client sent early. */
+interface Tunnelled {
   upstream: ByteConnection;
   early: Uint8Array;
 }
@@ -244,6 +258,9 @@ class Session {
     }
     this.#negotiate(client, rules, signal, peer).then((granted) => {
       if (!granted) return;
+      if ("association" in granted) {
+        return this.#hold(client, granted.association, signal);
+      }
       // Not returned: the promise of this callback settles now instead of following the tunnel.
       this.#tunnel(client, granted, rules.timeouts.idle, signal).then(this.#settled, this.#failed);
     }).catch((error) => {
@@ -264,7 +281,10 @@ class Session {
     peer: HostPort | undefined,
   ): Promise<Granted | undefined> {
     const record = this.record;
-    const machine = new SocksServerMachine({ authenticate: rules.authenticate });
+    const machine = new SocksServerMachine<RequestKind>({
+      authenticate: rules.authenticate,
+      ...(this.#context.udp ? { commands: WITH_UDP } : {}),
+    });
     // 1. Handshake, bounded by the handshake timeout.
     let handshakeTimedOut = false;
     const timer = rules.timeouts.handshake > 0
@@ -273,7 +293,7 @@ class Session {
         client.close();
       }, rules.timeouts.handshake)
       : undefined;
-    let step: Step;
+    let step: Step<RequestKind>;
     const stopHandshake = () => client.close();
     if (signal) watch(signal, stopHandshake);
     try {
@@ -320,18 +340,27 @@ class Session {
 
     // 2. The command's work, bounded by the connect timeout and the server's shutdown.
     const { abort, stopped, clear } = bounded(rules.timeouts.connect, signal);
-    let answer: Step;
+    let answer: Step<RequestKind>;
     let upstream: ByteConnection | undefined;
+    let association: Association | undefined;
     let failure: { outcome: Outcome; reason: string } | undefined;
     try {
       const result = await Promise.race([
-        runCommand({ request, rules, upstream: this.#context.upstream, signal: abort.signal }),
+        runCommand({
+          request,
+          rules,
+          upstream: this.#context.upstream,
+          signal: abort.signal,
+          ...(peer ? { client: peer } : {}),
+          ...(request.kind === "udp_associate" ? udpContext(client, this.#context.udp) : {}),
+        }),
         stopped,
       ]);
       if (result.tunnel) {
         upstream = result.tunnel.conn;
         record.dialed = result.tunnel.dialed;
       }
+      association = result.association;
       answer = machine.answer(result.answer);
     } catch (error) {
       const dialed = (error as { dialed?: unknown } | null)?.dialed;
@@ -348,13 +377,17 @@ class Session {
     } finally {
       clear();
     }
-    record.reply = answer.action.type === "relay" ? "granted" : replyText(answer.reply ?? 0);
+    const held = answer.action.type === "hold";
+    record.reply = answer.action.type === "relay" || held ? "granted" : replyText(answer.reply ?? 0);
     try {
       await send(client, answer);
     } catch (error) {
       upstream?.close();
+      association?.close();
       throw error;
     }
+    if (held && association) return { association };
+    association?.close();
     if (answer.action.type !== "relay" || !upstream) {
       await lingeringClose(client);
       if (failure) this.end(failure.outcome, failure.reason);
@@ -370,10 +403,41 @@ class Session {
     return { upstream, early };
   }
 
+  /**
+   * 3'. UDP ASSOCIATE: the association lives as long as the client connection (whatever the client
+   * sends on it is read and dropped), until the association has been idle for the idle timeout, or the
+   * server shuts down. The connection itself has no idle timeout meanwhile: the datagrams are its life.
+   */
+  #hold(client: ByteConnection, association: Association, signal?: AbortSignal): void {
+    let over = false;
+    const finish = (outcome: Outcome, why: string) => {
+      if (over) return;
+      over = true;
+      if (signal) unwatch(signal, aborted);
+      association.close();
+      client.close();
+      this.record.up += association.up;
+      this.record.down += association.down;
+      const dropped = Object.entries(association.dropped).map(([what, n]) => `${n} ${what}`).join(", ");
+      this.end(
+        outcome,
+        `${why}; udp: ${association.datagramsUp} datagrams up, ${association.datagramsDown} down` +
+          (dropped ? `, dropped: ${dropped}` : ""),
+      );
+    };
+    const aborted = () => finish("shutdown", "server shutting down");
+    if (signal?.aborted) return aborted();
+    if (signal) watch(signal, aborted);
+    association.idle.then(() => finish("tunnel_idle", "idle timeout"));
+    const closed = () => finish("tunnel_done", "control connection closed");
+    const drain = (): void => void client.read().then((chunk) => chunk === null ? closed() : drain(), closed);
+    drain();
+  }
+
   /** 3. The tunnel: forward what the client sent before our reply, then relay. */
   #tunnel(
     client: ByteConnection,
-    granted: Granted,
+    granted: Tunnelled,
     idle: number,
     signal?: AbortSignal,
   ): Promise<RelayResult> {
@@ -392,6 +456,12 @@ class Session {
       throw error;
     });
   }
+}
+
+/** What UDP ASSOCIATE's handler gets besides the request: the control connection's local end and the service. */
+function udpContext(client: ByteConnection, udp: UdpService | undefined) {
+  const local = client.localAddress;
+  return { ...(local ? { local } : {}), ...(udp ? { udp } : {}) };
 }
 
 /**

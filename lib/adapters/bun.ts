@@ -30,6 +30,7 @@ import { connectError, connectTimedOut } from "./_errors.ts";
 import { endpoint, type Handover, SocketConnection } from "./_socket_conn.ts";
 import { nameServerResolver, systemResolver } from "./_node_dns.ts";
 import { nodeInterfaceAddresses } from "./_interfaces.ts";
+import { bunUdp } from "./_bun_udp.ts";
 import { DescriptorProbe } from "./_fd_probe.ts";
 
 /**
@@ -411,4 +412,5 @@ export const bunAdapter: RuntimeAdapter = {
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
   relay: nativeRelay,
   interfaceAddresses: nodeInterfaceAddresses,
+  udp: bunUdp,
 };

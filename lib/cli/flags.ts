@@ -8,7 +8,7 @@
  * @module
  */
 import type { HostPort } from "../runtime.ts";
-import { parseIPv6 } from "../core/address.ts";
+import { canonicalIP, parseIPv6 } from "../core/address.ts";
 import type { LogMode } from "../ops/log.ts";
 import { type Cidr, type DestinationRule, parseCidr, parseRule } from "../policy.ts";
 import { DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS } from "../serve.ts";
@@ -51,6 +51,12 @@ export interface CliOptions {
   connectTimeout: number;
   /** `--idle-timeout`, in milliseconds; 0: none. */
   idleTimeout: number;
+  /** `--udp`: serve UDP ASSOCIATE. */
+  udp?: boolean;
+  /** `--udp-advertise`: the address UDP ASSOCIATE replies carry. */
+  udpAdvertise?: string;
+  /** `--udp-ports`: the ports relay sockets bind to. */
+  udpPorts?: [number, number];
   /** Worker processes sharing the listen addresses; 1: this process serves. */
   workers: number | "auto";
   /** `--help`. */
@@ -328,6 +334,45 @@ export const FLAGS: readonly Flag[] = [
     help: `close tunnels idle this long (default ${DEFAULT_TIMEOUTS.idle / 1000}; 0 = none)`,
     workers: "pass",
     apply: (opts, value) => void (opts.idleTimeout = seconds("--idle-timeout", value)),
+  },
+  {
+    name: "--udp",
+    help: "serve UDP ASSOCIATE (off by default: 0x07); every datagram goes through the destination policy " +
+      "(rule command udp)",
+    workers: "pass",
+    apply: (opts) => void (opts.udp = true),
+  },
+  {
+    name: "--udp-advertise",
+    value: "IP",
+    example: "203.0.113.7",
+    help: "the address UDP ASSOCIATE replies carry (NAT, containers); default: the address the client " +
+      "connected to",
+    workers: "pass",
+    apply: (opts, value) => {
+      const ip = canonicalIP(value.replace(/^\[(.*)\]$/, "$1"));
+      if (ip === null || ip === "0.0.0.0" || ip === "::") {
+        throw new TypeError(
+          `--udp-advertise needs an IP address other than 0.0.0.0 and ::, got ${JSON.stringify(value)}`,
+        );
+      }
+      opts.udpAdvertise = ip;
+    },
+  },
+  {
+    name: "--udp-ports",
+    value: "A-B",
+    example: "40000-40999",
+    help: "the ports UDP relay sockets bind to (default: any free port)",
+    workers: "pass",
+    apply: (opts, value) => {
+      const m = /^(\d{1,5})-(\d{1,5})$/.exec(value);
+      const [lo, hi] = m ? [Number(m[1]), Number(m[2])] : [0, 0];
+      if (!m || lo < 1 || lo > hi || hi > 65535) {
+        throw new TypeError(`--udp-ports needs A-B with 1 <= A <= B <= 65535, got ${JSON.stringify(value)}`);
+      }
+      opts.udpPorts = [lo, hi];
+    },
   },
   {
     name: "--workers",

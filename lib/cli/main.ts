@@ -94,6 +94,13 @@ export function acceptFailure(error: unknown): string {
   return `cannot accept connections (${message}); still listening`;
 }
 
+/** What the startup line says about UDP ASSOCIATE when `--udp` is given: on, or off and why. */
+function udpNote(adapter: RuntimeAdapter, opts: CliOptions): string {
+  if (!opts.udp) return "";
+  if (adapter.udp) return ", UDP ASSOCIATE on";
+  return `, UDP ASSOCIATE off: ${adapter.udpUnavailable ?? `no UDP on ${adapter.name}`}`;
+}
+
 /** Reads and parses the users file; throws a TypeError naming the file (and the line) on failure. */
 async function readUsers(host: CliHost, path: string): Promise<Map<string, string>> {
   let text: string;
@@ -145,6 +152,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     hideBoundAddress: opts.hideBoundAddress,
     concealRefusals: opts.concealRefusals,
     timeouts: { handshake: opts.handshakeTimeout, connect: opts.connectTimeout, idle: opts.idleTimeout },
+    ...(opts.udp ? { udp: { advertise: opts.udpAdvertise, ports: opts.udpPorts } } : {}),
     onLog: logger(opts.log, host.stdout, host.worker()),
     // One line when accepting starts failing, one when it works again (serve() makes it one episode).
     onAcceptError: (error) => host.stderr(`edgesocks: ${whoIs}${acceptFailure(error)}`),
@@ -154,7 +162,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   const auth = users ? `username/password (${users.size} user${users.size === 1 ? "" : "s"})` : "none";
   const startupLine = (addresses: HostPort[], workers?: number) =>
     `edgesocks ${VERSION} on ${adapter.name}: listening on ${addresses.map(formatHostPort).join(", ")}` +
-    ` (auth: ${auth}${opts.allowPrivate ? ", private destinations allowed" : ""}${
+    ` (auth: ${auth}${opts.allowPrivate ? ", private destinations allowed" : ""}${udpNote(adapter, opts)}${
       workers ? `, ${workers} workers` : ""
     })`;
   const warnIfOpen = () => {
