@@ -98,6 +98,7 @@ export {
   type AssociateRequest,
   type Association,
   UDP_DEFAULTS,
+  UDP_DROPS,
   type UdpDrop,
   type UdpOptions,
   type UdpService,

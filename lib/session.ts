@@ -20,7 +20,7 @@ import { DEFAULT_TIMEOUTS, makeRules, type Rules, type RulesOptions, type Timeou
 import type { ByteConnection, DialOptions, NativeRelay, Resolver } from "./runtime.ts";
 import { directUpstream } from "./upstream/direct.ts";
 import type { Upstream } from "./upstream/upstream.ts";
-import type { Association, UdpService } from "./upstream/udp.ts";
+import { type Association, UDP_DROPS, type UdpService } from "./upstream/udp.ts";
 
 export { type ConnectionLog, DEFAULT_TIMEOUTS, type Timeouts };
 
@@ -418,7 +418,8 @@ class Session {
       client.close();
       this.record.up += association.up;
       this.record.down += association.down;
-      const dropped = Object.entries(association.dropped).map(([what, n]) => `${n} ${what}`).join(", ");
+      const dropped = UDP_DROPS.filter((why) => association.dropped[why])
+        .map((why) => `${association.dropped[why]} ${why}`).join(", ");
       this.end(
         outcome,
         `${why}; udp: ${association.datagramsUp} datagrams up, ${association.datagramsDown} down` +

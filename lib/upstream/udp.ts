@@ -81,15 +81,27 @@ export const UDP_DEFAULTS = {
  * const refused = (a: Association, why: UdpDrop = "policy") => a.dropped[why] ?? 0;
  * ```
  */
-export type UdpDrop =
-  | "malformed"
-  | "fragment"
-  | "policy"
-  | "dns"
-  | "rate"
-  | "queue"
-  | "source"
-  | "send";
+export type UdpDrop = typeof UDP_DROPS[number];
+
+/**
+ * Every {@linkcode UdpDrop}, in the order logs list them.
+ *
+ * @example
+ * ```ts
+ * import { type Association, UDP_DROPS } from "@edgesocks/edgesocks";
+ * const line = (a: Association) => UDP_DROPS.map((why) => `${why}=${a.dropped[why] ?? 0}`).join(" ");
+ * ```
+ */
+export const UDP_DROPS = [
+  "malformed",
+  "fragment",
+  "policy",
+  "dns",
+  "rate",
+  "queue",
+  "source",
+  "send",
+] as const;
 
 /**
  * One open association: the relay socket and its counts.
