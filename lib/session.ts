@@ -352,7 +352,7 @@ class Session {
           upstream: this.#context.upstream,
           signal: abort.signal,
           ...(peer ? { client: peer } : {}),
-          ...(request.kind === "udp_associate" ? udpContext(client, this.#context.udp) : {}),
+          ...(request.kind === "udp_associate" ? udpContext(client, peer, this.#context.udp) : {}),
         }),
         stopped,
       ]);
@@ -459,10 +459,14 @@ class Session {
   }
 }
 
-/** What UDP ASSOCIATE's handler gets besides the request: the control connection's local end and the service. */
-function udpContext(client: ByteConnection, udp: UdpService | undefined) {
-  const local = client.localAddress;
-  return { ...(local ? { local } : {}), ...(udp ? { udp } : {}) };
+/**
+ * What UDP ASSOCIATE's handler gets besides the request: both ends of the control connection (the peer
+ * is looked up here when admission did not need it) and the service.
+ */
+function udpContext(conn: ByteConnection, peer: HostPort | undefined, udp: UdpService | undefined) {
+  const local = conn.localAddress;
+  const client = peer ?? conn.remoteAddress;
+  return { ...(local ? { local } : {}), ...(client ? { client } : {}), ...(udp ? { udp } : {}) };
 }
 
 /**

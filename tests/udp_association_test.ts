@@ -325,6 +325,12 @@ describe("UDP association: limits", () => {
     for (let i = 0; i < 20; i++) deliver(toTarget("93.184.216.34", 53, "q"));
     assert.ok(socket.sent.length >= 5 && socket.sent.length <= 6, `${socket.sent.length} sent`);
     assert.equal(association.dropped.rate, 20 - socket.sent.length);
+    const free = await open({ datagramsPerSecond: 0 });
+    for (let i = 0; i < 50; i++) free.deliver(toTarget("93.184.216.34", 53, "q"));
+    assert.equal(free.socket.sent.length, 50, "0: no cap");
+    const given = await open({ datagramsPerSecond: undefined });
+    for (let i = 0; i < 50; i++) given.deliver(toTarget("93.184.216.34", 53, "q"));
+    assert.equal(given.socket.sent.length, 50, "undefined: the default, 20,000/s");
   });
 
   it("bytes queued: datagrams waiting for DNS beyond the bound are dropped and counted", async () => {

@@ -421,6 +421,21 @@ print(answer[:4].hex(), ".".join(str(b) for b in answer[-4:]))
     opened();
   });
 
+  it("without --log (the client address is not looked up at accept) the association still knows its client", async () => {
+    const quiet = await spawnProxy(["--listen", "127.0.0.1:0", "--udp", "--allow-private"], udpCommand());
+    const client = await Udp.open();
+    try {
+      const { control, reply, relay } = await associate(quiet.port);
+      assert.match(reply, /^05 00 00 01 7f 00 00 01/);
+      client.send(frame("127.0.0.1", echo.port, "quiet"), relay.port);
+      assert.equal((await client.next()).data.subarray(10).toString(), "quiet");
+      control.destroy();
+    } finally {
+      client.close();
+      await quiet.stop();
+    }
+  });
+
   it("the npm socks client: associate, createUDPFrame / parseUDPFrame", async () => {
     const require = createRequire(import.meta.url);
     const { SocksClient } = require("socks") as typeof import("socks");

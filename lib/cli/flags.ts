@@ -14,6 +14,7 @@ import { type Cidr, type DestinationRule, parseCidr, parseRule } from "../policy
 import { DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS } from "../serve.ts";
 import { DEFAULT_TIMEOUTS } from "../rules.ts";
 import { DEFAULT_AUTH_BACKOFF } from "../admission.ts";
+import { UDP_DEFAULTS } from "../upstream/udp.ts";
 
 /** Parsed command line. */
 export interface CliOptions {
@@ -57,6 +58,8 @@ export interface CliOptions {
   udpAdvertise?: string;
   /** `--udp-ports`: the ports relay sockets bind to. */
   udpPorts?: [number, number];
+  /** `--udp-rate`: datagrams per second per association. */
+  udpRate?: number;
   /** Worker processes sharing the listen addresses; 1: this process serves. */
   workers: number | "auto";
   /** `--help`. */
@@ -373,6 +376,15 @@ export const FLAGS: readonly Flag[] = [
       }
       opts.udpPorts = [lo, hi];
     },
+  },
+  {
+    name: "--udp-rate",
+    value: "N",
+    example: "50000",
+    help: `datagrams per second through one UDP association, both ways together; more are dropped ` +
+      `(default ${UDP_DEFAULTS.datagramsPerSecond}; 0 = no cap)`,
+    workers: "pass",
+    apply: (opts, value) => void (opts.udpRate = count("--udp-rate", value)),
   },
   {
     name: "--workers",

@@ -152,7 +152,9 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     hideBoundAddress: opts.hideBoundAddress,
     concealRefusals: opts.concealRefusals,
     timeouts: { handshake: opts.handshakeTimeout, connect: opts.connectTimeout, idle: opts.idleTimeout },
-    ...(opts.udp ? { udp: { advertise: opts.udpAdvertise, ports: opts.udpPorts } } : {}),
+    ...(opts.udp
+      ? { udp: { advertise: opts.udpAdvertise, ports: opts.udpPorts, datagramsPerSecond: opts.udpRate } }
+      : {}),
     onLog: logger(opts.log, host.stdout, host.worker()),
     // One line when accepting starts failing, one when it works again (serve() makes it one episode).
     onAcceptError: (error) => host.stderr(`edgesocks: ${whoIs}${acceptFailure(error)}`),

@@ -40,7 +40,7 @@ export interface UdpOptions {
   ports?: readonly [number, number];
   /** Associations open at once per client IP address; more are refused (0x01). Default 8. */
   maxPerClient?: number;
-  /** Datagrams per second through one association, both ways together; more are dropped. Default 10,000. */
+  /** Datagrams per second through one association, both ways together; more are dropped. Default 20,000; 0: no cap. */
   datagramsPerSecond?: number;
   /** Bytes one association may have waiting (for DNS, or in the runtime's send queue); more are dropped. Default 1 MiB. */
   maxQueuedBytes?: number;
@@ -61,7 +61,7 @@ export interface UdpOptions {
  */
 export const UDP_DEFAULTS = {
   maxPerClient: 8,
-  datagramsPerSecond: 10_000,
+  datagramsPerSecond: 20_000,
   maxQueuedBytes: 1024 * 1024,
   dnsCacheSize: 1024,
   dnsCacheTtl: 60_000,
@@ -235,7 +235,9 @@ export function udpService(
   resolver: Resolver,
   options: UdpOptions = {},
 ): UdpService {
-  const limits = { ...UDP_DEFAULTS, ...options };
+  // A field given as undefined keeps its default.
+  const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+  const limits: Limits = { ...UDP_DEFAULTS, ...given };
   const cache = new LookupCache(resolver, limits.dnsCacheSize, limits.dnsCacheTtl);
   const perClient = new Map<string, number>();
 
@@ -362,8 +364,9 @@ class Relay implements Association {
 
   /** A token per datagram, both ways together, refilled at the rate per second. */
   #admit(): boolean {
-    const now = Date.now();
     const rate = this.limits.datagramsPerSecond;
+    if (rate === 0) return true;
+    const now = Date.now();
     if (now > this.#refilled) {
       this.#tokens = Math.min(rate, this.#tokens + ((now - this.#refilled) * rate) / 1000);
       this.#refilled = now;
