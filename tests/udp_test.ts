@@ -436,6 +436,38 @@ print(answer[:4].hex(), ".".join(str(b) for b in answer[-4:]))
     }
   });
 
+  it("IPv6: control over ::1, the relay on ::1 (ATYP 4 reply), a target on ::1 answered with ATYP 4", async () => {
+    const v6 = await spawnProxy(["--listen", "[::1]:0", "--udp", "--allow-private"], udpCommand());
+    const echo6 = await udpEcho("::1");
+    const client = await Udp.open("::1");
+    const control = await RawClient.open(v6.port, "::1");
+    try {
+      control.send(Uint8Array.of(5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0));
+      assert.equal(toHex(await control.readExactly(2)), "05 00");
+      const reply = await control.readExactly(22);
+      assert.match(toHex(reply), /^05 00 00 04 (00 ){15}01 [0-9a-f]{2} [0-9a-f]{2}$/);
+      const relayPort = reply.readUInt16BE(20);
+      const loopback6 = Buffer.alloc(16);
+      loopback6[15] = 1;
+      const port = Buffer.of(echo6.port >> 8, echo6.port & 0xff);
+      client.send(
+        Buffer.concat([Buffer.of(0, 0, 0, 4), loopback6, port, Buffer.from("six")]),
+        relayPort,
+        "::1",
+      );
+      const { data } = await client.next();
+      assert.equal(
+        toHex(data),
+        toHex(Buffer.concat([Buffer.of(0, 0, 0, 4), loopback6, port, Buffer.from("six")])),
+      );
+    } finally {
+      control.destroy();
+      client.close();
+      echo6.close();
+      await v6.stop();
+    }
+  });
+
   it("the npm socks client: associate, createUDPFrame / parseUDPFrame", async () => {
     const require = createRequire(import.meta.url);
     const { SocksClient } = require("socks") as typeof import("socks");
