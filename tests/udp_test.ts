@@ -607,5 +607,20 @@ describe(`UDP ASSOCIATE in-process on ${RUNTIME}`, () => {
         await proxy.stop();
       }
     });
+
+    it("Deno --workers without --unstable-net: the workers run with it, serve UDP, and the line says so", async () => {
+      const proxy = await spawnProxy(
+        ["--listen", "127.0.0.1:0", "--udp", "--workers", "2"],
+        udpCommand(false),
+      );
+      try {
+        assert.match(proxy.startup, /UDP ASSOCIATE on, 2 workers\)$/);
+        const { control, reply } = await associate(proxy.port);
+        assert.match(reply, /^05 00 00 01 7f 00 00 01/);
+        control.destroy();
+      } finally {
+        await proxy.stop();
+      }
+    });
   }
 });

@@ -94,10 +94,16 @@ export function acceptFailure(error: unknown): string {
   return `cannot accept connections (${message}); still listening`;
 }
 
-/** What the startup line says about UDP ASSOCIATE when `--udp` is given: on, or off and why. */
-function udpNote(adapter: RuntimeAdapter, opts: CliOptions): string {
+/**
+ * What the startup line says about UDP ASSOCIATE when `--udp` is given: on, or off and why. A
+ * supervisor speaks for its workers, which Deno runs with --unstable-net (host_deno.ts): the one thing
+ * its own adapter may lack.
+ */
+function udpNote(adapter: RuntimeAdapter, opts: CliOptions, workers?: number): string {
   if (!opts.udp) return "";
-  if (adapter.udp) return ", UDP ASSOCIATE on";
+  if (adapter.udp || (workers && adapter.udpUnavailable?.includes("--unstable-net"))) {
+    return ", UDP ASSOCIATE on";
+  }
   return `, UDP ASSOCIATE off: ${adapter.udpUnavailable ?? `no UDP on ${adapter.name}`}`;
 }
 
@@ -164,7 +170,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   const auth = users ? `username/password (${users.size} user${users.size === 1 ? "" : "s"})` : "none";
   const startupLine = (addresses: HostPort[], workers?: number) =>
     `edgesocks ${VERSION} on ${adapter.name}: listening on ${addresses.map(formatHostPort).join(", ")}` +
-    ` (auth: ${auth}${opts.allowPrivate ? ", private destinations allowed" : ""}${udpNote(adapter, opts)}${
+    ` (auth: ${auth}${opts.allowPrivate ? ", private destinations allowed" : ""}${udpNote(adapter, opts, workers)}${
       workers ? `, ${workers} workers` : ""
     })`;
   const warnIfOpen = () => {
