@@ -170,9 +170,9 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   const auth = users ? `username/password (${users.size} user${users.size === 1 ? "" : "s"})` : "none";
   const startupLine = (addresses: HostPort[], workers?: number) =>
     `edgesocks ${VERSION} on ${adapter.name}: listening on ${addresses.map(formatHostPort).join(", ")}` +
-    ` (auth: ${auth}${opts.allowPrivate ? ", private destinations allowed" : ""}${udpNote(adapter, opts, workers)}${
-      workers ? `, ${workers} workers` : ""
-    })`;
+    ` (auth: ${auth}${opts.allowPrivate ? ", private destinations allowed" : ""}${
+      udpNote(adapter, opts, workers)
+    }${workers ? `, ${workers} workers` : ""})`;
   const warnIfOpen = () => {
     if (!users && opts.listen.some((a) => !isLoopbackHost(a.host))) {
       host.stderr(
