@@ -174,6 +174,8 @@ describe(`UDP ASSOCIATE through the CLI on ${RUNTIME}`, () => {
       `127.0.0.1:${dns.port}`,
       "--idle-timeout",
       "1.5",
+      "--deny",
+      `udp@127.0.0.1:${other.port}`,
     ], udpCommand());
     // No --allow-private: only the rule's one destination passes; the reply advertises another address.
     strict = await spawnProxy([
@@ -392,6 +394,24 @@ describe(`UDP ASSOCIATE through the CLI on ${RUNTIME}`, () => {
     const record =
       (await until(5_000, () => "strict record", () => udpRecords(strict).length >= 2),
         udpRecords(strict).at(-1)!);
+    assert.match(record.reason, /udp: 1 datagrams up, 1 down, dropped: 1 policy$/);
+  });
+
+  it("a deny rule (udp@127.0.0.1:PORT) drops datagrams to that target; another works in the same association", async () => {
+    const { control, relay } = await associate(open.port);
+    const n = opened();
+    const client = await Udp.open();
+    try {
+      client.send(frame("127.0.0.1", other.port, "denied"), relay.port);
+      client.send(frame("127.0.0.1", echo.port, "allowed"), relay.port);
+      assert.equal((await client.next()).data.subarray(10).toString(), "allowed");
+      await client.nothing();
+      assert.equal(other.got.length, 0);
+    } finally {
+      client.close();
+      control.destroy();
+    }
+    const record = await recordNumber(open, n);
     assert.match(record.reason, /udp: 1 datagrams up, 1 down, dropped: 1 policy$/);
   });
 
