@@ -2,6 +2,7 @@
  * The UDP ASSOCIATE datagram codec (RFC 1928 §7), byte by byte: hex in,
  * fields out, and fields in, hex out; plus properties: any bytes decode
  * without throwing, and every encoded datagram decodes to what went in.
+ * And the UDP flags of the command line.
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
@@ -9,6 +10,7 @@ import fc from "fast-check";
 import { decodeUdpDatagram, encodeUdpDatagram, udpHeaderLength } from "../lib/core/udp.ts";
 import { formatIPv4, formatIPv6 } from "../lib/core/address.ts";
 import { hex, toHex } from "./_hex.ts";
+import { parseArgs } from "../lib/cli/flags.ts";
 
 describe("UDP datagram codec: decode", () => {
   it("IPv4 target: RSV FRAG ATYP=1 ADDR PORT DATA", () => {
@@ -123,5 +125,38 @@ describe("UDP datagram codec: properties", () => {
       ),
       runs,
     );
+  });
+});
+
+describe("UDP flags", () => {
+  it("--udp, --udp-advertise, --udp-ports, --udp-rate parse; bad values are refused with a clear message", () => {
+    const opts = parseArgs([
+      "--udp",
+      "--udp-advertise",
+      "[2001:DB8::7]",
+      "--udp-ports",
+      "40000-40099",
+      "--udp-rate",
+      "0",
+    ]);
+    assert.equal(opts.udp, true);
+    assert.equal(opts.udpAdvertise, "2001:db8::7");
+    assert.deepEqual(opts.udpPorts, [40000, 40099]);
+    assert.equal(opts.udpRate, 0);
+    assert.equal(parseArgs([]).udp, undefined, "off by default");
+    const bad: [string[], string][] = [
+      [
+        ["--udp-advertise", "0.0.0.0"],
+        '--udp-advertise needs an IP address other than 0.0.0.0 and ::, got "0.0.0.0"',
+      ],
+      [
+        ["--udp-advertise", "proxy.example"],
+        '--udp-advertise needs an IP address other than 0.0.0.0 and ::, got "proxy.example"',
+      ],
+      [["--udp-ports", "5-3"], '--udp-ports needs A-B with 1 <= A <= B <= 65535, got "5-3"'],
+      [["--udp-ports", "0-10"], '--udp-ports needs A-B with 1 <= A <= B <= 65535, got "0-10"'],
+      [["--udp-rate", "-1"], '--udp-rate needs a whole number, got "-1"'],
+    ];
+    for (const [args, message] of bad) assert.throws(() => parseArgs(args), { message }, args.join(" "));
   });
 });
