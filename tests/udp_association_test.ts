@@ -13,7 +13,7 @@ import { DEFAULT_POLICY, type DestinationPolicy, hostAddressSet, parseRule } fro
 import { SocksError } from "../lib/core/errors.ts";
 import { decodeUdpDatagram } from "../lib/core/udp.ts";
 import type { ProxyRequest } from "../lib/core/request.ts";
-import { hex, toHex } from "./_hex.ts";
+import { concat, hex, toHex } from "./_hex.ts";
 
 interface Sent {
   data: Uint8Array;
@@ -236,10 +236,52 @@ describe("UDP association: the destination policy on every datagram", () => {
     assert.throws(() => parseRule("deny", "udpx@*"), /commands are connect, connect_dir, resolve, udp/);
   });
 
-  it("an IPv6 target through an IPv4 relay socket is dropped (send), not an error", async () => {
-    const { deliver, association } = await open({}, { ...DEFAULT_POLICY, allowPrivate: true });
-    deliver(hex("00 00 00 04 20 01 48 60 00 00 00 00 00 00 00 00 00 00 88 88 00 35 00"));
+  it("a target of the other family goes through a second socket, bound on the wildcard once; answers come back", async () => {
+    const { deliver, association, fake, socket } = await open();
+    const v6 = hex("00 00 00 04 20 01 48 60 00 00 00 00 00 00 00 00 00 00 88 88 00 35");
+    deliver(concat(v6, hex("01")));
+    await tick();
+    deliver(concat(v6, hex("02")));
+    await tick();
+    assert.equal(fake.sockets.length, 2);
+    const other = fake.sockets[1];
+    assert.deepEqual([other.options.host, other.options.port], ["::", 0]);
+    assert.deepEqual(other.sent.map((s) => [s.host, s.port, toHex(s.data)]), [["2001:4860::8888", 53, "01"], [
+      "2001:4860::8888",
+      53,
+      "02",
+    ]]);
+    // An answer on the second socket reaches the client through the relay socket, with ATYP 4.
+    other.options.onDatagram(hex("aa"), { host: "2001:4860::8888", port: 53 });
+    other.options.onDatagram(hex("bb"), { host: "2001:4860::8844", port: 53 }); // never sent to
+    other.options.onDatagram(toTarget("93.184.216.34", 53, "x"), CLIENT); // the client, on the wrong socket
+    assert.deepEqual(socket.sent.map((s) => [s.host, toHex(s.data)]), [[
+      CLIENT.host,
+      toHex(concat(v6, hex("aa"))),
+    ]]);
+    assert.equal(association.dropped.source, 2);
+    association.close();
+    assert.equal(other.closed, true);
+  });
+
+  it("a second socket that cannot be bound drops the datagram (send), not the association", async () => {
+    const fake = fakeUdp();
+    const bind = (o: UdpBindOptions) =>
+      o.host === "::" ? Promise.reject(new Error("no IPv6 here")) : fake.bind(o);
+    const service = udpService(bind, resolver({}));
+    const association = await service.associate({
+      request: ANY,
+      policy: DEFAULT_POLICY,
+      client: CLIENT,
+      local: LOCAL,
+      idleTimeout: 0,
+    });
+    const deliver = (d: Uint8Array) => fake.sockets[0].options.onDatagram(d, CLIENT);
+    deliver(hex("00 00 00 04 20 01 48 60 00 00 00 00 00 00 00 00 00 00 88 88 00 35 01"));
+    await tick();
     assert.equal(association.dropped.send, 1);
+    deliver(toTarget("93.184.216.34", 53, "v4"));
+    assert.equal(fake.sockets[0].sent.length, 1);
   });
 
   it("FRAG != 0, port 0 and unreadable datagrams are dropped and counted", async () => {

@@ -238,6 +238,28 @@ describe(`UDP ASSOCIATE through the CLI on ${RUNTIME}`, () => {
     assert.match(record.reason, /udp: 1 datagrams up, 1 down$/);
   });
 
+  it("an IPv6 target from an IPv4 association: through a second socket, answered from the relay with ATYP 4", async () => {
+    const { control, relay } = await associate(open.port);
+    opened();
+    const echo6 = await udpEcho("::1");
+    const client = await Udp.open();
+    try {
+      const target = Buffer.concat([
+        Buffer.of(0, 0, 0, 4),
+        Buffer.alloc(15),
+        Buffer.of(1, echo6.port >> 8, echo6.port & 0xff),
+      ]);
+      client.send(Buffer.concat([target, Buffer.from("v6 target")]), relay.port);
+      const { data, from } = await client.next();
+      assert.equal(from.port, relay.port);
+      assert.equal(toHex(data), toHex(Buffer.concat([target, Buffer.from("v6 target")])));
+    } finally {
+      client.close();
+      echo6.close();
+      control.destroy();
+    }
+  });
+
   it("a name in DST.ADDR is resolved by the proxy; the answer carries the IP (ATYP 1)", async () => {
     const { control, relay } = await associate(open.port);
     opened();
@@ -480,6 +502,12 @@ print(answer[:4].hex(), ".".join(str(b) for b in answer[-4:]))
         toHex(data),
         toHex(Buffer.concat([Buffer.of(0, 0, 0, 4), loopback6, port, Buffer.from("six")])),
       );
+      // An IPv4 target from the IPv6 relay: through a second socket; the answer still comes from the relay.
+      client.send(frame("127.0.0.1", echo.port, "four"), relayPort, "::1");
+      const four = await client.next();
+      assert.equal(four.from.port, relayPort);
+      assert.equal(toHex(four.data.subarray(0, 8)), "00 00 00 01 7f 00 00 01");
+      assert.equal(four.data.subarray(10).toString(), "four");
     } finally {
       control.destroy();
       client.close();

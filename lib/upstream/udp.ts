@@ -11,6 +11,9 @@
  * IP). A datagram from anywhere else is relayed to the client only when it
  * comes from an address and port the client sent to; every other one is
  * dropped and counted. No datagram, however malformed, ends an association.
+ * A target of the other address family is reached through a second socket,
+ * bound to that family's wildcard address on first use, which takes answers
+ * from targets only.
  *
  * @module
  */
@@ -73,7 +76,8 @@ export const UDP_DEFAULTS = {
  * destination policy refused the address), `dns` (the name did not resolve),
  * `rate` (over the datagrams per second), `queue` (over the bytes queued),
  * `source` (from neither the client nor a target it sent to), `send` (the
- * socket did not take it: too large, or a family it cannot reach).
+ * socket did not take it: too large; or no socket of the target's family
+ * could be bound).
  *
  * @example
  * ```ts
@@ -275,7 +279,7 @@ export function udpService(
       }
       perClient.set(clientIp, (perClient.get(clientIp) ?? 0) + 1);
       const advertised = options.advertise ?? unmapIPv4(local.host);
-      association.start(socket, { host: advertised, port: socket.address.port }, () => {
+      association.start(socket, { host: advertised, port: socket.address.port }, bind, () => {
         const left = (perClient.get(clientIp) ?? 1) - 1;
         if (left > 0) perClient.set(clientIp, left);
         else perClient.delete(clientIp);
@@ -299,6 +303,10 @@ class Relay implements Association {
   readonly idle: Promise<void>;
   #idle!: () => void;
   #socket: UdpSocket | undefined;
+  /** For targets of the other address family: a second socket, bound on the wildcard on first use. */
+  #other: UdpSocket | undefined;
+  #otherBinding: Promise<UdpSocket | undefined> | undefined;
+  #bind: NonNullable<RuntimeAdapter["udp"]> | undefined;
   #released: (() => void) | undefined;
   #closed = false;
   #clientPort: number | undefined;
@@ -334,8 +342,14 @@ class Relay implements Association {
     this.idle = new Promise((resolve) => (this.#idle = resolve));
   }
 
-  start(socket: UdpSocket, bound: HostPort, released: () => void): void {
+  start(
+    socket: UdpSocket,
+    bound: HostPort,
+    bind: NonNullable<RuntimeAdapter["udp"]>,
+    released: () => void,
+  ): void {
     this.#socket = socket;
+    this.#bind = bind;
     this.bound = bound;
     this.#released = released;
     if (this.idleTimeout > 0) this.#arm(this.idleTimeout);
@@ -355,6 +369,7 @@ class Relay implements Association {
     this.#closed = true;
     clearTimeout(this.#timer);
     this.#socket?.close();
+    this.#other?.close();
     this.#released?.();
   }
 
@@ -411,7 +426,26 @@ class Relay implements Association {
   }
 
   #queued(): number {
-    return this.#waiting + (this.#socket?.pending ?? 0);
+    return this.#waiting + (this.#socket?.pending ?? 0) + (this.#other?.pending ?? 0);
+  }
+
+  /** The other family's socket (`v6`: an IPv6 one): it takes answers from targets only, never a client's datagram. */
+  #otherSocket(v6: boolean): Promise<UdpSocket | undefined> {
+    const bind = this.#bind;
+    if (!bind) return Promise.resolve(undefined);
+    const fromTarget = (data: Uint8Array, from: HostPort) => {
+      if (this.#closed) return;
+      const host = unmapIPv4(canonicalIP(from.host) ?? from.host);
+      if (this.#targets.has(`${host} ${from.port}`)) this.#fromTarget(data, host, from.port);
+      else this.#drop("source");
+    };
+    return this.#otherBinding ??= bind({ host: v6 ? "::" : "0.0.0.0", port: 0, onDatagram: fromTarget }).then(
+      (socket) => {
+        if (this.#closed) return void socket.close();
+        return (this.#other = socket);
+      },
+      () => undefined,
+    );
   }
 
   /** Sends to the first of `ips` the policy allows (and the socket's family reaches). */
@@ -427,10 +461,21 @@ class Relay implements Association {
         null
     );
     if (allowed.length === 0) return this.#drop("policy");
-    const ip = allowed.find((a) => !v4Socket || !unmapIPv4(a).includes(":"));
-    if (ip === undefined) return this.#drop("send");
+    // The relay socket's own family first; the other one through a second socket.
+    const to = unmapIPv4(allowed.find((a) => unmapIPv4(a).includes(":") !== v4Socket) ?? allowed[0]);
     if (this.#queued() + data.length > this.limits.maxQueuedBytes) return this.#drop("queue");
-    const to = unmapIPv4(ip);
+    if (to.includes(":") !== v4Socket) return this.#send(socket, data, to, port);
+    if (this.#other) return this.#send(this.#other, data, to, port);
+    this.#waiting += data.length;
+    this.#otherSocket(v4Socket).then((other) => {
+      this.#waiting -= data.length;
+      if (!other) return this.#drop("send");
+      this.#send(other, data, to, port);
+    });
+  }
+
+  #send(socket: UdpSocket, data: Uint8Array, to: string, port: number): void {
+    if (this.#closed) return;
     if (!socket.send(data, to, port)) return this.#drop("send");
     const key = `${to} ${port}`;
     this.#targets.delete(key);
