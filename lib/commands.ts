@@ -11,8 +11,8 @@ import type { Answer, ProxyRequest, RequestKind } from "./core/request.ts";
 import { ReplyCode } from "./core/wire.ts";
 import { checkCommand } from "./policy.ts";
 import type { Rules } from "./rules.ts";
-import type { Opened, Upstream } from "./upstream/upstream.ts";
-import type { HostPort } from "./runtime.ts";
+import type { HostPort } from "./core/address.ts";
+import type { Binding, Opened, Upstream } from "./upstream/upstream.ts";
 import type { Association, UdpService } from "./upstream/udp.ts";
 
 /**
@@ -34,10 +34,10 @@ export interface CommandContext {
   upstream: Upstream;
   /** Aborts the work: the connect timeout fired, or the server is shutting down. */
   signal: AbortSignal;
-  /** The client connection's peer and local end, where known (UDP ASSOCIATE needs both). */
-  client?: HostPort;
-  /** The client connection's local end. */
+  /** The control connection's local address (where a BIND listens, where a UDP relay binds), when known. */
   local?: HostPort;
+  /** The control connection's peer: the client (UDP ASSOCIATE takes its datagrams from its address). */
+  client?: HostPort;
   /** UDP ASSOCIATE's service, when the server serves it. */
   udp?: UdpService;
 }
@@ -57,6 +57,8 @@ export interface CommandResult {
   answer: Answer;
   /** For a tunnel: the open connection to relay to. */
   tunnel?: Opened;
+  /** For a BIND: the listener waiting for its peer (the session waits, then closes it). */
+  binding?: Binding;
   /** For UDP ASSOCIATE: the open association, held while the client connection lasts. */
   association?: Association;
 }
@@ -83,6 +85,20 @@ function tunnel({ request, rules, upstream, signal }: CommandContext): Promise<C
   return opening.then((o) => ({ answer: { type: "connected", bound: bound ?? o.bound }, tunnel: o }));
 }
 
+/** BIND: listen for the peer; the first reply carries where (the session then waits for the peer). */
+function bind({ request, rules, upstream, local, signal }: CommandContext): Promise<CommandResult> {
+  if (!upstream.bind) {
+    return Promise.reject(
+      new SocksError(ReplyCode.CommandNotSupported, "bind not supported", { code: "unsupported" }),
+    );
+  }
+  const opening = upstream.bind(request, rules.policy, local);
+  // A listener that opens after the deadline is closed, not leaked.
+  opening.then((b) => signal.aborted && b.close(), () => {});
+  return opening.then((binding) => ({ answer: { type: "bound", bound: binding.address }, binding }));
+}
+
+/** UDP ASSOCIATE: open a relay socket; the reply carries where (the session then holds the connection). */
 function associate({ request, rules, signal, client, local, udp }: CommandContext): Promise<CommandResult> {
   if (!udp) {
     return Promise.reject(
@@ -108,6 +124,7 @@ export const COMMANDS: Readonly<Partial<Record<RequestKind, CommandHandler>>> = 
     upstream.lookup(request, rules.policy).then((address) => ({ answer: { type: "resolved", address } })),
   resolve_ptr: ({ request, rules, upstream }) =>
     upstream.reverse(request, rules.policy).then((name) => ({ answer: { type: "resolved_name", name } })),
+  bind,
   udp_associate: associate,
 };
 

@@ -6,6 +6,7 @@
  */
 import type { ByteConnection, HostPort, Listener, RuntimeAdapter } from "./runtime.ts";
 import { parseIPv4, parseIPv6 } from "./core/address.ts";
+import { DEFAULT_COMMANDS } from "./core/socks_server.ts";
 import { type AuthBackoff, clientKey, DEFAULT_AUTH_BACKOFF, LoginBackoff } from "./admission.ts";
 import { hostAddressSet } from "./policy.ts";
 import { makeRules, type Rules, type RulesOptions } from "./rules.ts";
@@ -29,7 +30,7 @@ import { type UdpOptions, udpService } from "./upstream/udp.ts";
  * const server = await serve(nodeAdapter, options);
  * ```
  */
-export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> {
+export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver" | "openListener"> {
   /** Addresses to listen on. Default `127.0.0.1:1080`. Port 0 picks a free port. */
   listen?: HostPort[];
   /** Nameserver for RESOLVE, RESOLVE_PTR and CONNECT by name; default: the system's resolver. */
@@ -179,14 +180,18 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     ? undefined
     : new LoginBackoff(options.authBackoff ?? DEFAULT_AUTH_BACKOFF);
   const resolver = adapter.resolver(options.dns);
+  const base = sessionContext({
+    ...options,
+    dial: adapter.dial,
+    resolver,
+    relay: adapter.relay,
+    openListener: (address, onConnection) => adapter.listen(address, onConnection),
+  });
+  // UDP ASSOCIATE only where asked for and where the runtime has UDP (else the machine answers 0x07).
+  const udp = options.udp && adapter.udp ? udpService(adapter.udp, resolver, options.udp) : undefined;
   const context: SessionContext = {
-    ...sessionContext({
-      ...options,
-      dial: adapter.dial,
-      resolver,
-      relay: adapter.relay,
-    }),
-    ...(options.udp && adapter.udp ? { udp: udpService(adapter.udp, resolver, options.udp) } : {}),
+    ...base,
+    ...(udp ? { udp, commands: [...(base.commands ?? DEFAULT_COMMANDS), "udp_associate"] } : {}),
     // Counted when the login fails, not when its connection ends: a client must not get more tries in.
     ...(backoff
       ? { onAuthFailure: (client) => backoff.failed(clientKey(client.host, prefixV6), Date.now()) }

@@ -233,7 +233,7 @@ describe("UDP association: the destination policy on every datagram", () => {
     await tick();
     assert.deepEqual(fake.sockets[0].sent.map((s) => s.port), [53]);
     assert.equal(counter.n, 0, "a name rule refuses before any DNS query");
-    assert.throws(() => parseRule("deny", "udpx@*"), /commands are connect, connect_dir, resolve, udp/);
+    assert.throws(() => parseRule("deny", "udpx@*"), /commands are connect, connect_dir, resolve, bind, udp/);
   });
 
   it("a target of the other family goes through a second socket, bound on the wildcard once; answers come back", async () => {

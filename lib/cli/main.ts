@@ -157,6 +157,9 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     authBackoff: opts.authBackoff,
     hideBoundAddress: opts.hideBoundAddress,
     concealRefusals: opts.concealRefusals,
+    ...(opts.bind ? { bind: true } : {}),
+    ...(opts.bindAddress !== undefined ? { bindAddress: opts.bindAddress } : {}),
+    ...(opts.httpConnect ? { httpConnect: true } : {}),
     timeouts: { handshake: opts.handshakeTimeout, connect: opts.connectTimeout, idle: opts.idleTimeout },
     ...(opts.udp
       ? { udp: { advertise: opts.udpAdvertise, ports: opts.udpPorts, datagramsPerSecond: opts.udpRate } }
