@@ -191,6 +191,12 @@ describe("UDP association: the destination policy on every datagram", () => {
     }
     assert.deepEqual(socket.sent.map((s) => s.host), ["93.184.216.34"]);
     assert.equal(association.dropped.policy, 4);
+    // A verdict is kept per association (the rules are its snapshot): the same again, the same answer.
+    for (const ip of ["10.0.0.1", "93.184.216.34", "::ffff:10.0.0.1"]) deliver(toTarget(ip, 53, "q"));
+    deliver(hex("00 00 00 04 00 00 00 00 00 00 00 00 00 00 ff ff 0a 00 00 01 00 35 71")); // ::ffff:10.0.0.1
+    deliver(hex("00 00 00 04 00 00 00 00 00 00 00 00 00 00 ff ff 5d b8 d8 22 00 35 71")); // mapped public
+    assert.deepEqual(socket.sent.map((s) => s.host), ["93.184.216.34", "93.184.216.34", "93.184.216.34"]);
+    assert.equal(association.dropped.policy, 7);
   });
 
   it("the host's own addresses are dropped (hostAddresses)", async () => {

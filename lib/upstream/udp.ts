@@ -215,6 +215,12 @@ class LookupCache {
 /** The targets an association sent to, most recent last; replies are taken only from these. */
 const MAX_TARGETS = 1024;
 
+/** Sets `key` in a map bounded to {@linkcode MAX_TARGETS} entries (the oldest goes first). */
+function remember<V>(map: Map<string, V>, key: string, value: V): void {
+  map.set(key, value);
+  if (map.size > MAX_TARGETS) map.delete(map.keys().next().value!);
+}
+
 /** Whether the request's DST names the client's own port (the client's address, unspecified, or "0"). */
 function clientPortOf(request: ProxyRequest, clientIp: string): number | undefined {
   const { host, port } = request.target;
@@ -303,6 +309,8 @@ class Relay implements Association {
   readonly idle: Promise<void>;
   #idle!: () => void;
   #socket: UdpSocket | undefined;
+  /** Whether the relay socket is IPv4. */
+  #v4Socket = true;
   /** For targets of the other address family: a second socket, bound on the wildcard on first use. */
   #other: UdpSocket | undefined;
   #otherBinding: Promise<UdpSocket | undefined> | undefined;
@@ -311,6 +319,14 @@ class Relay implements Association {
   #closed = false;
   #clientPort: number | undefined;
   readonly #targets = new Map<string, true>();
+  /**
+   * The policy's verdict on address literals already seen ("host port" as the client wrote it → the
+   * address to send to, or null when refused): the rules are the session's snapshot, so a verdict
+   * holds for the association's life, and a datagram stream to one target is checked once.
+   */
+  readonly #verdicts = new Map<string, string | null>();
+  /** The header of answers from each target ("host port"), built once. */
+  readonly #headers = new Map<string, Uint8Array>();
   /** Bytes waiting for a lookup. */
   #waiting = 0;
   #tokens: number;
@@ -349,6 +365,7 @@ class Relay implements Association {
     released: () => void,
   ): void {
     this.#socket = socket;
+    this.#v4Socket = canonicalIP(socket.address.host)?.includes(":") === false;
     this.#bind = bind;
     this.bound = bound;
     this.#released = released;
@@ -409,8 +426,15 @@ class Relay implements Association {
     if (!this.#admit()) return this.#drop("rate");
     const { target, data } = datagram;
     const port = target.port;
+    const key = `${target.host} ${port}`;
+    const known = this.#verdicts.get(key);
+    if (known !== undefined) return known === null ? this.#drop("policy") : this.#route(known, port, data);
     const literal = canonicalIP(target.host);
-    if (literal !== null) return this.#sendTo([literal], undefined, port, data);
+    if (literal !== null) {
+      const to = this.#allowed([literal], undefined, port);
+      remember(this.#verdicts, key, to ?? null);
+      return to === undefined ? this.#drop("policy") : this.#route(to, port, data);
+    }
     const name = target.host;
     const verdict = evaluateDestination({ command: "udp", name, port }, this.policy);
     if (verdict !== "undecided" && verdict !== null) return this.#drop("policy");
@@ -449,10 +473,12 @@ class Relay implements Association {
   }
 
   /** Sends to the first of `ips` the policy allows (and the socket's family reaches). */
-  #sendTo(ips: string[], name: string | undefined, port: number, data: Uint8Array): void {
-    const socket = this.#socket;
-    if (this.#closed || !socket) return;
-    const v4Socket = canonicalIP(socket.address.host)?.includes(":") === false;
+
+  /**
+   * The address to send to: the first of `ips` the policy allows, of the relay socket's family if one
+   * is (the other through a second socket); undefined when none is allowed.
+   */
+  #allowed(ips: string[], name: string | undefined, port: number): string | undefined {
     const allowed = ips.filter((ip) =>
       evaluateDestination(
         { command: "udp", ip, port, ...(name !== undefined ? { name } : {}) },
@@ -460,9 +486,24 @@ class Relay implements Association {
       ) ===
         null
     );
-    if (allowed.length === 0) return this.#drop("policy");
-    // The relay socket's own family first; the other one through a second socket.
-    const to = unmapIPv4(allowed.find((a) => unmapIPv4(a).includes(":") !== v4Socket) ?? allowed[0]);
+    if (allowed.length === 0) return undefined;
+    const v4Socket = this.#v4Socket;
+    return unmapIPv4(allowed.find((a) => unmapIPv4(a).includes(":") !== v4Socket) ?? allowed[0]);
+  }
+
+  /** Sends to the first of `ips` the policy allows (see `#allowed`). */
+  #sendTo(ips: string[], name: string | undefined, port: number, data: Uint8Array): void {
+    if (this.#closed) return;
+    const to = this.#allowed(ips, name, port);
+    if (to === undefined) return this.#drop("policy");
+    this.#route(to, port, data);
+  }
+
+  /** Sends to an allowed address through the socket of its family. */
+  #route(to: string, port: number, data: Uint8Array): void {
+    const socket = this.#socket;
+    if (this.#closed || !socket) return;
+    const v4Socket = this.#v4Socket;
     if (this.#queued() + data.length > this.limits.maxQueuedBytes) return this.#drop("queue");
     if (to.includes(":") !== v4Socket) return this.#send(socket, data, to, port);
     if (this.#other) return this.#send(this.#other, data, to, port);
@@ -491,9 +532,13 @@ class Relay implements Association {
     if (!socket || this.#clientPort === undefined) return this.#drop("source");
     if (!this.#admit()) return this.#drop("rate");
     if (this.#queued() + data.length > this.limits.maxQueuedBytes) return this.#drop("queue");
-    if (!socket.send(encodeUdpDatagram(host, port, data), this.clientIp, this.#clientPort)) {
-      return this.#drop("send");
-    }
+    const key = `${host} ${port}`;
+    let header = this.#headers.get(key);
+    if (!header) remember(this.#headers, key, header = encodeUdpDatagram(host, port, new Uint8Array(0)));
+    const out = new Uint8Array(header.length + data.length);
+    out.set(header);
+    out.set(data, header.length);
+    if (!socket.send(out, this.clientIp, this.#clientPort)) return this.#drop("send");
     this.down += data.length;
     this.datagramsDown++;
     this.#lastActive = Date.now();
