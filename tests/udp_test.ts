@@ -29,6 +29,7 @@ import {
   startProxy,
   toHex,
   until,
+  usersFile,
   within,
 } from "./_fixtures.ts";
 import { currentRuntime } from "../lib/cli/detect.ts";
@@ -513,6 +514,48 @@ print(answer[:4].hex(), ".".join(str(b) for b in answer[-4:]))
       client.close();
       echo6.close();
       await v6.stop();
+    }
+  });
+
+  it("with --users: PySocks logs in and relays (the user is in the log); SIGTERM ends an open association", async () => {
+    const users = usersFile("alice:s3cret\n");
+    const authed = await spawnProxy(
+      ["--listen", "127.0.0.1:0", "--udp", "--allow-private", "--users", users.path, "--log", "json"],
+      udpCommand(),
+    );
+    try {
+      const script = `
+import socket, sys, socks
+s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
+s.set_proxy(socks.SOCKS5, "127.0.0.1", int(sys.argv[1]), username="alice", password="s3cret")
+s.settimeout(5)
+s.sendto(b"logged in", ("127.0.0.1", int(sys.argv[2])))
+print(s.recvfrom(100)[0].decode())
+`;
+      const r = await run(PYTHON, ["-c", script, String(authed.port), String(echo.port)]);
+      assert.equal(r.stdout, "logged in\n", r.stderr);
+      const record = await recordNumber(authed, 1);
+      assert.equal(record.user, "alice");
+      assert.equal(record.up, "logged in".length);
+      // Without credentials: no method acceptable.
+      const anonymous = await RawClient.open(authed.port);
+      anonymous.send(Uint8Array.of(5, 1, 0));
+      assert.equal(toHex(await anonymous.readToEnd()), "05 ff");
+      anonymous.destroy();
+      // An association open at shutdown is closed, and counted.
+      const control = await RawClient.open(authed.port);
+      control.send(Uint8Array.of(5, 1, 2, 1, 5, ...Buffer.from("alice"), 6, ...Buffer.from("s3cret")));
+      assert.equal(toHex(await control.readExactly(4)), "05 02 01 00");
+      control.send(Uint8Array.of(5, 3, 0, 1, 0, 0, 0, 0, 0, 0));
+      assert.match(toHex(await control.readExactly(10)), /^05 00 00 01 7f 00 00 01/);
+      assert.equal(await authed.stop("SIGTERM"), 0);
+      assert.match(authed.errors(), /stopping \(SIGTERM\), closed 1 open connection\n/);
+      await control.readToEnd();
+      const last = udpRecords(authed).at(-1)!;
+      assert.equal(last.outcome, "shutdown");
+    } finally {
+      await authed.stop();
+      users.remove();
     }
   });
 
