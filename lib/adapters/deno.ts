@@ -148,7 +148,25 @@ async function writeAll(conn: Deno.Conn, chunk: Uint8Array): Promise<void> {
   }
 }
 
-/** Two `Deno.Conn`s relayed natively. Deno cannot send a reset: a failure closes both sides like any other end. */
+/**
+ * Two `Deno.Conn`s relayed natively. `Deno.Conn` cannot send a reset (no
+ * SO_LINGER, no reset call), so a failure or a shutdown closes both sides
+ * like any other end, with `close()` at once, which is the least misleading
+ * Deno can do. Measured (tests/cut_tunnel_test.ts): a client that is only
+ * receiving gets what was already handed to the kernel, then a FIN, which
+ * looks like a complete download at the TCP level (HTTP's length or chunked
+ * framing, or TLS's close_notify, still show the truncation); a client still
+ * sending gets the FIN and then a reset from Linux as its next bytes reach a
+ * closed socket (a reset at once when its bytes were unread at the close);
+ * an upstream still sending is reset the same way. curl downloading through
+ * it when the proxy gets SIGTERM: exit 18 ("transfer closed with N bytes
+ * remaining") for a body with a Content-Length, exit 0 for one that ends
+ * with the connection. `closeWrite()` instead would send the same FIN and
+ * let a client that is still sending go on unanswered, and draining what is
+ * left would make the cut look even more complete. (Deno's `node:net` does
+ * send a reset, `resetAndDestroy()`, so the Node adapter under Deno resets a
+ * cut tunnel, curl exit 56; a `Deno.Conn` has no such call.)
+ */
 class DenoTunnel extends Tunnel {
   readonly client: Deno.TcpConn;
   readonly upstream: Deno.TcpConn;
@@ -158,7 +176,7 @@ class DenoTunnel extends Tunnel {
     this.upstream = upstream;
   }
 
-  override close(_failed: boolean): void {
+  override close(_reset: boolean): void {
     for (const c of [this.client, this.upstream]) {
       try {
         c.close();

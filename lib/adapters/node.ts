@@ -39,7 +39,7 @@ const descriptors = new DescriptorProbe("Node closes new connections at once unt
 /** How long a gracefully closed socket may take to flush to a peer that does not read. */
 const LINGER_MS = 30_000;
 
-/** Closes `socket` with a RST where the runtime can, so the peer learns the tunnel failed. */
+/** Closes `socket` with a RST where the runtime can, so the peer learns the tunnel failed or was cut. */
 function reset(socket: Socket): void {
   if (socket.destroyed) return;
   try {
@@ -302,8 +302,9 @@ class PipeTunnel extends Tunnel {
     this.#done = done;
   }
 
-  override close(failed: boolean): void {
-    if (failed) {
+  // A failure or a shutdown resets both (reset() leaves a socket whose both directions are done alone).
+  override close(withReset: boolean): void {
+    if (withReset) {
       reset(this.client);
       reset(this.upstream);
     } else {
