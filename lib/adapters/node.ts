@@ -39,13 +39,30 @@ const descriptors = new DescriptorProbe("Node closes new connections at once unt
 /** How long a gracefully closed socket may take to flush to a peer that does not read. */
 const LINGER_MS = 30_000;
 
-/** Closes `socket` with a RST where the runtime can, so the peer learns the tunnel failed or was cut. */
+/**
+ * Closes `socket` with a RST where the runtime can, so the peer learns the
+ * tunnel failed or was cut.
+ *
+ * Not once `end()` has handed everything written to the kernel (the FIN is
+ * being sent, or about to be): libuv refuses the reset while its shutdown is
+ * pending (`uv_tcp_close_reset` returns EINVAL), and Node then marks the
+ * handle closing anyway and never closes it: the descriptor stays open for
+ * the process's life, the socket emits 'error' EINVAL, and at exit Node's
+ * handle cleanup waits for it forever, spinning at 100% CPU in `uv_run`
+ * (measured on Node 24: a `--workers` worker never exiting; the same as
+ * libp2p/js-libp2p#3597). That direction has then ended by itself (every
+ * byte of it is in the kernel, the FIN follows them), so `destroy()` tells
+ * the peer the truth there.
+ */
 function reset(socket: Socket): void {
   if (socket.destroyed) return;
   try {
     // A socket still connecting, or whose both directions are done, has no connection to reset.
     if (socket.readyState === "opening" || socket.readyState === "closed") socket.destroy();
-    else socket.resetAndDestroy();
+    // end() called, nothing left in Node's buffer, not finished: the shutdown is under way (or on nextTick).
+    else if (socket.writableEnded && !socket.writableFinished && socket.writableLength === 0) {
+      socket.destroy();
+    } else socket.resetAndDestroy();
   } catch {
     socket.destroy(); // node:net without resetAndDestroy, or not over a TCP handle
   }
