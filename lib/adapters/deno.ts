@@ -28,8 +28,11 @@ import { notFound, reverseLookupName, systemResolver } from "./_node_dns.ts";
 // small and only grows (doubling) while reads fill it: a fixed 64 KiB costs
 // ~110 KiB per idle tunnel; starting at 1 KiB rather than 4 KiB measured
 // 29 KiB instead of 39 KiB per idle tunnel in bench/.
+// It is also the most a tunnel whose client stops reading holds here: the one read whose write the client
+// does not drain (each direction reads only after its last write went out). 48 KiB keeps that under 64 KiB
+// with room for the tunnel's own objects.
 const MIN_READ = 1024;
-const MAX_READ = 64 * 1024;
+const MAX_READ = 48 * 1024;
 // After a failed accept (out of descriptors, above all: the connection stays in the queue), the next try.
 // An accept() that fails again costs one system call, so this is short: new connections wait at most about
 // this long once descriptors free up (100 ms made recovery take 105-207 ms).
@@ -204,10 +207,10 @@ async function pumpDeno(t: DenoTunnel, up: boolean): Promise<void> {
       // bulk transfer whose reads come back partly filled keeps its buffer.
       if (n === buf.length) {
         short = 0;
-        if (buf.length < MAX_READ) buf = new Uint8Array(buf.length * 2);
+        if (buf.length < MAX_READ) buf = new Uint8Array(Math.min(buf.length * 2, MAX_READ));
       } else if (n < buf.length / 2 && buf.length > MIN_READ && ++short >= 4) {
         short = 0;
-        buf = new Uint8Array(buf.length / 2);
+        buf = new Uint8Array(Math.max(buf.length / 2, MIN_READ));
       }
     }
   } catch (error) {
