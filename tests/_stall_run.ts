@@ -104,9 +104,9 @@ const held = (m: Memory) => m.heapUsed + m.external;
 
 /**
  * What a stalled tunnel adds, in bytes over `from`: the memory its objects own outside the heap
- * (ArrayBuffers: the read it holds), plus the heap's growth, never less than nothing (the heap of the
- * fresh tunnels still had their handshakes' garbage-to-be: it shrank by up to 9 KiB per tunnel on Node,
- * which must not hide a buffer). JSC reports the ArrayBuffers in both of Bun's figures (measured: equal
+ * (ArrayBuffers: the read it holds), plus the heap's growth, never less than nothing (on Node the heap
+ * shrank from the idle sample to the stalled one, by 8-9 KiB per tunnel, cause not looked into; a
+ * shrinking heap must not hide a buffer). JSC reports the ArrayBuffers in both of Bun's figures (measured: equal
  * growth in each), so there the larger one counts.
  */
 function growth(from: Memory, to: Memory): number {
