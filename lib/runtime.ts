@@ -25,7 +25,8 @@ export type { HostPort };
  *   handed to the kernel is still delivered, then a FIN. Idempotent; pending
  *   reads resolve `null` or reject.
  * - `abort()`, where present, closes with a reset (RST) so the peer learns
- *   the tunnel failed; the relay uses it when the other side fails.
+ *   the tunnel failed; the relay uses it when the other side fails and when
+ *   the tunnel is cut by a shutdown.
  *
  * @example
  * ```ts
@@ -302,6 +303,6 @@ export interface RelayResult {
 export interface RelayOptions {
   /** Close both sides after this many milliseconds without a byte either way; 0 or absent: never. */
   idleTimeout?: number;
-  /** Closes both sides when it aborts (server shutdown). */
+  /** Closes both sides when it aborts (server shutdown), with a reset where the runtime can. */
   signal?: AbortSignal;
 }

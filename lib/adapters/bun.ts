@@ -285,10 +285,11 @@ class NativeTunnel extends Tunnel {
     }
   }
 
-  override close(failed: boolean): void {
+  // A failure or a shutdown resets both; a side closed already (both FINs exchanged, or reset) is left alone.
+  override close(reset: boolean): void {
     for (const side of [this.#a, this.#b]) {
       if (side.closed) continue;
-      if (failed) side.socket.terminate();
+      if (reset) side.socket.terminate();
       else side.socket.end();
     }
   }
