@@ -113,6 +113,24 @@ export { createAuthenticator, parseUsers } from "./lib/auth.ts";
 export { type AuthBackoff, DEFAULT_AUTH_BACKOFF } from "./lib/admission.ts";
 export { VERSION } from "./lib/version.ts";
 export {
+  decodeUdpDatagram,
+  encodeUdpDatagram,
+  type UdpDatagram,
+  udpHeaderLength,
+  type UdpInvalid,
+} from "./lib/core/udp.ts";
+export type { UdpBindOptions, UdpSocket } from "./lib/runtime.ts";
+export {
+  type AssociateRequest,
+  type Association,
+  UDP_DEFAULTS,
+  UDP_DROPS,
+  type UdpDrop,
+  type UdpOptions,
+  type UdpService,
+  udpService,
+} from "./lib/upstream/udp.ts";
+export {
   DURATION_BUCKETS,
   emptySnapshot,
   exposition,

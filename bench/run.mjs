@@ -16,6 +16,7 @@ import net from "node:net";
 import os from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { measureUdp, udpReport } from "./udp.mjs";
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
 const root = join(benchDir, "..");
@@ -34,7 +35,7 @@ if (argv.includes("--help") || argv.includes("-h")) {
   --only    edgesocks runtimes (and their bare forwarders) to measure; default all three
   --skip    reference proxies to leave out (microsocks, dante, npm: the npm SOCKS servers on Node)
   --runs N  throughput and tunnels/s runs per subject (default 3 and 5; --quick: 3 and 1)
-  --parts   what to measure: a comma list of throughput, tunnels, memory; default all three
+  --parts   what to measure: a comma list of throughput, tunnels, memory, udp; default all four
   --check   exit 1 if any measurement failed (CI runs --quick --check as a smoke test)`);
   process.exit(0);
 }
@@ -58,7 +59,7 @@ if (runsFlag !== null && !(Number.isInteger(runsFlag) && runsFlag >= 1 && runsFl
 }
 const only = listFlag("--only", RUNTIMES, RUNTIMES);
 const skip = listFlag("--skip", REFERENCES, []);
-const PARTS = ["throughput", "tunnels", "memory"];
+const PARTS = ["throughput", "tunnels", "memory", "udp"];
 const parts = listFlag("--parts", PARTS, PARTS);
 
 const cfg = quick
@@ -902,6 +903,7 @@ function report(results) {
     ),
   );
   out.push("");
+  if (results.udp) out.push(udpReport(results.udp), "");
   const skipped = results.subjects.filter((s) => s.startError).map((s) => `${s.label}: ${s.startError}`);
   if (skipped.length) out.push(`Could not start: ${skipped.join("; ")}`, "");
   return out.join("\n");
@@ -1106,6 +1108,10 @@ async function main() {
         log(`memory ${s.label}: FAILED ${error.message}`);
       }
     }
+    // ---- UDP ASSOCIATE datagrams per second (bench/udp.mjs)
+    if (parts.includes("udp")) {
+      results.udp = await measureUdp({ only, quick, runs: quick ? 1 : 3, bin, launch, stop, waitFor, log });
+    }
   } finally {
     for (const proc of [...live.values()]) await stop(proc);
     rmSync(tmpDir, { recursive: true, force: true });
@@ -1126,6 +1132,7 @@ async function main() {
         t,
       ) => [...t.errors, ...(t.failedTunnels ? ["tunnels failed"] : [])]),
       ...Object.values(results.memory).flatMap((m) => (m.error ? [m.error] : [])),
+      ...Object.values(results.udp ?? {}).flatMap((u) => u.errors),
     ];
     if (failed.length > 0) {
       log(`--check: ${failed.length} measurements failed: ${failed.slice(0, 3).join("; ")}`);

@@ -25,7 +25,8 @@ export type { HostPort };
  *   handed to the kernel is still delivered, then a FIN. Idempotent; pending
  *   reads resolve `null` or reject.
  * - `abort()`, where present, closes with a reset (RST) so the peer learns
- *   the tunnel failed; the relay uses it when the other side fails.
+ *   the tunnel failed; the relay uses it when the other side fails and when
+ *   the tunnel is cut by a shutdown.
  *
  * @example
  * ```ts
@@ -180,6 +181,70 @@ export interface RuntimeAdapter {
    * cannot. The default policy refuses them as destinations.
    */
   interfaceAddresses?(): string[] | undefined;
+  /**
+   * Binds a UDP socket (UDP ASSOCIATE's relay); absent where the runtime has
+   * no UDP (Deno without `--unstable-net`): then UDP ASSOCIATE is answered
+   * "command not supported" and {@linkcode RuntimeAdapter.udpUnavailable}
+   * says why.
+   */
+  udp?(options: UdpBindOptions): Promise<UdpSocket>;
+  /** Why `udp` is absent, in words for the startup line (e.g. "Deno needs --unstable-net"). */
+  readonly udpUnavailable?: string;
+}
+
+/**
+ * What {@linkcode RuntimeAdapter.udp} binds, and where its datagrams go.
+ *
+ * @example
+ * ```ts
+ * import type { UdpBindOptions } from "@edgesocks/edgesocks";
+ * const options: UdpBindOptions = {
+ *   host: "127.0.0.1",
+ *   port: 0,
+ *   onDatagram: (data, from) => console.log(`${data.length} bytes from ${from.host}:${from.port}`),
+ * };
+ * ```
+ */
+export interface UdpBindOptions {
+  /** An IP literal to bind to. */
+  host: string;
+  /** The port; 0 picks a free one. */
+  port: number;
+  /**
+   * Called once per datagram received, with its source (an IPv4-mapped
+   * source is given as IPv4). `data` is the caller's to keep.
+   */
+  onDatagram(data: Uint8Array, from: HostPort): void;
+}
+
+/**
+ * A bound UDP socket.
+ *
+ * Contract: `send()` never throws and never waits: it returns false when the
+ * datagram was not taken (the socket is closed, the destination is not an IP
+ * literal of a family the socket can reach, the datagram is too large, the
+ * runtime's queue is full); `pending` counts the bytes handed to the runtime
+ * that it has not sent yet. `close()` is idempotent; nothing is delivered
+ * after it.
+ *
+ * @example
+ * ```ts
+ * import type { RuntimeAdapter } from "@edgesocks/edgesocks";
+ * declare const adapter: RuntimeAdapter;
+ * const socket = await adapter.udp!({ host: "127.0.0.1", port: 0, onDatagram: () => {} });
+ * socket.send(Uint8Array.of(1, 2, 3), "127.0.0.1", 9);
+ * socket.close();
+ * ```
+ */
+export interface UdpSocket {
+  /** The bound address (the real port when 0 was asked for). */
+  readonly address: HostPort;
+  /** Bytes handed to the runtime and not yet sent. */
+  readonly pending: number;
+  /** Sends one datagram to an IP literal; false when it was not taken. */
+  send(data: Uint8Array, host: string, port: number): boolean;
+  /** Closes the socket. */
+  close(): void;
 }
 
 /**
@@ -238,6 +303,6 @@ export interface RelayResult {
 export interface RelayOptions {
   /** Close both sides after this many milliseconds without a byte either way; 0 or absent: never. */
   idleTimeout?: number;
-  /** Closes both sides when it aborts (server shutdown). */
+  /** Closes both sides when it aborts (server shutdown), with a reset where the runtime can. */
   signal?: AbortSignal;
 }

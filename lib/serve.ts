@@ -6,6 +6,7 @@
  */
 import type { ByteConnection, HostPort, Listener, RuntimeAdapter } from "./runtime.ts";
 import { parseIPv4, parseIPv6 } from "./core/address.ts";
+import { DEFAULT_COMMANDS } from "./core/socks_server.ts";
 import { type AuthBackoff, clientKey, DEFAULT_AUTH_BACKOFF, LoginBackoff } from "./admission.ts";
 import { hostAddressSet } from "./policy.ts";
 import { makeRules, type Rules, type RulesOptions } from "./rules.ts";
@@ -16,6 +17,7 @@ import {
   type SessionContext,
   sessionContext,
 } from "./session.ts";
+import { type UdpOptions, udpService } from "./upstream/udp.ts";
 
 /**
  * Options for {@linkcode serve}.
@@ -76,6 +78,12 @@ export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver" |
    * address (the CLI's `--workers`). Default false.
    */
   reusePort?: boolean;
+  /**
+   * Serve UDP ASSOCIATE (RFC 1928 §7), with these options (`{}`: the
+   * defaults). Default: not served (0x07). On a runtime without UDP
+   * (`adapter.udp` absent) it stays 0x07.
+   */
+  udp?: UdpOptions;
 }
 
 /**
@@ -216,14 +224,19 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   const backoff = options.authBackoff === false
     ? undefined
     : new LoginBackoff(options.authBackoff ?? DEFAULT_AUTH_BACKOFF);
+  const resolver = adapter.resolver(options.dns);
+  const base = sessionContext({
+    ...options,
+    dial: adapter.dial,
+    resolver,
+    relay: adapter.relay,
+    openListener: (address, onConnection) => adapter.listen(address, onConnection),
+  });
+  // UDP ASSOCIATE only where asked for and where the runtime has UDP (else the machine answers 0x07).
+  const udp = options.udp && adapter.udp ? udpService(adapter.udp, resolver, options.udp) : undefined;
   const context: SessionContext = {
-    ...sessionContext({
-      ...options,
-      dial: adapter.dial,
-      resolver: adapter.resolver(options.dns),
-      relay: adapter.relay,
-      openListener: (address, onConnection) => adapter.listen(address, onConnection),
-    }),
+    ...base,
+    ...(udp ? { udp, commands: [...(base.commands ?? DEFAULT_COMMANDS), "udp_associate"] } : {}),
     // Counted when the login fails, not when its connection ends: a client must not get more tries in.
     ...(backoff
       ? { onAuthFailure: (client) => backoff.failed(clientKey(client.host, prefixV6), Date.now()) }

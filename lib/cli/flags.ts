@@ -14,6 +14,7 @@ import { type Cidr, type DestinationRule, parseCidr, parseRule } from "../policy
 import { DEFAULT_DRAIN_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS } from "../serve.ts";
 import { DEFAULT_TIMEOUTS } from "../rules.ts";
 import { DEFAULT_AUTH_BACKOFF } from "../admission.ts";
+import { UDP_DEFAULTS } from "../upstream/udp.ts";
 
 /** Parsed command line. */
 export interface CliOptions {
@@ -51,6 +52,14 @@ export interface CliOptions {
   connectTimeout: number;
   /** `--idle-timeout`, in milliseconds; 0: none. */
   idleTimeout: number;
+  /** `--udp`: serve UDP ASSOCIATE. */
+  udp?: boolean;
+  /** `--udp-advertise`: the address UDP ASSOCIATE replies carry. */
+  udpAdvertise?: string;
+  /** `--udp-ports`: the ports relay sockets bind to. */
+  udpPorts?: [number, number];
+  /** `--udp-rate`: datagrams per second per association. */
+  udpRate?: number;
   /** Worker processes sharing the listen addresses; 1: this process serves. */
   workers: number | "auto";
   /** `--bind`: serve BIND. */
@@ -340,6 +349,54 @@ export const FLAGS: readonly Flag[] = [
     help: `close tunnels idle this long (default ${DEFAULT_TIMEOUTS.idle / 1000}; 0 = none)`,
     workers: "pass",
     apply: (opts, value) => void (opts.idleTimeout = seconds("--idle-timeout", value)),
+  },
+  {
+    name: "--udp",
+    help: "serve UDP ASSOCIATE (off by default: 0x07); every datagram goes through the destination policy " +
+      "(rule command udp)",
+    workers: "pass",
+    apply: (opts) => void (opts.udp = true),
+  },
+  {
+    name: "--udp-advertise",
+    value: "IP",
+    example: "203.0.113.7",
+    help: "the address UDP ASSOCIATE replies carry (NAT, containers); default: the address the client " +
+      "connected to",
+    workers: "pass",
+    apply: (opts, value) => {
+      const ip = canonicalIP(value.replace(/^\[(.*)\]$/, "$1"));
+      if (ip === null || ip === "0.0.0.0" || ip === "::") {
+        throw new TypeError(
+          `--udp-advertise needs an IP address other than 0.0.0.0 and ::, got ${JSON.stringify(value)}`,
+        );
+      }
+      opts.udpAdvertise = ip;
+    },
+  },
+  {
+    name: "--udp-ports",
+    value: "A-B",
+    example: "40000-40999",
+    help: "the ports UDP relay sockets bind to (default: any free port)",
+    workers: "pass",
+    apply: (opts, value) => {
+      const m = /^(\d{1,5})-(\d{1,5})$/.exec(value);
+      const [lo, hi] = m ? [Number(m[1]), Number(m[2])] : [0, 0];
+      if (!m || lo < 1 || lo > hi || hi > 65535) {
+        throw new TypeError(`--udp-ports needs A-B with 1 <= A <= B <= 65535, got ${JSON.stringify(value)}`);
+      }
+      opts.udpPorts = [lo, hi];
+    },
+  },
+  {
+    name: "--udp-rate",
+    value: "N",
+    example: "50000",
+    help: `datagrams per second through one UDP association, both ways together; more are dropped ` +
+      `(default ${UDP_DEFAULTS.datagramsPerSecond}; 0 = no cap)`,
+    workers: "pass",
+    apply: (opts, value) => void (opts.udpRate = count("--udp-rate", value)),
   },
   {
     name: "--workers",

@@ -109,6 +109,19 @@ export function acceptFailure(error: unknown): string {
   return `cannot accept connections (${message}); still listening`;
 }
 
+/**
+ * What the startup line says about UDP ASSOCIATE when `--udp` is given: on, or off and why. A
+ * supervisor speaks for its workers, which Deno runs with --unstable-net (host_deno.ts): the one thing
+ * its own adapter may lack.
+ */
+function udpNote(adapter: RuntimeAdapter, opts: CliOptions, workers?: number): string {
+  if (!opts.udp) return "";
+  if (adapter.udp || (workers && adapter.udpUnavailable?.includes("--unstable-net"))) {
+    return ", UDP ASSOCIATE on";
+  }
+  return `, UDP ASSOCIATE off: ${adapter.udpUnavailable ?? `no UDP on ${adapter.name}`}`;
+}
+
 /** Reads and parses the users file; throws a TypeError naming the file (and the line) on failure. */
 async function readUsers(host: CliHost, path: string): Promise<Map<string, string>> {
   let text: string;
@@ -200,6 +213,9 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     ...(opts.bind ? { bind: true } : {}),
     ...(opts.bindAddress !== undefined ? { bindAddress: opts.bindAddress } : {}),
     ...(opts.httpConnect ? { httpConnect: true } : {}),
+    ...(opts.udp
+      ? { udp: { advertise: opts.udpAdvertise, ports: opts.udpPorts, datagramsPerSecond: opts.udpRate } }
+      : {}),
     onLog: metrics && log
       ? (r) => {
         metrics.record(r);
@@ -218,8 +234,8 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   const startupLine = (addresses: HostPort[], workers?: number, admin?: HostPort) =>
     `edgesocks ${VERSION} on ${adapter.name}: listening on ${addresses.map(formatHostPort).join(", ")}` +
     ` (auth: ${auth}${opts.allowPrivate ? ", private destinations allowed" : ""}${
-      workers ? `, ${workers} workers` : ""
-    }${admin ? `, admin on http://${formatHostPort(admin)}/` : ""})`;
+      udpNote(adapter, opts, workers)
+    }${workers ? `, ${workers} workers` : ""}${admin ? `, admin on http://${formatHostPort(admin)}/` : ""})`;
   // The admin endpoint: served by a lone process, or by the supervisor for all its workers.
   let draining = false;
   // The server, once listening (never in a supervisor: the workers serve).
