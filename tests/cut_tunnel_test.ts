@@ -161,7 +161,8 @@ for (const kind of ["native", "generic"] as const) {
 describe(`the CLI on ${RUNTIME} stopped by SIGTERM`, () => {
   it(`resets a download in flight${CAN_RESET ? "" : " (Deno: ends it with a FIN)"}`, async () => {
     const sender = await startTcp(stream);
-    const proxy = await spawnProxy(["--listen", "127.0.0.1:0", "--allow-private"]);
+    // SIGTERM drains; with no drain time, what is open is cut at once.
+    const proxy = await spawnProxy(["--listen", "127.0.0.1:0", "--allow-private", "--drain-timeout", "0"]);
     let client: Socket | undefined;
     try {
       const d = await download(proxy.port, sender.port);
