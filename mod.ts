@@ -63,10 +63,28 @@ export { directUpstream } from "./lib/upstream/direct.ts";
 export {
   DEFAULT_LISTEN,
   DEFAULT_MAX_CONNECTIONS,
+  type ListenAddress,
   serve,
   type ServeOptions,
   type SocksServer,
 } from "./lib/serve.ts";
+export {
+  PROXY_MAX_BUFFERED,
+  PROXY_V1_MAX_LINE,
+  PROXY_V2_SIGNATURE,
+  type ProxyHeader,
+  ProxyHeaderParser,
+  type ProxyHeaderStep,
+} from "./lib/core/proxy_protocol.ts";
+export {
+  type Accepted,
+  DEFAULT_PROXY_PROTOCOL_FROM,
+  DEFAULT_PROXY_PROTOCOL_TIMEOUT,
+  IngressRefusal,
+  type IngressStage,
+  type ProxyProtocolOptions,
+  proxyProtocolStage,
+} from "./lib/ingress/proxy_protocol.ts";
 export {
   checkDestination,
   type Cidr,

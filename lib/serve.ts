@@ -9,6 +9,13 @@ import { parseIPv4, parseIPv6 } from "./core/address.ts";
 import { type AuthBackoff, clientKey, DEFAULT_AUTH_BACKOFF, LoginBackoff } from "./admission.ts";
 import { hostAddressSet } from "./policy.ts";
 import { makeRules, type Rules, type RulesOptions } from "./rules.ts";
+import type { Outcome } from "./record.ts";
+import {
+  IngressRefusal,
+  type IngressStage,
+  type ProxyProtocolOptions,
+  proxyProtocolStage,
+} from "./ingress/proxy_protocol.ts";
 import {
   type HandlerOptions,
   refuseSession,
@@ -29,8 +36,20 @@ import {
  * ```
  */
 export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> {
-  /** Addresses to listen on. Default `127.0.0.1:1080`. Port 0 picks a free port. */
-  listen?: HostPort[];
+  /**
+   * Addresses to listen on. Default `127.0.0.1:1080`. Port 0 picks a free
+   * port. Each may say whether its connections start with a PROXY protocol
+   * header (see {@linkcode ListenAddress}).
+   */
+  listen?: ListenAddress[];
+  /**
+   * Whether the listeners' connections start with a PROXY protocol header
+   * (v1 or v2, from a load balancer): `true` (default options) or its
+   * options, for every listener that does not say otherwise; default false.
+   * Then the header is required, and the client it names is the client for
+   * every client rule, cap and log line.
+   */
+  proxyProtocol?: boolean | ProxyProtocolOptions;
   /** Nameserver for RESOLVE, RESOLVE_PTR and CONNECT by name; default: the system's resolver. */
   dns?: HostPort;
   /** Most connections served at once; more are closed at once. Default 10,000; 0: no cap. */
@@ -76,6 +95,22 @@ export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> 
    * address (the CLI's `--workers`). Default false.
    */
   reusePort?: boolean;
+}
+
+/**
+ * A listen address, optionally with its own PROXY protocol setting
+ * (overriding {@linkcode ServeOptions.proxyProtocol}).
+ *
+ * @example
+ * ```ts
+ * import { type ListenAddress, parseCidr } from "@edgesocks/edgesocks";
+ * const direct: ListenAddress = { host: "127.0.0.1", port: 1080 };
+ * const behindLb: ListenAddress = { host: "0.0.0.0", port: 1081, proxyProtocol: { from: [parseCidr("10.0.0.2")] } };
+ * ```
+ */
+export interface ListenAddress extends HostPort {
+  /** Connections on this listener start with a PROXY protocol header: `true` (default options) or options. */
+  proxyProtocol?: boolean | ProxyProtocolOptions;
 }
 
 /**
@@ -186,7 +221,7 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   // The client's address is a system call, and kept with the socket: only looked up when a record, a
   // client rule, a per-client cap or the login backoff will read it, and then once, here (admission
   // decides it).
-  const clientAddress = () =>
+  const clientAddress = (): boolean =>
     options.onLog !== undefined || rules.clientPolicy.rules.length > 0 || maxPerClient > 0 ||
     (backoff !== undefined && rules.authenticate !== undefined);
   const shutdown = new AbortController();
@@ -228,36 +263,83 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
       // As above.
     }
   };
-  const onConnection = (conn: ByteConnection) => {
-    // (One comparison per connection while all is well.)
-    if (troubleSince !== 0 && acceptedAgain === 0) {
-      acceptedAgain = Date.now();
-      quiet = setTimeout(acceptsWork, ACCEPT_QUIET_MS);
-    }
-    const client = clientAddress() ? conn.remoteAddress : undefined;
-    if (maxTotal > 0 && running >= maxTotal) {
-      return refuseSession(context, conn, client, "refused_limit", "connection limit reached");
+  /**
+   * Admission, once the client is decided: the caps, the login backoff, then the session. `held`: a slot
+   * of the global count was taken at accept already (while an ingress stage ran), and passes to the
+   * session, or is given back when the connection is refused here.
+   */
+  const admit = (
+    conn: ByteConnection,
+    client: HostPort | undefined,
+    head: Uint8Array | undefined,
+    held: boolean,
+  ) => {
+    const refuse = (outcome: Outcome, reason: string) => {
+      refuseSession(context, conn, client, outcome, reason);
+      if (held) released();
+    };
+    if (!held && maxTotal > 0 && running >= maxTotal) {
+      return refuse("refused_limit", "connection limit reached");
     }
     const key = client ? clientKey(client.host, prefixV6) : "";
     if (backoff && client && backoff.blocked(key, Date.now())) {
-      return refuseSession(context, conn, client, "refused_backoff", "too many failed logins; wait");
+      return refuse("refused_backoff", "too many failed logins; wait");
     }
     if (maxPerClient === 0) {
-      running++;
-      return serveSession(context, rules, conn, client, shutdown.signal, released);
+      if (!held) running++;
+      return serveSession(context, rules, conn, client, shutdown.signal, released, head);
     }
     const count = perClient.get(key) ?? 0;
     if (count >= maxPerClient) {
-      return refuseSession(context, conn, client, "refused_limit", "per-client connection limit reached");
+      return refuse("refused_limit", "per-client connection limit reached");
     }
-    running++;
+    if (!held) running++;
     perClient.set(key, count + 1);
     serveSession(context, rules, conn, client, shutdown.signal, () => {
       const left = (perClient.get(key) ?? 1) - 1;
       if (left > 0) perClient.set(key, left);
       else perClient.delete(key);
       released();
-    });
+    }, head);
+  };
+  const accepted = () => {
+    // (One comparison per connection while all is well.)
+    if (troubleSince !== 0 && acceptedAgain === 0) {
+      acceptedAgain = Date.now();
+      quiet = setTimeout(acceptsWork, ACCEPT_QUIET_MS);
+    }
+  };
+  const onConnection = (conn: ByteConnection) => {
+    accepted();
+    admit(conn, clientAddress() ? conn.remoteAddress : undefined, undefined, false);
+  };
+  /**
+   * A listener whose connections pass `stage` first (the PROXY protocol): the peer is always looked up
+   * (the stage checks it), the global cap counts the connection from accept, and the client the stage
+   * decides is the one admission and the session see.
+   */
+  const onStagedConnection = (stage: IngressStage) => (conn: ByteConnection) => {
+    accepted();
+    const peer = conn.remoteAddress;
+    if (maxTotal > 0 && running >= maxTotal) {
+      return refuseSession(context, conn, peer, "refused_limit", "connection limit reached");
+    }
+    running++;
+    stage({ conn, client: peer, head: new Uint8Array(0) }, shutdown.signal).then(
+      (next) => admit(next.conn, next.client, next.head, true),
+      (error) => {
+        const refusal = error instanceof IngressRefusal
+          ? error
+          : new IngressRefusal("error", `error: ${String(error)}`);
+        refuseSession(context, conn, peer, refusal.outcome, refusal.message);
+        released();
+      },
+    );
+  };
+  const stageOf = (address: ListenAddress): IngressStage | undefined => {
+    const pp = address.proxyProtocol ?? options.proxyProtocol ?? false;
+    if (pp === false) return undefined;
+    return proxyProtocolStage(pp === true ? {} : pp);
   };
   // The addresses it will listen on count as its own from the start; the real ones once bound.
   const readHostAddresses = (listening: readonly HostPort[]) => {
@@ -275,8 +357,15 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   const listeners: Listener[] = [];
   try {
     for (const address of options.listen ?? [DEFAULT_LISTEN]) {
+      const stage = stageOf(address);
+      const { host, port } = address;
       listeners.push(
-        await adapter.listen(address, onConnection, onAcceptError, { reusePort: options.reusePort === true }),
+        await adapter.listen(
+          { host, port },
+          stage ? onStagedConnection(stage) : onConnection,
+          onAcceptError,
+          { reusePort: options.reusePort === true },
+        ),
       );
     }
   } catch (error) {

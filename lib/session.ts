@@ -141,6 +141,11 @@ async function lingeringClose(client: ByteConnection): Promise<void> {
   }
 }
 
+/** A client as records show it: `host:port`, or `unix` for a Unix socket's peer (it has no address). */
+function formatClient(client: HostPort): string {
+  return client.host === "unix" && client.port === 0 ? "unix" : formatHostPort(client);
+}
+
 /** Nearly every step writes one buffer: that write's own promise, no async wrapper around it. */
 function send(client: ByteConnection, step: Step): Promise<void> | undefined {
   if (step.write.length === 0) return undefined;
@@ -198,7 +203,7 @@ class Session {
   constructor(context: SessionContext, client: HostPort | undefined, done: Done) {
     this.#context = context;
     this.#done = done;
-    this.record = newRecord(client ? formatHostPort(client) : undefined);
+    this.record = newRecord(client ? formatClient(client) : undefined);
   }
 
   /** The one place a record is completed and handed to its readers. */
@@ -237,12 +242,13 @@ class Session {
     rules: Rules,
     signal: AbortSignal | undefined,
     peer: HostPort | undefined,
+    head?: Uint8Array,
   ): void {
     if (!clientAllowed(peer?.host, rules.clientPolicy)) {
       client.close();
       return this.end("refused_client", "client not allowed by policy");
     }
-    this.#negotiate(client, rules, signal, peer).then((granted) => {
+    this.#negotiate(client, rules, signal, peer, head).then((granted) => {
       if (!granted) return;
       // Not returned: the promise of this callback settles now instead of following the tunnel.
       this.#tunnel(client, granted, rules.timeouts.idle, signal).then(this.#settled, this.#failed);
@@ -262,6 +268,7 @@ class Session {
     rules: Rules,
     signal: AbortSignal | undefined,
     peer: HostPort | undefined,
+    head: Uint8Array | undefined,
   ): Promise<Granted | undefined> {
     const record = this.record;
     const machine = new SocksServerMachine({ authenticate: rules.authenticate });
@@ -278,7 +285,9 @@ class Session {
     if (signal) watch(signal, stopHandshake);
     try {
       do {
-        const chunk = await client.read();
+        // Bytes an ingress stage read past its own header (a PROXY header's segment) come first.
+        const chunk = head !== undefined && head.length > 0 ? head : await client.read();
+        head = undefined;
         if (chunk === null) {
           client.close();
           if (handshakeTimedOut) this.end("handshake_timeout", "handshake timeout");
@@ -407,13 +416,14 @@ export function serveSession(
   client: HostPort | undefined,
   signal: AbortSignal | undefined,
   done: Done,
+  head?: Uint8Array,
 ): void {
   const session = new Session(context, client, done);
   if (signal?.aborted) {
     conn.close();
     return session.end("shutdown", "server shutting down");
   }
-  session.start(conn, rules, signal, client);
+  session.start(conn, rules, signal, client, head);
 }
 
 /**
