@@ -14,6 +14,7 @@ import { type Cidr, type DestinationRule, parseCidr, parseRule } from "../policy
 import { DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS } from "../serve.ts";
 import { DEFAULT_TIMEOUTS } from "../rules.ts";
 import { DEFAULT_AUTH_BACKOFF } from "../admission.ts";
+import { DEFAULT_PROXY_PROTOCOL_TIMEOUT } from "../ingress/proxy_protocol.ts";
 
 /** Parsed command line. */
 export interface CliOptions {
@@ -53,6 +54,14 @@ export interface CliOptions {
   idleTimeout: number;
   /** Worker processes sharing the listen addresses; 1: this process serves. */
   workers: number | "auto";
+  /** `--proxy-protocol`: every listener requires a PROXY protocol (v1 or v2) header. */
+  proxyProtocol: boolean;
+  /** `--proxy-protocol-from`, in order; empty: the default (loopback). */
+  proxyProtocolFrom: Cidr[];
+  /** `--proxy-protocol-timeout`, in milliseconds. */
+  proxyProtocolTimeout: number;
+  /** `--config`: the JSON file holding flags. */
+  configFile?: string;
   /** `--help`. */
   help: boolean;
   /** `--version`. */
@@ -346,6 +355,45 @@ export const FLAGS: readonly Flag[] = [
     },
   },
   {
+    name: "--proxy-protocol",
+    help: "every listener requires a PROXY protocol header (v1 or v2, as HAProxy's send-proxy and " +
+      "send-proxy-v2 send), from the sources --proxy-protocol-from trusts; its client is then the client " +
+      "for client rules, caps and logs. Connections without a valid header are closed without a reply",
+    workers: "pass",
+    apply: (opts) => void (opts.proxyProtocol = true),
+  },
+  {
+    name: "--proxy-protocol-from",
+    value: "CIDR",
+    example: "10.0.0.0/24",
+    help: "peers trusted to send a PROXY header (the load balancers), repeatable (default 127.0.0.0/8 " +
+      "and ::1); others are closed",
+    workers: "pass",
+    apply: (opts, value) => void opts.proxyProtocolFrom.push(parseCidr(value)),
+  },
+  {
+    name: "--proxy-protocol-timeout",
+    value: "SEC",
+    example: "2.5",
+    help: `time for the PROXY header to arrive (default ${DEFAULT_PROXY_PROTOCOL_TIMEOUT / 1000})`,
+    workers: "pass",
+    apply: (opts, value) => {
+      const ms = seconds("--proxy-protocol-timeout", value);
+      if (ms === 0) throw new TypeError("--proxy-protocol-timeout needs more than 0 seconds");
+      opts.proxyProtocolTimeout = ms;
+    },
+  },
+  {
+    name: "--config",
+    value: "FILE",
+    example: "edgesocks.json",
+    help: "read flags from a JSON object whose keys are the long flag names without dashes " +
+      '({"listen": ["0.0.0.0:1080"], "users": "users.txt", "allow-private": true}); a repeatable flag ' +
+      "takes an array. A flag given on the command line replaces that key",
+    workers: "pass",
+    apply: (opts, value) => void (opts.configFile = value),
+  },
+  {
     name: "--help",
     aliases: ["-h"],
     help: "show this help",
@@ -385,6 +433,9 @@ export function parseArgs(args: string[], flags: readonly Flag[] = FLAGS): CliOp
     connectTimeout: DEFAULT_TIMEOUTS.connect,
     idleTimeout: DEFAULT_TIMEOUTS.idle,
     workers: 1,
+    proxyProtocol: false,
+    proxyProtocolFrom: [],
+    proxyProtocolTimeout: DEFAULT_PROXY_PROTOCOL_TIMEOUT,
     help: false,
     version: false,
   };

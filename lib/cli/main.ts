@@ -12,7 +12,8 @@ import type { ConnectionLog } from "../session.ts";
 import { isLoopbackHost, serve, type ServeOptions, type SocksServer } from "../serve.ts";
 import { VERSION } from "../version.ts";
 import { listenFailure, readFailure } from "./errors.ts";
-import { type CliOptions, flagHelp, parseArgs } from "./flags.ts";
+import { type CliOptions, flagHelp } from "./flags.ts";
+import { loadOptions } from "./config.ts";
 import { readyLine, stoppedLine, stoppingLine, supervise, type WorkerProcess } from "./workers.ts";
 
 /** Process services the CLI needs, one implementation per runtime. */
@@ -122,7 +123,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   let opts: CliOptions;
   let users: Map<string, string> | undefined;
   try {
-    opts = parseArgs(host.args());
+    opts = await loadOptions(host.args(), (path) => host.readTextFile(path));
     if (opts.usersFile !== undefined) users = await readUsers(host, opts.usersFile);
   } catch (error) {
     host.stderr(`edgesocks: ${error instanceof Error ? error.message : String(error)}`);
@@ -146,6 +147,10 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     concealRefusals: opts.concealRefusals,
     timeouts: { handshake: opts.handshakeTimeout, connect: opts.connectTimeout, idle: opts.idleTimeout },
     onLog: logger(opts.log, host.stdout, host.worker()),
+    proxyProtocol: opts.proxyProtocol && {
+      ...(opts.proxyProtocolFrom.length > 0 ? { from: opts.proxyProtocolFrom } : {}),
+      timeout: opts.proxyProtocolTimeout,
+    },
     // One line when accepting starts failing, one when it works again (serve() makes it one episode).
     onAcceptError: (error) => host.stderr(`edgesocks: ${whoIs}${acceptFailure(error)}`),
     onAcceptRecovered: (ms) =>
@@ -155,8 +160,8 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   const startupLine = (addresses: HostPort[], workers?: number) =>
     `edgesocks ${VERSION} on ${adapter.name}: listening on ${addresses.map(formatHostPort).join(", ")}` +
     ` (auth: ${auth}${opts.allowPrivate ? ", private destinations allowed" : ""}${
-      workers ? `, ${workers} workers` : ""
-    })`;
+      opts.proxyProtocol ? ", PROXY protocol required" : ""
+    }${workers ? `, ${workers} workers` : ""})`;
   const warnIfOpen = () => {
     if (!users && opts.listen.some((a) => !isLoopbackHost(a.host))) {
       host.stderr(
