@@ -51,6 +51,7 @@ export type {
   NativeRelay,
   Resolver,
   RuntimeAdapter,
+  UnixListener,
 } from "./lib/runtime.ts";
 export { type ByteStreamPair, fromWebStreams } from "./lib/streams.ts";
 export { relay, type RelayOptions, type RelayResult } from "./lib/relay.ts";

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { ByteConnection, HostPort, Listener, RuntimeAdapter } from "./runtime.ts";
+import type { ByteConnection, HostPort, Listener, RuntimeAdapter, UnixListener } from "./runtime.ts";
 import { parseIPv4, parseIPv6 } from "./core/address.ts";
 import { type AuthBackoff, clientKey, DEFAULT_AUTH_BACKOFF, LoginBackoff } from "./admission.ts";
 import { hostAddressSet } from "./policy.ts";
@@ -15,6 +15,7 @@ import {
   type IngressStage,
   type ProxyProtocolOptions,
   proxyProtocolStage,
+  UNIX_CLIENT,
 } from "./ingress/proxy_protocol.ts";
 import {
   type HandlerOptions,
@@ -98,20 +99,25 @@ export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> 
 }
 
 /**
- * A listen address, optionally with its own PROXY protocol setting
- * (overriding {@linkcode ServeOptions.proxyProtocol}).
+ * A listen address: TCP (`host`, `port`) or a Unix domain socket (`path`,
+ * where the runtime has them: {@linkcode RuntimeAdapter.listenUnix}),
+ * optionally with its own PROXY protocol setting (overriding
+ * {@linkcode ServeOptions.proxyProtocol}). Every peer of a Unix socket counts
+ * as one client, `unix` (for client rules, which it matches no CIDR of, caps
+ * and logs).
  *
  * @example
  * ```ts
  * import { type ListenAddress, parseCidr } from "@edgesocks/edgesocks";
  * const direct: ListenAddress = { host: "127.0.0.1", port: 1080 };
  * const behindLb: ListenAddress = { host: "0.0.0.0", port: 1081, proxyProtocol: { from: [parseCidr("10.0.0.2")] } };
+ * const local: ListenAddress = { path: "/run/edgesocks/socks.sock" };
  * ```
  */
-export interface ListenAddress extends HostPort {
+export type ListenAddress = (HostPort | { path: string }) & {
   /** Connections on this listener start with a PROXY protocol header: `true` (default options) or options. */
   proxyProtocol?: boolean | ProxyProtocolOptions;
-}
+};
 
 /**
  * Default global connection cap.
@@ -143,8 +149,10 @@ const DEFAULT_HOST_ADDRESS_REFRESH = 60_000;
  * ```
  */
 export interface SocksServer {
-  /** The bound addresses (real ports). */
+  /** The bound TCP addresses (real ports). */
   readonly addresses: HostPort[];
+  /** The Unix domain sockets listened on. */
+  readonly paths: string[];
   /** Connections being served now. */
   readonly activeConnections: number;
   /**
@@ -313,14 +321,18 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     accepted();
     admit(conn, clientAddress() ? conn.remoteAddress : undefined, undefined, false);
   };
+  const onUnixConnection = (conn: ByteConnection) => {
+    accepted();
+    admit(conn, UNIX_CLIENT, undefined, false);
+  };
   /**
    * A listener whose connections pass `stage` first (the PROXY protocol): the peer is always looked up
    * (the stage checks it), the global cap counts the connection from accept, and the client the stage
    * decides is the one admission and the session see.
    */
-  const onStagedConnection = (stage: IngressStage) => (conn: ByteConnection) => {
+  const onStagedConnection = (stage: IngressStage, unix: boolean) => (conn: ByteConnection) => {
     accepted();
-    const peer = conn.remoteAddress;
+    const peer = unix ? UNIX_CLIENT : conn.remoteAddress;
     if (maxTotal > 0 && running >= maxTotal) {
       return refuseSession(context, conn, peer, "refused_limit", "connection limit reached");
     }
@@ -353,23 +365,37 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     own = hostAddressSet([...(found ?? []), ...listening.map((a) => a.host)]);
     rebuild();
   };
-  readHostAddresses(options.listen ?? [DEFAULT_LISTEN]);
+  const tcp = (a: ListenAddress): a is HostPort & ListenAddress => !("path" in a);
+  const addresses: ListenAddress[] = options.listen ?? [DEFAULT_LISTEN];
+  readHostAddresses(addresses.filter(tcp));
   const listeners: Listener[] = [];
+  const unixListeners: UnixListener[] = [];
   try {
-    for (const address of options.listen ?? [DEFAULT_LISTEN]) {
+    for (const address of addresses) {
       const stage = stageOf(address);
+      if (!tcp(address)) {
+        if (!adapter.listenUnix) throw new Error(`${adapter.name} cannot listen on a Unix socket`);
+        unixListeners.push(
+          await adapter.listenUnix(
+            address.path,
+            stage ? onStagedConnection(stage, true) : onUnixConnection,
+            onAcceptError,
+          ),
+        );
+        continue;
+      }
       const { host, port } = address;
       listeners.push(
         await adapter.listen(
           { host, port },
-          stage ? onStagedConnection(stage) : onConnection,
+          stage ? onStagedConnection(stage, false) : onConnection,
           onAcceptError,
           { reusePort: options.reusePort === true },
         ),
       );
     }
   } catch (error) {
-    await Promise.all(listeners.map((l) => l.close()));
+    await Promise.all([...listeners, ...unixListeners].map((l) => l.close()));
     throw error;
   }
   const listening = listeners.map((l) => l.address);
@@ -378,6 +404,7 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   const refreshing = refresh > 0 ? setInterval(() => readHostAddresses(listening), refresh) : undefined;
   return {
     addresses: listening,
+    paths: unixListeners.map((l) => l.path),
 
     get activeConnections() {
       return running;
@@ -389,7 +416,7 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     async close() {
       clearInterval(refreshing);
       clearTimeout(quiet);
-      await Promise.all(listeners.map((l) => l.close()));
+      await Promise.all([...listeners, ...unixListeners].map((l) => l.close()));
       shutdown.abort();
       if (running > 0) await (allEnded ??= new Promise<void>((resolve) => (drained = resolve)));
     },

@@ -11,15 +11,15 @@ import type { HostPort } from "../runtime.ts";
 import { parseIPv6 } from "../core/address.ts";
 import type { LogMode } from "../ops/log.ts";
 import { type Cidr, type DestinationRule, parseCidr, parseRule } from "../policy.ts";
-import { DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS } from "../serve.ts";
+import { DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, type ListenAddress } from "../serve.ts";
 import { DEFAULT_TIMEOUTS } from "../rules.ts";
 import { DEFAULT_AUTH_BACKOFF } from "../admission.ts";
 import { DEFAULT_PROXY_PROTOCOL_TIMEOUT } from "../ingress/proxy_protocol.ts";
 
 /** Parsed command line. */
 export interface CliOptions {
-  /** `--listen`, in order; the default address when none was given. */
-  listen: HostPort[];
+  /** `--listen`, in order (TCP addresses and Unix socket paths); the default address when none was given. */
+  listen: ListenAddress[];
   /** `--allow` and `--deny`, in order. */
   rules: DestinationRule[];
   /** `--allow-client` and `--deny-client`, in order. */
@@ -165,9 +165,15 @@ export const FLAGS: readonly Flag[] = [
     value: "HOST:PORT",
     example: "[::1]:1090",
     help: `listen address, repeatable (default ${DEFAULT_LISTEN.host}:${DEFAULT_LISTEN.port}); ` +
-      "IPv6 as [::1]:1080; port 0 picks a free port",
+      "IPv6 as [::1]:1080; port 0 picks a free port; unix:PATH for a Unix socket",
     workers: "supervisor",
-    apply: (opts, value) => void opts.listen.push(hostPortOf("--listen", value)),
+    apply: (opts, value) => {
+      if (!value.startsWith("unix:")) return void opts.listen.push(hostPortOf("--listen", value));
+      if (value.length === 5) {
+        throw new TypeError("--listen unix: needs a path, as in unix:/run/edgesocks.sock");
+      }
+      opts.listen.push({ path: value.slice(5) });
+    },
   },
   {
     name: "--users",

@@ -11,7 +11,7 @@ import { createLogger, type LogMode } from "../ops/log.ts";
 import type { ConnectionLog } from "../session.ts";
 import { isLoopbackHost, serve, type ServeOptions, type SocksServer } from "../serve.ts";
 import { VERSION } from "../version.ts";
-import { listenFailure, readFailure } from "./errors.ts";
+import { listenFailure, readFailure, reasonOf } from "./errors.ts";
 import { type CliOptions, flagHelp } from "./flags.ts";
 import { loadOptions } from "./config.ts";
 import { readyLine, stoppedLine, stoppingLine, supervise, type WorkerProcess } from "./workers.ts";
@@ -95,6 +95,15 @@ export function acceptFailure(error: unknown): string {
   return `cannot accept connections (${message}); still listening`;
 }
 
+/** The line for a Unix socket listen that failed: a socket file left by a process gone needs removing. */
+function unixListenFailure(path: string, error: unknown): string {
+  const reason = reasonOf(error);
+  const stale = reason === "address already in use"
+    ? " (a file is there: remove it if no server uses it any more)"
+    : "";
+  return `cannot listen on unix:${path}: ${reason}${stale}`;
+}
+
 /** Reads and parses the users file; throws a TypeError naming the file (and the line) on failure. */
 async function readUsers(host: CliHost, path: string): Promise<Map<string, string>> {
   let text: string;
@@ -157,13 +166,15 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
       host.stderr(`edgesocks: ${whoIs}accepting connections again after ${(ms / 1000).toFixed(1)} s`),
   };
   const auth = users ? `username/password (${users.size} user${users.size === 1 ? "" : "s"})` : "none";
-  const startupLine = (addresses: HostPort[], workers?: number) =>
-    `edgesocks ${VERSION} on ${adapter.name}: listening on ${addresses.map(formatHostPort).join(", ")}` +
+  const startupLine = (addresses: HostPort[], workers?: number, paths: string[] = []) =>
+    `edgesocks ${VERSION} on ${adapter.name}: listening on ${
+      [...addresses.map(formatHostPort), ...paths.map((p) => `unix:${p}`)].join(", ")
+    }` +
     ` (auth: ${auth}${opts.allowPrivate ? ", private destinations allowed" : ""}${
       opts.proxyProtocol ? ", PROXY protocol required" : ""
     }${workers ? `, ${workers} workers` : ""})`;
   const warnIfOpen = () => {
-    if (!users && opts.listen.some((a) => !isLoopbackHost(a.host))) {
+    if (!users && opts.listen.some((a) => "host" in a && !isLoopbackHost(a.host))) {
       host.stderr(
         "WARNING: edgesocks is listening on a non-loopback address with no users configured: " +
           "this is an OPEN PROXY that anyone who can reach it may use. Pass --users FILE.",
@@ -172,7 +183,13 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   };
   const worker = host.worker();
   const workers = worker ? 1 : opts.workers === "auto" ? Math.max(1, host.cpus()) : opts.workers;
+  const tcpListen = opts.listen.filter((a): a is HostPort => "host" in a);
   if (workers > 1) {
+    if (tcpListen.length < opts.listen.length) {
+      // SO_REUSEPORT is for TCP: the workers could not share a Unix socket.
+      host.stderr("edgesocks: --listen unix: cannot be shared by --workers; run one process per socket");
+      return host.exit(2);
+    }
     if (!host.spawnWorker) {
       host.stderr(`edgesocks: --workers is not available on ${adapter.name}`);
       return host.exit(2);
@@ -184,7 +201,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     }, {
       count: workers,
       args: host.args(),
-      listen: opts.listen,
+      listen: tcpListen,
       maxConnections: opts.maxConnections,
     });
     if (!addresses) return;
@@ -216,17 +233,24 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   // A worker whose supervisor has gone (its end of our standard input closed) stops too.
   if (worker) host.onStdinEnd(() => stop("supervisor gone"));
   // Which address a failed listen was for: not every runtime's error says.
-  let binding: HostPort | undefined;
+  let binding: HostPort | string | undefined;
   const listen: RuntimeAdapter["listen"] = (address, ...rest) => {
     binding = address;
     return adapter.listen(address, ...rest);
   };
+  const listenUnix: RuntimeAdapter["listenUnix"] = adapter.listenUnix &&
+    ((path, ...rest) => {
+      binding = path;
+      return adapter.listenUnix!(path, ...rest);
+    });
   try {
-    server = await serve({ ...adapter, listen }, options);
+    server = await serve({ ...adapter, listen, listenUnix }, options);
   } catch (error) {
     host.stderr(
       `edgesocks: ${
-        binding
+        typeof binding === "string"
+          ? unixListenFailure(binding, error)
+          : binding
           ? listenFailure(binding, error)
           : `cannot listen: ${error instanceof Error ? error.message : error}`
       }`,
@@ -235,7 +259,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   }
   if (worker) host.stdout(readyLine(server.addresses));
   else {
-    host.stdout(startupLine(server.addresses));
+    host.stdout(startupLine(server.addresses, undefined, server.paths));
     warnIfOpen();
   }
   if (stopping) await server.close().then(() => host.exit(0), () => host.exit(1));
