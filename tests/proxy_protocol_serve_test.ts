@@ -16,6 +16,7 @@ import {
   RawClient,
   sleep,
   socks5ConnectBytes,
+  spawnProxy,
   startEcho,
   startProxy,
   toHex,
@@ -260,6 +261,44 @@ describe("serve() with proxyProtocol", () => {
       assert.deepEqual(logs.map((l) => l.outcome).sort(), ["proxy_header_invalid", "tunnel_done"]);
     } finally {
       await server.close();
+    }
+  });
+});
+
+describe("--proxy-protocol, the program", () => {
+  it("one log line per closed connection, with its outcome: untrusted peer, late header", async () => {
+    const proxy = await spawnProxy([
+      "--listen",
+      "127.0.0.1:0",
+      "--proxy-protocol",
+      "--proxy-protocol-from",
+      "127.0.0.1/32",
+      "--proxy-protocol-timeout",
+      "0.3",
+      "--log",
+      "text",
+    ]);
+    try {
+      assert.match(proxy.startup, /\(auth: none, PROXY protocol required\)$/);
+      const s = await openFrom(proxy.port, "127.0.0.2");
+      s.on("error", () => {});
+      s.write(v1("PROXY TCP4 198.51.100.7 127.0.0.1 1 1080"));
+      await new Promise((r) => s.once("close", r));
+      const late = await RawClient.open(proxy.port);
+      late.send("PROXY TCP4 ");
+      assert.equal((await late.readToEnd()).length, 0);
+      await until(5_000, () => proxy.output(), () => proxy.output().split("\n").length >= 4);
+      const lines = proxy.output().split("\n").slice(1, 3);
+      assert.match(
+        lines[0],
+        /^\S+ 127\.0\.0\.2:\d+ - - - reply=none outcome=refused_proxy_source up=0 down=0 ms=\d+ reason="127\.0\.0\.2:\d+ may not send a PROXY header \(not in --proxy-protocol-from\)"$/,
+      );
+      assert.match(
+        lines[1],
+        /^\S+ 127\.0\.0\.1:\d+ - - - reply=none outcome=proxy_header_timeout up=0 down=0 ms=\d+ reason="no complete PROXY header within 0\.3 s"$/,
+      );
+    } finally {
+      assert.equal(await proxy.stop(), 0);
     }
   });
 });
