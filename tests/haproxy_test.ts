@@ -175,6 +175,11 @@ before(async () => (web = await startHttp()));
 after(() => web.close());
 
 describe("behind HAProxy (send-proxy-v2 and send-proxy)", () => {
+  it("the README shows the example config as it is", () => {
+    const readme = readFileSync(join(ROOT, "README.md"), "utf8");
+    assert.ok(readme.includes("```\n" + readFileSync(HAPROXY_EXAMPLE, "utf8") + "```\n"));
+  });
+
   it("both instances see the real client, 127.0.0.2, over either header version", async () => {
     const fleet = await startFleet(2, ["--proxy-protocol", "--allow-private"]);
     try {

@@ -12,7 +12,15 @@
  */
 import { formatIPv4, formatIPv6, type HostPort, parseIPv4, parseIPv6 } from "./address.ts";
 
-/** The 12 bytes that start a version 2 header. */
+/**
+ * The 12 bytes that start a version 2 header.
+ *
+ * @example
+ * ```ts
+ * import { PROXY_V2_SIGNATURE } from "@edgesocks/edgesocks";
+ * const looksLikeV2 = (b: Uint8Array) => PROXY_V2_SIGNATURE.every((x, i) => b[i] === x);
+ * ```
+ */
 export const PROXY_V2_SIGNATURE: Uint8Array = Uint8Array.of(
   0x0d,
   0x0a,
@@ -28,7 +36,15 @@ export const PROXY_V2_SIGNATURE: Uint8Array = Uint8Array.of(
   0x0a,
 );
 
-/** The longest version 1 line, CRLF included (`PROXY UNKNOWN` with two IPv6 addresses and ports). */
+/**
+ * The longest version 1 line, CRLF included (`PROXY UNKNOWN` with two IPv6 addresses and ports): 107.
+ *
+ * @example
+ * ```ts
+ * import { PROXY_V1_MAX_LINE } from "@edgesocks/edgesocks";
+ * const line = new Uint8Array(PROXY_V1_MAX_LINE); // room for any version 1 header
+ * ```
+ */
 export const PROXY_V1_MAX_LINE = 107;
 
 /** Version 2: the fixed part (signature, version/command, family/transport, length). */
@@ -36,7 +52,17 @@ const V2_FIXED = 16;
 /** Version 2 address blocks by family: AF_INET, AF_INET6, AF_UNIX. */
 const V2_ADDRESS_BYTES = [0, 12, 36, 216] as const;
 
-/** The most bytes a parser ever holds: a version 2 fixed part and a Unix address block. */
+/**
+ * The most bytes a parser ever holds: a version 2 fixed part and a Unix address block (232).
+ *
+ * @example
+ * ```ts
+ * import { PROXY_MAX_BUFFERED, ProxyHeaderParser } from "@edgesocks/edgesocks";
+ * const parser = new ProxyHeaderParser();
+ * parser.receive(new Uint8Array([0x0d, 0x0a]));
+ * console.assert(parser.buffered <= PROXY_MAX_BUFFERED);
+ * ```
+ */
 export const PROXY_MAX_BUFFERED: number = V2_FIXED + V2_ADDRESS_BYTES[3];
 
 const V1_PREFIX = Uint8Array.from("PROXY ", (c) => c.charCodeAt(0));
