@@ -51,6 +51,8 @@ export type {
   NativeRelay,
   Resolver,
   RuntimeAdapter,
+  WebSocketConnectOptions,
+  WebSocketServeOptions,
 } from "./lib/runtime.ts";
 export { type ByteStreamPair, fromWebStreams } from "./lib/streams.ts";
 export {

@@ -31,6 +31,7 @@ import { endpoint, type Handover, SocketConnection } from "./_socket_conn.ts";
 import { nameServerResolver, systemResolver } from "./_node_dns.ts";
 import { nodeInterfaceAddresses } from "./_interfaces.ts";
 import { DescriptorProbe } from "./_fd_probe.ts";
+import { connectWebSocketBun, serveWebSocketBun } from "./_websocket_bun.ts";
 
 /**
  * Out of descriptors, `Bun.listen` leaves new connections in the listen queue (retrying, at a third of a
@@ -411,4 +412,6 @@ export const bunAdapter: RuntimeAdapter = {
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
   relay: nativeRelay,
   interfaceAddresses: nodeInterfaceAddresses,
+  serveWebSocket: serveWebSocketBun,
+  connectWebSocket: connectWebSocketBun,
 };

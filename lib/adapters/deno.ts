@@ -23,6 +23,7 @@ import { runRelay, Tunnel } from "../relay.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { connectError, connectTimedOut } from "./_errors.ts";
 import { notFound, reverseLookupName, systemResolver } from "./_node_dns.ts";
+import { connectWebSocketDeno, serveWebSocketDeno } from "./_websocket_deno.ts";
 
 // A read buffer stays pending for as long as a socket is idle, so it starts
 // small and only grows (doubling) while reads fill it: a fixed 64 KiB costs
@@ -339,4 +340,6 @@ export const denoAdapter: RuntimeAdapter = {
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
   relay: nativeRelay,
   interfaceAddresses,
+  serveWebSocket: serveWebSocketDeno,
+  connectWebSocket: connectWebSocketDeno,
 };

@@ -29,6 +29,7 @@ import { connectError, connectTimedOut } from "./_errors.ts";
 import { nameServerResolver, systemResolver } from "./_node_dns.ts";
 import { nodeInterfaceAddresses } from "./_interfaces.ts";
 import { DescriptorProbe } from "./_fd_probe.ts";
+import { connectWebSocketNode, serveWebSocketNode } from "./_websocket_node.ts";
 
 /**
  * Out of descriptors, libuv accepts each new connection with its reserve descriptor and closes it at once,
@@ -405,4 +406,6 @@ export const nodeAdapter: RuntimeAdapter = {
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
   relay: nativeRelay,
   interfaceAddresses: nodeInterfaceAddresses,
+  serveWebSocket: serveWebSocketNode,
+  connectWebSocket: connectWebSocketNode,
 };

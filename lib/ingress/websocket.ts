@@ -21,7 +21,9 @@
  *
  * @module
  */
-import type { ByteConnection, HostPort } from "../runtime.ts";
+import type { ByteConnection, HostPort, WebSocketLike } from "../runtime.ts";
+
+export type { WebSocketLike };
 
 /** Close codes of the protocol (RFC 6455 section 7.4.1). */
 export const WebSocketClose = {
@@ -48,38 +50,6 @@ export const DEFAULT_SEND_HIGH_WATER = 1 << 20;
 export const DEFAULT_RECEIVE_PAUSE = 1 << 20;
 /** Bytes received and not yet read above which the WebSocket is closed (1008). */
 export const DEFAULT_RECEIVE_LIMIT = 8 << 20;
-
-/**
- * The WHATWG `WebSocket` members this module uses: the global `WebSocket`
- * of every runtime, `Deno.upgradeWebSocket`'s socket, workerd's
- * `WebSocketPair` end. `pause()`/`resume()` (Bun's client) are used when
- * present: they stop reading from the socket, so the peer sees TCP
- * backpressure.
- *
- * @example
- * ```ts
- * import type { WebSocketLike } from "@edgesocks/edgesocks";
- * const ws: WebSocketLike = new WebSocket("ws://127.0.0.1:8080/socks", ["edgesocks"]);
- * ```
- */
-export interface WebSocketLike {
-  /** Set to `"arraybuffer"` here. */
-  binaryType: string;
-  /** Bytes queued by `send()` and not yet handed to the network. */
-  readonly bufferedAmount: number;
-  /** 0 connecting, 1 open, 2 closing, 3 closed. */
-  readonly readyState: number;
-  /** Sends one binary message. */
-  send(data: Uint8Array<ArrayBuffer>): void;
-  /** Starts the closing handshake. */
-  close(code?: number, reason?: string): void;
-  /** Listens for `open`, `message`, `close`, `error`. */
-  addEventListener(type: string, listener: (event: Event) => void): void;
-  /** Stops reading from the socket (Bun). */
-  pause?(): unknown;
-  /** Reads from the socket again (Bun). */
-  resume?(): unknown;
-}
 
 /**
  * A WebSocket as a server that is not WHATWG-shaped offers it (Bun's
@@ -460,6 +430,7 @@ export function fromWebSocket(
     "close",
     (event) => conn.closed((event as CloseEvent).code, (event as CloseEvent).reason),
   );
+  ws.addEventListener("drain", () => conn.drained());
   ws.addEventListener("error", (event) => {
     const message = (event as ErrorEvent).message;
     conn.failed(new Error(`WebSocket error${message ? `: ${message}` : ""}`));
