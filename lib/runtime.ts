@@ -196,9 +196,9 @@ export interface RuntimeAdapter {
   /**
    * Opens a client WebSocket to `url` (ws: or wss:), with `headers` and
    * `protocols`, trusting `ca` (PEM) besides the system's roots when given.
-   * Throws a TypeError where the runtime cannot (Node before 22).
+   * Rejects with a TypeError where the runtime cannot (Node before 22 without `ws`).
    */
-  connectWebSocket?(url: string, options: WebSocketConnectOptions): WebSocketLike;
+  connectWebSocket?(url: string, options: WebSocketConnectOptions): Promise<WebSocketLike>;
 }
 
 /**

@@ -144,10 +144,10 @@ function serve(
 }
 
 /** {@linkcode RuntimeAdapter.connectWebSocket} on Bun: its client can pause reading. */
-export function connectWebSocketBun(url: string, options: WebSocketConnectOptions): WebSocketLike {
+export function connectWebSocketBun(url: string, options: WebSocketConnectOptions): Promise<WebSocketLike> {
   const init: Record<string, unknown> = {};
   if (options.protocols?.length) init.protocols = options.protocols;
   if (options.headers) init.headers = options.headers;
   if (options.ca) init.tls = { ca: options.ca };
-  return new WebSocket(url, init as unknown as string[]) as unknown as WebSocketLike;
+  return Promise.resolve(new WebSocket(url, init as unknown as string[]) as unknown as WebSocketLike);
 }

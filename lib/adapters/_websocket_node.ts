@@ -43,6 +43,7 @@ interface WsServer {
 }
 type WsModule = {
   WebSocketServer: new (options: Record<string, unknown>) => WsServer;
+  WebSocket?: new (url: string, protocols: string[], options: Record<string, unknown>) => WebSocketLike;
 };
 
 /** The message when `ws` is missing: one line, saying what to do. */
@@ -54,7 +55,7 @@ async function loadWs(): Promise<WsModule> {
     const mod = await import(name) as WsModule & { default?: WsModule };
     const found = mod.WebSocketServer ?? mod.default?.WebSocketServer;
     if (!found) throw new Error("no WebSocketServer in it");
-    return { WebSocketServer: found };
+    return { WebSocketServer: found, WebSocket: mod.WebSocket ?? mod.default?.WebSocket };
   } catch (error) {
     throw new Error(`${WS_MISSING} (${error instanceof Error ? error.message : error})`);
   }
@@ -127,13 +128,30 @@ export async function serveWebSocketNode(
   };
 }
 
-/** {@linkcode RuntimeAdapter.connectWebSocket} on Node ≥ 22 (its global `WebSocket`). */
-export function connectWebSocketNode(url: string, options: WebSocketConnectOptions): WebSocketLike {
+/**
+ * {@linkcode RuntimeAdapter.connectWebSocket} on Node: `ws`'s client where
+ * that package is installed (it can pause reading, so a slow local reader
+ * holds the edge back instead of being cut off; it takes `ca` per socket),
+ * else the global `WebSocket` (Node ≥ 22).
+ */
+export async function connectWebSocketNode(
+  url: string,
+  options: WebSocketConnectOptions,
+): Promise<WebSocketLike> {
+  const ws = await (wsClient ??= loadWs().then((m) => m.WebSocket, () => undefined));
+  if (ws) {
+    return new ws(url, options.protocols ?? [], {
+      headers: options.headers ?? {},
+      perMessageDeflate: false,
+      maxPayload: 16 << 20,
+      ...(options.ca ? { ca: options.ca } : {}),
+    });
+  }
   const WS =
     (globalThis as unknown as { WebSocket?: new (url: string, init: unknown) => WebSocketLike }).WebSocket;
   if (!WS) {
     throw new TypeError(
-      `the bridge needs Node 22 or later (its built-in WebSocket client); this is ${process.version}`,
+      `the bridge needs Node 22 or later (its built-in WebSocket client), or the package ws; this is ${process.version}`,
     );
   }
   if (options.ca) trust(options.ca);
@@ -142,6 +160,8 @@ export function connectWebSocketNode(url: string, options: WebSocketConnectOptio
     ...(options.headers ? { headers: options.headers } : {}),
   });
 }
+
+let wsClient: Promise<WsModule["WebSocket"]> | undefined;
 
 let trusted: string | undefined;
 function trust(ca: string): void {

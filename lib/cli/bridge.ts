@@ -133,14 +133,9 @@ export async function bridgeMain(adapter: RuntimeAdapter, host: CliHost): Promis
   };
   // One bad option (Node 20, --ca on an old Node) is a startup error, not one per connection.
   try {
-    const probe = connect("ws://127.0.0.1:9/", {});
+    const probe = await connect("ws://127.0.0.1:9/", { ca });
     probe.addEventListener("error", () => {});
     probe.close();
-    if (ca !== undefined) {
-      const probeTls = connect("wss://127.0.0.1:9/", { ca });
-      probeTls.addEventListener("error", () => {});
-      probeTls.close();
-    }
   } catch (error) {
     host.stderr(`edgesocks: bridge: ${error instanceof Error ? error.message : String(error)}`);
     return host.exit(2);
@@ -150,22 +145,18 @@ export async function bridgeMain(adapter: RuntimeAdapter, host: CliHost): Promis
   let stopping = false;
   const tunnel = (conn: Parameters<Parameters<RuntimeAdapter["listen"]>[1]>[0]) => {
     open++;
-    let remote;
-    try {
-      remote = fromWebSocket(connect(opts.to, wsOptions));
-    } catch (error) {
-      open--;
-      conn.abort?.() ?? conn.close();
-      if (opts.log === "text") host.stderr(`edgesocks: bridge: ${opts.to}: ${(error as Error).message}`);
-      return;
-    }
-    relay(conn, remote, { signal: shutdown.signal }).then((result) => {
-      open--;
-      if (result.end === "error" && opts.log === "text") {
-        const reason = result.error instanceof Error ? result.error.message : String(result.error);
-        host.stderr(`edgesocks: bridge: tunnel to ${opts.to} failed: ${reason}`);
-      }
-    });
+    connect(opts.to, wsOptions).then((ws) => relay(conn, fromWebSocket(ws), { signal: shutdown.signal }))
+      .then((result) => {
+        open--;
+        if (result.end === "error" && opts.log === "text") {
+          const reason = result.error instanceof Error ? result.error.message : String(result.error);
+          host.stderr(`edgesocks: bridge: tunnel to ${opts.to} failed: ${reason}`);
+        }
+      }, (error) => {
+        open--;
+        conn.abort ? conn.abort() : conn.close();
+        if (opts.log === "text") host.stderr(`edgesocks: bridge: ${opts.to}: ${(error as Error).message}`);
+      });
   };
   const listeners: Listener[] = [];
   for (const address of opts.listen) {
