@@ -76,7 +76,8 @@ function xorMask(buf: Uint8Array, at: number, n: number, mask: Uint8Array, phase
 }
 
 /**
- * Decodes frames from a server (unmasked; a masked one is an error).
+ * Decodes frames: a client's (`masked`: each must be masked, and is
+ * unmasked here) or a server's (none may be).
  * Payloads of binary messages come out as `data` pieces, then `end` when the
  * message is complete (`empty`: it had no bytes at all).
  *
@@ -87,6 +88,9 @@ function xorMask(buf: Uint8Array, at: number, n: number, mask: Uint8Array, phase
  * ```
  */
 export class FrameDecoder {
+  readonly #masked: boolean;
+  #mask = new Uint8Array(4);
+  #phase = 0;
   #head = new Uint8Array(14);
   #headLength = 0;
   #remaining = 0; // payload bytes of the current frame still to come
@@ -99,6 +103,11 @@ export class FrameDecoder {
   #inMessage = false;
   #failed = false;
 
+  /** `masked`: frames come from a client, masked. */
+  constructor(options: { masked?: boolean } = {}) {
+    this.#masked = options.masked === true;
+  }
+
   /** Feeds bytes; returns what they completed. */
   feed(chunk: Uint8Array): FrameEvent[] {
     const out: FrameEvent[] = [];
@@ -107,22 +116,31 @@ export class FrameDecoder {
       if (!this.#inFrame) {
         this.#head[this.#headLength++] = chunk[at++];
         const need = this.#headNeeded();
-        if (need < 0) return this.#fail(out, "masked frame from the server");
+        if (need < 0) {
+          return this.#fail(
+            out,
+            this.#masked ? "unmasked frame from a client" : "masked frame from a server",
+          );
+        }
         if (this.#headLength < need) continue;
         const error = this.#startFrame(out);
         if (error) return this.#fail(out, error);
         continue;
       }
       const take = Math.min(this.#remaining, chunk.length - at);
-      const piece = chunk.subarray(at, at + take);
+      const piece = chunk.slice(at, at + take);
       at += take;
+      if (this.#masked && take > 0) {
+        xorMask(piece, 0, take, this.#mask, this.#phase);
+        this.#phase = (this.#phase + take) & 3;
+      }
       this.#remaining -= take;
       if (this.#control) {
         this.#control.set(piece, this.#controlAt);
         this.#controlAt += take;
       } else if (take > 0) {
         this.#messageBytes += take;
-        out.push({ kind: "data", bytes: piece.slice() });
+        out.push({ kind: "data", bytes: piece });
       }
       if (this.#remaining === 0) this.#endFrame(out);
     }
@@ -135,12 +153,12 @@ export class FrameDecoder {
     return out;
   }
 
-  /** Header bytes this frame needs (known after byte 2); −1 for a masked frame. */
+  /** Header bytes this frame needs (known after byte 2); −1 for a frame masked the wrong way. */
   #headNeeded(): number {
     if (this.#headLength < 2) return 2;
-    if (this.#head[1] & 0x80) return -1;
+    if (((this.#head[1] & 0x80) !== 0) !== this.#masked) return -1;
     const len = this.#head[1] & 0x7f;
-    return len === 126 ? 4 : len === 127 ? 10 : 2;
+    return (len === 126 ? 4 : len === 127 ? 10 : 2) + (this.#masked ? 4 : 0);
   }
 
   #startFrame(out: FrameEvent[]): string | undefined {
@@ -153,6 +171,10 @@ export class FrameDecoder {
       const lo = ((this.#head[6] << 24) | (this.#head[7] << 16) | (this.#head[8] << 8) | this.#head[9]) >>> 0;
       if (hi > 0x1fffff) return "frame too long";
       n = hi * 2 ** 32 + lo;
+    }
+    if (this.#masked) {
+      this.#mask.set(this.#head.subarray(this.#headLength - 4, this.#headLength));
+      this.#phase = 0;
     }
     this.#headLength = 0;
     if (b0 & 0x70) return "reserved bits set";
