@@ -88,6 +88,7 @@ export {
   serve,
   type ServeOptions,
   type SocksServer,
+  type WebSocketServe,
 } from "./lib/serve.ts";
 export {
   checkDestination,

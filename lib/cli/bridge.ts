@@ -18,7 +18,24 @@ import { isLoopbackHost } from "../serve.ts";
 import { VERSION } from "../version.ts";
 import { listenFailure, readFailure } from "./errors.ts";
 import { parseHostPort } from "./flags.ts";
-import type { CliHost } from "./main.ts";
+
+/** The process services the bridge uses (a part of main.ts's `CliHost`). */
+export interface BridgeHost {
+  /** Command-line arguments after the script (`bridge` first). */
+  args(): string[];
+  /** The command that started this program, for `--help`. */
+  command(): string;
+  /** Reads a UTF-8 file. */
+  readTextFile(path: string): Promise<string>;
+  /** Calls `fn` on the signal. */
+  onSignal(signal: "SIGINT" | "SIGTERM", fn: () => void): void;
+  /** Ends the process. */
+  exit(code: number): void;
+  /** Writes a line to standard output. */
+  stdout(line: string): void;
+  /** Writes a line to standard error. */
+  stderr(line: string): void;
+}
 
 /** What `edgesocks bridge` was asked. */
 export interface BridgeOptions {
@@ -101,7 +118,7 @@ export function parseBridgeArgs(args: string[]): BridgeOptions {
 }
 
 /** Runs `edgesocks bridge` (the arguments after `bridge`). Resolves once it listens. */
-export async function bridgeMain(adapter: RuntimeAdapter, host: CliHost): Promise<void> {
+export async function bridgeMain(adapter: RuntimeAdapter, host: BridgeHost): Promise<void> {
   let opts: BridgeOptions;
   let token: string | undefined;
   let ca: string | undefined;

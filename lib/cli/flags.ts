@@ -467,9 +467,6 @@ export function parseArgs(args: string[], flags: readonly Flag[] = FLAGS): CliOp
     flag.apply(opts, value);
   }
   if (opts.listen.length === 0 && opts.listenWs.length === 0) opts.listen.push(DEFAULT_LISTEN);
-  if ((opts.wsCert === undefined) !== (opts.wsKey === undefined)) {
-    throw new TypeError("--ws-cert and --ws-key go together");
-  }
   return opts;
 }
 

@@ -129,6 +129,9 @@ async function webSocketOptions(host: CliHost, opts: CliOptions): Promise<WebSoc
       throw new TypeError(readFailure(what, path, error));
     }
   };
+  if ((opts.wsCert === undefined) !== (opts.wsKey === undefined)) {
+    throw new TypeError("--ws-cert and --ws-key go together");
+  }
   if (opts.listenWs.length === 0) {
     if (opts.wsTokenFile !== undefined || opts.wsCert !== undefined) {
       throw new TypeError("--ws-token-file, --ws-cert and --ws-key need --listen-ws");

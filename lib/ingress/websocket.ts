@@ -25,7 +25,16 @@ import type { ByteConnection, HostPort, WebSocketLike } from "../runtime.ts";
 
 export type { WebSocketLike };
 
-/** Close codes of the protocol (RFC 6455 section 7.4.1). */
+/**
+ * Close codes of the protocol (RFC 6455 section 7.4.1).
+ *
+ * @example
+ * ```ts
+ * import { WebSocketClose } from "@edgesocks/edgesocks";
+ * declare const ws: WebSocket;
+ * ws.close(WebSocketClose.Normal); // both directions have ended
+ * ```
+ */
 export const WebSocketClose = {
   /** Both directions have ended. */
   Normal: 1000,
@@ -39,16 +48,56 @@ export const WebSocketClose = {
   InternalError: 1011,
 } as const;
 
-/** The subprotocol a server selects when the client offers it. */
+/**
+ * The subprotocol a server selects when the client offers it.
+ *
+ * @example
+ * ```ts
+ * import { WEBSOCKET_PROTOCOL } from "@edgesocks/edgesocks";
+ * const ws = new WebSocket("ws://127.0.0.1:8080/socks", [WEBSOCKET_PROTOCOL]);
+ * ```
+ */
 export const WEBSOCKET_PROTOCOL = "edgesocks";
-/** The prefix of the subprotocol that carries the token. */
+/**
+ * The prefix of the subprotocol that carries the token.
+ *
+ * @example
+ * ```ts
+ * import { tokenProtocol, WEBSOCKET_TOKEN_PREFIX } from "@edgesocks/edgesocks";
+ * console.log(tokenProtocol("s3cret").startsWith(WEBSOCKET_TOKEN_PREFIX)); // true
+ * ```
+ */
 export const WEBSOCKET_TOKEN_PREFIX = "edgesocks.token.";
 
-/** Bytes queued for sending above which `write()` waits. */
+/**
+ * Bytes queued for sending above which `write()` waits.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_SEND_HIGH_WATER, type WebSocketConnectionOptions } from "@edgesocks/edgesocks";
+ * const options: WebSocketConnectionOptions = { sendHighWater: 4 * DEFAULT_SEND_HIGH_WATER };
+ * ```
+ */
 export const DEFAULT_SEND_HIGH_WATER = 1 << 20;
-/** Bytes received and not yet read above which reading from the socket pauses (where it can). */
+/**
+ * Bytes received and not yet read above which reading from the socket pauses (where it can).
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_RECEIVE_PAUSE, type WebSocketConnectionOptions } from "@edgesocks/edgesocks";
+ * const options: WebSocketConnectionOptions = { receivePause: DEFAULT_RECEIVE_PAUSE / 4 };
+ * ```
+ */
 export const DEFAULT_RECEIVE_PAUSE = 1 << 20;
-/** Bytes received and not yet read above which the WebSocket is closed (1008). */
+/**
+ * Bytes received and not yet read above which the WebSocket is closed (1008).
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_RECEIVE_LIMIT, type WebSocketConnectionOptions } from "@edgesocks/edgesocks";
+ * const options: WebSocketConnectionOptions = { receiveLimit: 2 * DEFAULT_RECEIVE_LIMIT };
+ * ```
+ */
 export const DEFAULT_RECEIVE_LIMIT = 8 << 20;
 
 /**
@@ -134,12 +183,29 @@ export interface WebSocketConnection extends ByteConnection {
   readonly closeInfo?: { code: number; reason: string; by: "local" | "peer" };
 }
 
-/** A close code as the protocol reads it: 40xx is 10xx sent by a browser-like client. */
+/**
+ * A close code as the protocol reads it: 40xx is 10xx sent by a browser-like client.
+ *
+ * @example
+ * ```ts
+ * import { normalCloseCode } from "@edgesocks/edgesocks";
+ * normalCloseCode(4011); // 1011
+ * ```
+ */
 export function normalCloseCode(code: number): number {
   return code >= 4000 && code < 4100 ? code - 3000 : code;
 }
 
-/** An error of a WebSocket tunnel, with the close code it ended with. */
+/**
+ * An error of a WebSocket tunnel, with the close code it ended with.
+ *
+ * @example
+ * ```ts
+ * import { type ByteConnection, WebSocketClosedError } from "@edgesocks/edgesocks";
+ * declare const conn: ByteConnection;
+ * await conn.read().catch((e) => e instanceof WebSocketClosedError && console.log(e.code));
+ * ```
+ */
 export class WebSocketClosedError extends Error {
   /** The close code (normalized: 40xx read as 10xx). */
   readonly code: number;
@@ -495,6 +561,13 @@ function fromBase64Url(text: string): Uint8Array | undefined {
 /**
  * What the server answers an upgrade request: go on (selecting `protocol`
  * when the client offered `edgesocks`), or refuse with `status`.
+ *
+ * @example
+ * ```ts
+ * import { admitWebSocket, type WebSocketAdmission } from "@edgesocks/edgesocks";
+ * const answer: WebSocketAdmission = await admitWebSocket(() => null, "s3cret");
+ * console.log(answer.ok ? "upgrade" : answer.status); // 426: no Upgrade header
+ * ```
  */
 export type WebSocketAdmission =
   | { ok: true; protocol?: string }
