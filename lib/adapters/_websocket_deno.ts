@@ -357,7 +357,10 @@ class FramedWebSocket implements WebSocketLike {
     const conn = this.conn!;
     this.#buffered += frame.length;
     this.#writing = this.#writing.then(() => writeAll(conn, frame)).then(
-      () => void (this.#buffered -= frame.length),
+      () => {
+        this.#buffered -= frame.length;
+        this.#emit("drain", {});
+      },
       (error) => this.fail(error),
     );
   }

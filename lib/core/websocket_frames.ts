@@ -128,7 +128,9 @@ export class FrameDecoder {
         continue;
       }
       const take = Math.min(this.#remaining, chunk.length - at);
-      const piece = chunk.slice(at, at + take);
+      // A copy the caller owns, with a buffer of its own (a Node Buffer's slice() would be a view).
+      const piece = new Uint8Array(take);
+      piece.set(chunk.subarray(at, at + take));
       at += take;
       if (this.#masked && take > 0) {
         xorMask(piece, 0, take, this.#mask, this.#phase);
