@@ -312,6 +312,48 @@ describe(`SOCKS over WebSocket: bridge on ${RUNTIME} to each edge`, () => {
         assert.equal(opened, "edgesocks");
       });
 
+      it("a slow target: the client's upload is held back (bounded memory), then every byte arrives", async () => {
+        const total = 96 * MiB;
+        let received = 0;
+        let target!: Socket;
+        let finished!: () => void;
+        const done = new Promise<void>((r) => (finished = r));
+        const sink = await startTcp((s: Socket) => {
+          target = s;
+          s.pause();
+          s.on("data", (d) => (received += d.length));
+          s.on("end", () => (finished(), s.end()));
+        });
+        try {
+          const c = await RawClient.open(bridge());
+          c.send(socks5ConnectBytes(sink.port));
+          await c.readExactly(12, 10_000);
+          let written = 0;
+          const block = randomBytes(64 * 1024);
+          const pump = (async () => {
+            while (written < total) {
+              written += block.length;
+              if (!c.socket.write(block)) await new Promise((r) => c.socket.once("drain", r));
+            }
+            c.end();
+          })();
+          for (let last = -1; written !== last && written < total;) {
+            last = written;
+            await sleep(700);
+          }
+          assert.ok(
+            written < 48 * MiB,
+            `the client wrote ${written >> 20} MiB to a target that reads nothing`,
+          );
+          target.resume();
+          await within(120_000, "the upload", Promise.all([pump, done]));
+          assert.equal(received, total);
+          c.destroy();
+        } finally {
+          await sink.close();
+        }
+      });
+
       it("a slow reader: the edge's target is held back (bounded memory), then every byte arrives", async () => {
         const total = 96 * MiB;
         let written = 0;

@@ -148,15 +148,6 @@ export async function bridgeMain(adapter: RuntimeAdapter, host: BridgeHost): Pro
     protocols: [WEBSOCKET_PROTOCOL],
     ca,
   };
-  // One bad option (Node 20, --ca on an old Node) is a startup error, not one per connection.
-  try {
-    const probe = await connect("ws://127.0.0.1:9/", { ca });
-    probe.addEventListener("error", () => {});
-    probe.close();
-  } catch (error) {
-    host.stderr(`edgesocks: bridge: ${error instanceof Error ? error.message : String(error)}`);
-    return host.exit(2);
-  }
   const shutdown = new AbortController();
   let open = 0;
   let stopping = false;
