@@ -509,6 +509,47 @@ describe(`SOCKS over WebSocket: wss:// with a private CA, bridge and edge on ${R
   });
 });
 
+describe(`SOCKS over WebSocket: --workers 2 on ${RUNTIME}`, () => {
+  it("the workers share the --listen-ws port (SO_REUSEPORT)", async () => {
+    const free = await startTcp(() => {});
+    const port = free.port;
+    await free.close();
+    const http = await startHttp();
+    const edge = await start(RUNTIME, [
+      "--workers",
+      "2",
+      "--listen-ws",
+      `127.0.0.1:${port}/socks`,
+      "--ws-token-file",
+      TOKEN,
+      "--allow-private",
+    ], /ws:\/\/127\.0\.0\.1:(\d+)\/socks .*2 workers/);
+    const bridge = await start(RUNTIME, [
+      "bridge",
+      "--listen",
+      "127.0.0.1:0",
+      "--to",
+      `ws://127.0.0.1:${port}/socks`,
+      "--token-file",
+      TOKEN,
+    ], BRIDGE_LINE);
+    try {
+      assert.equal(edge.port, port);
+      for (let i = 0; i < 4; i++) {
+        const r = await curl([
+          "--socks5-hostname",
+          `127.0.0.1:${bridge.port}`,
+          `http://127.0.0.1:${http.port}/`,
+        ]);
+        assert.deepEqual({ code: r.code, body: r.stdout }, { code: 0, body: HTTP_BODY });
+      }
+    } finally {
+      await Promise.all([edge.stop(), bridge.stop()]);
+      await http.close();
+    }
+  });
+});
+
 describe("SOCKS over WebSocket: the CLI's checks", () => {
   it("a non-loopback --listen-ws without a token is refused; a bridge without --to too", async () => {
     const p = program(RUNTIME);
