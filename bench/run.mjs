@@ -486,8 +486,18 @@ function subjects() {
       noMemory: "two processes",
       start: async () => {
         const edge = launch(`edgesocks ${rt} --listen-ws`, cmd, edgeWs);
-        const m = await waitFor(edge, (p) => /ws:\/\/127\.0\.0\.1:(\d+)\/socks/.exec(p.out), 30_000, "startup line");
-        const bridgeArgs = [...args.slice(0, args.indexOf("mod.ts") + 1), "bridge", "--listen", "127.0.0.1:0"];
+        const m = await waitFor(
+          edge,
+          (p) => /ws:\/\/127\.0\.0\.1:(\d+)\/socks/.exec(p.out),
+          30_000,
+          "startup line",
+        );
+        const bridgeArgs = [
+          ...args.slice(0, args.indexOf("mod.ts") + 1),
+          "bridge",
+          "--listen",
+          "127.0.0.1:0",
+        ];
         bridgeArgs.push("--to", `ws://127.0.0.1:${m[1]}/socks`);
         try {
           const { proc, port } = await startOn(`edgesocks ${rt} bridge`, cmd, bridgeArgs)();
@@ -686,7 +696,9 @@ function summarize(results, raw) {
   for (const rt of only) {
     const w = raw[`${rt}-ws`], e = raw[`${rt}-edgesocks`];
     if (!w || !e) continue;
-    for (const d of ["up", "down"]) results.tput[`${rt}-ws`][d].vsTcp = pairedRatio(w[d], e[d], (t) => t.mibps);
+    for (const d of ["up", "down"]) {
+      results.tput[`${rt}-ws`][d].vsTcp = pairedRatio(w[d], e[d], (t) => t.mibps);
+    }
     results.tunnels[`${rt}-ws`].vsTcp = pairedRatio(w.tunnels, e.tunnels, (t) => t.perSecond);
   }
   const ms = raw.microsocks;
