@@ -111,6 +111,7 @@ async function upgrade(port: number, headers: string[]) {
     status: text.split("\n")[0].replace(/ +$/, ""),
     body: text.slice(text.indexOf("\n\n") + 2),
     code: r.code,
+    stderr: r.stderr,
   };
 }
 
@@ -274,13 +275,16 @@ describe(`SOCKS over WebSocket: bridge on ${RUNTIME} to each edge`, () => {
 
       it("a wrong token: the edge answers 401 and the SOCKS client gets no byte", async () => {
         const direct = await upgrade(edges.get(e)!.port, ["Authorization: Bearer not-the-token"]);
-        assert.deepEqual([direct.status.replace(/ Unauthorized$/, ""), direct.body], [
-          "HTTP/1.1 401",
-          "wrong token\n",
-        ]);
-        const c = await RawClient.open(wrongBridges.get(e)!.port);
+        assert.deepEqual(
+          [direct.status.replace(/ Unauthorized$/, ""), direct.body],
+          ["HTTP/1.1 401", "wrong token\n"],
+          JSON.stringify(direct),
+        );
+        const wrong = wrongBridges.get(e)!;
+        assert.equal(wrong.child.exitCode, null, `the bridge exited: ${wrong.err()}`);
+        const c = await RawClient.open(wrong.port);
         c.send(socks5ConnectBytes(http.port));
-        assert.equal((await c.readToEnd(10_000)).length, 0);
+        assert.equal((await c.readToEnd(10_000)).length, 0, wrong.err());
         c.destroy();
         await until(
           5_000,
