@@ -54,6 +54,8 @@ export type {
   NativeRelay,
   Resolver,
   RuntimeAdapter,
+  WebSocketConnectOptions,
+  WebSocketServeOptions,
 } from "./lib/runtime.ts";
 export { type ByteStreamPair, fromWebStreams } from "./lib/streams.ts";
 export {
@@ -90,6 +92,7 @@ export {
   serve,
   type ServeOptions,
   type SocksServer,
+  type WebSocketServe,
 } from "./lib/serve.ts";
 export {
   checkDestination,

@@ -325,10 +325,11 @@ function foreignDelta(a, b) {
  */
 async function observe(r, run) {
   const loadBefore = await quietGate();
-  const f0 = foreignCpu(), p0 = r.proc ? groupCpu(r.proc.pid) : 0, t0 = performance.now();
+  const cpu = () => (r.proc ? groupCpu(r.proc.pid) : 0) + (r.extra ? groupCpu(r.extra.pid) : 0);
+  const f0 = foreignCpu(), p0 = cpu(), t0 = performance.now();
   const result = await run();
   const wall = (performance.now() - t0) / 1000;
-  const p1 = r.proc ? groupCpu(r.proc.pid) : 0, f1 = foreignCpu();
+  const p1 = cpu(), f1 = foreignCpu();
   const proxyCpu = r.proc ? p1 - p0 : null;
   const background = foreignDelta(f0, f1) / (wall * os.cpus().length);
   return { result, proxyCpu, loadBefore, background };
@@ -507,6 +508,41 @@ function subjects() {
       noMemory: "same relay as SOCKS5",
       start: startOn(`edgesocks ${rt} --http-connect`, cmd, [...args, "--http-connect"]),
     });
+    // SOCKS over WebSocket: the bridge and a --listen-ws edge, both on this runtime (CPU: both processes).
+    const [, edgeArgs] = edgesocks[rt];
+    const edgeWs = [...edgeArgs.filter((a) => a !== "--listen" && a !== "127.0.0.1:0")];
+    edgeWs.splice(edgeWs.indexOf("mod.ts") + 1, 0, "--listen-ws", "127.0.0.1:0/socks");
+    list.push({
+      id: `${rt}-ws`,
+      label: `edgesocks on ${rt}, bridge + WebSocket edge`,
+      kind: "socks",
+      runtime: rt,
+      edgesocks: true,
+      noMemory: "two processes",
+      start: async () => {
+        const edge = launch(`edgesocks ${rt} --listen-ws`, cmd, edgeWs);
+        const m = await waitFor(
+          edge,
+          (p) => /ws:\/\/127\.0\.0\.1:(\d+)\/socks/.exec(p.out),
+          30_000,
+          "startup line",
+        );
+        const bridgeArgs = [
+          ...args.slice(0, args.indexOf("mod.ts") + 1),
+          "bridge",
+          "--listen",
+          "127.0.0.1:0",
+        ];
+        bridgeArgs.push("--to", `ws://127.0.0.1:${m[1]}/socks`);
+        try {
+          const { proc, port } = await startOn(`edgesocks ${rt} bridge`, cmd, bridgeArgs)();
+          return { proc, port, extra: edge };
+        } catch (error) {
+          await stop(edge);
+          throw error;
+        }
+      },
+    });
   }
   return list;
 }
@@ -519,8 +555,8 @@ async function startAll(list) {
       continue;
     }
     try {
-      const { proc, port } = await s.start();
-      running.push({ subject: s, proc, port });
+      const { proc, port, extra } = await s.start();
+      running.push({ subject: s, proc, port, extra });
     } catch (error) {
       log(`${s.label}: could not start: ${error.message}`);
       s.startError = error.message;
@@ -691,6 +727,15 @@ function summarize(results, raw) {
         (t) => t.proxyCpuUsPerTunnel,
       );
     }
+  }
+  // SOCKS over WebSocket (bridge + edge) ÷ the same runtime's TCP relay, run by run.
+  for (const rt of only) {
+    const w = raw[`${rt}-ws`], e = raw[`${rt}-edgesocks`];
+    if (!w || !e) continue;
+    for (const d of ["up", "down"]) {
+      results.tput[`${rt}-ws`][d].vsTcp = pairedRatio(w[d], e[d], (t) => t.mibps);
+    }
+    results.tunnels[`${rt}-ws`].vsTcp = pairedRatio(w.tunnels, e.tunnels, (t) => t.perSecond);
   }
   for (const rt of only) {
     const h = raw[`${rt}-edgesocks-http`], e = raw[`${rt}-edgesocks`];
@@ -959,6 +1004,24 @@ function evaluateTargets(results) {
     }
   }
   for (const rt of only) {
+    for (const dir of ["up", "down"]) {
+      const r = tput[`${rt}-ws`]?.[dir].vsTcp;
+      targets.push({
+        what: `${rt}: bridge + WebSocket edge throughput ${dir} ÷ edgesocks over TCP`,
+        value: r?.median == null ? "—" : range(r, 2),
+        goal: "≥ 0.80",
+        met: r?.median == null ? null : r.median >= 0.8,
+      });
+    }
+    const t = tunnels[`${rt}-ws`]?.vsTcp;
+    targets.push({
+      what: `${rt}: bridge + WebSocket edge tunnels/s ÷ edgesocks over TCP`,
+      value: t?.median == null ? "—" : range(t, 2),
+      goal: "(reported)",
+      met: null,
+    });
+  }
+  for (const rt of only) {
     const k = memory[`${rt}-edgesocks`]?.kibPerTunnel ?? null;
     targets.push({
       what: `${rt}: memory per idle tunnel`,
@@ -1089,7 +1152,7 @@ async function main() {
         await sleep(200);
       }
     }
-    for (const r of running) await stop(r.proc);
+    for (const r of running) await stop(r.proc), await stop(r.extra);
     summarize(results, raw);
     const all = Object.values(raw).flatMap((x) => [...x.up, ...x.down, ...x.tunnels]).map((t) =>
       t?.background

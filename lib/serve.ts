@@ -9,6 +9,7 @@ import { parseIPv4, parseIPv6 } from "./core/address.ts";
 import { DEFAULT_COMMANDS } from "./core/socks_server.ts";
 import { type AuthBackoff, clientKey, DEFAULT_AUTH_BACKOFF, LoginBackoff } from "./admission.ts";
 import { hostAddressSet } from "./policy.ts";
+import { admitWebSocket, fromWebSocket, refusalResponse } from "./ingress/websocket.ts";
 import { makeRules, type Rules, type RulesOptions } from "./rules.ts";
 import {
   type HandlerOptions,
@@ -84,6 +85,35 @@ export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver" |
    * (`adapter.udp` absent) it stays 0x07.
    */
   udp?: UdpOptions;
+  /**
+   * SOCKS over WebSocket (see `lib/ingress/websocket.ts`): the addresses
+   * and paths to serve upgrades on, with the bearer token they require.
+   * The client's address is the HTTP peer's. Needs the adapter's
+   * `serveWebSocket`.
+   */
+  webSocket?: WebSocketServe;
+}
+
+/**
+ * Where and how {@linkcode serve} takes SOCKS over WebSocket.
+ *
+ * @example
+ * ```ts
+ * import { serve } from "@edgesocks/edgesocks";
+ * import { denoAdapter } from "@edgesocks/edgesocks/deno";
+ * const server = await serve(denoAdapter, {
+ *   listen: [],
+ *   webSocket: { listen: [{ host: "127.0.0.1", port: 8080, path: "/socks" }], token: "s3cret" },
+ * });
+ * ```
+ */
+export interface WebSocketServe {
+  /** Addresses, each with the one path it serves. */
+  listen: (HostPort & { path: string })[];
+  /** The bearer token an upgrade must carry; absent: none is asked for. */
+  token?: string;
+  /** Serve HTTPS/WSS with this certificate chain and key (PEM text). */
+  tls?: { cert: string; key: string };
 }
 
 /**
@@ -296,6 +326,31 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   } catch (error) {
     await Promise.all(listeners.map((l) => l.close()));
     throw error;
+  }
+  const ws = options.webSocket;
+  if (ws && ws.listen.length > 0) {
+    if (!adapter.serveWebSocket) {
+      await Promise.all(listeners.map((l) => l.close()));
+      throw new TypeError(`${adapter.name} cannot serve WebSockets (its adapter has no serveWebSocket)`);
+    }
+    const admit = async (header: (name: string) => string | null | undefined) => {
+      const answer = await admitWebSocket(header, ws.token);
+      return answer.ok ? answer : { ok: false as const, ...refusalResponse(answer) };
+    };
+    try {
+      for (const address of ws.listen) {
+        listeners.push(
+          await adapter.serveWebSocket(
+            { host: address.host, port: address.port },
+            { path: address.path, admit, tls: ws.tls, reusePort: options.reusePort === true },
+            (socket, client) => onConnection(fromWebSocket(socket, { remoteAddress: client })),
+          ),
+        );
+      }
+    } catch (error) {
+      await Promise.all(listeners.map((l) => l.close()));
+      throw error;
+    }
   }
   const listening = listeners.map((l) => l.address);
   readHostAddresses(listening);

@@ -32,6 +32,7 @@ const clients = {
   socksify: "dante-client",
   tnftp: "tnftp",
   ncat: "ncat",
+  openssl: "openssl",
 };
 const missing = Object.entries(clients).filter(([cmd]) =>
   sh("sh", ["-c", `command -v ${cmd} || test -x /usr/sbin/${cmd}`], { stdio: "ignore" }).status !== 0

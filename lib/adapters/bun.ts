@@ -32,6 +32,7 @@ import { nameServerResolver, systemResolver } from "./_node_dns.ts";
 import { nodeInterfaceAddresses } from "./_interfaces.ts";
 import { bunUdp } from "./_bun_udp.ts";
 import { DescriptorProbe } from "./_fd_probe.ts";
+import { connectWebSocketBun, serveWebSocketBun } from "./_websocket_bun.ts";
 
 /**
  * Out of descriptors, `Bun.listen` leaves new connections in the listen queue (retrying, at a third of a
@@ -414,4 +415,6 @@ export const bunAdapter: RuntimeAdapter = {
   relay: nativeRelay,
   interfaceAddresses: nodeInterfaceAddresses,
   udp: bunUdp,
+  serveWebSocket: serveWebSocketBun,
+  connectWebSocket: connectWebSocketBun,
 };

@@ -24,6 +24,7 @@ import { unmapIPv4 } from "../core/replies.ts";
 import { connectError, connectTimedOut } from "./_errors.ts";
 import { notFound, reverseLookupName, systemResolver } from "./_node_dns.ts";
 import { denoUdp, denoUdpUnavailable } from "./_deno_udp.ts";
+import { connectWebSocketDeno, serveWebSocketDeno } from "./_websocket_deno.ts";
 
 // A read buffer stays pending for as long as a socket is idle, so it starts
 // small and only grows (doubling) while reads fill it: a fixed 64 KiB costs
@@ -363,4 +364,6 @@ export const denoAdapter: RuntimeAdapter = {
   interfaceAddresses,
   // UDP only where Deno.listenDatagram exists (--unstable-net); otherwise the reason instead.
   ...(denoUdpUnavailable() === undefined ? { udp: denoUdp } : { udpUnavailable: denoUdpUnavailable() }),
+  serveWebSocket: serveWebSocketDeno,
+  connectWebSocket: connectWebSocketDeno,
 };

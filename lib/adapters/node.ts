@@ -30,6 +30,7 @@ import { nameServerResolver, systemResolver } from "./_node_dns.ts";
 import { nodeInterfaceAddresses } from "./_interfaces.ts";
 import { DescriptorProbe } from "./_fd_probe.ts";
 import { nodeUdp } from "./_node_udp.ts";
+import { connectWebSocketNode, serveWebSocketNode } from "./_websocket_node.ts";
 
 /**
  * Out of descriptors, libuv accepts each new connection with its reserve descriptor and closes it at once,
@@ -491,4 +492,6 @@ export const nodeAdapter: RuntimeAdapter = {
   relay: nativeRelay,
   interfaceAddresses: nodeInterfaceAddresses,
   udp: nodeUdp,
+  serveWebSocket: serveWebSocketNode,
+  connectWebSocket: connectWebSocketNode,
 };

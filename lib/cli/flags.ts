@@ -62,6 +62,14 @@ export interface CliOptions {
   udpRate?: number;
   /** Worker processes sharing the listen addresses; 1: this process serves. */
   workers: number | "auto";
+  /** `--listen-ws`, in order: SOCKS over WebSocket. */
+  listenWs: (HostPort & { path: string })[];
+  /** `--ws-token-file`: the file holding the WebSocket bearer token. */
+  wsTokenFile?: string;
+  /** `--ws-cert`: PEM certificate chain for wss:// on the --listen-ws addresses. */
+  wsCert?: string;
+  /** `--ws-key`: PEM private key for `--ws-cert`. */
+  wsKey?: string;
   /** `--bind`: serve BIND. */
   bind?: boolean;
   /** `--bind-address`: where BIND listens instead of the control connection's local address. */
@@ -139,6 +147,23 @@ export function parseHostPort(text: string, defaultPort?: number): HostPort {
   }
   if (Number(port) > 65535) throw new TypeError(`port out of range (0 to 65535) in ${JSON.stringify(text)}`);
   return { host, port: Number(port) };
+}
+
+/**
+ * Parses `--listen-ws`'s `HOST:PORT/PATH` (`[V6]:PORT/PATH`); the path
+ * starts at the first `/` after the port and defaults to `/`.
+ *
+ * @example
+ * ```ts
+ * parseWebSocketListen("127.0.0.1:8080/socks"); // { host: "127.0.0.1", port: 8080, path: "/socks" }
+ * ```
+ */
+export function parseWebSocketListen(text: string): HostPort & { path: string } {
+  const m = /^(\[[^\]]+\]|[^/]*?)(?::(\d*))?(\/.*)?$/.exec(text);
+  const hostPort = m ? `${m[1]}${m[2] !== undefined ? `:${m[2]}` : ""}` : text;
+  const path = m?.[3] ?? "/";
+  if (/[\s?#]/.test(path)) throw new TypeError(`--listen-ws: bad path in ${JSON.stringify(text)}`);
+  return { ...hostPortOf("--listen-ws", hostPort), path };
 }
 
 /** {@linkcode parseHostPort} for `flag`, whose name starts its errors. */
@@ -409,6 +434,41 @@ export const FLAGS: readonly Flag[] = [
     },
   },
   {
+    name: "--listen-ws",
+    value: "HOST:PORT/PATH",
+    example: "127.0.0.1:8080/socks",
+    help: "also (or, without --listen, only) take SOCKS over WebSocket at http://HOST:PORT/PATH, " +
+      "repeatable: one WebSocket per SOCKS connection, for hosts that pass only HTTP (see `bridge`). " +
+      "A non-loopback HOST needs --ws-token-file",
+    workers: "pass",
+    apply: (opts, value) => void opts.listenWs.push(parseWebSocketListen(value)),
+  },
+  {
+    name: "--ws-token-file",
+    value: "FILE",
+    example: "token.txt",
+    help: "the bearer token (the file's first line) every --listen-ws upgrade must carry, as " +
+      "`Authorization: Bearer TOKEN` or a `edgesocks.token.BASE64URL` subprotocol; others get HTTP 401",
+    workers: "pass",
+    apply: (opts, value) => void (opts.wsTokenFile = value),
+  },
+  {
+    name: "--ws-cert",
+    value: "FILE",
+    example: "cert.pem",
+    help: "serve --listen-ws over TLS (wss://) with this PEM certificate chain (needs --ws-key)",
+    workers: "pass",
+    apply: (opts, value) => void (opts.wsCert = value),
+  },
+  {
+    name: "--ws-key",
+    value: "FILE",
+    example: "key.pem",
+    help: "the PEM private key for --ws-cert",
+    workers: "pass",
+    apply: (opts, value) => void (opts.wsKey = value),
+  },
+  {
     name: "--bind",
     help: "serve BIND (SOCKS4 and SOCKS5, e.g. active FTP): listen on the address the client reached the " +
       "proxy on, for one connection from the request's address only (checked by the destination policy, " +
@@ -478,6 +538,7 @@ export function parseArgs(args: string[], flags: readonly Flag[] = FLAGS): CliOp
     connectTimeout: DEFAULT_TIMEOUTS.connect,
     idleTimeout: DEFAULT_TIMEOUTS.idle,
     workers: 1,
+    listenWs: [],
     help: false,
     version: false,
   };
@@ -498,7 +559,7 @@ export function parseArgs(args: string[], flags: readonly Flag[] = FLAGS): CliOp
     }
     flag.apply(opts, value);
   }
-  if (opts.listen.length === 0) opts.listen.push(DEFAULT_LISTEN);
+  if (opts.listen.length === 0 && opts.listenWs.length === 0) opts.listen.push(DEFAULT_LISTEN);
   return opts;
 }
 
