@@ -77,10 +77,14 @@ function tunnel({ request, rules, upstream, signal }: CommandContext): Promise<C
 export const COMMANDS: Readonly<Partial<Record<RequestKind, CommandHandler>>> = {
   connect: tunnel,
   connect_dir: tunnel,
-  resolve: ({ request, rules, upstream }) =>
-    upstream.lookup(request, rules.policy).then((address) => ({ answer: { type: "resolved", address } })),
-  resolve_ptr: ({ request, rules, upstream }) =>
-    upstream.reverse(request, rules.policy).then((name) => ({ answer: { type: "resolved_name", name } })),
+  resolve: ({ request, rules, upstream, signal }) =>
+    upstream.lookup(request, rules.policy, signal).then((address) => ({
+      answer: { type: "resolved", address },
+    })),
+  resolve_ptr: ({ request, rules, upstream, signal }) =>
+    upstream.reverse(request, rules.policy, signal).then((name) => ({
+      answer: { type: "resolved_name", name },
+    })),
 };
 
 /** Runs the handler of `ctx.request.kind` after the command check of the policy. */

@@ -18,6 +18,7 @@ import { relay, type RelayResult, unwatch, watch } from "./relay.ts";
 import { DEFAULT_TIMEOUTS, makeRules, type Rules, type RulesOptions, type Timeouts } from "./rules.ts";
 import type { ByteConnection, DialOptions, NativeRelay, Resolver } from "./runtime.ts";
 import { directUpstream } from "./upstream/direct.ts";
+import { type ChainOptions, chainUpstream } from "./upstream/route.ts";
 import type { Upstream } from "./upstream/upstream.ts";
 
 export { type ConnectionLog, DEFAULT_TIMEOUTS, type Timeouts };
@@ -45,6 +46,8 @@ export interface HandlerOptions extends RulesOptions {
   relay?: NativeRelay;
   /** Called once per connection when it ends. */
   onLog?: (entry: ConnectionLog) => void;
+  /** Upstream proxies and the routes to them (`--upstream`, `--route`); default: everything direct. */
+  chain?: ChainOptions;
 }
 
 /**
@@ -73,6 +76,8 @@ export interface SessionContext {
   readonly onLog?: (entry: ConnectionLog) => void;
   /** Told at once when a client's login fails (before its connection has ended), e.g. for a backoff. */
   readonly onAuthFailure?: (client: HostPort) => void;
+  /** Credentials go on to upstreams: the machine keeps the login, and asks for one it will not check. */
+  readonly passthrough?: boolean;
 }
 
 /** Called once with the record when the connection has ended. */
@@ -264,7 +269,11 @@ class Session {
     peer: HostPort | undefined,
   ): Promise<Granted | undefined> {
     const record = this.record;
-    const machine = new SocksServerMachine({ authenticate: rules.authenticate });
+    const machine = new SocksServerMachine(
+      this.#context.passthrough
+        ? { authenticate: rules.authenticate, acceptAnyLogin: true, keepLogin: true }
+        : { authenticate: rules.authenticate },
+    );
     // 1. Handshake, bounded by the handshake timeout.
     let handshakeTimedOut = false;
     const timer = rules.timeouts.handshake > 0
@@ -434,8 +443,16 @@ export function refuseSession(
 
 /** The context of sessions built from handler options: a direct upstream over the runtime's dial. */
 export function sessionContext(options: HandlerOptions): SessionContext {
+  const direct = directUpstream(options.dial, options.resolver);
+  const chain = options.chain;
   return {
-    upstream: directUpstream(options.dial, options.resolver),
+    upstream: chain && (chain.upstreams.length > 0 || chain.routes.length > 0)
+      ? chainUpstream(direct, options.dial, options.resolver, {
+        connectTimeout: options.timeouts?.connect ?? DEFAULT_TIMEOUTS.connect,
+        ...chain,
+      })
+      : direct,
+    ...(chain?.passthrough ? { passthrough: true } : {}),
     ...(options.relay ? { relay: options.relay } : {}),
     ...(options.onLog ? { onLog: options.onLog } : {}),
   };

@@ -13,6 +13,7 @@ import { isLoopbackHost, serve, type ServeOptions, type SocksServer } from "../s
 import { VERSION } from "../version.ts";
 import { listenFailure, readFailure } from "./errors.ts";
 import { type CliOptions, flagHelp, parseArgs } from "./flags.ts";
+import { checkChain } from "../upstream/route.ts";
 import { readyLine, stoppedLine, stoppingLine, supervise, type WorkerProcess } from "./workers.ts";
 
 /** Process services the CLI needs, one implementation per runtime. */
@@ -123,6 +124,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   let users: Map<string, string> | undefined;
   try {
     opts = parseArgs(host.args());
+    checkChain(opts);
     if (opts.usersFile !== undefined) users = await readUsers(host, opts.usersFile);
   } catch (error) {
     host.stderr(`edgesocks: ${error instanceof Error ? error.message : String(error)}`);
@@ -146,6 +148,11 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     concealRefusals: opts.concealRefusals,
     timeouts: { handshake: opts.handshakeTimeout, connect: opts.connectTimeout, idle: opts.idleTimeout },
     onLog: logger(opts.log, host.stdout, host.worker()),
+    chain: {
+      upstreams: opts.upstreams,
+      routes: opts.routes,
+      passthrough: opts.upstreamAuth === "passthrough",
+    },
     // One line when accepting starts failing, one when it works again (serve() makes it one episode).
     onAcceptError: (error) => host.stderr(`edgesocks: ${whoIs}${acceptFailure(error)}`),
     onAcceptRecovered: (ms) =>

@@ -45,10 +45,10 @@ export interface Opened {
 export interface Upstream {
   /** Opens a tunnel for a CONNECT or CONNECT_DIR; `signal` aborts the attempt. */
   open(request: ProxyRequest, policy: DestinationPolicy, signal: AbortSignal): Promise<Opened>;
-  /** Answers a RESOLVE: one address of the name (IPv4 only for SOCKS4). */
-  lookup(request: ProxyRequest, policy: DestinationPolicy): Promise<string>;
-  /** Answers a RESOLVE_PTR: one name of the address. */
-  reverse(request: ProxyRequest, policy: DestinationPolicy): Promise<string>;
+  /** Answers a RESOLVE: one address of the name (IPv4 only for SOCKS4); `signal` aborts it. */
+  lookup(request: ProxyRequest, policy: DestinationPolicy, signal?: AbortSignal): Promise<string>;
+  /** Answers a RESOLVE_PTR: one name of the address; `signal` aborts it. */
+  reverse(request: ProxyRequest, policy: DestinationPolicy, signal?: AbortSignal): Promise<string>;
 }
 
 /**
