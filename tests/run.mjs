@@ -29,6 +29,10 @@ const clients = {
   "tor-resolve": "tor",
   python3: "python3",
   "systemd-analyze": "systemd",
+  microsocks: "microsocks",
+  danted: "dante-server",
+  ncat: "ncat",
+  openssl: "openssl",
 };
 const missing = Object.entries(clients).filter(([cmd]) =>
   sh("sh", ["-c", `command -v ${cmd} || test -x /usr/sbin/${cmd}`], { stdio: "ignore" }).status !== 0
