@@ -44,7 +44,15 @@ export interface HopOptions {
   dialTimeout: number;
 }
 
-/** What a hop's upstream also says about itself: its name and what it speaks. */
+/**
+ * What a hop's upstream also says about itself: the hop it goes through.
+ *
+ * @example
+ * ```ts
+ * import type { HopUpstream } from "@edgesocks/edgesocks";
+ * const resolves = (u: HopUpstream) => u.hop.tor; // speaks Tor's RESOLVE and RESOLVE_PTR
+ * ```
+ */
 export interface HopUpstream extends Upstream {
   /** The hop it goes through. */
   readonly hop: Hop;
