@@ -458,7 +458,12 @@ describe("chaining: a second edgesocks", () => {
         parseHop("tor", `socks5h://127.0.0.1:${up.port}?tor`),
         parseHop("plain", `socks5h://127.0.0.1:${up.port}`),
       ],
-      routes: [parseRoute("resolve@*.plain.test=plain"), parseRoute("*=tor")],
+      // A route's upstreams that cannot resolve are passed over for RESOLVE: web.test goes to "tor".
+      routes: [
+        parseRoute("resolve@*.plain.test=plain"),
+        parseRoute("resolve@web.test=plain,tor"),
+        parseRoute("*=tor"),
+      ],
     }, options);
     try {
       let r = await run("tor-resolve", ["-5", "web.test", `127.0.0.1:${proxy.port}`]);
