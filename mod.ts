@@ -54,6 +54,26 @@ export type {
   RuntimeAdapter,
 } from "./lib/runtime.ts";
 export { type ByteStreamPair, fromWebStreams } from "./lib/streams.ts";
+export {
+  admitWebSocket,
+  DEFAULT_RECEIVE_LIMIT,
+  DEFAULT_RECEIVE_PAUSE,
+  DEFAULT_SEND_HIGH_WATER,
+  fromWebSocket,
+  normalCloseCode,
+  refusalResponse,
+  tokenProtocol,
+  WEBSOCKET_PROTOCOL,
+  WEBSOCKET_TOKEN_PREFIX,
+  type WebSocketAdmission,
+  WebSocketClose,
+  WebSocketClosedError,
+  type WebSocketConnection,
+  webSocketConnection,
+  type WebSocketConnectionOptions,
+  type WebSocketLike,
+  type WebSocketPeer,
+} from "./lib/ingress/websocket.ts";
 export { relay, type RelayOptions, type RelayResult } from "./lib/relay.ts";
 export { type ConnectionHandler, createHandler, type HandlerOptions } from "./lib/session.ts";
 export type { ConnectionLog, ConnectionRecord, Outcome } from "./lib/record.ts";

@@ -23,7 +23,7 @@ const resultsDir = join(benchDir, "results");
 const bin = (name) => join(root, "node_modules", ".bin", name);
 const MiB = 1 << 20;
 const RUNTIMES = ["deno", "bun", "node"];
-const REFERENCES = ["microsocks", "dante"];
+const REFERENCES = ["microsocks", "dante", "npm"];
 
 // ------------------------------------------------------------------ flags and configuration
 
@@ -32,7 +32,7 @@ if (argv.includes("--help") || argv.includes("-h")) {
   console.log(`usage: node bench/run.mjs [--quick] [--only deno,bun,node] [--skip microsocks,dante]
   --quick   smoke test: 64 MiB transfers, 500 tunnels, 500 held tunnels (~30-60 s)
   --only    edgesocks runtimes (and their bare forwarders) to measure; default all three
-  --skip    reference proxies to leave out (microsocks, dante)
+  --skip    reference proxies to leave out (microsocks, dante, npm: the npm SOCKS servers on Node)
   --runs N  throughput and tunnels/s runs per subject (default 3 and 5; --quick: 3 and 1)
   --parts   what to measure: a comma list of throughput, tunnels, memory, chain (throughput through
             one upstream hop, edgesocks → microsocks, beside a direct edgesocks tunnel); default all four
@@ -361,6 +361,12 @@ function versionOf(cmd, args, pattern = /(\d+\.\d+\.\d+)/) {
 const dpkgVersion = (pkg) =>
   spawnSync("dpkg-query", ["-W", "-f", "${Version}", pkg], { encoding: "utf8" }).stdout?.trim() || "?";
 
+/** id, npm package, start script in bench/peers/. */
+const NPM_PEERS = [
+  ["npm-socks5-server", "@pondwader/socks5-server", "pondwader.mjs"],
+  ["npm-socksv5", "socksv5", "socksv5.mjs"],
+];
+
 let serverPorts = [];
 let clientBin = "";
 let tmpDir = "";
@@ -439,6 +445,23 @@ function subjects() {
     const m = await waitFor(proc, (p) => listening.exec(p.out), 30_000, "startup line");
     return { proc, port: Number(m[1]) };
   };
+  // The npm SOCKS servers a Node user would pick instead, on Node 24 with a minimal accept-all setup
+  // (bench/peers/): no timeouts, no policy, no log.
+  if (!skip.includes("npm")) {
+    for (const [id, pkg, script] of NPM_PEERS) {
+      const version =
+        JSON.parse(readFileSync(join(root, "node_modules", pkg, "package.json"), "utf8")).version;
+      list.push({
+        id,
+        label: `${pkg} ${version} (Node)`,
+        kind: "socks",
+        reference: true,
+        npm: true,
+        start: startOn(pkg, bin("node"), [join("bench", "peers", script), "127.0.0.1:0"]),
+      });
+    }
+  }
+
   const forwarders = {
     deno: () => [bin("deno"), ["run", "-A", "bench/forwarders/deno_forward.ts", "127.0.0.1:0", targets()]],
     bun: () => [bin("bun"), ["bench/forwarders/bun_forward.ts", "127.0.0.1:0", targets()]],
@@ -475,13 +498,13 @@ function subjects() {
     const [cmd, args] = edgesocks[rt];
     list.push({
       id: `${rt}-edgesocks-workers`,
-      label: `edgesocks on ${rt}, --workers 2`,
+      label: `edgesocks on ${rt}, --workers auto (${os.cpus().length})`,
       kind: "socks",
       runtime: rt,
       edgesocks: true,
       tunnelsOnly: true,
       noMemory: "several processes",
-      start: startOn(`edgesocks ${rt} --workers 2`, cmd, [...args, "--workers", "2"]),
+      start: startOn(`edgesocks ${rt} --workers auto`, cmd, [...args, "--workers", "auto"]),
     });
     // One upstream hop: edgesocks → microsocks → the target (the microsocks above, started first).
     if (microsocks) {
@@ -715,6 +738,25 @@ function summarize(results, raw) {
       }
     }
   }
+  // The faster npm server (by median tunnels/s, and by median throughput each way) is the one to beat on Node.
+  const npmIds = NPM_PEERS.map(([id]) => id).filter((id) => raw[id]);
+  const faster = (value) =>
+    npmIds.length ? npmIds.reduce((a, b) => ((value(b) ?? -1) > (value(a) ?? -1) ? b : a)) : null;
+  const nodeE = raw["node-edgesocks"];
+  if (nodeE && npmIds.length) {
+    const tunPeer = faster((id) => results.tunnels[id].median);
+    results.tunnels["node-edgesocks"].vsNpm = {
+      peer: tunPeer,
+      ...pairedRatio(nodeE.tunnels, raw[tunPeer].tunnels, (t) => t.perSecond),
+    };
+    for (const d of ["up", "down"]) {
+      const peer = faster((id) => results.tput[id][d].median);
+      results.tput["node-edgesocks"][d].vsNpm = {
+        peer,
+        ...pairedRatio(nodeE[d], raw[peer][d], (t) => t.mibps),
+      };
+    }
+  }
   const ms = raw.microsocks;
   for (const [id, x] of Object.entries(raw)) {
     if (ms && id !== "microsocks" && results.subjects.find((s) => s.id === id)?.kind === "socks") {
@@ -901,7 +943,22 @@ function evaluateTargets(results) {
   const { tput, tunnels, memory } = results;
   const targets = [];
   const memGoal = { bun: 8, node: 16, deno: 24 };
-  const tunGoal = { bun: 1, node: 0.8, deno: 0.8 };
+  const tunGoal = { bun: 0.8, node: 0.8, deno: 0.8 };
+  const npmLabel = (id) => results.subjects.find((s) => s.id === id)?.label.replace(/ \(Node\)$/, "") ?? id;
+  const vsNpm = [
+    ["tunnels/s", tunnels["node-edgesocks"]?.vsNpm, 1.2],
+    ["throughput up", tput["node-edgesocks"]?.up.vsNpm, 1],
+    ["throughput down", tput["node-edgesocks"]?.down.vsNpm, 1],
+  ];
+  for (const [what, r, goal] of only.includes("node") ? vsNpm : []) {
+    if (!r) continue;
+    targets.push({
+      what: `node: ${what} ÷ the faster npm server (${npmLabel(r.peer)})`,
+      value: r.median == null ? "—" : range(r, 2),
+      goal: `≥ ${fmt(goal, 1)}`,
+      met: r.median == null ? null : r.median >= goal,
+    });
+  }
   for (const rt of only) {
     const e = tput[`${rt}-edgesocks`];
     for (const dir of ["up", "down"]) {
@@ -934,13 +991,19 @@ function evaluateTargets(results) {
     }
   }
   for (const rt of only) {
-    for (const [id, how] of [[`${rt}-edgesocks`, ""], [`${rt}-edgesocks-workers`, " (--workers 2)"]]) {
+    for (
+      const [id, how, goal] of [[`${rt}-edgesocks`, "", tunGoal[rt]], [
+        `${rt}-edgesocks-workers`,
+        " (--workers auto)",
+        1,
+      ]]
+    ) {
       const r = tunnels[id]?.vsMicrosocks;
       targets.push({
         what: `${rt}: tunnels/s ÷ microsocks${how}`,
         value: r?.median == null ? "—" : range(r, 2),
-        goal: `≥ ${fmt(tunGoal[rt], 1)}`,
-        met: r?.median == null ? null : r.median >= tunGoal[rt],
+        goal: `≥ ${fmt(goal, 1)}`,
+        met: r?.median == null ? null : r.median >= goal,
       });
     }
   }
