@@ -2,6 +2,7 @@
 // routes: pure code, no sockets.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { SocksClientMachine, type SocksClientRequest } from "../lib/core/socks_client.ts";
 import { SocksServerMachine } from "../lib/core/socks_server.ts";
 import { parseHop } from "../lib/upstream/hop.ts";
@@ -355,5 +356,66 @@ describe("HTTP CONNECT codec", () => {
 
   it("status codes to SOCKS5 replies", () => {
     assert.deepEqual([400, 403, 404, 407, 500, 502, 503, 504].map(httpStatusReply), [1, 2, 4, 2, 1, 4, 5, 6]);
+  });
+});
+
+describe("SOCKS client machine: arbitrary upstream bytes", () => {
+  /** Feeds `data` in the pieces `cuts` makes; the outcome (writes joined, final action) as JSON. */
+  function outcome(req: SocksClientRequest, data: Uint8Array, cuts: number[]): string {
+    const m = new SocksClientMachine(req);
+    const writes: string[] = m.start().write.map(toHex);
+    let action: { type: string } = { type: "need_more" };
+    let at = 0;
+    for (const cut of [...cuts.filter((c) => c < data.length).sort((a, b) => a - b), data.length]) {
+      if (action.type !== "need_more" || cut <= at) continue;
+      const step = m.receive(data.subarray(at, cut));
+      writes.push(...step.write.map(toHex));
+      action = step.action;
+      at = cut;
+    }
+    if (action.type === "need_more") action = m.closed().action;
+    // After a CONNECT reply the rest is the target's: what came with the reply (early) and what was not fed.
+    if (action.type === "connected") {
+      const a = action as { type: string; early: Uint8Array };
+      action = { ...a, early: new Uint8Array([...a.early, ...data.subarray(at)]) } as typeof action;
+    }
+    return JSON.stringify({ writes, action }, (_k, v) => (v instanceof Uint8Array ? toHex(v) : v));
+  }
+
+  it("never throws, always ends in an answer or a failure, and chunking never changes the outcome", () => {
+    const requests: SocksClientRequest[] = [
+      { protocol: "socks5", command: "connect", target: name("web.test") },
+      {
+        protocol: "socks5",
+        command: "resolve",
+        target: name("web.test", 0),
+        login: { user: te.encode("u"), password: te.encode("p") },
+      },
+      { protocol: "socks5", command: "resolve_ptr", target: { host: "192.0.2.1", type: "ipv4", port: 0 } },
+      { protocol: "socks4a", command: "connect", target: name("web.test") },
+    ];
+    // Plausible prefixes (a method choice, an auth status, a reply header) followed by anything.
+    const prefix = fc.constantFrom(
+      hex(""),
+      hex("05 00"),
+      hex("05 02 01 00"),
+      hex("05 00 05 00 00"),
+      hex("00 5a"),
+    );
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...requests),
+        prefix,
+        fc.uint8Array({ maxLength: 300 }),
+        fc.array(fc.nat(320), { maxLength: 8 }),
+        (req, head, tail, cuts) => {
+          const data = new Uint8Array([...head, ...tail]);
+          const whole = outcome(req, data, []);
+          assert.notEqual(JSON.parse(whole).action.type, "need_more");
+          assert.equal(outcome(req, data, cuts), whole);
+        },
+      ),
+      { numRuns: 3000 },
+    );
   });
 });

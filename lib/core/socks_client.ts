@@ -225,7 +225,14 @@ export class SocksClientMachine {
     return { write: [], action };
   }
 
+  /** Reads what `data` holds; what was to be sent before a failure is still sent (it may be, chunked otherwise). */
   #read(data: Uint8Array, write: Uint8Array[]): SocksClientStep {
+    const step = this.#readState(data, write);
+    if (step.write !== write) step.write.unshift(...write);
+    return step;
+  }
+
+  #readState(data: Uint8Array, write: Uint8Array[]): SocksClientStep {
     const incomplete = () => {
       this.#buffer = data.slice();
       return { write, action: { type: "need_more" } } as SocksClientStep;
@@ -316,7 +323,7 @@ export class SocksClientMachine {
 
   #next(data: Uint8Array, consumed: number, write: Uint8Array[]): SocksClientStep {
     if (consumed >= data.length) return { write, action: { type: "need_more" } };
-    return this.#read(data.subarray(consumed), write);
+    return this.#readState(data.subarray(consumed), write);
   }
 
   #success(address: SocksAddress, rest: Uint8Array, write: Uint8Array[]): SocksClientStep {
