@@ -1,6 +1,7 @@
 /**
  * How a granted request reaches its target: the shape every way out has
- * (a direct connection today; a SOCKS or HTTP hop later).
+ * (a direct connection, `direct.ts`; a SOCKS hop, `socks5.ts`; an HTTP CONNECT hop,
+ * `http.ts`; routes between them, `route.ts`).
  *
  * @module
  */
