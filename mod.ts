@@ -26,12 +26,15 @@ export type {
   Action,
   Answer,
   CloseCode,
+  Protocol,
   ProxyRequest,
   RequestKind,
   RequestMachine,
   Step,
 } from "./lib/core/request.ts";
 export { REQUEST_KINDS } from "./lib/core/request.ts";
+export { HTTP_MAX_HEAD, HttpConnectMachine, type HttpConnectOptions } from "./lib/core/http_connect.ts";
+export { SniffingMachine, type SniffingOptions } from "./lib/core/sniff.ts";
 export {
   AddressType,
   AuthMethod,
@@ -79,7 +82,8 @@ export { type ConnectionHandler, createHandler, type HandlerOptions } from "./li
 export type { ConnectionLog, ConnectionRecord, Outcome } from "./lib/record.ts";
 export { DEFAULT_TIMEOUTS, makeRules, type Rules, type RulesOptions, type Timeouts } from "./lib/rules.ts";
 export type { CommandContext, CommandHandler, CommandResult } from "./lib/commands.ts";
-export { type Opened, type Upstream, UpstreamError } from "./lib/upstream/upstream.ts";
+export { type Binding, type Opened, type Upstream, UpstreamError } from "./lib/upstream/upstream.ts";
+export { directBind, type OpenListener } from "./lib/upstream/bind.ts";
 export { directUpstream } from "./lib/upstream/direct.ts";
 export { type Hop, type HopProtocol, parseHop } from "./lib/upstream/hop.ts";
 export { type HopOptions, type HopUpstream, socksUpstream } from "./lib/upstream/socks5.ts";

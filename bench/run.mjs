@@ -538,6 +538,17 @@ function subjects() {
         return startOn(`edgesocks ${rt} → edgesocks`, cmd, [...args, ...hop])();
       },
     });
+    // The same proxy serving HTTP CONNECT (one round trip instead of SOCKS5's two): tunnels/s only.
+    list.push({
+      id: `${rt}-edgesocks-http`,
+      label: `edgesocks on ${rt}, HTTP CONNECT`,
+      kind: "http",
+      runtime: rt,
+      edgesocks: true,
+      tunnelsOnly: true,
+      noMemory: "same relay as SOCKS5",
+      start: startOn(`edgesocks ${rt} --http-connect`, cmd, [...args, "--http-connect"]),
+    });
   }
   return list;
 }
@@ -588,6 +599,7 @@ async function measureTunnels(r, count, seconds) {
   ];
   args.push("--count", String(count), "--seconds", String(seconds));
   if (r.subject.kind === "socks") args.push("--socks5", `127.0.0.1:${serverPorts.join(",")}`);
+  if (r.subject.kind === "http") args.push("--http", `127.0.0.1:${serverPorts.join(",")}`);
   const o = await observe(r, () => client(args, (seconds + 60) * 1000));
   const { result } = o;
   return {
@@ -738,6 +750,16 @@ function summarize(results, raw) {
       }
     }
   }
+  for (const rt of only) {
+    const h = raw[`${rt}-edgesocks-http`], e = raw[`${rt}-edgesocks`];
+    if (h && e) {
+      results.tunnels[`${rt}-edgesocks-http`].vsSocks5 = pairedRatio(
+        h.tunnels,
+        e.tunnels,
+        (t) => t.perSecond,
+      );
+    }
+  }
   // The faster npm server (by median tunnels/s, and by median throughput each way) is the one to beat on Node.
   const npmIds = NPM_PEERS.map(([id]) => id).filter((id) => raw[id]);
   const faster = (value) =>
@@ -872,14 +894,19 @@ function report(results) {
     if (!t) continue;
     tunRows.push([
       s.label,
-      s.kind === "socks" ? "SOCKS5" : "plain",
+      s.kind === "socks" ? "SOCKS5" : s.kind === "http" ? "HTTP CONNECT" : "plain",
       range(t),
       fmt(t.p50ms, 2),
       fmt(t.p99ms, 2),
       fmt(t.cpuUs),
       t.vsMicrosocks ? fmt(t.vsMicrosocks.median, 2) : "",
       t.cpuVsForwarder ? fmt(t.cpuVsForwarder.median, 2) : "",
-      [busy(t.background), t.failedTunnels ? `${t.failedTunnels} tunnels failed` : "", t.errors[0] ?? ""]
+      [
+        t.vsSocks5 ? `÷ SOCKS5 on ${s.runtime}: ${fmt(t.vsSocks5.median, 2)}` : "",
+        busy(t.background),
+        t.failedTunnels ? `${t.failedTunnels} tunnels failed` : "",
+        t.errors[0] ?? "",
+      ]
         .filter(Boolean).join("; "),
     ]);
   }

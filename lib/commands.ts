@@ -11,7 +11,8 @@ import type { Answer, ProxyRequest, RequestKind } from "./core/request.ts";
 import { ReplyCode } from "./core/wire.ts";
 import { checkCommand } from "./policy.ts";
 import type { Rules } from "./rules.ts";
-import type { Opened, Upstream } from "./upstream/upstream.ts";
+import type { HostPort } from "./core/address.ts";
+import type { Binding, Opened, Upstream } from "./upstream/upstream.ts";
 
 /**
  * What a handler gets: the request, the rules the session took at accept,
@@ -32,6 +33,8 @@ export interface CommandContext {
   upstream: Upstream;
   /** Aborts the work: the connect timeout fired, or the server is shutting down. */
   signal: AbortSignal;
+  /** The control connection's local address (where a BIND listens), when known. */
+  local?: HostPort;
 }
 
 /**
@@ -49,6 +52,8 @@ export interface CommandResult {
   answer: Answer;
   /** For a tunnel: the open connection to relay to. */
   tunnel?: Opened;
+  /** For a BIND: the listener waiting for its peer (the session waits, then closes it). */
+  binding?: Binding;
 }
 
 /**
@@ -73,6 +78,19 @@ function tunnel({ request, rules, upstream, signal }: CommandContext): Promise<C
   return opening.then((o) => ({ answer: { type: "connected", bound: bound ?? o.bound }, tunnel: o }));
 }
 
+/** BIND: listen for the peer; the first reply carries where (the session then waits for the peer). */
+function bind({ request, rules, upstream, local, signal }: CommandContext): Promise<CommandResult> {
+  if (!upstream.bind) {
+    return Promise.reject(
+      new SocksError(ReplyCode.CommandNotSupported, "bind not supported", { code: "unsupported" }),
+    );
+  }
+  const opening = upstream.bind(request, rules.policy, local);
+  // A listener that opens after the deadline is closed, not leaked.
+  opening.then((b) => signal.aborted && b.close(), () => {});
+  return opening.then((binding) => ({ answer: { type: "bound", bound: binding.address }, binding }));
+}
+
 /** The handlers of the commands every server serves. */
 export const COMMANDS: Readonly<Partial<Record<RequestKind, CommandHandler>>> = {
   connect: tunnel,
@@ -85,6 +103,7 @@ export const COMMANDS: Readonly<Partial<Record<RequestKind, CommandHandler>>> = 
     upstream.reverse(request, rules.policy, signal).then((name) => ({
       answer: { type: "resolved_name", name },
     })),
+  bind,
 };
 
 /** Runs the handler of `ctx.request.kind` after the command check of the policy. */

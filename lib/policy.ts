@@ -105,7 +105,7 @@ export function isNonPublicAddress(ip: string): boolean {
  * const lookups: RuleCommand[] = ["resolve"]; // RESOLVE and RESOLVE_PTR
  * ```
  */
-export type RuleCommand = "connect" | "connect_dir" | "resolve";
+export type RuleCommand = "connect" | "connect_dir" | "resolve" | "bind";
 
 /**
  * One allow/deny rule. A rule matches when every field it sets matches; the
@@ -133,7 +133,7 @@ export interface DestinationRule {
   text: string;
 }
 
-const ALL_COMMANDS: readonly RuleCommand[] = ["connect", "connect_dir", "resolve"];
+const ALL_COMMANDS: readonly RuleCommand[] = ["connect", "connect_dir", "resolve", "bind"];
 
 /**
  * Parses a rule: `[COMMANDS@]TARGET[:PORTS]`, where COMMANDS is a comma list
@@ -157,7 +157,7 @@ export function parseRule(action: "allow" | "deny", text: string): DestinationRu
   if (at >= 0) {
     const names = rest.slice(0, at).split(",");
     if (names.some((c) => !ALL_COMMANDS.includes(c as RuleCommand))) {
-      throw bad("commands are connect, connect_dir, resolve");
+      throw bad("commands are connect, connect_dir, resolve, bind");
     }
     commands = names as RuleCommand[];
     rest = rest.slice(at + 1);

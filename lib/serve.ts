@@ -28,7 +28,7 @@ import {
  * const server = await serve(nodeAdapter, options);
  * ```
  */
-export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver"> {
+export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver" | "openListener"> {
   /** Addresses to listen on. Default `127.0.0.1:1080`. Port 0 picks a free port. */
   listen?: HostPort[];
   /** Nameserver for RESOLVE, RESOLVE_PTR and CONNECT by name; default: the system's resolver. */
@@ -177,6 +177,7 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
       dial: adapter.dial,
       resolver: adapter.resolver(options.dns),
       relay: adapter.relay,
+      openListener: (address, onConnection) => adapter.listen(address, onConnection),
     }),
     // Counted when the login fails, not when its connection ends: a client must not get more tries in.
     ...(backoff

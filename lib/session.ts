@@ -8,8 +8,10 @@
  */
 import { formatHostPort, type HostPort } from "./core/address.ts";
 import { replyCodeOf, SocksError } from "./core/errors.ts";
-import type { CloseCode } from "./core/request.ts";
-import { SocksServerMachine, type Step } from "./core/socks_server.ts";
+import type { CloseCode, RequestKind, RequestMachine, Step } from "./core/request.ts";
+import { DEFAULT_COMMANDS, SocksServerMachine } from "./core/socks_server.ts";
+import { SniffingMachine } from "./core/sniff.ts";
+import { concatBytes } from "./core/bytes.ts";
 import { ReplyCode, Socks4ReplyCode } from "./core/wire.ts";
 import { runCommand } from "./commands.ts";
 import { clientAllowed } from "./policy.ts";
@@ -19,7 +21,8 @@ import { DEFAULT_TIMEOUTS, makeRules, type Rules, type RulesOptions, type Timeou
 import type { ByteConnection, DialOptions, NativeRelay, Resolver } from "./runtime.ts";
 import { directUpstream } from "./upstream/direct.ts";
 import { type ChainOptions, chainUpstream } from "./upstream/route.ts";
-import type { Upstream } from "./upstream/upstream.ts";
+import { directBind, type OpenListener } from "./upstream/bind.ts";
+import type { Binding, Opened, Upstream } from "./upstream/upstream.ts";
 
 export { type ConnectionLog, DEFAULT_TIMEOUTS, type Timeouts };
 
@@ -48,6 +51,14 @@ export interface HandlerOptions extends RulesOptions {
   onLog?: (entry: ConnectionLog) => void;
   /** Upstream proxies and the routes to them (`--upstream`, `--route`); default: everything direct. */
   chain?: ChainOptions;
+  /** Serve BIND (SOCKS4 and SOCKS5), listening through `openListener`. Default false. */
+  bind?: boolean;
+  /** Opens BIND's listening sockets (a runtime adapter's `listen`); BIND needs it. */
+  openListener?: OpenListener;
+  /** Where BIND listens (an address of this host); default the control connection's local address. */
+  bindAddress?: string;
+  /** Serve HTTP `CONNECT host:port` on the SOCKS port, under the same policy and users. Default false. */
+  httpConnect?: boolean;
 }
 
 /**
@@ -78,10 +89,17 @@ export interface SessionContext {
   readonly onAuthFailure?: (client: HostPort) => void;
   /** Credentials go on to upstreams: the machine keeps the login, and asks for one it will not check. */
   readonly passthrough?: boolean;
+  /** The request kinds the machine hands out; default the SOCKS machine's (`DEFAULT_COMMANDS`). */
+  readonly commands?: readonly RequestKind[];
+  /** Serve HTTP CONNECT on the SOCKS port. */
+  readonly httpConnect?: boolean;
 }
 
 /** Called once with the record when the connection has ended. */
 export type Done = (record: ConnectionLog) => void;
+
+/** Machine options under `--upstream-auth passthrough`: ask for a login, accept any, keep it for the upstream. */
+const PASSTHROUGH = { acceptAnyLogin: true, keepLogin: true } as const;
 
 const LINGER_MS = 1_000;
 const LINGER_BYTES = 64 * 1024;
@@ -170,6 +188,7 @@ const FAILURE_OUTCOMES = new Set<string>([
   "connect_timeout",
   "shutdown",
   "unsupported",
+  "client_closed",
 ]);
 
 /** The outcome a failed command stands for: the error's own code, else what its reply says. */
@@ -186,6 +205,26 @@ function failureOutcome(error: unknown): Outcome {
 interface Granted {
   upstream: ByteConnection;
   early: Uint8Array;
+  /** The client connection to relay, when it is not the one accepted (BIND: a read was pending on it). */
+  client?: ByteConnection;
+}
+
+/** `conn`, whose first read() is `pending` (already asked of `conn`). */
+function withPendingRead(conn: ByteConnection, pending: Promise<Uint8Array | null>): ByteConnection {
+  let first: Promise<Uint8Array | null> | undefined = pending;
+  return {
+    read: () => {
+      const p = first ?? conn.read();
+      first = undefined;
+      return p;
+    },
+    write: (chunk) => conn.write(chunk),
+    closeWrite: () => conn.closeWrite(),
+    close: () => conn.close(),
+    ...(conn.abort ? { abort: () => conn.abort!() } : {}),
+    ...(conn.localAddress ? { localAddress: conn.localAddress } : {}),
+    ...(conn.remoteAddress ? { remoteAddress: conn.remoteAddress } : {}),
+  };
 }
 
 /**
@@ -250,7 +289,10 @@ class Session {
     this.#negotiate(client, rules, signal, peer).then((granted) => {
       if (!granted) return;
       // Not returned: the promise of this callback settles now instead of following the tunnel.
-      this.#tunnel(client, granted, rules.timeouts.idle, signal).then(this.#settled, this.#failed);
+      this.#tunnel(granted.client ?? client, granted, rules.timeouts.idle, signal).then(
+        this.#settled,
+        this.#failed,
+      );
     }).catch((error) => {
       client.close();
       this.#failed(error);
@@ -269,11 +311,19 @@ class Session {
     peer: HostPort | undefined,
   ): Promise<Granted | undefined> {
     const record = this.record;
-    const machine = new SocksServerMachine(
-      this.#context.passthrough
-        ? { authenticate: rules.authenticate, acceptAnyLogin: true, keepLogin: true }
-        : { authenticate: rules.authenticate },
-    );
+    const context = this.#context;
+    const machine: RequestMachine = context.httpConnect
+      ? new SniffingMachine<RequestKind>({
+        authenticate: rules.authenticate,
+        httpConnect: true,
+        ...(context.passthrough ? PASSTHROUGH : {}),
+        ...(context.commands ? { commands: context.commands } : {}),
+      })
+      : new SocksServerMachine<RequestKind>({
+        authenticate: rules.authenticate,
+        ...(context.passthrough ? PASSTHROUGH : {}),
+        ...(context.commands ? { commands: context.commands } : {}),
+      });
     // 1. Handshake, bounded by the handshake timeout.
     let handshakeTimedOut = false;
     const timer = rules.timeouts.handshake > 0
@@ -308,6 +358,10 @@ class Session {
       if (signal) unwatch(signal, stopHandshake);
     }
     const action = step.action;
+    if (machine.protocol !== undefined) record.protocol = machine.protocol;
+    if (step.status !== undefined) record.status = step.status;
+    // The HTTP-resistance page is a 501, whichever machine sent it.
+    else if (action.type === "close" && action.code === "http_request") record.status = 501;
     if (action.type !== "request") {
       // The machine refused by itself (a bad request, an unsupported command) or the peer misbehaved.
       if (step.reply !== undefined) record.reply = replyText(step.reply);
@@ -321,8 +375,12 @@ class Session {
       else this.end("protocol_error", "protocol error");
       return undefined;
     }
-    const { request, early } = action;
-    record.version = request.version;
+    const { request } = action;
+    if (request.protocol === "http") record.protocol = "http";
+    else {
+      record.version = request.version;
+      record.protocol = request.version === 4 ? "socks4" : "socks5";
+    }
     record.command = request.kind;
     record.target = formatHostPort(request.target);
     if (request.user !== undefined) record.user = request.user;
@@ -331,33 +389,68 @@ class Session {
     const { abort, stopped, clear } = bounded(rules.timeouts.connect, signal);
     let answer: Step;
     let upstream: ByteConnection | undefined;
+    let binding: Binding | undefined;
     let failure: { outcome: Outcome; reason: string } | undefined;
-    try {
-      const result = await Promise.race([
-        runCommand({ request, rules, upstream: this.#context.upstream, signal: abort.signal }),
-        stopped,
-      ]);
-      if (result.tunnel) {
-        upstream = result.tunnel.conn;
-        record.dialed = result.tunnel.dialed;
-      }
-      answer = machine.answer(result.answer);
-    } catch (error) {
+    const refuse = (error: unknown): Step => {
       const dialed = (error as { dialed?: unknown } | null)?.dialed;
       if (typeof dialed === "string") record.dialed = dialed;
       const outcome = failureOutcome(error);
       // Under concealRefusals a name refused by policy looks like one that does not resolve.
       const conceal = rules.concealRefusals && outcome === "refused_policy" &&
         request.target.type === "domain";
-      answer = machine.answer({
+      failure = { outcome, reason: error instanceof Error ? error.message : String(error) };
+      return machine.answer({
         type: "rejected",
         reply: conceal ? ReplyCode.HostUnreachable : replyCodeOf(error),
       });
-      failure = { outcome, reason: error instanceof Error ? error.message : String(error) };
+    };
+    try {
+      const result = await Promise.race([
+        runCommand({
+          request,
+          rules,
+          upstream: context.upstream,
+          signal: abort.signal,
+          ...(client.localAddress ? { local: client.localAddress } : {}),
+        }),
+        stopped,
+      ]);
+      if (result.tunnel) {
+        upstream = result.tunnel.conn;
+        record.dialed = result.tunnel.dialed;
+      }
+      binding = result.binding;
+      answer = machine.answer(result.answer);
+    } catch (error) {
+      answer = refuse(error);
     } finally {
       clear();
     }
+    let early = action.early;
+    let relayed: ByteConnection | undefined;
+    try {
+      if (answer.action.type === "wait" && binding) {
+        // BIND: the first reply goes out, then the wait for the peer (bounded by the connect timeout).
+        record.reply = replyText(answer.reply ?? 0);
+        await send(client, answer);
+        const waited = await this.#waitForPeer(client, binding, rules, signal);
+        if (waited.held) early = early.length === 0 ? waited.held : concatBytes(early, waited.held);
+        if (waited.pending) relayed = withPendingRead(client, waited.pending);
+        if (waited.peer) {
+          upstream = waited.peer.conn;
+          record.dialed = waited.peer.dialed;
+          answer = machine.answer({ type: "peer", peer: waited.peer.bound });
+        } else if (waited.outcome === "client_closed") {
+          client.close();
+          this.end("client_closed", "client closed while BIND waited for its peer");
+          return undefined;
+        } else answer = refuse(waited.error);
+      }
+    } finally {
+      binding?.close();
+    }
     record.reply = answer.action.type === "relay" ? "granted" : replyText(answer.reply ?? 0);
+    if (answer.status !== undefined) record.status = answer.status;
     try {
       await send(client, answer);
     } catch (error) {
@@ -376,7 +469,60 @@ class Session {
       } else this.end("error", "closed");
       return undefined;
     }
-    return { upstream, early };
+    return relayed ? { upstream, early, client: relayed } : { upstream, early };
+  }
+
+  /**
+   * BIND's wait: for the peer, the connect timeout, the shutdown, or the
+   * client closing the control connection, whichever comes first. The
+   * control connection is read meanwhile: a chunk it sends is held for the
+   * peer (and reading stops there); a read still pending when the peer comes
+   * is handed on (`pending`), to be the relay's first.
+   */
+  async #waitForPeer(
+    client: ByteConnection,
+    binding: Binding,
+    rules: Rules,
+    signal: AbortSignal | undefined,
+  ): Promise<{
+    peer?: Opened;
+    error?: unknown;
+    outcome?: "client_closed";
+    held?: Uint8Array;
+    pending?: Promise<Uint8Array | null>;
+  }> {
+    const { abort, stopped, clear } = bounded(rules.timeouts.connect, signal);
+    const reading = client.read();
+    let held: Uint8Array | undefined;
+    const clientGone = new Promise<never>((_, reject) => {
+      reading.then((chunk) => {
+        if (chunk === null) {
+          reject(new SocksError(ReplyCode.GeneralFailure, "client closed", { code: "client_closed" }));
+        } else held = chunk;
+      }, (error) => {
+        reject(
+          new SocksError(ReplyCode.GeneralFailure, `client error: ${String(error)}`, {
+            code: "client_closed",
+          }),
+        );
+      });
+    });
+    clientGone.catch(() => {});
+    const accepting = binding.accept(abort.signal);
+    try {
+      const peer = await Promise.race([accepting, stopped, clientGone]);
+      // Unless the read brought bytes (held for the peer), its result (still to come, or an EOF or error
+      // that came with the peer) is the relay's first read.
+      return held ? { peer, held } : { peer, pending: reading };
+    } catch (error) {
+      // A peer that came in as the wait ended anyway is nobody's.
+      accepting.then((o) => o.conn.close(), () => {});
+      const gone = error instanceof SocksError && error.code === "client_closed";
+      return gone ? { outcome: "client_closed" } : { error };
+    } finally {
+      clear();
+      abort.abort();
+    }
   }
 
   /** 3. The tunnel: forward what the client sent before our reply, then relay. */
@@ -444,6 +590,14 @@ export function refuseSession(
 /** The context of sessions built from handler options: a direct upstream over the runtime's dial. */
 export function sessionContext(options: HandlerOptions): SessionContext {
   const direct = directUpstream(options.dial, options.resolver);
+  const bind = options.bind === true && options.openListener !== undefined;
+  if (bind) {
+    direct.bind = directBind(
+      options.openListener!,
+      options.resolver,
+      options.bindAddress !== undefined ? { address: options.bindAddress } : {},
+    );
+  }
   const chain = options.chain;
   return {
     upstream: chain && (chain.upstreams.length > 0 || chain.routes.length > 0)
@@ -453,6 +607,8 @@ export function sessionContext(options: HandlerOptions): SessionContext {
       })
       : direct,
     ...(chain?.passthrough ? { passthrough: true } : {}),
+    ...(bind ? { commands: [...DEFAULT_COMMANDS, "bind"] } : {}),
+    ...(options.httpConnect === true ? { httpConnect: true } : {}),
     ...(options.relay ? { relay: options.relay } : {}),
     ...(options.onLog ? { onLog: options.onLog } : {}),
   };

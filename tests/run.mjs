@@ -29,14 +29,20 @@ const clients = {
   "tor-resolve": "tor",
   python3: "python3",
   "systemd-analyze": "systemd",
+  socksify: "dante-client",
+  tnftp: "tnftp",
+  ncat: "ncat",
   microsocks: "microsocks",
   danted: "dante-server",
-  ncat: "ncat",
   openssl: "openssl",
 };
 const missing = Object.entries(clients).filter(([cmd]) =>
   sh("sh", ["-c", `command -v ${cmd} || test -x /usr/sbin/${cmd}`], { stdio: "ignore" }).status !== 0
 );
+// A Python module rather than a command: the FTP server of the BIND tests.
+if (sh("/usr/bin/python3", ["-c", "import pyftpdlib"], { stdio: "ignore" }).status !== 0) {
+  missing.push(["pyftpdlib (python module)", "python3-pyftpdlib"]);
+}
 if (missing.length) {
   console.error(
     `missing test clients: ${missing.map(([c]) => c).join(", ")}; install them with: apt-get install -y ` +

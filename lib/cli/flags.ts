@@ -8,7 +8,7 @@
  * @module
  */
 import type { HostPort } from "../runtime.ts";
-import { parseIPv6 } from "../core/address.ts";
+import { canonicalIP, parseIPv6 } from "../core/address.ts";
 import type { LogMode } from "../ops/log.ts";
 import { type Cidr, type DestinationRule, parseCidr, parseRule } from "../policy.ts";
 import { DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS } from "../serve.ts";
@@ -61,6 +61,12 @@ export interface CliOptions {
   routes: Route[];
   /** `--upstream-auth`: the URL's credentials only, or the client's passed through. */
   upstreamAuth: "url" | "passthrough";
+  /** `--bind`: serve BIND. */
+  bind?: boolean;
+  /** `--bind-address`: where BIND listens instead of the control connection's local address. */
+  bindAddress?: string;
+  /** `--http-connect`: serve HTTP CONNECT on the SOCKS port. */
+  httpConnect?: boolean;
   /** `--help`. */
   help: boolean;
   /** `--version`. */
@@ -210,7 +216,7 @@ export const FLAGS: readonly Flag[] = [
     example: "connect@10.0.0.0/8:443",
     help: "allow destinations matching RULE, repeatable; --allow and --deny rules are checked in order " +
       "(first match wins) before the defaults. RULE is [COMMANDS@]TARGET[:PORTS] where COMMANDS is a " +
-      "comma list of connect, connect_dir, resolve; TARGET an address, CIDR range ([v6/len] with a port), " +
+      "comma list of connect, connect_dir, resolve, bind; TARGET an address, CIDR range ([v6/len] with a port), " +
       "host name, *.domain or *; PORTS N or N-M. e.g. --allow 10.0.0.0/8:443",
     workers: "pass",
     apply: (opts, value) => void opts.rules.push(parseRule("allow", value)),
@@ -394,6 +400,36 @@ export const FLAGS: readonly Flag[] = [
       }
       opts.upstreamAuth = value;
     },
+  },
+  {
+    name: "--bind",
+    help: "serve BIND (SOCKS4 and SOCKS5, e.g. active FTP): listen on the address the client reached the " +
+      "proxy on, for one connection from the request's address only (checked by the destination policy, " +
+      "rule command bind), within the connect timeout",
+    workers: "pass",
+    apply: (opts) => void (opts.bind = true),
+  },
+  {
+    name: "--bind-address",
+    value: "IP",
+    example: "192.0.2.10",
+    help: "BIND listens on this address of the host (the one targets can reach) instead of the address the " +
+      "client reached the proxy on; implies nothing without --bind",
+    workers: "pass",
+    apply: (opts, value) => {
+      const ip = canonicalIP(value);
+      if (ip === null) {
+        throw new TypeError(`--bind-address needs an IP address, got ${JSON.stringify(value)}`);
+      }
+      opts.bindAddress = ip;
+    },
+  },
+  {
+    name: "--http-connect",
+    help: "serve HTTP CONNECT host:port on the SOCKS port too, under the same destination policy and users " +
+      "(Proxy-Authorization: Basic); other HTTP requests still get the 501 page",
+    workers: "pass",
+    apply: (opts) => void (opts.httpConnect = true),
   },
   {
     name: "--help",

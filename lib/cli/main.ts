@@ -146,6 +146,9 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     authBackoff: opts.authBackoff,
     hideBoundAddress: opts.hideBoundAddress,
     concealRefusals: opts.concealRefusals,
+    ...(opts.bind ? { bind: true } : {}),
+    ...(opts.bindAddress !== undefined ? { bindAddress: opts.bindAddress } : {}),
+    ...(opts.httpConnect ? { httpConnect: true } : {}),
     timeouts: { handshake: opts.handshakeTimeout, connect: opts.connectTimeout, idle: opts.idleTimeout },
     onLog: logger(opts.log, host.stdout, host.worker()),
     chain: {

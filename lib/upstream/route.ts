@@ -201,6 +201,8 @@ export function chainUpstream(
   }
 
   return {
+    // BIND is not routed: its listener is this host's own, whatever the routes say.
+    ...(direct.bind ? { bind: direct.bind.bind(direct) } : {}),
     open(request, policy: DestinationPolicy, signal) {
       const route = routeFor(request, chain.routes);
       if (!route) return direct.open(request, policy, signal);
