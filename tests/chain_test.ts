@@ -490,6 +490,64 @@ describe("chaining: a second edgesocks", () => {
   });
 });
 
+describe("chaining: an HTTP CONNECT upstream (a second edgesocks, --http-connect)", () => {
+  it("Basic credentials passed through are checked by it; its 407, 403 and 502 are 0x02, 0x02, 0x04", async () => {
+    const web = await startHttp();
+    const closed = await closedPort();
+    const upLogs: ConnectionLog[] = [];
+    const up = await startProxy({
+      httpConnect: true,
+      policy: {
+        allowPrivate: true,
+        rules: [{ action: "deny", commands: ["connect"], host: "no.test", text: "no.test" }],
+      },
+      users: new Map([["alice", "s3cret"]]),
+      authBackoff: false,
+      onLog: (e) => upLogs.push(e),
+    });
+    const proxy = await chained({
+      upstreams: [parseHop("up", `http://127.0.0.1:${up.port}`)],
+      routes: [parseRoute("*=up")],
+      passthrough: true,
+    });
+    try {
+      const r = await curl([
+        "--socks5-hostname",
+        `127.0.0.1:${proxy.port}`,
+        "-U",
+        "alice:s3cret",
+        `http://localhost:${web.port}/`,
+      ]);
+      assert.equal(r.stdout, HTTP_BODY, r.stderr);
+      const login = hex("05 01 02 01 05 'alice' 06 's3cret'");
+      const answer = async (host: string, port: number, greeting: Uint8Array) => {
+        const c = await RawClient.open(proxy.port);
+        try {
+          c.send(greeting);
+          await c.readExactly(greeting[2] === 2 ? 4 : 2);
+          c.send(
+            Uint8Array.of(5, 1, 0, 3, host.length, ...new TextEncoder().encode(host), port >> 8, port & 0xff),
+          );
+          return toHex(await c.readToEnd(10_000));
+        } finally {
+          c.destroy();
+        }
+      };
+      // Its refusals as their statuses say: 407 (no credentials) and 403 (its policy) are 0x02; it answers
+      // a refused connection 502, which is 0x04.
+      assert.equal(await answer("localhost", web.port, hex("05 01 00")), reply(0x02));
+      assert.equal(await answer("no.test", 80, login), reply(0x02));
+      assert.equal(await answer("localhost", closed, login), reply(0x04));
+      await until(3_000, () => JSON.stringify(upLogs), () => upLogs.length === 4);
+      assert.deepEqual(upLogs.map((l) => l.user), ["alice", undefined, "alice", "alice"]);
+    } finally {
+      await proxy.close();
+      await up.close();
+      await web.close();
+    }
+  });
+});
+
 describe("chaining: an HTTP CONNECT upstream (ncat --proxy-type http)", () => {
   let web: Awaited<ReturnType<typeof startHttp>>;
   let ncat: Awaited<ReturnType<typeof daemon>>;
