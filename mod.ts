@@ -55,6 +55,8 @@ export type {
   NativeRelay,
   Resolver,
   RuntimeAdapter,
+  WebSocketConnectOptions,
+  WebSocketServeOptions,
 } from "./lib/runtime.ts";
 export { type ByteStreamPair, fromWebStreams } from "./lib/streams.ts";
 export {
@@ -103,6 +105,7 @@ export {
   serve,
   type ServeOptions,
   type SocksServer,
+  type WebSocketServe,
 } from "./lib/serve.ts";
 export {
   checkDestination,
@@ -123,6 +126,24 @@ export {
 export { createAuthenticator, parseUsers } from "./lib/auth.ts";
 export { type AuthBackoff, DEFAULT_AUTH_BACKOFF } from "./lib/admission.ts";
 export { VERSION } from "./lib/version.ts";
+export {
+  decodeUdpDatagram,
+  encodeUdpDatagram,
+  type UdpDatagram,
+  udpHeaderLength,
+  type UdpInvalid,
+} from "./lib/core/udp.ts";
+export type { UdpBindOptions, UdpSocket } from "./lib/runtime.ts";
+export {
+  type AssociateRequest,
+  type Association,
+  UDP_DEFAULTS,
+  UDP_DROPS,
+  type UdpDrop,
+  type UdpOptions,
+  type UdpService,
+  udpService,
+} from "./lib/upstream/udp.ts";
 
 // The CLI and the runtime adapter load only when this file is the program.
 if (import.meta.main) await import("./lib/cli/bin.ts");

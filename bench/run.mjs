@@ -16,6 +16,7 @@ import net from "node:net";
 import os from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { measureUdp, udpReport } from "./udp.mjs";
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
 const root = join(benchDir, "..");
@@ -34,8 +35,8 @@ if (argv.includes("--help") || argv.includes("-h")) {
   --only    edgesocks runtimes (and their bare forwarders) to measure; default all three
   --skip    reference proxies to leave out (microsocks, dante, npm: the npm SOCKS servers on Node)
   --runs N  throughput and tunnels/s runs per subject (default 3 and 5; --quick: 3 and 1)
-  --parts   what to measure: a comma list of throughput, tunnels, memory, chain (throughput through
-            one upstream hop, edgesocks → microsocks, beside a direct edgesocks tunnel); default all four
+  --parts   what to measure: a comma list of throughput, tunnels, memory, udp, chain (throughput
+            through one upstream hop, beside a direct edgesocks tunnel); default all five
   --check   exit 1 if any measurement failed (CI runs --quick --check as a smoke test)`);
   process.exit(0);
 }
@@ -59,7 +60,7 @@ if (runsFlag !== null && !(Number.isInteger(runsFlag) && runsFlag >= 1 && runsFl
 }
 const only = listFlag("--only", RUNTIMES, RUNTIMES);
 const skip = listFlag("--skip", REFERENCES, []);
-const PARTS = ["throughput", "tunnels", "memory", "chain"];
+const PARTS = ["throughput", "tunnels", "memory", "udp", "chain"];
 const parts = listFlag("--parts", PARTS, PARTS);
 
 const cfg = quick
@@ -325,10 +326,11 @@ function foreignDelta(a, b) {
  */
 async function observe(r, run) {
   const loadBefore = await quietGate();
-  const f0 = foreignCpu(), p0 = r.proc ? groupCpu(r.proc.pid) : 0, t0 = performance.now();
+  const cpu = () => (r.proc ? groupCpu(r.proc.pid) : 0) + (r.extra ? groupCpu(r.extra.pid) : 0);
+  const f0 = foreignCpu(), p0 = cpu(), t0 = performance.now();
   const result = await run();
   const wall = (performance.now() - t0) / 1000;
-  const p1 = r.proc ? groupCpu(r.proc.pid) : 0, f1 = foreignCpu();
+  const p1 = cpu(), f1 = foreignCpu();
   const proxyCpu = r.proc ? p1 - p0 : null;
   const background = foreignDelta(f0, f1) / (wall * os.cpus().length);
   return { result, proxyCpu, loadBefore, background };
@@ -549,6 +551,41 @@ function subjects() {
       noMemory: "same relay as SOCKS5",
       start: startOn(`edgesocks ${rt} --http-connect`, cmd, [...args, "--http-connect"]),
     });
+    // SOCKS over WebSocket: the bridge and a --listen-ws edge, both on this runtime (CPU: both processes).
+    const [, edgeArgs] = edgesocks[rt];
+    const edgeWs = [...edgeArgs.filter((a) => a !== "--listen" && a !== "127.0.0.1:0")];
+    edgeWs.splice(edgeWs.indexOf("mod.ts") + 1, 0, "--listen-ws", "127.0.0.1:0/socks");
+    list.push({
+      id: `${rt}-ws`,
+      label: `edgesocks on ${rt}, bridge + WebSocket edge`,
+      kind: "socks",
+      runtime: rt,
+      edgesocks: true,
+      noMemory: "two processes",
+      start: async () => {
+        const edge = launch(`edgesocks ${rt} --listen-ws`, cmd, edgeWs);
+        const m = await waitFor(
+          edge,
+          (p) => /ws:\/\/127\.0\.0\.1:(\d+)\/socks/.exec(p.out),
+          30_000,
+          "startup line",
+        );
+        const bridgeArgs = [
+          ...args.slice(0, args.indexOf("mod.ts") + 1),
+          "bridge",
+          "--listen",
+          "127.0.0.1:0",
+        ];
+        bridgeArgs.push("--to", `ws://127.0.0.1:${m[1]}/socks`);
+        try {
+          const { proc, port } = await startOn(`edgesocks ${rt} bridge`, cmd, bridgeArgs)();
+          return { proc, port, extra: edge };
+        } catch (error) {
+          await stop(edge);
+          throw error;
+        }
+      },
+    });
   }
   return list;
 }
@@ -561,8 +598,8 @@ async function startAll(list) {
       continue;
     }
     try {
-      const { proc, port } = await s.start();
-      running.push({ subject: s, proc, port });
+      const { proc, port, extra } = await s.start();
+      running.push({ subject: s, proc, port, extra });
     } catch (error) {
       log(`${s.label}: could not start: ${error.message}`);
       s.startError = error.message;
@@ -733,6 +770,15 @@ function summarize(results, raw) {
         (t) => t.proxyCpuUsPerTunnel,
       );
     }
+  }
+  // SOCKS over WebSocket (bridge + edge) ÷ the same runtime's TCP relay, run by run.
+  for (const rt of only) {
+    const w = raw[`${rt}-ws`], e = raw[`${rt}-edgesocks`];
+    if (!w || !e) continue;
+    for (const d of ["up", "down"]) {
+      results.tput[`${rt}-ws`][d].vsTcp = pairedRatio(w[d], e[d], (t) => t.mibps);
+    }
+    results.tunnels[`${rt}-ws`].vsTcp = pairedRatio(w.tunnels, e.tunnels, (t) => t.perSecond);
   }
   for (const rt of only) {
     const c = raw[`${rt}-edgesocks-chained`], e = raw[`${rt}-edgesocks`], ms = raw.microsocks;
@@ -961,6 +1007,7 @@ function report(results) {
     ),
   );
   out.push("");
+  if (results.udp) out.push(udpReport(results.udp), "");
   const skipped = results.subjects.filter((s) => s.startError).map((s) => `${s.label}: ${s.startError}`);
   if (skipped.length) out.push(`Could not start: ${skipped.join("; ")}`, "");
   return out.join("\n");
@@ -1033,6 +1080,24 @@ function evaluateTargets(results) {
         met: r?.median == null ? null : r.median >= goal,
       });
     }
+  }
+  for (const rt of only) {
+    for (const dir of ["up", "down"]) {
+      const r = tput[`${rt}-ws`]?.[dir].vsTcp;
+      targets.push({
+        what: `${rt}: bridge + WebSocket edge throughput ${dir} ÷ edgesocks over TCP`,
+        value: r?.median == null ? "—" : range(r, 2),
+        goal: "≥ 0.80",
+        met: r?.median == null ? null : r.median >= 0.8,
+      });
+    }
+    const t = tunnels[`${rt}-ws`]?.vsTcp;
+    targets.push({
+      what: `${rt}: bridge + WebSocket edge tunnels/s ÷ edgesocks over TCP`,
+      value: t?.median == null ? "—" : range(t, 2),
+      goal: "(reported)",
+      met: null,
+    });
   }
   for (const rt of only) {
     const k = memory[`${rt}-edgesocks`]?.kibPerTunnel ?? null;
@@ -1172,7 +1237,7 @@ async function main() {
         await sleep(200);
       }
     }
-    for (const r of running) await stop(r.proc);
+    for (const r of running) await stop(r.proc), await stop(r.extra);
     summarize(results, raw);
     const all = Object.values(raw).flatMap((x) => [...x.up, ...x.down, ...x.tunnels]).map((t) =>
       t?.background
@@ -1190,6 +1255,10 @@ async function main() {
         results.memory[s.id] = { error: error.message };
         log(`memory ${s.label}: FAILED ${error.message}`);
       }
+    }
+    // ---- UDP ASSOCIATE datagrams per second (bench/udp.mjs)
+    if (parts.includes("udp")) {
+      results.udp = await measureUdp({ only, quick, runs: quick ? 1 : 3, bin, launch, stop, waitFor, log });
     }
   } finally {
     for (const proc of [...live.values()]) await stop(proc);
@@ -1211,6 +1280,7 @@ async function main() {
         t,
       ) => [...t.errors, ...(t.failedTunnels ? ["tunnels failed"] : [])]),
       ...Object.values(results.memory).flatMap((m) => (m.error ? [m.error] : [])),
+      ...Object.values(results.udp ?? {}).flatMap((u) => u.errors),
     ];
     if (failed.length > 0) {
       log(`--check: ${failed.length} measurements failed: ${failed.slice(0, 3).join("; ")}`);

@@ -13,6 +13,7 @@ import { checkCommand } from "./policy.ts";
 import type { Rules } from "./rules.ts";
 import type { HostPort } from "./core/address.ts";
 import type { Binding, Opened, Upstream } from "./upstream/upstream.ts";
+import type { Association, UdpService } from "./upstream/udp.ts";
 
 /**
  * What a handler gets: the request, the rules the session took at accept,
@@ -33,8 +34,12 @@ export interface CommandContext {
   upstream: Upstream;
   /** Aborts the work: the connect timeout fired, or the server is shutting down. */
   signal: AbortSignal;
-  /** The control connection's local address (where a BIND listens), when known. */
+  /** The control connection's local address (where a BIND listens, where a UDP relay binds), when known. */
   local?: HostPort;
+  /** The control connection's peer: the client (UDP ASSOCIATE takes its datagrams from its address). */
+  client?: HostPort;
+  /** UDP ASSOCIATE's service, when the server serves it. */
+  udp?: UdpService;
 }
 
 /**
@@ -54,6 +59,8 @@ export interface CommandResult {
   tunnel?: Opened;
   /** For a BIND: the listener waiting for its peer (the session waits, then closes it). */
   binding?: Binding;
+  /** For UDP ASSOCIATE: the open association, held while the client connection lasts. */
+  association?: Association;
 }
 
 /**
@@ -91,6 +98,24 @@ function bind({ request, rules, upstream, local, signal }: CommandContext): Prom
   return opening.then((binding) => ({ answer: { type: "bound", bound: binding.address }, binding }));
 }
 
+/** UDP ASSOCIATE: open a relay socket; the reply carries where (the session then holds the connection). */
+function associate({ request, rules, signal, client, local, udp }: CommandContext): Promise<CommandResult> {
+  if (!udp) {
+    return Promise.reject(
+      new SocksError(ReplyCode.CommandNotSupported, "udp_associate not supported", { code: "unsupported" }),
+    );
+  }
+  const opening = udp.associate({
+    request,
+    policy: rules.policy,
+    ...(client ? { client } : {}),
+    ...(local ? { local } : {}),
+    idleTimeout: rules.timeouts.idle,
+  });
+  opening.then((a) => signal.aborted && a.close(), () => {});
+  return opening.then((a) => ({ answer: { type: "associated", bound: a.bound }, association: a }));
+}
+
 /** The handlers of the commands every server serves. */
 export const COMMANDS: Readonly<Partial<Record<RequestKind, CommandHandler>>> = {
   connect: tunnel,
@@ -104,6 +129,7 @@ export const COMMANDS: Readonly<Partial<Record<RequestKind, CommandHandler>>> = 
       answer: { type: "resolved_name", name },
     })),
   bind,
+  udp_associate: associate,
 };
 
 /** Runs the handler of `ctx.request.kind` after the command check of the policy. */

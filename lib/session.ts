@@ -23,6 +23,7 @@ import { directUpstream } from "./upstream/direct.ts";
 import { type ChainOptions, chainUpstream } from "./upstream/route.ts";
 import { directBind, type OpenListener } from "./upstream/bind.ts";
 import type { Binding, Opened, Upstream } from "./upstream/upstream.ts";
+import { type Association, UDP_DROPS, type UdpService } from "./upstream/udp.ts";
 
 export { type ConnectionLog, DEFAULT_TIMEOUTS, type Timeouts };
 
@@ -93,6 +94,8 @@ export interface SessionContext {
   readonly commands?: readonly RequestKind[];
   /** Serve HTTP CONNECT on the SOCKS port. */
   readonly httpConnect?: boolean;
+  /** UDP ASSOCIATE's service; without it UDP ASSOCIATE is answered "command not supported". */
+  readonly udp?: UdpService;
 }
 
 /** Called once with the record when the connection has ended. */
@@ -165,7 +168,7 @@ async function lingeringClose(client: ByteConnection): Promise<void> {
 }
 
 /** Nearly every step writes one buffer: that write's own promise, no async wrapper around it. */
-function send(client: ByteConnection, step: Step): Promise<void> | undefined {
+function send(client: ByteConnection, step: Step<RequestKind>): Promise<void> | undefined {
   if (step.write.length === 0) return undefined;
   if (step.write.length === 1) return client.write(step.write[0]);
   return step.write.reduce((p: Promise<void>, w) => p.then(() => client.write(w)), Promise.resolve());
@@ -189,6 +192,7 @@ const FAILURE_OUTCOMES = new Set<string>([
   "shutdown",
   "unsupported",
   "client_closed",
+  "refused_limit",
 ]);
 
 /** The outcome a failed command stands for: the error's own code, else what its reply says. */
@@ -201,8 +205,14 @@ function failureOutcome(error: unknown): Outcome {
   return error instanceof SocksError ? "upstream_failed" : "error";
 }
 
-/** What the handshake leaves for the relay: the open upstream and the bytes the client sent early. */
-interface Granted {
+/**
+ * What the handshake leaves for the relay: the open upstream and the bytes the client sent early; or,
+ * for UDP ASSOCIATE, the association the client connection holds open.
+ */
+type Granted = Tunnelled | { association: Association };
+
+/** A granted tunnel: the open upstream and the bytes the client sent early. */
+interface Tunnelled {
   upstream: ByteConnection;
   early: Uint8Array;
   /** The client connection to relay, when it is not the one accepted (BIND: a read was pending on it). */
@@ -288,6 +298,9 @@ class Session {
     }
     this.#negotiate(client, rules, signal, peer).then((granted) => {
       if (!granted) return;
+      if ("association" in granted) {
+        return this.#hold(client, granted.association, signal);
+      }
       // Not returned: the promise of this callback settles now instead of following the tunnel.
       this.#tunnel(granted.client ?? client, granted, rules.timeouts.idle, signal).then(
         this.#settled,
@@ -332,7 +345,7 @@ class Session {
         client.close();
       }, rules.timeouts.handshake)
       : undefined;
-    let step: Step;
+    let step: Step<RequestKind>;
     const stopHandshake = () => client.close();
     if (signal) watch(signal, stopHandshake);
     try {
@@ -387,9 +400,10 @@ class Session {
 
     // 2. The command's work, bounded by the connect timeout and the server's shutdown.
     const { abort, stopped, clear } = bounded(rules.timeouts.connect, signal);
-    let answer: Step;
+    let answer: Step<RequestKind>;
     let upstream: ByteConnection | undefined;
     let binding: Binding | undefined;
+    let association: Association | undefined;
     let failure: { outcome: Outcome; reason: string } | undefined;
     const refuse = (error: unknown): Step => {
       const dialed = (error as { dialed?: unknown } | null)?.dialed;
@@ -412,6 +426,7 @@ class Session {
           upstream: context.upstream,
           signal: abort.signal,
           ...(client.localAddress ? { local: client.localAddress } : {}),
+          ...(request.kind === "udp_associate" ? udpContext(client, peer, context.udp) : {}),
         }),
         stopped,
       ]);
@@ -420,6 +435,7 @@ class Session {
         record.dialed = result.tunnel.dialed;
       }
       binding = result.binding;
+      association = result.association;
       answer = machine.answer(result.answer);
     } catch (error) {
       answer = refuse(error);
@@ -449,14 +465,18 @@ class Session {
     } finally {
       binding?.close();
     }
-    record.reply = answer.action.type === "relay" ? "granted" : replyText(answer.reply ?? 0);
+    const held = answer.action.type === "hold";
+    record.reply = answer.action.type === "relay" || held ? "granted" : replyText(answer.reply ?? 0);
     if (answer.status !== undefined) record.status = answer.status;
     try {
       await send(client, answer);
     } catch (error) {
       upstream?.close();
+      association?.close();
       throw error;
     }
+    if (held && association) return { association };
+    association?.close();
     if (answer.action.type !== "relay" || !upstream) {
       await lingeringClose(client);
       if (failure) this.end(failure.outcome, failure.reason);
@@ -525,10 +545,42 @@ class Session {
     }
   }
 
+  /**
+   * 3'. UDP ASSOCIATE: the association lives as long as the client connection (whatever the client
+   * sends on it is read and dropped), until the association has been idle for the idle timeout, or the
+   * server shuts down. The connection itself has no idle timeout meanwhile: the datagrams are its life.
+   */
+  #hold(client: ByteConnection, association: Association, signal?: AbortSignal): void {
+    let over = false;
+    const finish = (outcome: Outcome, why: string) => {
+      if (over) return;
+      over = true;
+      if (signal) unwatch(signal, aborted);
+      association.close();
+      client.close();
+      this.record.up += association.up;
+      this.record.down += association.down;
+      const dropped = UDP_DROPS.filter((why) => association.dropped[why])
+        .map((why) => `${association.dropped[why]} ${why}`).join(", ");
+      this.end(
+        outcome,
+        `${why}; udp: ${association.datagramsUp} datagrams up, ${association.datagramsDown} down` +
+          (dropped ? `, dropped: ${dropped}` : ""),
+      );
+    };
+    const aborted = () => finish("shutdown", "server shutting down");
+    if (signal?.aborted) return aborted();
+    if (signal) watch(signal, aborted);
+    association.idle.then(() => finish("tunnel_idle", "idle timeout"));
+    const closed = () => finish("tunnel_done", "control connection closed");
+    const drain = (): void => void client.read().then((chunk) => chunk === null ? closed() : drain(), closed);
+    drain();
+  }
+
   /** 3. The tunnel: forward what the client sent before our reply, then relay. */
   #tunnel(
     client: ByteConnection,
-    granted: Granted,
+    granted: Tunnelled,
     idle: number,
     signal?: AbortSignal,
   ): Promise<RelayResult> {
@@ -547,6 +599,15 @@ class Session {
       throw error;
     });
   }
+}
+
+/**
+ * What UDP ASSOCIATE's handler gets besides the request and the local address: the control
+ * connection's peer (looked up here when admission did not need it) and the service.
+ */
+function udpContext(conn: ByteConnection, peer: HostPort | undefined, udp: UdpService | undefined) {
+  const client = peer ?? conn.remoteAddress;
+  return { ...(client ? { client } : {}), ...(udp ? { udp } : {}) };
 }
 
 /**

@@ -173,7 +173,7 @@ describe("destination rules", () => {
     assert.equal(parseRule("allow", "*:8080").host, undefined);
     // Who may connect back to a BIND.
     assert.deepEqual(parseRule("deny", "bind@1.2.3.4").commands, ["bind"]);
-    assert.deepEqual(parseRule("deny", "*").commands, ["connect", "connect_dir", "resolve", "bind"]);
+    assert.deepEqual(parseRule("deny", "*").commands, ["connect", "connect_dir", "resolve", "bind", "udp"]);
     for (
       const bad of [
         "listen@1.2.3.4",
