@@ -42,6 +42,7 @@ export {
   ReplyCode,
   Socks4ReplyCode,
   SocksCommand,
+  TorReplyCode,
 } from "./lib/core/wire.ts";
 export { canonicalIP, type HostType, type SocksAddress } from "./lib/core/address.ts";
 export { replyCodeOf, SocksError } from "./lib/core/errors.ts";
@@ -87,6 +88,18 @@ export type { CommandContext, CommandHandler, CommandResult } from "./lib/comman
 export { type Binding, type Opened, type Upstream, UpstreamError } from "./lib/upstream/upstream.ts";
 export { directBind, type OpenListener } from "./lib/upstream/bind.ts";
 export { directUpstream } from "./lib/upstream/direct.ts";
+export { type Hop, type HopProtocol, parseHop } from "./lib/upstream/hop.ts";
+export { type HopOptions, type HopUpstream, socksUpstream } from "./lib/upstream/socks5.ts";
+export { httpStatusReply, httpUpstream } from "./lib/upstream/http.ts";
+export { type ChainOptions, chainUpstream, parseRoute, type Route } from "./lib/upstream/route.ts";
+export {
+  type SocksClientAction,
+  type SocksClientFailure,
+  SocksClientMachine,
+  type SocksClientProtocol,
+  type SocksClientRequest,
+  type SocksClientStep,
+} from "./lib/core/socks_client.ts";
 export {
   DEFAULT_LISTEN,
   DEFAULT_MAX_CONNECTIONS,

@@ -20,6 +20,7 @@ import { relay, type RelayResult, unwatch, watch } from "./relay.ts";
 import { DEFAULT_TIMEOUTS, makeRules, type Rules, type RulesOptions, type Timeouts } from "./rules.ts";
 import type { ByteConnection, DialOptions, NativeRelay, Resolver } from "./runtime.ts";
 import { directUpstream } from "./upstream/direct.ts";
+import { type ChainOptions, chainUpstream } from "./upstream/route.ts";
 import { directBind, type OpenListener } from "./upstream/bind.ts";
 import type { Binding, Opened, Upstream } from "./upstream/upstream.ts";
 import { type Association, UDP_DROPS, type UdpService } from "./upstream/udp.ts";
@@ -49,6 +50,8 @@ export interface HandlerOptions extends RulesOptions {
   relay?: NativeRelay;
   /** Called once per connection when it ends. */
   onLog?: (entry: ConnectionLog) => void;
+  /** Upstream proxies and the routes to them (`--upstream`, `--route`); default: everything direct. */
+  chain?: ChainOptions;
   /** Serve BIND (SOCKS4 and SOCKS5), listening through `openListener`. Default false. */
   bind?: boolean;
   /** Opens BIND's listening sockets (a runtime adapter's `listen`); BIND needs it. */
@@ -85,6 +88,8 @@ export interface SessionContext {
   readonly onLog?: (entry: ConnectionLog) => void;
   /** Told at once when a client's login fails (before its connection has ended), e.g. for a backoff. */
   readonly onAuthFailure?: (client: HostPort) => void;
+  /** Credentials go on to upstreams: the machine keeps the login, and asks for one it will not check. */
+  readonly passthrough?: boolean;
   /** The request kinds the machine hands out; default the SOCKS machine's (`DEFAULT_COMMANDS`). */
   readonly commands?: readonly RequestKind[];
   /** Serve HTTP CONNECT on the SOCKS port. */
@@ -95,6 +100,9 @@ export interface SessionContext {
 
 /** Called once with the record when the connection has ended. */
 export type Done = (record: ConnectionLog) => void;
+
+/** Machine options under `--upstream-auth passthrough`: ask for a login, accept any, keep it for the upstream. */
+const PASSTHROUGH = { acceptAnyLogin: true, keepLogin: true } as const;
 
 const LINGER_MS = 1_000;
 const LINGER_BYTES = 64 * 1024;
@@ -328,10 +336,12 @@ class Session {
       ? new SniffingMachine<RequestKind>({
         authenticate: rules.authenticate,
         httpConnect: true,
+        ...(context.passthrough ? PASSTHROUGH : {}),
         ...(context.commands ? { commands: context.commands } : {}),
       })
       : new SocksServerMachine<RequestKind>({
         authenticate: rules.authenticate,
+        ...(context.passthrough ? PASSTHROUGH : {}),
         ...(context.commands ? { commands: context.commands } : {}),
       });
     // 1. Handshake, bounded by the handshake timeout.
@@ -650,17 +660,24 @@ export function refuseSession(
 
 /** The context of sessions built from handler options: a direct upstream over the runtime's dial. */
 export function sessionContext(options: HandlerOptions): SessionContext {
-  const upstream = directUpstream(options.dial, options.resolver);
+  const direct = directUpstream(options.dial, options.resolver);
   const bind = options.bind === true && options.openListener !== undefined;
   if (bind) {
-    upstream.bind = directBind(
+    direct.bind = directBind(
       options.openListener!,
       options.resolver,
       options.bindAddress !== undefined ? { address: options.bindAddress } : {},
     );
   }
+  const chain = options.chain;
   return {
-    upstream,
+    upstream: chain && (chain.upstreams.length > 0 || chain.routes.length > 0)
+      ? chainUpstream(direct, options.dial, options.resolver, {
+        connectTimeout: options.timeouts?.connect ?? DEFAULT_TIMEOUTS.connect,
+        ...chain,
+      })
+      : direct,
+    ...(chain?.passthrough ? { passthrough: true } : {}),
     ...(bind ? { commands: [...DEFAULT_COMMANDS, "bind"] } : {}),
     ...(options.httpConnect === true ? { httpConnect: true } : {}),
     ...(options.relay ? { relay: options.relay } : {}),

@@ -33,6 +33,8 @@ const clients = {
   socksify: "dante-client",
   tnftp: "tnftp",
   ncat: "ncat",
+  microsocks: "microsocks",
+  danted: "dante-server",
   openssl: "openssl",
 };
 const missing = Object.entries(clients).filter(([cmd]) =>

@@ -15,6 +15,8 @@ import { DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, type ListenAddress } from "../
 import { DEFAULT_TIMEOUTS } from "../rules.ts";
 import { DEFAULT_AUTH_BACKOFF } from "../admission.ts";
 import { DEFAULT_PROXY_PROTOCOL_TIMEOUT } from "../ingress/proxy_protocol.ts";
+import { type Hop, parseHop } from "../upstream/hop.ts";
+import { parseRoute, type Route } from "../upstream/route.ts";
 import { UDP_DEFAULTS } from "../upstream/udp.ts";
 
 /** Parsed command line. */
@@ -71,6 +73,12 @@ export interface CliOptions {
   proxyProtocolTimeout: number;
   /** `--config`: the JSON file holding flags. */
   configFile?: string;
+  /** `--upstream`, in order. */
+  upstreams: Hop[];
+  /** `--route`, in order. */
+  routes: Route[];
+  /** `--upstream-auth`: the URL's credentials only, or the client's passed through. */
+  upstreamAuth: "url" | "passthrough";
   /** `--listen-ws`, in order: SOCKS over WebSocket. */
   listenWs: (HostPort & { path: string })[];
   /** `--ws-token-file`: the file holding the WebSocket bearer token. */
@@ -488,6 +496,48 @@ export const FLAGS: readonly Flag[] = [
     apply: (opts, value) => void (opts.configFile = value),
   },
   {
+    name: "--upstream",
+    value: "NAME=URL",
+    example: "tor=socks5h://127.0.0.1:9050?tor",
+    help: "an upstream proxy that --route can name, repeatable. URL is socks5h:// (names resolved by the " +
+      "upstream), socks5:// (resolved here), socks4a://, socks4:// or http:// (CONNECT), with optional " +
+      "USER:PASS@ (percent-encoded), HOST:PORT, and ?tor for a SOCKS5 upstream that speaks Tor's RESOLVE " +
+      "and RESOLVE_PTR",
+    workers: "pass",
+    apply: (opts, value) => {
+      const eq = value.indexOf("=");
+      if (eq <= 0) throw new TypeError(`--upstream needs NAME=URL, got ${JSON.stringify(value)}`);
+      opts.upstreams.push(parseHop(value.slice(0, eq), value.slice(eq + 1)));
+    },
+  },
+  {
+    name: "--route",
+    value: "RULE=NAME[,NAME]",
+    example: "*.onion=tor",
+    help: "send requests matching RULE (as for --allow) through the upstream NAME, repeatable; the first " +
+      "matching route wins, the rest go direct. Several names are tried in order while one cannot be " +
+      "reached; 'direct' is no upstream. RESOLVE and RESOLVE_PTR follow their route only to direct or to a " +
+      "?tor upstream (else they are refused). e.g. --route 'connect@*.corp.example=corp,direct'",
+    workers: "pass",
+    apply: (opts, value) => void opts.routes.push(parseRoute(value)),
+  },
+  {
+    name: "--upstream-auth",
+    value: "url|passthrough",
+    example: "passthrough",
+    help: "credentials for upstreams: url (default) sends those of the upstream's URL; passthrough sends " +
+      "the client's own (RFC 1929 user and password byte for byte to SOCKS5, as HTTP Basic to http://, the " +
+      "user id or user name to SOCKS4), and the URL's for a client that gave none. With passthrough and no " +
+      "--users, a client that offers username/password is asked for it and any is accepted",
+    workers: "pass",
+    apply: (opts, value) => {
+      if (value !== "url" && value !== "passthrough") {
+        throw new TypeError(`--upstream-auth must be url or passthrough, got ${JSON.stringify(value)}`);
+      }
+      opts.upstreamAuth = value;
+    },
+  },
+  {
     name: "--listen-ws",
     value: "HOST:PORT/PATH",
     example: "127.0.0.1:8080/socks",
@@ -595,6 +645,9 @@ export function parseArgs(args: string[], flags: readonly Flag[] = FLAGS): CliOp
     proxyProtocol: false,
     proxyProtocolFrom: [],
     proxyProtocolTimeout: DEFAULT_PROXY_PROTOCOL_TIMEOUT,
+    upstreams: [],
+    routes: [],
+    upstreamAuth: "url",
     listenWs: [],
     help: false,
     version: false,

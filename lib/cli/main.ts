@@ -14,6 +14,7 @@ import { VERSION } from "../version.ts";
 import { listenFailure, readFailure, reasonOf } from "./errors.ts";
 import { type CliOptions, flagHelp } from "./flags.ts";
 import { loadOptions } from "./config.ts";
+import { checkChain } from "../upstream/route.ts";
 import { readyLine, stoppedLine, stoppingLine, supervise, type WorkerProcess } from "./workers.ts";
 
 /** Process services the CLI needs, one implementation per runtime. */
@@ -188,6 +189,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   let webSocket: WebSocketServe | undefined;
   try {
     opts = await loadOptions(host.args(), (path) => host.readTextFile(path));
+    checkChain(opts);
     if (opts.usersFile !== undefined) users = await readUsers(host, opts.usersFile);
     webSocket = await webSocketOptions(host, opts);
   } catch (error) {
@@ -221,6 +223,11 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     proxyProtocol: opts.proxyProtocol && {
       ...(opts.proxyProtocolFrom.length > 0 ? { from: opts.proxyProtocolFrom } : {}),
       timeout: opts.proxyProtocolTimeout,
+    },
+    chain: {
+      upstreams: opts.upstreams,
+      routes: opts.routes,
+      passthrough: opts.upstreamAuth === "passthrough",
     },
     webSocket,
     // One line when accepting starts failing, one when it works again (serve() makes it one episode).
