@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { configArgs, loadOptions } from "../lib/cli/config.ts";
 import { FLAGS, parseArgs } from "../lib/cli/flags.ts";
-import { curl, HTTP_BODY, run, runtimeCommand, spawnProxy, startHttp } from "./_fixtures.ts";
+import { curl, HTTP_BODY, run, runtimeCommand, spawnProxy, startHttp, until } from "./_fixtures.ts";
 
 const files = new Map<string, string>();
 const read = (path: string) =>
@@ -167,6 +167,8 @@ describe("--config, the program", () => {
         proxy.startup,
         /listening on 127\.0\.0\.1:\d+ \(auth: none, private destinations allowed\)$/,
       );
+      // curl is done once it has the body; the tunnel's record follows when both sides have closed.
+      await until(10_000, () => `no record line: ${proxy.output()}`, () => / outcome=/.test(proxy.output()));
     } finally {
       assert.equal(await proxy.stop(), 0);
       await web.close();
