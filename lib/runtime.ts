@@ -117,6 +117,24 @@ export interface Listener {
 }
 
 /**
+ * A listening Unix domain socket.
+ *
+ * @example
+ * ```ts
+ * import type { RuntimeAdapter, UnixListener } from "@edgesocks/edgesocks";
+ * declare const adapter: RuntimeAdapter;
+ * const listener: UnixListener = await adapter.listenUnix!("/run/edgesocks.sock", (conn) => conn.close());
+ * await listener.close(); // removes the socket file
+ * ```
+ */
+export interface UnixListener {
+  /** The socket file's path. */
+  readonly path: string;
+  /** Stops accepting and removes the socket file; open connections are left alone. */
+  close(): Promise<void>;
+}
+
+/**
  * Options for {@linkcode RuntimeAdapter.listen}.
  *
  * @example
@@ -167,6 +185,16 @@ export interface RuntimeAdapter {
     onAcceptError?: (error: unknown) => void,
     options?: ListenOptions,
   ): Promise<Listener>;
+  /**
+   * Listens on a Unix domain socket at `path` (which must not exist yet),
+   * where the runtime can; its connections have no `remoteAddress`. The
+   * socket file is removed on close.
+   */
+  listenUnix?(
+    path: string,
+    onConnection: (conn: ByteConnection) => void,
+    onAcceptError?: (error: unknown) => void,
+  ): Promise<UnixListener>;
   /** A resolver using `nameServer`, or the system's resolver when it is absent. */
   resolver(nameServer?: HostPort): Resolver;
   /**
@@ -182,6 +210,25 @@ export interface RuntimeAdapter {
    */
   interfaceAddresses?(): string[] | undefined;
   /**
+   * Serves WebSocket upgrades on `address` at `options.path`, handing each
+   * admitted socket to `onSocket` with the HTTP peer's address. Absent where
+   * the runtime cannot (then `--listen-ws` is a startup error). An HTTP
+   * server, not a generic `serveHttp`: the upgrade is where the runtimes
+   * differ (Deno's `upgradeWebSocket`, Bun's `server.upgrade` and handlers,
+   * Node's `upgrade` event), and it is all the SOCKS ingress needs.
+   */
+  serveWebSocket?(
+    address: HostPort,
+    options: WebSocketServeOptions,
+    onSocket: (socket: WebSocketLike, client: HostPort) => void,
+  ): Promise<Listener>;
+  /**
+   * Opens a client WebSocket to `url` (ws: or wss:), with `headers` and
+   * `protocols`, trusting `ca` (PEM) besides the system's roots when given.
+   * Rejects with a TypeError where the runtime cannot (Node before 22 without `ws`).
+   */
+  connectWebSocket?(url: string, options: WebSocketConnectOptions): Promise<WebSocketLike>;
+  /**
    * Binds a UDP socket (UDP ASSOCIATE's relay); absent where the runtime has
    * no UDP (Deno without `--unstable-net`): then UDP ASSOCIATE is answered
    * "command not supported" and {@linkcode RuntimeAdapter.udpUnavailable}
@@ -190,6 +237,93 @@ export interface RuntimeAdapter {
   udp?(options: UdpBindOptions): Promise<UdpSocket>;
   /** Why `udp` is absent, in words for the startup line (e.g. "Deno needs --unstable-net"). */
   readonly udpUnavailable?: string;
+}
+
+/**
+ * The WHATWG `WebSocket` members the SOCKS-over-WebSocket ingress uses: the
+ * global `WebSocket` of every runtime, `Deno.upgradeWebSocket`'s socket,
+ * workerd's `WebSocketPair` end, Node's `ws`, an adapter's shim of Bun's
+ * `ServerWebSocket`. `send()` may return Bun's status (0: dropped, −1:
+ * queued over the limit); `pause()`/`resume()`, where present, stop and
+ * restart reading from the socket (TCP backpressure).
+ *
+ * @example
+ * ```ts
+ * import type { WebSocketLike } from "@edgesocks/edgesocks";
+ * const ws: WebSocketLike = new WebSocket("ws://127.0.0.1:8080/socks", ["edgesocks"]);
+ * ```
+ */
+export interface WebSocketLike {
+  /** Set to `"arraybuffer"` by the ingress. */
+  binaryType: string;
+  /** Bytes queued by `send()` and not yet handed to the network. */
+  readonly bufferedAmount: number;
+  /** 0 connecting, 1 open, 2 closing, 3 closed. */
+  readonly readyState: number;
+  /** Sends one binary message. */
+  send(data: Uint8Array<ArrayBuffer>): void;
+  /** Starts the closing handshake. */
+  close(code?: number, reason?: string): void;
+  /** Listens for `open`, `message`, `close`, `error` (and `drain`, where there is one). */
+  addEventListener(type: string, listener: (event: Event) => void): void;
+  /** Stops reading from the socket. */
+  pause?(): unknown;
+  /** Reads from the socket again. */
+  resume?(): unknown;
+}
+
+/**
+ * Options for {@linkcode RuntimeAdapter.serveWebSocket}.
+ *
+ * @example
+ * ```ts
+ * import type { WebSocketServeOptions } from "@edgesocks/edgesocks";
+ * const options: WebSocketServeOptions = {
+ *   path: "/socks",
+ *   admit: () => Promise.resolve({ ok: true, protocol: "edgesocks" }),
+ * };
+ * ```
+ */
+export interface WebSocketServeOptions {
+  /** The one path served; other paths get 404. */
+  path: string;
+  /** SO_REUSEPORT (several processes on one address), where the runtime can. */
+  reusePort?: boolean;
+  /** Serve HTTPS/WSS with this certificate chain and key (PEM text). */
+  tls?: { cert: string; key: string };
+  /**
+   * Decides an upgrade request from its headers (`header(name)`, lower case
+   * names): go on, selecting `protocol`; or refuse with an HTTP response.
+   */
+  admit(
+    header: (name: string) => string | null | undefined,
+    client: HostPort,
+  ): Promise<
+    { ok: true; protocol?: string } | {
+      ok: false;
+      status: number;
+      headers: Record<string, string>;
+      body: string;
+    }
+  >;
+}
+
+/**
+ * Options for {@linkcode RuntimeAdapter.connectWebSocket}.
+ *
+ * @example
+ * ```ts
+ * import type { WebSocketConnectOptions } from "@edgesocks/edgesocks";
+ * const options: WebSocketConnectOptions = { headers: { authorization: "Bearer s3cret" }, protocols: ["edgesocks"] };
+ * ```
+ */
+export interface WebSocketConnectOptions {
+  /** Request headers (the token, above all). */
+  headers?: Record<string, string>;
+  /** Subprotocols to offer. */
+  protocols?: string[];
+  /** PEM certificates to trust besides the system's (a private CA). */
+  ca?: string;
 }
 
 /**

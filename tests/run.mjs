@@ -29,11 +29,14 @@ const clients = {
   "tor-resolve": "tor",
   python3: "python3",
   "systemd-analyze": "systemd",
+  haproxy: "haproxy",
   socksify: "dante-client",
   tnftp: "tnftp",
   ncat: "ncat",
+  microsocks: "microsocks",
+  danted: "dante-server",
+  openssl: "openssl",
   promtool: "prometheus",
-  haproxy: "haproxy",
 };
 const missing = Object.entries(clients).filter(([cmd]) =>
   sh("sh", ["-c", `command -v ${cmd} || test -x /usr/sbin/${cmd}`], { stdio: "ignore" }).status !== 0

@@ -14,6 +14,7 @@ import {
   type WebSocketLike,
   type WebSocketPeer,
 } from "../mod.ts";
+import { encodeFrame, FrameDecoder, Opcode } from "../lib/core/websocket_frames.ts";
 import { hex, toHex } from "./_hex.ts";
 import { sleep, within } from "./_fixtures.ts";
 
@@ -326,5 +327,72 @@ describe("WebSocket ingress: the token", () => {
       },
       body: "wrong token\n",
     });
+  });
+});
+
+describe("RFC 6455 frames (the Deno edge and bridge)", () => {
+  const mask = hex("37 fa 21 3d");
+
+  it("encodes binary frames with 7-, 16- and 64-bit lengths; a client's masked (RFC 6455 5.7)", () => {
+    assert.equal(toHex(encodeFrame(Opcode.Binary, hex("01 02"))), "82 02 01 02");
+    assert.equal(toHex(encodeFrame(Opcode.Binary, new Uint8Array(0))), "82 00");
+    assert.equal(toHex(encodeFrame(Opcode.Binary, new Uint8Array(256)).subarray(0, 4)), "82 7e 01 00");
+    assert.equal(
+      toHex(encodeFrame(Opcode.Binary, new Uint8Array(65536)).subarray(0, 10)),
+      "82 7f 00 00 00 00 00 01 00 00",
+    );
+    // The RFC's example: a masked "Hello".
+    assert.equal(toHex(encodeFrame(Opcode.Text, hex("'Hello'"), mask)), "81 85 37 fa 21 3d 7f 9f 4d 51 58");
+  });
+
+  it("decodes a server's frames in any chunking: data as it arrives, end, an empty message", () => {
+    const wire = new Uint8Array([...encodeFrame(Opcode.Binary, hex("'abcdef'")), 0x82, 0x00]);
+    for (let cut = 1; cut < wire.length; cut++) {
+      const d = new FrameDecoder();
+      const events = [...d.feed(wire.subarray(0, cut)), ...d.feed(wire.subarray(cut))];
+      const data = events.filter((e) => e.kind === "data").map((e) => new TextDecoder().decode(e.bytes)).join(
+        "",
+      );
+      assert.equal(data, "abcdef", `cut at ${cut}`);
+      assert.deepEqual(events.filter((e) => e.kind === "end"), [{ kind: "end", empty: false }, {
+        kind: "end",
+        empty: true,
+      }]);
+    }
+  });
+
+  it("a client's frames must be masked and are unmasked; fragments join one message", () => {
+    const d = new FrameDecoder({ masked: true });
+    // "Hel" in a non-final binary frame, "lo" in a final continuation, each masked.
+    const first = encodeFrame(Opcode.Binary, hex("'Hel'"), mask);
+    first[0] &= 0x7f;
+    const second = encodeFrame(Opcode.Continuation, hex("'lo'"), mask);
+    const events = d.feed(new Uint8Array([...first, ...second]));
+    assert.deepEqual(events.map((e) => e.kind === "data" ? toHex(e.bytes) : e.kind), [
+      "48 65 6c",
+      "6c 6f",
+      "end",
+    ]);
+    assert.deepEqual(new FrameDecoder({ masked: true }).feed(hex("82 01 41")), [
+      { kind: "error", reason: "unmasked frame from a client" },
+    ]);
+    assert.deepEqual(new FrameDecoder().feed(first), [{
+      kind: "error",
+      reason: "masked frame from a server",
+    }]);
+  });
+
+  it("control frames: ping with its payload, close with code and reason; text is refused", () => {
+    const d = new FrameDecoder();
+    assert.deepEqual(d.feed(hex("89 02 'hi' 88 05 03 e8 'bye'")), [
+      { kind: "ping", payload: hex("'hi'") },
+      { kind: "close", code: 1000, reason: "bye" },
+    ]);
+    assert.deepEqual(new FrameDecoder().feed(hex("88 00")), [{ kind: "close", code: 1005, reason: "" }]);
+    assert.deepEqual(new FrameDecoder().feed(hex("81 01 41")), [{ kind: "text" }, {
+      kind: "error",
+      reason: "text message",
+    }]);
+    assert.deepEqual(new FrameDecoder().feed(hex("c2 00")), [{ kind: "error", reason: "reserved bits set" }]);
   });
 });

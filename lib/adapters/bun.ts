@@ -22,6 +22,7 @@ import type {
   ListenOptions,
   NativeRelay,
   RuntimeAdapter,
+  UnixListener,
 } from "../runtime.ts";
 import { type RelayOptions, type RelayResult, Tunnel } from "../relay.ts";
 import { SocksError } from "../core/errors.ts";
@@ -32,6 +33,7 @@ import { nameServerResolver, systemResolver } from "./_node_dns.ts";
 import { nodeInterfaceAddresses } from "./_interfaces.ts";
 import { bunUdp } from "./_bun_udp.ts";
 import { DescriptorProbe } from "./_fd_probe.ts";
+import { connectWebSocketBun, serveWebSocketBun } from "./_websocket_bun.ts";
 
 /**
  * Out of descriptors, `Bun.listen` leaves new connections in the listen queue (retrying, at a third of a
@@ -75,13 +77,12 @@ interface SocketHandlers {
 
 interface BunApi {
   version: string;
-  listen(options: {
-    hostname: string;
-    port: number;
-    allowHalfOpen: boolean;
-    reusePort?: boolean;
-    socket: SocketHandlers;
-  }): { port: number; hostname: string; stop(closeActiveConnections?: boolean): void };
+  listen(
+    options: ({ hostname: string; port: number; reusePort?: boolean } | { unix: string }) & {
+      allowHalfOpen: boolean;
+      socket: SocketHandlers;
+    },
+  ): { port: number; hostname: string; stop(closeActiveConnections?: boolean): void };
   connect(options: {
     hostname: string;
     port: number;
@@ -394,6 +395,39 @@ function listen(
   });
 }
 
+/** Listens on a Unix domain socket; Bun removes the socket file on stop. */
+function listenUnix(
+  path: string,
+  onConnection: (conn: ByteConnection) => void,
+  onAcceptError?: (error: unknown) => void,
+): Promise<UnixListener> {
+  return new Promise((resolve) => {
+    const listener = bun().listen({
+      unix: path,
+      allowHalfOpen: true,
+      socket: {
+        ...handlers,
+        open(socket) {
+          const conn = new BunConnection(socket);
+          try {
+            onConnection(conn);
+          } catch {
+            conn.abort();
+          }
+        },
+      },
+    });
+    const unwatch = onAcceptError ? descriptors.watch(onAcceptError) : () => {};
+    resolve({
+      path,
+      close: () => {
+        unwatch();
+        return Promise.resolve(listener.stop(false));
+      },
+    });
+  });
+}
+
 /**
  * The runtime adapter for Bun.
  *
@@ -410,8 +444,11 @@ export const bunAdapter: RuntimeAdapter = {
   },
   dial,
   listen,
+  listenUnix,
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
   relay: nativeRelay,
   interfaceAddresses: nodeInterfaceAddresses,
   udp: bunUdp,
+  serveWebSocket: serveWebSocketBun,
+  connectWebSocket: connectWebSocketBun,
 };

@@ -18,12 +18,14 @@ import type {
   NativeRelay,
   Resolver,
   RuntimeAdapter,
+  UnixListener,
 } from "../runtime.ts";
 import { runRelay, Tunnel } from "../relay.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { connectError, connectTimedOut } from "./_errors.ts";
 import { notFound, reverseLookupName, systemResolver } from "./_node_dns.ts";
 import { denoUdp, denoUdpUnavailable } from "./_deno_udp.ts";
+import { connectWebSocketDeno, serveWebSocketDeno } from "./_websocket_deno.ts";
 
 // A read buffer stays pending for as long as a socket is idle, so it starts
 // small and only grows (doubling) while reads fill it: a fixed 64 KiB costs
@@ -303,6 +305,55 @@ function startListener(
   };
 }
 
+/**
+ * Listens on a Unix domain socket. Its connections are wrapped as TCP ones are: a `Deno.UnixConn` has
+ * the same read, write, closeWrite and close (no setNoDelay, which the wrapper tries and forgoes).
+ * Deno leaves the socket file behind on close: it is removed here.
+ */
+function startUnixListener(
+  path: string,
+  onConnection: (conn: ByteConnection) => void,
+  onAcceptError?: (error: unknown) => void,
+): UnixListener {
+  const listener = Deno.listen({ transport: "unix", path });
+  let closed = false;
+  const acceptLoop = (async () => {
+    while (!closed) {
+      let conn: Deno.UnixConn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (closed || error instanceof Deno.errors.BadResource) return;
+        onAcceptError?.(error);
+        await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
+        continue;
+      }
+      try {
+        onConnection(new DenoConnection(conn as unknown as Deno.TcpConn));
+      } catch {
+        try {
+          conn.close();
+        } catch { /* already closed */ }
+      }
+    }
+  })();
+  return {
+    path,
+    async close() {
+      if (!closed) {
+        closed = true;
+        try {
+          listener.close();
+        } catch { /* already closed */ }
+        try {
+          Deno.removeSync(path);
+        } catch { /* gone already, or no --allow-write for it */ }
+      }
+      await acceptLoop;
+    },
+  };
+}
+
 function nameServerResolver(server: HostPort): Resolver {
   const options = { nameServer: { ipAddr: server.host, port: server.port } };
   return {
@@ -358,9 +409,13 @@ export const denoAdapter: RuntimeAdapter = {
   // Deno.listen throws synchronously (AddrInUse, ...): turn that into a rejection.
   listen: (address, onConnection, onAcceptError, options) =>
     Promise.resolve().then(() => startListener(address, onConnection, onAcceptError, options)),
+  listenUnix: (path, onConnection, onAcceptError) =>
+    Promise.resolve().then(() => startUnixListener(path, onConnection, onAcceptError)),
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
   relay: nativeRelay,
   interfaceAddresses,
   // UDP only where Deno.listenDatagram exists (--unstable-net); otherwise the reason instead.
   ...(denoUdpUnavailable() === undefined ? { udp: denoUdp } : { udpUnavailable: denoUdpUnavailable() }),
+  serveWebSocket: serveWebSocketDeno,
+  connectWebSocket: connectWebSocketDeno,
 };

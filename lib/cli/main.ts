@@ -15,10 +15,12 @@ import { createReloader } from "../ops/reload.ts";
 import type { RulesOptions } from "../rules.ts";
 import type { Listener } from "../runtime.ts";
 import type { ConnectionLog } from "../session.ts";
-import { isLoopbackHost, serve, type ServeOptions, type SocksServer } from "../serve.ts";
+import { isLoopbackHost, serve, type ServeOptions, type SocksServer, type WebSocketServe } from "../serve.ts";
 import { VERSION } from "../version.ts";
-import { listenFailure, readFailure } from "./errors.ts";
-import { type CliOptions, flagHelp, parseArgs } from "./flags.ts";
+import { listenFailure, readFailure, reasonOf } from "./errors.ts";
+import { type CliOptions, flagHelp } from "./flags.ts";
+import { loadOptions } from "./config.ts";
+import { checkChain } from "../upstream/route.ts";
 import {
   drainedLine,
   drainLine,
@@ -109,6 +111,15 @@ export function acceptFailure(error: unknown): string {
   return `cannot accept connections (${message}); still listening`;
 }
 
+/** The line for a Unix socket listen that failed: a socket file left by a process gone needs removing. */
+function unixListenFailure(path: string, error: unknown): string {
+  const reason = reasonOf(error);
+  const stale = reason === "address already in use"
+    ? " (a file is there: remove it if no server uses it any more)"
+    : "";
+  return `cannot listen on unix:${path}: ${reason}${stale}`;
+}
+
 /**
  * What the startup line says about UDP ASSOCIATE when `--udp` is given: on, or off and why. A
  * supervisor speaks for its workers, which Deno runs with --unstable-net (host_deno.ts): the one thing
@@ -145,6 +156,46 @@ async function readUsers(host: CliHost, path: string): Promise<Map<string, strin
   return users;
 }
 
+/**
+ * `--listen-ws`'s options: the token and certificate files read, and a
+ * non-loopback address without a token refused (an open proxy on the web).
+ */
+async function webSocketOptions(host: CliHost, opts: CliOptions): Promise<WebSocketServe | undefined> {
+  const read = async (what: string, path: string) => {
+    try {
+      return await host.readTextFile(path);
+    } catch (error) {
+      throw new TypeError(readFailure(what, path, error));
+    }
+  };
+  if ((opts.wsCert === undefined) !== (opts.wsKey === undefined)) {
+    throw new TypeError("--ws-cert and --ws-key go together");
+  }
+  if (opts.listenWs.length === 0) {
+    if (opts.wsTokenFile !== undefined || opts.wsCert !== undefined) {
+      throw new TypeError("--ws-token-file, --ws-cert and --ws-key need --listen-ws");
+    }
+    return undefined;
+  }
+  let token: string | undefined;
+  if (opts.wsTokenFile !== undefined) {
+    token = (await read("token file", opts.wsTokenFile)).split(/\r?\n/)[0].trim();
+    if (!token) throw new TypeError(`token file ${opts.wsTokenFile}: its first line is empty`);
+    if (/\s/.test(token)) throw new TypeError(`token file ${opts.wsTokenFile}: the token has a space in it`);
+  } else {
+    const open = opts.listenWs.find((a) => !isLoopbackHost(a.host));
+    if (open) {
+      throw new TypeError(
+        `--listen-ws ${formatHostPort(open)}${open.path} is not a loopback address: it needs --ws-token-file`,
+      );
+    }
+  }
+  const tls = opts.wsCert !== undefined && opts.wsKey !== undefined
+    ? { cert: await read("certificate file", opts.wsCert), key: await read("key file", opts.wsKey) }
+    : undefined;
+  return { listen: opts.listenWs, token, tls };
+}
+
 /** The rules part of the options (what a reload replaces): users, destination and client rules, timeouts. */
 function rulesOf(opts: CliOptions, users: Map<string, string> | undefined): RulesOptions {
   return {
@@ -157,9 +208,12 @@ function rulesOf(opts: CliOptions, users: Map<string, string> | undefined): Rule
   };
 }
 
-/** Reads the configuration again (command line, users file) for a reload; throws when any of it is wrong. */
+/**
+ * Reads the configuration again (command line, `--config` file, users file) for a reload; throws when any
+ * of it is wrong.
+ */
 async function loadRules(host: CliHost): Promise<{ rules: RulesOptions; opts: CliOptions }> {
-  const opts = parseArgs(host.args());
+  const opts = await loadOptions(host.args(), (path) => host.readTextFile(path));
   const users = opts.usersFile !== undefined ? await readUsers(host, opts.usersFile) : undefined;
   return { rules: rulesOf(opts, users), opts };
 }
@@ -186,11 +240,15 @@ const METRICS_PUSH_MS = 200;
 
 /** Runs the CLI on `adapter` with `host`'s process services. Resolves once the server is listening. */
 export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void> {
+  if (host.args()[0] === "bridge") return (await import("./bridge.ts")).bridgeMain(adapter, host);
   let opts: CliOptions;
   let users: Map<string, string> | undefined;
+  let webSocket: WebSocketServe | undefined;
   try {
-    opts = parseArgs(host.args());
+    opts = await loadOptions(host.args(), (path) => host.readTextFile(path));
+    checkChain(opts);
     if (opts.usersFile !== undefined) users = await readUsers(host, opts.usersFile);
+    webSocket = await webSocketOptions(host, opts);
   } catch (error) {
     host.stderr(`edgesocks: ${error instanceof Error ? error.message : String(error)}`);
     return host.exit(2);
@@ -225,17 +283,41 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
       ? (r) => metrics.record(r)
       : log,
     ...(metrics ? { onGranted: (r: ConnectionLog) => metrics.granted(r) } : {}),
+    proxyProtocol: opts.proxyProtocol && {
+      ...(opts.proxyProtocolFrom.length > 0 ? { from: opts.proxyProtocolFrom } : {}),
+      timeout: opts.proxyProtocolTimeout,
+    },
+    chain: {
+      upstreams: opts.upstreams,
+      routes: opts.routes,
+      passthrough: opts.upstreamAuth === "passthrough",
+    },
+    webSocket,
     // One line when accepting starts failing, one when it works again (serve() makes it one episode).
     onAcceptError: (error) => host.stderr(`edgesocks: ${whoIs}${acceptFailure(error)}`),
     onAcceptRecovered: (ms) =>
       host.stderr(`edgesocks: ${whoIs}accepting connections again after ${(ms / 1000).toFixed(1)} s`),
   };
   const auth = users ? `username/password (${users.size} user${users.size === 1 ? "" : "s"})` : "none";
-  const startupLine = (addresses: HostPort[], workers?: number, admin?: HostPort) =>
-    `edgesocks ${VERSION} on ${adapter.name}: listening on ${addresses.map(formatHostPort).join(", ")}` +
-    ` (auth: ${auth}${opts.allowPrivate ? ", private destinations allowed" : ""}${
-      udpNote(adapter, opts, workers)
-    }${workers ? `, ${workers} workers` : ""}${admin ? `, admin on http://${formatHostPort(admin)}/` : ""})`;
+  // The TCP --listen addresses (a unix:PATH is not one): serve() lists these first in its addresses.
+  const tcpListen = opts.listen.filter((a): a is HostPort => "host" in a);
+  const startupLine = (addresses: HostPort[], workers?: number, paths: string[] = [], admin?: HostPort) =>
+    `edgesocks ${VERSION} on ${adapter.name}: listening on ${
+      [
+        ...addresses.slice(0, tcpListen.length).map(formatHostPort),
+        ...paths.map((p) => `unix:${p}`),
+        ...opts.listenWs.map((a, i) =>
+          `${webSocket?.tls ? "wss" : "ws"}://${
+            formatHostPort(addresses[tcpListen.length + i] ?? a)
+          }${a.path}`
+        ),
+      ].join(", ")
+    }` +
+    ` (auth: ${auth}${webSocket?.token !== undefined ? ", WebSocket token required" : ""}${
+      opts.allowPrivate ? ", private destinations allowed" : ""
+    }${opts.proxyProtocol ? ", PROXY protocol required" : ""}${udpNote(adapter, opts, workers)}${
+      workers ? `, ${workers} workers` : ""
+    }${admin ? `, admin on http://${formatHostPort(admin)}/` : ""})`;
   // The admin endpoint: served by a lone process, or by the supervisor for all its workers.
   let draining = false;
   // The server, once listening (never in a supervisor: the workers serve).
@@ -275,7 +357,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     },
   });
   const warnIfOpen = () => {
-    if (!users && opts.listen.some((a) => !isLoopbackHost(a.host))) {
+    if (!users && opts.listen.some((a) => "host" in a && !isLoopbackHost(a.host))) {
       host.stderr(
         "WARNING: edgesocks is listening on a non-loopback address with no users configured: " +
           "this is an OPEN PROXY that anyone who can reach it may use. Pass --users FILE.",
@@ -284,7 +366,16 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   };
   const worker = host.worker();
   const workers = worker ? 1 : opts.workers === "auto" ? Math.max(1, host.cpus()) : opts.workers;
+  if (workers > 1 && opts.listenWs.some((a) => a.port === 0)) {
+    host.stderr("edgesocks: --listen-ws with port 0 cannot be shared by --workers: give a port");
+    return host.exit(2);
+  }
   if (workers > 1) {
+    if (tcpListen.length < opts.listen.length) {
+      // SO_REUSEPORT is for TCP: the workers could not share a Unix socket.
+      host.stderr("edgesocks: --listen unix: cannot be shared by --workers; run one process per socket");
+      return host.exit(2);
+    }
     if (!host.spawnWorker) {
       host.stderr(`edgesocks: --workers is not available on ${adapter.name}`);
       return host.exit(2);
@@ -297,7 +388,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     }, {
       count: workers,
       args: host.args(),
-      listen: opts.listen,
+      listen: tcpListen,
       maxConnections: opts.maxConnections,
       // The workers drain for as long as they were told, then are killed.
       stopTimeout: opts.drainDelay + opts.drainTimeout + 10_000,
@@ -311,7 +402,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     const admin = group
       ? await startAdmin(() => group.snapshot(), () => ({ reloads: reload.counts, workers: group.workers }))
       : undefined;
-    host.stdout(startupLine(addresses, workers, admin?.address));
+    host.stdout(startupLine(addresses, workers, [], admin?.address));
     return warnIfOpen();
   }
   if (worker) options.reusePort = true;
@@ -388,25 +479,33 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   // A worker whose supervisor has gone (its end of our standard input closed) stops too.
   if (worker) host.onStdinEnd(() => stop("supervisor gone"));
   // Which address a failed listen was for: not every runtime's error says.
-  let binding: HostPort | undefined;
+  let binding: HostPort | string | undefined;
   const listen: RuntimeAdapter["listen"] = (address, ...rest) => {
     binding = address;
     return adapter.listen(address, ...rest);
   };
+  const listenUnix: RuntimeAdapter["listenUnix"] = adapter.listenUnix &&
+    ((path, ...rest) => {
+      binding = path;
+      return adapter.listenUnix!(path, ...rest);
+    });
   try {
-    server = await serve({ ...adapter, listen }, options);
+    server = await serve({ ...adapter, listen, listenUnix }, options);
   } catch (error) {
     host.stderr(
       `edgesocks: ${
-        binding
+        typeof binding === "string"
+          ? unixListenFailure(binding, error)
+          : binding
           ? listenFailure(binding, error)
           : `cannot listen: ${error instanceof Error ? error.message : error}`
       }`,
     );
     return host.exit(1);
   }
+  // (The supervisor hands the first worker's TCP addresses to the others; --listen-ws is passed as given.)
   if (worker) {
-    host.stdout(readyLine(server.addresses));
+    host.stdout(readyLine(server.addresses.slice(0, tcpListen.length)));
     // After the ready line: the supervisor reads the first line as that.
     if (metrics) setInterval(push, METRICS_PUSH_MS);
   } else {
@@ -416,7 +515,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
         reloads: reload.counts,
       }))
       : undefined;
-    host.stdout(startupLine(server.addresses, undefined, admin?.address));
+    host.stdout(startupLine(server.addresses, undefined, server.paths, admin?.address));
     warnIfOpen();
   }
   if (stopping && !interrupt) await server.close().then(() => host.exit(0), () => host.exit(1));

@@ -21,9 +21,20 @@
  *
  * @module
  */
-import type { ByteConnection, HostPort } from "../runtime.ts";
+import type { ByteConnection, HostPort, WebSocketLike } from "../runtime.ts";
 
-/** Close codes of the protocol (RFC 6455 section 7.4.1). */
+export type { WebSocketLike };
+
+/**
+ * Close codes of the protocol (RFC 6455 section 7.4.1).
+ *
+ * @example
+ * ```ts
+ * import { WebSocketClose } from "@edgesocks/edgesocks";
+ * declare const ws: WebSocket;
+ * ws.close(WebSocketClose.Normal); // both directions have ended
+ * ```
+ */
 export const WebSocketClose = {
   /** Both directions have ended. */
   Normal: 1000,
@@ -37,49 +48,57 @@ export const WebSocketClose = {
   InternalError: 1011,
 } as const;
 
-/** The subprotocol a server selects when the client offers it. */
-export const WEBSOCKET_PROTOCOL = "edgesocks";
-/** The prefix of the subprotocol that carries the token. */
-export const WEBSOCKET_TOKEN_PREFIX = "edgesocks.token.";
-
-/** Bytes queued for sending above which `write()` waits. */
-export const DEFAULT_SEND_HIGH_WATER = 1 << 20;
-/** Bytes received and not yet read above which reading from the socket pauses (where it can). */
-export const DEFAULT_RECEIVE_PAUSE = 1 << 20;
-/** Bytes received and not yet read above which the WebSocket is closed (1008). */
-export const DEFAULT_RECEIVE_LIMIT = 8 << 20;
-
 /**
- * The WHATWG `WebSocket` members this module uses: the global `WebSocket`
- * of every runtime, `Deno.upgradeWebSocket`'s socket, workerd's
- * `WebSocketPair` end. `pause()`/`resume()` (Bun's client) are used when
- * present: they stop reading from the socket, so the peer sees TCP
- * backpressure.
+ * The subprotocol a server selects when the client offers it.
  *
  * @example
  * ```ts
- * import type { WebSocketLike } from "@edgesocks/edgesocks";
- * const ws: WebSocketLike = new WebSocket("ws://127.0.0.1:8080/socks", ["edgesocks"]);
+ * import { WEBSOCKET_PROTOCOL } from "@edgesocks/edgesocks";
+ * const ws = new WebSocket("ws://127.0.0.1:8080/socks", [WEBSOCKET_PROTOCOL]);
  * ```
  */
-export interface WebSocketLike {
-  /** Set to `"arraybuffer"` here. */
-  binaryType: string;
-  /** Bytes queued by `send()` and not yet handed to the network. */
-  readonly bufferedAmount: number;
-  /** 0 connecting, 1 open, 2 closing, 3 closed. */
-  readonly readyState: number;
-  /** Sends one binary message. */
-  send(data: Uint8Array<ArrayBuffer>): void;
-  /** Starts the closing handshake. */
-  close(code?: number, reason?: string): void;
-  /** Listens for `open`, `message`, `close`, `error`. */
-  addEventListener(type: string, listener: (event: Event) => void): void;
-  /** Stops reading from the socket (Bun). */
-  pause?(): unknown;
-  /** Reads from the socket again (Bun). */
-  resume?(): unknown;
-}
+export const WEBSOCKET_PROTOCOL = "edgesocks";
+/**
+ * The prefix of the subprotocol that carries the token.
+ *
+ * @example
+ * ```ts
+ * import { tokenProtocol, WEBSOCKET_TOKEN_PREFIX } from "@edgesocks/edgesocks";
+ * console.log(tokenProtocol("s3cret").startsWith(WEBSOCKET_TOKEN_PREFIX)); // true
+ * ```
+ */
+export const WEBSOCKET_TOKEN_PREFIX = "edgesocks.token.";
+
+/**
+ * Bytes queued for sending above which `write()` waits.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_SEND_HIGH_WATER, type WebSocketConnectionOptions } from "@edgesocks/edgesocks";
+ * const options: WebSocketConnectionOptions = { sendHighWater: 4 * DEFAULT_SEND_HIGH_WATER };
+ * ```
+ */
+export const DEFAULT_SEND_HIGH_WATER = 1 << 20;
+/**
+ * Bytes received and not yet read above which reading from the socket pauses (where it can).
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_RECEIVE_PAUSE, type WebSocketConnectionOptions } from "@edgesocks/edgesocks";
+ * const options: WebSocketConnectionOptions = { receivePause: DEFAULT_RECEIVE_PAUSE / 4 };
+ * ```
+ */
+export const DEFAULT_RECEIVE_PAUSE = 1 << 20;
+/**
+ * Bytes received and not yet read above which the WebSocket is closed (1008).
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_RECEIVE_LIMIT, type WebSocketConnectionOptions } from "@edgesocks/edgesocks";
+ * const options: WebSocketConnectionOptions = { receiveLimit: 2 * DEFAULT_RECEIVE_LIMIT };
+ * ```
+ */
+export const DEFAULT_RECEIVE_LIMIT = 8 << 20;
 
 /**
  * A WebSocket as a server that is not WHATWG-shaped offers it (Bun's
@@ -135,7 +154,10 @@ export interface WebSocketConnectionOptions {
   receiveLimit?: number;
   /** Shown as the connection's remote end (the HTTP peer). */
   remoteAddress?: HostPort;
-  /** Milliseconds between looks at `bufferedAmount` while a write waits (WHATWG has no drain event). Default 2. */
+  /**
+   * Milliseconds before the first look at `bufferedAmount` while a write waits (WHATWG has no drain
+   * event); later looks come at most 4 ms apart (more would cap a tunnel's throughput). Default 1.
+   */
   pollMs?: number;
 }
 
@@ -164,12 +186,29 @@ export interface WebSocketConnection extends ByteConnection {
   readonly closeInfo?: { code: number; reason: string; by: "local" | "peer" };
 }
 
-/** A close code as the protocol reads it: 40xx is 10xx sent by a browser-like client. */
+/**
+ * A close code as the protocol reads it: 40xx is 10xx sent by a browser-like client.
+ *
+ * @example
+ * ```ts
+ * import { normalCloseCode } from "@edgesocks/edgesocks";
+ * normalCloseCode(4011); // 1011
+ * ```
+ */
 export function normalCloseCode(code: number): number {
   return code >= 4000 && code < 4100 ? code - 3000 : code;
 }
 
-/** An error of a WebSocket tunnel, with the close code it ended with. */
+/**
+ * An error of a WebSocket tunnel, with the close code it ended with.
+ *
+ * @example
+ * ```ts
+ * import { type ByteConnection, WebSocketClosedError } from "@edgesocks/edgesocks";
+ * declare const conn: ByteConnection;
+ * await conn.read().catch((e) => e instanceof WebSocketClosedError && console.log(e.code));
+ * ```
+ */
 export class WebSocketClosedError extends Error {
   /** The close code (normalized: 40xx read as 10xx). */
   readonly code: number;
@@ -207,7 +246,7 @@ export function webSocketConnection(
   const highWater = options.sendHighWater ?? DEFAULT_SEND_HIGH_WATER;
   const pauseAt = options.receivePause ?? DEFAULT_RECEIVE_PAUSE;
   const limit = options.receiveLimit ?? DEFAULT_RECEIVE_LIMIT;
-  const pollMs = options.pollMs ?? 2;
+  const pollMs = options.pollMs ?? 1;
   const queue: Uint8Array[] = [];
   let head = 0;
   let queued = 0;
@@ -285,7 +324,7 @@ export function webSocketConnection(
       const poll = () => {
         if (waiter !== w) return;
         if (peer.bufferedAmount() <= highWater) return wake();
-        delay = Math.min(delay * 2, 50);
+        delay = Math.min(delay * 2, 4);
         w.timer = setTimeout(poll, delay);
       };
       w.timer = setTimeout(poll, delay);
@@ -460,6 +499,7 @@ export function fromWebSocket(
     "close",
     (event) => conn.closed((event as CloseEvent).code, (event as CloseEvent).reason),
   );
+  ws.addEventListener("drain", () => conn.drained());
   ws.addEventListener("error", (event) => {
     const message = (event as ErrorEvent).message;
     conn.failed(new Error(`WebSocket error${message ? `: ${message}` : ""}`));
@@ -524,6 +564,13 @@ function fromBase64Url(text: string): Uint8Array | undefined {
 /**
  * What the server answers an upgrade request: go on (selecting `protocol`
  * when the client offered `edgesocks`), or refuse with `status`.
+ *
+ * @example
+ * ```ts
+ * import { admitWebSocket, type WebSocketAdmission } from "@edgesocks/edgesocks";
+ * const answer: WebSocketAdmission = await admitWebSocket(() => null, "s3cret");
+ * console.log(answer.ok ? "upgrade" : answer.status); // 426: no Upgrade header
+ * ```
  */
 export type WebSocketAdmission =
   | { ok: true; protocol?: string }
