@@ -379,6 +379,42 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
     }
   });
 
+  it("SIGHUP reads the --config file again: destination and client rules, all or nothing", async () => {
+    const config = usersFile(JSON.stringify({ "allow-private": true }));
+    const proxy = await spawnProxy(["--listen", "127.0.0.1:0", "--config", config.path]);
+    try {
+      const tunnel = await RawClient.open(proxy.port);
+      tunnel.send(socks5ConnectBytes(echo.port));
+      assert.equal(toHex((await tunnel.readExactly(12)).subarray(0, 4)), "05 00 05 00");
+      const connect = async () => toHex(await RawClient.exchange(proxy.port, socks5ConnectBytes(echo.port)));
+      writeFileSync(config.path, JSON.stringify({ "allow-private": true, deny: ["127.0.0.1"] }));
+      signal(proxy, "SIGHUP");
+      await stderrLine(proxy, /reloaded/);
+      assert.equal(proxy.errors(), "edgesocks: reloaded: no users, 1 destination rule, 0 client rules\n");
+      assert.equal(await connect(), "05 00 05 02 00 01 00 00 00 00 00 00");
+      await echoThrough(tunnel, 100);
+      writeFileSync(config.path, JSON.stringify({ "allow-private": true, "allow-client": ["10.0.0.0/8"] }));
+      signal(proxy, "SIGHUP");
+      await stderrLine(proxy, /reloaded: no users, 0 destination rules, 1 client rule\n/);
+      assert.equal(await connect(), "", "a client the new rules do not allow is closed unanswered");
+      writeFileSync(config.path, "{ not json");
+      signal(proxy, "SIGHUP");
+      await stderrLine(proxy, /reload failed/);
+      assert.match(
+        proxy.errors().split("\n")[2],
+        new RegExp(
+          `^edgesocks: reload failed, keeping the old configuration: config file ${config.path}: not valid JSON`,
+        ),
+      );
+      assert.equal(await connect(), "", "the client rules in force before the broken file still are");
+      await echoThrough(tunnel, 100);
+      tunnel.destroy();
+    } finally {
+      config.remove();
+      assert.equal(await proxy.stop("SIGINT"), 0);
+    }
+  });
+
   it("with --workers 2: a SIGINT during a drain closes every worker's tunnels at once", async () => {
     const proxy = await spawnProxy([
       "--listen",
