@@ -3,7 +3,9 @@
  * balancing edgesocks instances started with --proxy-protocol, one server line
  * with send-proxy-v2 and one with send-proxy, as examples/haproxy/haproxy.cfg
  * (the README's config) says. Clients bound to 127.0.0.2 must be logged, ruled
- * and capped as 127.0.0.2, not as HAProxy.
+ * and capped as 127.0.0.2, not as HAProxy. HAProxy's health checks of each instance's admin endpoint
+ * (/healthz, /readyz) take out an instance that died, and one that drains, so that a rolling restart
+ * fails no fetch.
  *
  * The fixtures (haproxyConfig, startHaproxy, startInstances) are for every
  * test of a fleet behind HAProxy: give the config your ports, start N
@@ -280,6 +282,183 @@ describe("behind HAProxy (send-proxy-v2 and send-proxy)", () => {
       for (const s of held) s.destroy();
       await fleet.stop();
       await echo.close();
+    }
+  });
+});
+
+// Health checks and a rolling restart: the example config, its servers checked on each instance's admin
+// endpoint (`option httpchk`, `check port ADMIN`), with no retries (a connection HAProxy hands to an
+// instance that does not take it fails the fetch, so the test sees it) and a stats socket to read
+// HAProxy's view of the servers.
+
+/** The example config with health checks of `path` on the `admin` ports, and a stats socket at `socket`. */
+function checkedConfig(
+  port: number,
+  servers: { port: number; admin: number }[],
+  path: string,
+  socket: string,
+) {
+  return haproxyConfig(port, servers.map((s) => s.port), (cfg) => {
+    cfg = cfg.replace("global\n", `global\n    stats socket ${socket} mode 600 level admin\n`)
+      .replace("defaults\n", "defaults\n    retries 0\n    timeout check 2s\n")
+      .replace(
+        "    balance roundrobin\n",
+        `    balance roundrobin\n    option httpchk GET ${path}\n` +
+          "    default-server inter 300ms fall 1 rise 1\n",
+      );
+    servers.forEach((s) => {
+      const line = new RegExp(`( 127\\.0\\.0\\.1:${s.port} send-proxy(?:-v2)?)\n`);
+      assert.ok(line.test(cfg), `a server line for ${s.port}`);
+      cfg = cfg.replace(line, `$1 check port ${s.admin}\n`);
+    });
+    return cfg;
+  });
+}
+
+/** HAProxy's status of each server of the backend (`UP`, `DOWN`, ...), from `show stat`. */
+async function serverStatus(socket: string): Promise<Record<string, string>> {
+  const r = await run("socat", ["-", `UNIX-CONNECT:${socket}`], { input: "show stat\n", timeoutMs: 5_000 });
+  const lines = r.stdout.split("\n").filter((l) => l.length > 0);
+  const head = (lines.shift() ?? "").replace(/^# /, "").split(",");
+  const [px, sv, st] = ["pxname", "svname", "status"].map((k) => head.indexOf(k));
+  const out: Record<string, string> = {};
+  for (const l of lines) {
+    const f = l.split(",");
+    if (f[px] === "edgesocks" && f[sv] !== "BACKEND") out[f[sv]] = f[st];
+  }
+  return out;
+}
+
+/** Waits until HAProxy says `want` (e.g. `{ edgesocks1: "UP" }`). */
+async function statusIs(socket: string, want: Record<string, string>, ms = 15_000): Promise<void> {
+  let last: Record<string, string> = {};
+  const t0 = Date.now();
+  for (;;) {
+    last = await serverStatus(socket).catch(() => ({}));
+    if (Object.entries(want).every(([k, v]) => last[k] === v)) return;
+    if (Date.now() - t0 > ms) {
+      assert.fail(`HAProxy's servers: ${JSON.stringify(last)}; waited for ${JSON.stringify(want)}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** The admin port in a startup line. */
+const adminOf = (p: ProxyProcess) => Number(/admin on http:\/\/127\.0\.0\.1:(\d+)\//.exec(p.startup)![1]);
+
+/** An instance behind HAProxy with an admin endpoint; `at`: the ports of the one it replaces. */
+function checkedInstance(extra: string[], at?: { port: number; admin: number }) {
+  return spawnProxy([
+    "--listen",
+    `127.0.0.1:${at?.port ?? 0}`,
+    "--admin",
+    `127.0.0.1:${at?.admin ?? 0}`,
+    "--proxy-protocol",
+    "--allow-private",
+    ...extra,
+  ]);
+}
+
+describe("behind HAProxy, health checks on the admin endpoint and a rolling restart", () => {
+  const fetch = (port: number) => curl(["--socks5", `127.0.0.1:${port}`, `http://127.0.0.1:${web.port}/`]);
+
+  it("health checks against /healthz see both instances up, and one that died down", async () => {
+    const a = await checkedInstance([]);
+    const b = await checkedInstance([]);
+    const dir = mkdtempSync(join(tmpdir(), "edgesocks-haproxy-check-"));
+    const socket = join(dir, "stats.sock");
+    let haproxy: Haproxy | undefined;
+    try {
+      const port = await closedPort();
+      const servers = [a, b].map((p) => ({ port: p.port, admin: adminOf(p) }));
+      haproxy = await startHaproxy(checkedConfig(port, servers, "/healthz", socket), port);
+      await statusIs(socket, { edgesocks1: "UP", edgesocks2: "UP" });
+      for (let i = 0; i < 4; i++) {
+        const r = await fetch(port);
+        assert.deepEqual([r.code, r.stdout, r.stderr], [0, HTTP_BODY, ""], `fetch ${i}`);
+      }
+      const gone = new Promise((r) => b.child.once("exit", r));
+      process.kill(b.child.pid!, "SIGKILL");
+      await gone;
+      await statusIs(socket, { edgesocks1: "UP", edgesocks2: "DOWN" });
+      for (let i = 0; i < 3; i++) {
+        const r = await fetch(port);
+        assert.deepEqual(
+          [r.code, r.stdout, r.stderr],
+          [0, HTTP_BODY, ""],
+          `fetch ${i} with one instance down`,
+        );
+      }
+    } finally {
+      await haproxy?.stop();
+      await Promise.all([a, b].map((p) => p.child.signalCode === null ? p.stop("SIGINT") : null));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("a rolling restart (SIGTERM, wait, start again; one after the other), checked on /readyz, fails no fetch", async () => {
+    // The drain delay gives HAProxy (checking every 0.3 s) time to see /readyz say 503 before the
+    // instance stops listening.
+    const flags = ["--drain-delay", "2"];
+    let a = await checkedInstance(flags);
+    let b = await checkedInstance(flags);
+    const dir = mkdtempSync(join(tmpdir(), "edgesocks-haproxy-roll-"));
+    const socket = join(dir, "stats.sock");
+    let haproxy: Haproxy | undefined;
+    const failures: string[] = [];
+    let fetches = 0;
+    let done = false;
+    let loop: Promise<void> | undefined;
+    try {
+      const port = await closedPort();
+      const at = {
+        edgesocks1: { port: a.port, admin: adminOf(a) },
+        edgesocks2: { port: b.port, admin: adminOf(b) },
+      };
+      haproxy = await startHaproxy(
+        checkedConfig(port, [at.edgesocks1, at.edgesocks2], "/readyz", socket),
+        port,
+      );
+      await statusIs(socket, { edgesocks1: "UP", edgesocks2: "UP" });
+      // Fetches one after the other for as long as the restart takes: at most 400, at most 90 s.
+      loop = (async () => {
+        const t0 = Date.now();
+        while (!done && fetches < 400 && Date.now() - t0 < 90_000) {
+          const r = await fetch(port);
+          fetches++;
+          if (r.code !== 0 || r.stdout !== HTTP_BODY) {
+            failures.push(`fetch ${fetches}: ${r.code} ${r.stderr}`);
+          }
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      })();
+      for (const name of ["edgesocks1", "edgesocks2"] as const) {
+        const old = name === "edgesocks1" ? a : b;
+        const before = fetches;
+        const exited = new Promise<number | null>((r) => old.child.once("exit", r));
+        process.kill(old.child.pid!, "SIGTERM");
+        await statusIs(socket, { [name]: "DOWN" });
+        assert.equal(await within(20_000, "the drained instance's exit", exited), 0);
+        assert.match(
+          old.errors(),
+          /^edgesocks: drained \(SIGTERM\): \d+ connections? finished, 0 closed at timeout\n$/,
+        );
+        const fresh = await checkedInstance(flags, at[name]);
+        if (name === "edgesocks1") a = fresh;
+        else b = fresh;
+        await statusIs(socket, { [name]: "UP" });
+        await until(20_000, () => "fetches while restarting", () => fetches >= before + 5);
+      }
+      done = true;
+      await loop;
+      assert.deepEqual(failures, [], `${failures.length} of ${fetches} fetches failed`);
+      assert.ok(fetches >= 10, `only ${fetches} fetches`);
+    } finally {
+      done = true;
+      await loop;
+      await haproxy?.stop();
+      await Promise.all([a.stop("SIGINT"), b.stop("SIGINT")]);
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
