@@ -60,6 +60,8 @@ export { DEFAULT_TIMEOUTS, makeRules, type Rules, type RulesOptions, type Timeou
 export type { CommandContext, CommandHandler, CommandResult } from "./lib/commands.ts";
 export { type Opened, type Upstream, UpstreamError } from "./lib/upstream/upstream.ts";
 export { directUpstream } from "./lib/upstream/direct.ts";
+export { byNameUpstream } from "./lib/upstream/by_name.ts";
+export { type DohOptions, dohResolver } from "./lib/upstream/doh.ts";
 export {
   DEFAULT_LISTEN,
   DEFAULT_MAX_CONNECTIONS,

@@ -45,6 +45,11 @@ export interface HandlerOptions extends RulesOptions {
   relay?: NativeRelay;
   /** Called once per connection when it ends. */
   onLog?: (entry: ConnectionLog) => void;
+  /**
+   * The way out; default the direct one over `dial` and `resolver`
+   * (`byNameUpstream` where the runtime resolves names itself, as workerd does).
+   */
+  upstream?: Upstream;
 }
 
 /**
@@ -435,7 +440,7 @@ export function refuseSession(
 /** The context of sessions built from handler options: a direct upstream over the runtime's dial. */
 export function sessionContext(options: HandlerOptions): SessionContext {
   return {
-    upstream: directUpstream(options.dial, options.resolver),
+    upstream: options.upstream ?? directUpstream(options.dial, options.resolver),
     ...(options.relay ? { relay: options.relay } : {}),
     ...(options.onLog ? { onLog: options.onLog } : {}),
   };
