@@ -50,7 +50,9 @@ export function byNameUpstream(
       if (canonicalIP(host) !== null) return direct.open(request, policy, signal);
       const command = ruleCommand(request.kind as "connect" | "connect_dir");
       const port = request.target.port;
-      const verdict = evaluateDestination({ command, name: host, port }, policy);
+      // Address rules cannot judge a name that is not resolved here: they apply to address literals only.
+      const byName = { ...policy, rules: policy.rules?.filter((rule) => rule.cidr === undefined) };
+      const verdict = evaluateDestination({ command, name: host, port }, byName);
       if (verdict !== "undecided" && verdict !== null) {
         return Promise.reject(
           new UpstreamError(ReplyCode.NotAllowed, `${host} not allowed by policy`, {
