@@ -26,12 +26,15 @@ export type {
   Action,
   Answer,
   CloseCode,
+  Protocol,
   ProxyRequest,
   RequestKind,
   RequestMachine,
   Step,
 } from "./lib/core/request.ts";
 export { REQUEST_KINDS } from "./lib/core/request.ts";
+export { HTTP_MAX_HEAD, HttpConnectMachine, type HttpConnectOptions } from "./lib/core/http_connect.ts";
+export { SniffingMachine, type SniffingOptions } from "./lib/core/sniff.ts";
 export {
   AddressType,
   AuthMethod,
@@ -51,14 +54,37 @@ export type {
   NativeRelay,
   Resolver,
   RuntimeAdapter,
+  WebSocketConnectOptions,
+  WebSocketServeOptions,
 } from "./lib/runtime.ts";
 export { type ByteStreamPair, fromWebStreams } from "./lib/streams.ts";
+export {
+  admitWebSocket,
+  DEFAULT_RECEIVE_LIMIT,
+  DEFAULT_RECEIVE_PAUSE,
+  DEFAULT_SEND_HIGH_WATER,
+  fromWebSocket,
+  normalCloseCode,
+  refusalResponse,
+  tokenProtocol,
+  WEBSOCKET_PROTOCOL,
+  WEBSOCKET_TOKEN_PREFIX,
+  type WebSocketAdmission,
+  WebSocketClose,
+  WebSocketClosedError,
+  type WebSocketConnection,
+  webSocketConnection,
+  type WebSocketConnectionOptions,
+  type WebSocketLike,
+  type WebSocketPeer,
+} from "./lib/ingress/websocket.ts";
 export { relay, type RelayOptions, type RelayResult } from "./lib/relay.ts";
 export { type ConnectionHandler, createHandler, type HandlerOptions } from "./lib/session.ts";
 export type { ConnectionLog, ConnectionRecord, Outcome } from "./lib/record.ts";
 export { DEFAULT_TIMEOUTS, makeRules, type Rules, type RulesOptions, type Timeouts } from "./lib/rules.ts";
 export type { CommandContext, CommandHandler, CommandResult } from "./lib/commands.ts";
-export { type Opened, type Upstream, UpstreamError } from "./lib/upstream/upstream.ts";
+export { type Binding, type Opened, type Upstream, UpstreamError } from "./lib/upstream/upstream.ts";
+export { directBind, type OpenListener } from "./lib/upstream/bind.ts";
 export { directUpstream } from "./lib/upstream/direct.ts";
 export { byNameUpstream } from "./lib/upstream/by_name.ts";
 export { type DohOptions, dohResolver } from "./lib/upstream/doh.ts";
@@ -68,6 +94,7 @@ export {
   serve,
   type ServeOptions,
   type SocksServer,
+  type WebSocketServe,
 } from "./lib/serve.ts";
 export {
   checkDestination,
@@ -88,6 +115,24 @@ export {
 export { createAuthenticator, parseUsers } from "./lib/auth.ts";
 export { type AuthBackoff, DEFAULT_AUTH_BACKOFF } from "./lib/admission.ts";
 export { VERSION } from "./lib/version.ts";
+export {
+  decodeUdpDatagram,
+  encodeUdpDatagram,
+  type UdpDatagram,
+  udpHeaderLength,
+  type UdpInvalid,
+} from "./lib/core/udp.ts";
+export type { UdpBindOptions, UdpSocket } from "./lib/runtime.ts";
+export {
+  type AssociateRequest,
+  type Association,
+  UDP_DEFAULTS,
+  UDP_DROPS,
+  type UdpDrop,
+  type UdpOptions,
+  type UdpService,
+  udpService,
+} from "./lib/upstream/udp.ts";
 
 // The CLI and the runtime adapter load only when this file is the program.
 if (import.meta.main) await import("./lib/cli/bin.ts");

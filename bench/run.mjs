@@ -16,6 +16,7 @@ import net from "node:net";
 import os from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { measureUdp, udpReport } from "./udp.mjs";
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
 const root = join(benchDir, "..");
@@ -23,7 +24,7 @@ const resultsDir = join(benchDir, "results");
 const bin = (name) => join(root, "node_modules", ".bin", name);
 const MiB = 1 << 20;
 const RUNTIMES = ["deno", "bun", "node"];
-const REFERENCES = ["microsocks", "dante"];
+const REFERENCES = ["microsocks", "dante", "npm"];
 
 // ------------------------------------------------------------------ flags and configuration
 
@@ -32,9 +33,9 @@ if (argv.includes("--help") || argv.includes("-h")) {
   console.log(`usage: node bench/run.mjs [--quick] [--only deno,bun,node] [--skip microsocks,dante]
   --quick   smoke test: 64 MiB transfers, 500 tunnels, 500 held tunnels (~30-60 s)
   --only    edgesocks runtimes (and their bare forwarders) to measure; default all three
-  --skip    reference proxies to leave out (microsocks, dante)
+  --skip    reference proxies to leave out (microsocks, dante, npm: the npm SOCKS servers on Node)
   --runs N  throughput and tunnels/s runs per subject (default 3 and 5; --quick: 3 and 1)
-  --parts   what to measure: a comma list of throughput, tunnels, memory; default all three
+  --parts   what to measure: a comma list of throughput, tunnels, memory, udp; default all four
   --check   exit 1 if any measurement failed (CI runs --quick --check as a smoke test)`);
   process.exit(0);
 }
@@ -58,7 +59,7 @@ if (runsFlag !== null && !(Number.isInteger(runsFlag) && runsFlag >= 1 && runsFl
 }
 const only = listFlag("--only", RUNTIMES, RUNTIMES);
 const skip = listFlag("--skip", REFERENCES, []);
-const PARTS = ["throughput", "tunnels", "memory"];
+const PARTS = ["throughput", "tunnels", "memory", "udp"];
 const parts = listFlag("--parts", PARTS, PARTS);
 
 const cfg = quick
@@ -324,10 +325,11 @@ function foreignDelta(a, b) {
  */
 async function observe(r, run) {
   const loadBefore = await quietGate();
-  const f0 = foreignCpu(), p0 = r.proc ? groupCpu(r.proc.pid) : 0, t0 = performance.now();
+  const cpu = () => (r.proc ? groupCpu(r.proc.pid) : 0) + (r.extra ? groupCpu(r.extra.pid) : 0);
+  const f0 = foreignCpu(), p0 = cpu(), t0 = performance.now();
   const result = await run();
   const wall = (performance.now() - t0) / 1000;
-  const p1 = r.proc ? groupCpu(r.proc.pid) : 0, f1 = foreignCpu();
+  const p1 = cpu(), f1 = foreignCpu();
   const proxyCpu = r.proc ? p1 - p0 : null;
   const background = foreignDelta(f0, f1) / (wall * os.cpus().length);
   return { result, proxyCpu, loadBefore, background };
@@ -359,6 +361,12 @@ function versionOf(cmd, args, pattern = /(\d+\.\d+\.\d+)/) {
 
 const dpkgVersion = (pkg) =>
   spawnSync("dpkg-query", ["-W", "-f", "${Version}", pkg], { encoding: "utf8" }).stdout?.trim() || "?";
+
+/** id, npm package, start script in bench/peers/. */
+const NPM_PEERS = [
+  ["npm-socks5-server", "@pondwader/socks5-server", "pondwader.mjs"],
+  ["npm-socksv5", "socksv5", "socksv5.mjs"],
+];
 
 let serverPorts = [];
 let clientBin = "";
@@ -432,6 +440,23 @@ function subjects() {
     const m = await waitFor(proc, (p) => listening.exec(p.out), 30_000, "startup line");
     return { proc, port: Number(m[1]) };
   };
+  // The npm SOCKS servers a Node user would pick instead, on Node 24 with a minimal accept-all setup
+  // (bench/peers/): no timeouts, no policy, no log.
+  if (!skip.includes("npm")) {
+    for (const [id, pkg, script] of NPM_PEERS) {
+      const version =
+        JSON.parse(readFileSync(join(root, "node_modules", pkg, "package.json"), "utf8")).version;
+      list.push({
+        id,
+        label: `${pkg} ${version} (Node)`,
+        kind: "socks",
+        reference: true,
+        npm: true,
+        start: startOn(pkg, bin("node"), [join("bench", "peers", script), "127.0.0.1:0"]),
+      });
+    }
+  }
+
   const forwarders = {
     deno: () => [bin("deno"), ["run", "-A", "bench/forwarders/deno_forward.ts", "127.0.0.1:0", targets()]],
     bun: () => [bin("bun"), ["bench/forwarders/bun_forward.ts", "127.0.0.1:0", targets()]],
@@ -464,13 +489,59 @@ function subjects() {
     const [cmd, args] = edgesocks[rt];
     list.push({
       id: `${rt}-edgesocks-workers`,
-      label: `edgesocks on ${rt}, --workers 2`,
+      label: `edgesocks on ${rt}, --workers auto (${os.cpus().length})`,
       kind: "socks",
       runtime: rt,
       edgesocks: true,
       tunnelsOnly: true,
       noMemory: "several processes",
-      start: startOn(`edgesocks ${rt} --workers 2`, cmd, [...args, "--workers", "2"]),
+      start: startOn(`edgesocks ${rt} --workers auto`, cmd, [...args, "--workers", "auto"]),
+    });
+    // The same proxy serving HTTP CONNECT (one round trip instead of SOCKS5's two): tunnels/s only.
+    list.push({
+      id: `${rt}-edgesocks-http`,
+      label: `edgesocks on ${rt}, HTTP CONNECT`,
+      kind: "http",
+      runtime: rt,
+      edgesocks: true,
+      tunnelsOnly: true,
+      noMemory: "same relay as SOCKS5",
+      start: startOn(`edgesocks ${rt} --http-connect`, cmd, [...args, "--http-connect"]),
+    });
+    // SOCKS over WebSocket: the bridge and a --listen-ws edge, both on this runtime (CPU: both processes).
+    const [, edgeArgs] = edgesocks[rt];
+    const edgeWs = [...edgeArgs.filter((a) => a !== "--listen" && a !== "127.0.0.1:0")];
+    edgeWs.splice(edgeWs.indexOf("mod.ts") + 1, 0, "--listen-ws", "127.0.0.1:0/socks");
+    list.push({
+      id: `${rt}-ws`,
+      label: `edgesocks on ${rt}, bridge + WebSocket edge`,
+      kind: "socks",
+      runtime: rt,
+      edgesocks: true,
+      noMemory: "two processes",
+      start: async () => {
+        const edge = launch(`edgesocks ${rt} --listen-ws`, cmd, edgeWs);
+        const m = await waitFor(
+          edge,
+          (p) => /ws:\/\/127\.0\.0\.1:(\d+)\/socks/.exec(p.out),
+          30_000,
+          "startup line",
+        );
+        const bridgeArgs = [
+          ...args.slice(0, args.indexOf("mod.ts") + 1),
+          "bridge",
+          "--listen",
+          "127.0.0.1:0",
+        ];
+        bridgeArgs.push("--to", `ws://127.0.0.1:${m[1]}/socks`);
+        try {
+          const { proc, port } = await startOn(`edgesocks ${rt} bridge`, cmd, bridgeArgs)();
+          return { proc, port, extra: edge };
+        } catch (error) {
+          await stop(edge);
+          throw error;
+        }
+      },
     });
   }
   return list;
@@ -484,8 +555,8 @@ async function startAll(list) {
       continue;
     }
     try {
-      const { proc, port } = await s.start();
-      running.push({ subject: s, proc, port });
+      const { proc, port, extra } = await s.start();
+      running.push({ subject: s, proc, port, extra });
     } catch (error) {
       log(`${s.label}: could not start: ${error.message}`);
       s.startError = error.message;
@@ -522,6 +593,7 @@ async function measureTunnels(r, count, seconds) {
   ];
   args.push("--count", String(count), "--seconds", String(seconds));
   if (r.subject.kind === "socks") args.push("--socks5", `127.0.0.1:${serverPorts.join(",")}`);
+  if (r.subject.kind === "http") args.push("--http", `127.0.0.1:${serverPorts.join(",")}`);
   const o = await observe(r, () => client(args, (seconds + 60) * 1000));
   const { result } = o;
   return {
@@ -656,6 +728,44 @@ function summarize(results, raw) {
       );
     }
   }
+  // SOCKS over WebSocket (bridge + edge) ÷ the same runtime's TCP relay, run by run.
+  for (const rt of only) {
+    const w = raw[`${rt}-ws`], e = raw[`${rt}-edgesocks`];
+    if (!w || !e) continue;
+    for (const d of ["up", "down"]) {
+      results.tput[`${rt}-ws`][d].vsTcp = pairedRatio(w[d], e[d], (t) => t.mibps);
+    }
+    results.tunnels[`${rt}-ws`].vsTcp = pairedRatio(w.tunnels, e.tunnels, (t) => t.perSecond);
+  }
+  for (const rt of only) {
+    const h = raw[`${rt}-edgesocks-http`], e = raw[`${rt}-edgesocks`];
+    if (h && e) {
+      results.tunnels[`${rt}-edgesocks-http`].vsSocks5 = pairedRatio(
+        h.tunnels,
+        e.tunnels,
+        (t) => t.perSecond,
+      );
+    }
+  }
+  // The faster npm server (by median tunnels/s, and by median throughput each way) is the one to beat on Node.
+  const npmIds = NPM_PEERS.map(([id]) => id).filter((id) => raw[id]);
+  const faster = (value) =>
+    npmIds.length ? npmIds.reduce((a, b) => ((value(b) ?? -1) > (value(a) ?? -1) ? b : a)) : null;
+  const nodeE = raw["node-edgesocks"];
+  if (nodeE && npmIds.length) {
+    const tunPeer = faster((id) => results.tunnels[id].median);
+    results.tunnels["node-edgesocks"].vsNpm = {
+      peer: tunPeer,
+      ...pairedRatio(nodeE.tunnels, raw[tunPeer].tunnels, (t) => t.perSecond),
+    };
+    for (const d of ["up", "down"]) {
+      const peer = faster((id) => results.tput[id][d].median);
+      results.tput["node-edgesocks"][d].vsNpm = {
+        peer,
+        ...pairedRatio(nodeE[d], raw[peer][d], (t) => t.mibps),
+      };
+    }
+  }
   const ms = raw.microsocks;
   for (const [id, x] of Object.entries(raw)) {
     if (ms && id !== "microsocks" && results.subjects.find((s) => s.id === id)?.kind === "socks") {
@@ -771,14 +881,19 @@ function report(results) {
     if (!t) continue;
     tunRows.push([
       s.label,
-      s.kind === "socks" ? "SOCKS5" : "plain",
+      s.kind === "socks" ? "SOCKS5" : s.kind === "http" ? "HTTP CONNECT" : "plain",
       range(t),
       fmt(t.p50ms, 2),
       fmt(t.p99ms, 2),
       fmt(t.cpuUs),
       t.vsMicrosocks ? fmt(t.vsMicrosocks.median, 2) : "",
       t.cpuVsForwarder ? fmt(t.cpuVsForwarder.median, 2) : "",
-      [busy(t.background), t.failedTunnels ? `${t.failedTunnels} tunnels failed` : "", t.errors[0] ?? ""]
+      [
+        t.vsSocks5 ? `÷ SOCKS5 on ${s.runtime}: ${fmt(t.vsSocks5.median, 2)}` : "",
+        busy(t.background),
+        t.failedTunnels ? `${t.failedTunnels} tunnels failed` : "",
+        t.errors[0] ?? "",
+      ]
         .filter(Boolean).join("; "),
     ]);
   }
@@ -833,6 +948,7 @@ function report(results) {
     ),
   );
   out.push("");
+  if (results.udp) out.push(udpReport(results.udp), "");
   const skipped = results.subjects.filter((s) => s.startError).map((s) => `${s.label}: ${s.startError}`);
   if (skipped.length) out.push(`Could not start: ${skipped.join("; ")}`, "");
   return out.join("\n");
@@ -842,7 +958,22 @@ function evaluateTargets(results) {
   const { tput, tunnels, memory } = results;
   const targets = [];
   const memGoal = { bun: 8, node: 16, deno: 24 };
-  const tunGoal = { bun: 1, node: 0.8, deno: 0.8 };
+  const tunGoal = { bun: 0.8, node: 0.8, deno: 0.8 };
+  const npmLabel = (id) => results.subjects.find((s) => s.id === id)?.label.replace(/ \(Node\)$/, "") ?? id;
+  const vsNpm = [
+    ["tunnels/s", tunnels["node-edgesocks"]?.vsNpm, 1.2],
+    ["throughput up", tput["node-edgesocks"]?.up.vsNpm, 1],
+    ["throughput down", tput["node-edgesocks"]?.down.vsNpm, 1],
+  ];
+  for (const [what, r, goal] of only.includes("node") ? vsNpm : []) {
+    if (!r) continue;
+    targets.push({
+      what: `node: ${what} ÷ the faster npm server (${npmLabel(r.peer)})`,
+      value: r.median == null ? "—" : range(r, 2),
+      goal: `≥ ${fmt(goal, 1)}`,
+      met: r.median == null ? null : r.median >= goal,
+    });
+  }
   for (const rt of only) {
     const e = tput[`${rt}-edgesocks`];
     for (const dir of ["up", "down"]) {
@@ -856,15 +987,39 @@ function evaluateTargets(results) {
     }
   }
   for (const rt of only) {
-    for (const [id, how] of [[`${rt}-edgesocks`, ""], [`${rt}-edgesocks-workers`, " (--workers 2)"]]) {
+    for (
+      const [id, how, goal] of [[`${rt}-edgesocks`, "", tunGoal[rt]], [
+        `${rt}-edgesocks-workers`,
+        " (--workers auto)",
+        1,
+      ]]
+    ) {
       const r = tunnels[id]?.vsMicrosocks;
       targets.push({
         what: `${rt}: tunnels/s ÷ microsocks${how}`,
         value: r?.median == null ? "—" : range(r, 2),
-        goal: `≥ ${fmt(tunGoal[rt], 1)}`,
-        met: r?.median == null ? null : r.median >= tunGoal[rt],
+        goal: `≥ ${fmt(goal, 1)}`,
+        met: r?.median == null ? null : r.median >= goal,
       });
     }
+  }
+  for (const rt of only) {
+    for (const dir of ["up", "down"]) {
+      const r = tput[`${rt}-ws`]?.[dir].vsTcp;
+      targets.push({
+        what: `${rt}: bridge + WebSocket edge throughput ${dir} ÷ edgesocks over TCP`,
+        value: r?.median == null ? "—" : range(r, 2),
+        goal: "≥ 0.80",
+        met: r?.median == null ? null : r.median >= 0.8,
+      });
+    }
+    const t = tunnels[`${rt}-ws`]?.vsTcp;
+    targets.push({
+      what: `${rt}: bridge + WebSocket edge tunnels/s ÷ edgesocks over TCP`,
+      value: t?.median == null ? "—" : range(t, 2),
+      goal: "(reported)",
+      met: null,
+    });
   }
   for (const rt of only) {
     const k = memory[`${rt}-edgesocks`]?.kibPerTunnel ?? null;
@@ -997,7 +1152,7 @@ async function main() {
         await sleep(200);
       }
     }
-    for (const r of running) await stop(r.proc);
+    for (const r of running) await stop(r.proc), await stop(r.extra);
     summarize(results, raw);
     const all = Object.values(raw).flatMap((x) => [...x.up, ...x.down, ...x.tunnels]).map((t) =>
       t?.background
@@ -1015,6 +1170,10 @@ async function main() {
         results.memory[s.id] = { error: error.message };
         log(`memory ${s.label}: FAILED ${error.message}`);
       }
+    }
+    // ---- UDP ASSOCIATE datagrams per second (bench/udp.mjs)
+    if (parts.includes("udp")) {
+      results.udp = await measureUdp({ only, quick, runs: quick ? 1 : 3, bin, launch, stop, waitFor, log });
     }
   } finally {
     for (const proc of [...live.values()]) await stop(proc);
@@ -1036,6 +1195,7 @@ async function main() {
         t,
       ) => [...t.errors, ...(t.failedTunnels ? ["tunnels failed"] : [])]),
       ...Object.values(results.memory).flatMap((m) => (m.error ? [m.error] : [])),
+      ...Object.values(results.udp ?? {}).flatMap((u) => u.errors),
     ];
     if (failed.length > 0) {
       log(`--check: ${failed.length} measurements failed: ${failed.slice(0, 3).join("; ")}`);

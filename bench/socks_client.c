@@ -21,6 +21,9 @@
  *       as curl does), a 1-byte echo, close. Stops starting tunnels after N or S seconds.
  *       Prints one JSON line.
  *
+ *   socks_client tunnels --connect H:P --http H:P[,P...] --concurrency C --count N --seconds S
+ *       The same over HTTP CONNECT: "CONNECT H:P HTTP/1.1" (one round trip), a 200, the echo, close.
+ *
  *   socks_client hold --connect H:P [--socks5 H:P[,P...]] --count N --concurrency C --seconds S
  *       Opens N tunnels (1-byte echo each) and keeps them open; prints "ready {json}", then waits
  *       for EOF (or a line) on stdin, closes them all and prints a final JSON line.
@@ -380,7 +383,7 @@ static int run_tput(struct sockaddr_in *conn, struct sockaddr_in *target, int up
 
 /* ---------------------------------------------------------------- tunnels, hold */
 
-enum { S_CONNECT, S_GREET, S_REPLY, S_ECHO, S_HELD };
+enum { S_CONNECT, S_GREET, S_REPLY, S_ECHO, S_HELD, S_HTTP };
 
 struct tconn {
   int fd, state, got;
@@ -392,7 +395,7 @@ struct tunnels {
   int ep;
   struct sockaddr_in conn;
   struct sockaddr_in targets[MAX_PORTS];
-  int ntargets, socks, hold;
+  int ntargets, socks, http, hold;
   long started, done, errors, dropped, next_target;
   long err_connect, err_handshake, err_echo, err_timeout;
   struct tconn **slots; /* conns in flight (or held) */
@@ -445,7 +448,17 @@ static void t_event(struct tunnels *T, struct tconn *c, uint32_t events) {
     if (err || (events & (EPOLLERR | EPOLLHUP))) return t_fail(T, c, &T->err_connect);
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
     epoll_ctl(T->ep, EPOLL_CTL_MOD, c->fd, &ev);
-    if (T->socks) {
+    if (T->http) {
+      /* One round trip: the request head, then the 200 (nothing else comes before the echo). */
+      struct sockaddr_in *t = &T->targets[T->next_target++ % T->ntargets];
+      char ip[INET_ADDRSTRLEN], req[160];
+      inet_ntop(AF_INET, &t->sin_addr, ip, sizeof ip);
+      int port = ntohs(t->sin_port);
+      int len = snprintf(req, sizeof req, "CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n", ip, port, ip, port);
+      if (write(c->fd, req, (size_t)len) != len) return t_fail(T, c, &T->err_handshake);
+      c->state = S_HTTP;
+      c->got = 0;
+    } else if (T->socks) {
       unsigned char greet[3] = {5, 1, 0};
       if (write(c->fd, greet, 3) != 3) return t_fail(T, c, &T->err_handshake);
       c->state = S_GREET;
@@ -465,6 +478,19 @@ static void t_event(struct tunnels *T, struct tconn *c, uint32_t events) {
       c->fd = -1;
     }
     return;
+  }
+  if (c->state == S_HTTP) {
+    ssize_t n = read(c->fd, c->buf + c->got, sizeof c->buf - 1 - (size_t)c->got);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    if (n <= 0) return t_fail(T, c, &T->err_handshake);
+    c->got += (int)n;
+    c->buf[c->got] = 0;
+    if (!strstr((char *)c->buf, "\r\n\r\n")) {
+      if (c->got >= (int)sizeof c->buf - 1) return t_fail(T, c, &T->err_handshake);
+      return;
+    }
+    if (strncmp((char *)c->buf, "HTTP/1.1 200 ", 13) != 0) return t_fail(T, c, &T->err_handshake);
+    return t_send_echo(T, c);
   }
   int want = c->state == S_GREET ? 2 : c->state == S_ECHO ? 1 : 0;
   if (c->state == S_REPLY) {
@@ -630,9 +656,18 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *socks = arg(argc, argv, "--socks5", NULL);
-  int ntargets = socks ? parse_addrs(socks, targets, MAX_PORTS) : 0;
-  if (socks && ntargets == 0) {
-    fprintf(stderr, "socks_client: bad --socks5\n");
+  const char *http = arg(argc, argv, "--http", NULL);
+  if (socks && http) {
+    fprintf(stderr, "socks_client: --socks5 or --http, not both\n");
+    return 2;
+  }
+  int ntargets = socks ? parse_addrs(socks, targets, MAX_PORTS) : http ? parse_addrs(http, targets, MAX_PORTS) : 0;
+  if ((socks || http) && ntargets == 0) {
+    fprintf(stderr, "socks_client: bad %s\n", socks ? "--socks5" : "--http");
+    return 2;
+  }
+  if (strcmp(mode, "tput") == 0 && http) {
+    fprintf(stderr, "socks_client: tput has no --http mode\n");
     return 2;
   }
   if (strcmp(mode, "tput") == 0) {
@@ -646,6 +681,7 @@ int main(int argc, char **argv) {
     memcpy(T.targets, targets, sizeof targets);
     T.ntargets = ntargets;
     T.socks = socks != NULL;
+    T.http = http != NULL;
     T.hold = strcmp(mode, "hold") == 0;
     int concurrency = atoi(arg(argc, argv, "--concurrency", "50"));
     long count = atol(arg(argc, argv, "--count", "10000"));

@@ -11,7 +11,9 @@ import type { Answer, ProxyRequest, RequestKind } from "./core/request.ts";
 import { ReplyCode } from "./core/wire.ts";
 import { checkCommand } from "./policy.ts";
 import type { Rules } from "./rules.ts";
-import type { Opened, Upstream } from "./upstream/upstream.ts";
+import type { HostPort } from "./core/address.ts";
+import type { Binding, Opened, Upstream } from "./upstream/upstream.ts";
+import type { Association, UdpService } from "./upstream/udp.ts";
 
 /**
  * What a handler gets: the request, the rules the session took at accept,
@@ -32,6 +34,12 @@ export interface CommandContext {
   upstream: Upstream;
   /** Aborts the work: the connect timeout fired, or the server is shutting down. */
   signal: AbortSignal;
+  /** The control connection's local address (where a BIND listens, where a UDP relay binds), when known. */
+  local?: HostPort;
+  /** The control connection's peer: the client (UDP ASSOCIATE takes its datagrams from its address). */
+  client?: HostPort;
+  /** UDP ASSOCIATE's service, when the server serves it. */
+  udp?: UdpService;
 }
 
 /**
@@ -49,6 +57,10 @@ export interface CommandResult {
   answer: Answer;
   /** For a tunnel: the open connection to relay to. */
   tunnel?: Opened;
+  /** For a BIND: the listener waiting for its peer (the session waits, then closes it). */
+  binding?: Binding;
+  /** For UDP ASSOCIATE: the open association, held while the client connection lasts. */
+  association?: Association;
 }
 
 /**
@@ -73,6 +85,37 @@ function tunnel({ request, rules, upstream, signal }: CommandContext): Promise<C
   return opening.then((o) => ({ answer: { type: "connected", bound: bound ?? o.bound }, tunnel: o }));
 }
 
+/** BIND: listen for the peer; the first reply carries where (the session then waits for the peer). */
+function bind({ request, rules, upstream, local, signal }: CommandContext): Promise<CommandResult> {
+  if (!upstream.bind) {
+    return Promise.reject(
+      new SocksError(ReplyCode.CommandNotSupported, "bind not supported", { code: "unsupported" }),
+    );
+  }
+  const opening = upstream.bind(request, rules.policy, local);
+  // A listener that opens after the deadline is closed, not leaked.
+  opening.then((b) => signal.aborted && b.close(), () => {});
+  return opening.then((binding) => ({ answer: { type: "bound", bound: binding.address }, binding }));
+}
+
+/** UDP ASSOCIATE: open a relay socket; the reply carries where (the session then holds the connection). */
+function associate({ request, rules, signal, client, local, udp }: CommandContext): Promise<CommandResult> {
+  if (!udp) {
+    return Promise.reject(
+      new SocksError(ReplyCode.CommandNotSupported, "udp_associate not supported", { code: "unsupported" }),
+    );
+  }
+  const opening = udp.associate({
+    request,
+    policy: rules.policy,
+    ...(client ? { client } : {}),
+    ...(local ? { local } : {}),
+    idleTimeout: rules.timeouts.idle,
+  });
+  opening.then((a) => signal.aborted && a.close(), () => {});
+  return opening.then((a) => ({ answer: { type: "associated", bound: a.bound }, association: a }));
+}
+
 /** The handlers of the commands every server serves. */
 export const COMMANDS: Readonly<Partial<Record<RequestKind, CommandHandler>>> = {
   connect: tunnel,
@@ -81,6 +124,8 @@ export const COMMANDS: Readonly<Partial<Record<RequestKind, CommandHandler>>> = 
     upstream.lookup(request, rules.policy).then((address) => ({ answer: { type: "resolved", address } })),
   resolve_ptr: ({ request, rules, upstream }) =>
     upstream.reverse(request, rules.policy).then((name) => ({ answer: { type: "resolved_name", name } })),
+  bind,
+  udp_associate: associate,
 };
 
 /** Runs the handler of `ctx.request.kind` after the command check of the policy. */

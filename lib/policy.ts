@@ -97,7 +97,8 @@ export function isNonPublicAddress(ip: string): boolean {
 }
 
 /**
- * The command groups a destination rule can name: RESOLVE covers RESOLVE_PTR too.
+ * The command groups a destination rule can name: RESOLVE covers RESOLVE_PTR too; `bind` is the
+ * peer a BIND accepts; `udp` is each datagram a UDP association sends.
  *
  * @example
  * ```ts
@@ -105,7 +106,7 @@ export function isNonPublicAddress(ip: string): boolean {
  * const lookups: RuleCommand[] = ["resolve"]; // RESOLVE and RESOLVE_PTR
  * ```
  */
-export type RuleCommand = "connect" | "connect_dir" | "resolve";
+export type RuleCommand = "connect" | "connect_dir" | "resolve" | "bind" | "udp";
 
 /**
  * One allow/deny rule. A rule matches when every field it sets matches; the
@@ -133,11 +134,11 @@ export interface DestinationRule {
   text: string;
 }
 
-const ALL_COMMANDS: readonly RuleCommand[] = ["connect", "connect_dir", "resolve"];
+const ALL_COMMANDS: readonly RuleCommand[] = ["connect", "connect_dir", "resolve", "bind", "udp"];
 
 /**
  * Parses a rule: `[COMMANDS@]TARGET[:PORTS]`, where COMMANDS is a comma list
- * of `connect`, `connect_dir`, `resolve`; TARGET is an address or CIDR
+ * of `connect`, `connect_dir`, `resolve`, `bind`, `udp` (each datagram of a UDP ASSOCIATE); TARGET is an address or CIDR
  * (IPv6 in brackets when a port follows), a host pattern (`example.com`,
  * `*.example.com`) or `*`; PORTS is `N` or `N-M`. Throws a TypeError on bad input.
  *
@@ -157,7 +158,7 @@ export function parseRule(action: "allow" | "deny", text: string): DestinationRu
   if (at >= 0) {
     const names = rest.slice(0, at).split(",");
     if (names.some((c) => !ALL_COMMANDS.includes(c as RuleCommand))) {
-      throw bad("commands are connect, connect_dir, resolve");
+      throw bad("commands are connect, connect_dir, resolve, bind, udp");
     }
     commands = names as RuleCommand[];
     rest = rest.slice(at + 1);

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { RequestKind } from "./core/request.ts";
+import type { Protocol, RequestKind } from "./core/request.ts";
 
 /**
  * How a connection ended, as a stable code:
@@ -70,8 +70,12 @@ export type Outcome =
 export interface ConnectionLog {
   /** The client's address, when known. */
   client?: string;
-  /** 4 or 5, once the request was parsed. */
+  /** 4 or 5, once a SOCKS request was parsed. */
   version?: 4 | 5;
+  /** The protocol spoken (`socks4`, `socks5`, `http`), once known. */
+  protocol?: Protocol;
+  /** The HTTP status sent, for an HTTP client. */
+  status?: number;
   /** The command asked for. */
   command?: RequestKind;
   /** The destination or name asked for, `host:port`. */

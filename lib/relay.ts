@@ -6,7 +6,7 @@
  * `pipe()`, Bun's socket handlers): the result, stopping once, the idle
  * timeout on a list shared by the tunnels with the same timeout, the
  * shutdown watch shared by the tunnels of a signal, and closing both sides,
- * with a reset when one failed.
+ * with a reset when one failed or the server shut down.
  *
  * @module
  */
@@ -37,8 +37,8 @@ export type { Watcher } from "./_tunnels.ts";
  *     this.a = a;
  *     this.b = b;
  *   }
- *   override close(failed: boolean) {
- *     for (const c of [this.a, this.b]) failed && c.abort ? c.abort() : c.close();
+ *   override close(reset: boolean) {
+ *     for (const c of [this.a, this.b]) reset && c.abort ? c.abort() : c.close();
  *   }
  * }
  * declare const a: ByteConnection, b: ByteConnection;
@@ -100,16 +100,28 @@ export class Tunnel implements TrackedTunnel {
     this.idle?.touch(this);
   }
 
-  /** Ends the tunnel the first time only: records why and closes both sides, with a reset on `"error"`. */
+  /**
+   * Ends the tunnel the first time only: records why and closes both sides,
+   * with a reset on `"error"` and `"aborted"`, gracefully on `"idle"`.
+   */
   stop(end: "idle" | "error" | "aborted", error?: unknown): void {
     if (this.end !== "done") return;
     this.end = end;
     if (error !== undefined) this.error = error;
-    this.close(end === "error");
+    // A tunnel cut by the server's shutdown is incomplete whether or not bytes are in flight at that
+    // instant (a download between two chunks is as truncated as one mid-chunk), unless both FINs have
+    // been exchanged, and then it is ending by itself and its sockets have nothing left to reset (each
+    // relay's reset skips those). So it is reset like a failure: a FIN would tell the client that what it
+    // got is all there is (measured before: 500 of 500 downloads cut by SIGTERM ended with a clean FIN).
+    // An idle timeout closes gracefully: nothing has moved for the whole timeout.
+    this.close(end !== "idle");
   }
 
-  /** Closes both sides, with a reset when `failed` where the runtime can. A relay's subclass says how. */
-  close(_failed: boolean): void {}
+  /**
+   * Closes both sides, with a reset when `reset` (a failure or a shutdown)
+   * where the runtime can. A relay's subclass says how.
+   */
+  close(_reset: boolean): void {}
 
   /** Leaves the idle list and the shutdown watch, and says how the tunnel went. Call once, at the end. */
   result(): RelayResult {
@@ -147,7 +159,7 @@ export async function runRelay<T extends Tunnel>(
   return tunnel.result();
 }
 
-/** The generic relay's tunnel: two connections, a failure passed on as a reset where the runtime can. */
+/** The generic relay's tunnel: two connections, a failure or a shutdown passed on as a reset where the runtime can. */
 class ConnectionTunnel extends Tunnel {
   readonly client: ByteConnection;
   readonly upstream: ByteConnection;
@@ -157,9 +169,9 @@ class ConnectionTunnel extends Tunnel {
     this.upstream = upstream;
   }
 
-  override close(failed: boolean): void {
+  override close(reset: boolean): void {
     for (const c of [this.client, this.upstream]) {
-      if (failed && c.abort) c.abort();
+      if (reset && c.abort) c.abort();
       else c.close();
     }
   }
@@ -183,8 +195,9 @@ async function pumpConnection(t: ConnectionTunnel, up: boolean): Promise<void> {
 /**
  * Copies `client` → `upstream` and `upstream` → `client` until both have sent
  * their FIN (each FIN is forwarded as a FIN; the other direction keeps
- * flowing), a side fails (both are then closed at once), or the tunnel is
- * idle too long. At most one chunk per direction is in flight, so a slow
+ * flowing), a side fails or `signal` aborts (both are then closed at once,
+ * with a reset where the connections can), or the tunnel is idle too long
+ * (closed gracefully). At most one chunk per direction is in flight, so a slow
  * reader slows the writer instead of growing a buffer. Both connections are
  * closed when it resolves; it never rejects.
  *

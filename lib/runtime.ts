@@ -25,7 +25,8 @@ export type { HostPort };
  *   handed to the kernel is still delivered, then a FIN. Idempotent; pending
  *   reads resolve `null` or reject.
  * - `abort()`, where present, closes with a reset (RST) so the peer learns
- *   the tunnel failed; the relay uses it when the other side fails.
+ *   the tunnel failed; the relay uses it when the other side fails and when
+ *   the tunnel is cut by a shutdown.
  *
  * @example
  * ```ts
@@ -180,6 +181,176 @@ export interface RuntimeAdapter {
    * cannot. The default policy refuses them as destinations.
    */
   interfaceAddresses?(): string[] | undefined;
+  /**
+   * Serves WebSocket upgrades on `address` at `options.path`, handing each
+   * admitted socket to `onSocket` with the HTTP peer's address. Absent where
+   * the runtime cannot (then `--listen-ws` is a startup error). An HTTP
+   * server, not a generic `serveHttp`: the upgrade is where the runtimes
+   * differ (Deno's `upgradeWebSocket`, Bun's `server.upgrade` and handlers,
+   * Node's `upgrade` event), and it is all the SOCKS ingress needs.
+   */
+  serveWebSocket?(
+    address: HostPort,
+    options: WebSocketServeOptions,
+    onSocket: (socket: WebSocketLike, client: HostPort) => void,
+  ): Promise<Listener>;
+  /**
+   * Opens a client WebSocket to `url` (ws: or wss:), with `headers` and
+   * `protocols`, trusting `ca` (PEM) besides the system's roots when given.
+   * Rejects with a TypeError where the runtime cannot (Node before 22 without `ws`).
+   */
+  connectWebSocket?(url: string, options: WebSocketConnectOptions): Promise<WebSocketLike>;
+  /**
+   * Binds a UDP socket (UDP ASSOCIATE's relay); absent where the runtime has
+   * no UDP (Deno without `--unstable-net`): then UDP ASSOCIATE is answered
+   * "command not supported" and {@linkcode RuntimeAdapter.udpUnavailable}
+   * says why.
+   */
+  udp?(options: UdpBindOptions): Promise<UdpSocket>;
+  /** Why `udp` is absent, in words for the startup line (e.g. "Deno needs --unstable-net"). */
+  readonly udpUnavailable?: string;
+}
+
+/**
+ * The WHATWG `WebSocket` members the SOCKS-over-WebSocket ingress uses: the
+ * global `WebSocket` of every runtime, `Deno.upgradeWebSocket`'s socket,
+ * workerd's `WebSocketPair` end, Node's `ws`, an adapter's shim of Bun's
+ * `ServerWebSocket`. `send()` may return Bun's status (0: dropped, −1:
+ * queued over the limit); `pause()`/`resume()`, where present, stop and
+ * restart reading from the socket (TCP backpressure).
+ *
+ * @example
+ * ```ts
+ * import type { WebSocketLike } from "@edgesocks/edgesocks";
+ * const ws: WebSocketLike = new WebSocket("ws://127.0.0.1:8080/socks", ["edgesocks"]);
+ * ```
+ */
+export interface WebSocketLike {
+  /** Set to `"arraybuffer"` by the ingress. */
+  binaryType: string;
+  /** Bytes queued by `send()` and not yet handed to the network. */
+  readonly bufferedAmount: number;
+  /** 0 connecting, 1 open, 2 closing, 3 closed. */
+  readonly readyState: number;
+  /** Sends one binary message. */
+  send(data: Uint8Array<ArrayBuffer>): void;
+  /** Starts the closing handshake. */
+  close(code?: number, reason?: string): void;
+  /** Listens for `open`, `message`, `close`, `error` (and `drain`, where there is one). */
+  addEventListener(type: string, listener: (event: Event) => void): void;
+  /** Stops reading from the socket. */
+  pause?(): unknown;
+  /** Reads from the socket again. */
+  resume?(): unknown;
+}
+
+/**
+ * Options for {@linkcode RuntimeAdapter.serveWebSocket}.
+ *
+ * @example
+ * ```ts
+ * import type { WebSocketServeOptions } from "@edgesocks/edgesocks";
+ * const options: WebSocketServeOptions = {
+ *   path: "/socks",
+ *   admit: () => Promise.resolve({ ok: true, protocol: "edgesocks" }),
+ * };
+ * ```
+ */
+export interface WebSocketServeOptions {
+  /** The one path served; other paths get 404. */
+  path: string;
+  /** SO_REUSEPORT (several processes on one address), where the runtime can. */
+  reusePort?: boolean;
+  /** Serve HTTPS/WSS with this certificate chain and key (PEM text). */
+  tls?: { cert: string; key: string };
+  /**
+   * Decides an upgrade request from its headers (`header(name)`, lower case
+   * names): go on, selecting `protocol`; or refuse with an HTTP response.
+   */
+  admit(
+    header: (name: string) => string | null | undefined,
+    client: HostPort,
+  ): Promise<
+    { ok: true; protocol?: string } | {
+      ok: false;
+      status: number;
+      headers: Record<string, string>;
+      body: string;
+    }
+  >;
+}
+
+/**
+ * Options for {@linkcode RuntimeAdapter.connectWebSocket}.
+ *
+ * @example
+ * ```ts
+ * import type { WebSocketConnectOptions } from "@edgesocks/edgesocks";
+ * const options: WebSocketConnectOptions = { headers: { authorization: "Bearer s3cret" }, protocols: ["edgesocks"] };
+ * ```
+ */
+export interface WebSocketConnectOptions {
+  /** Request headers (the token, above all). */
+  headers?: Record<string, string>;
+  /** Subprotocols to offer. */
+  protocols?: string[];
+  /** PEM certificates to trust besides the system's (a private CA). */
+  ca?: string;
+}
+
+/**
+ * What {@linkcode RuntimeAdapter.udp} binds, and where its datagrams go.
+ *
+ * @example
+ * ```ts
+ * import type { UdpBindOptions } from "@edgesocks/edgesocks";
+ * const options: UdpBindOptions = {
+ *   host: "127.0.0.1",
+ *   port: 0,
+ *   onDatagram: (data, from) => console.log(`${data.length} bytes from ${from.host}:${from.port}`),
+ * };
+ * ```
+ */
+export interface UdpBindOptions {
+  /** An IP literal to bind to. */
+  host: string;
+  /** The port; 0 picks a free one. */
+  port: number;
+  /**
+   * Called once per datagram received, with its source (an IPv4-mapped
+   * source is given as IPv4). `data` is the caller's to keep.
+   */
+  onDatagram(data: Uint8Array, from: HostPort): void;
+}
+
+/**
+ * A bound UDP socket.
+ *
+ * Contract: `send()` never throws and never waits: it returns false when the
+ * datagram was not taken (the socket is closed, the destination is not an IP
+ * literal of a family the socket can reach, the datagram is too large, the
+ * runtime's queue is full); `pending` counts the bytes handed to the runtime
+ * that it has not sent yet. `close()` is idempotent; nothing is delivered
+ * after it.
+ *
+ * @example
+ * ```ts
+ * import type { RuntimeAdapter } from "@edgesocks/edgesocks";
+ * declare const adapter: RuntimeAdapter;
+ * const socket = await adapter.udp!({ host: "127.0.0.1", port: 0, onDatagram: () => {} });
+ * socket.send(Uint8Array.of(1, 2, 3), "127.0.0.1", 9);
+ * socket.close();
+ * ```
+ */
+export interface UdpSocket {
+  /** The bound address (the real port when 0 was asked for). */
+  readonly address: HostPort;
+  /** Bytes handed to the runtime and not yet sent. */
+  readonly pending: number;
+  /** Sends one datagram to an IP literal; false when it was not taken. */
+  send(data: Uint8Array, host: string, port: number): boolean;
+  /** Closes the socket. */
+  close(): void;
 }
 
 /**
@@ -238,6 +409,6 @@ export interface RelayResult {
 export interface RelayOptions {
   /** Close both sides after this many milliseconds without a byte either way; 0 or absent: never. */
   idleTimeout?: number;
-  /** Closes both sides when it aborts (server shutdown). */
+  /** Closes both sides when it aborts (server shutdown), with a reset where the runtime can. */
   signal?: AbortSignal;
 }

@@ -8,8 +8,10 @@
  */
 import { formatHostPort, type HostPort } from "./core/address.ts";
 import { replyCodeOf, SocksError } from "./core/errors.ts";
-import type { CloseCode } from "./core/request.ts";
-import { SocksServerMachine, type Step } from "./core/socks_server.ts";
+import type { CloseCode, RequestKind, RequestMachine, Step } from "./core/request.ts";
+import { DEFAULT_COMMANDS, SocksServerMachine } from "./core/socks_server.ts";
+import { SniffingMachine } from "./core/sniff.ts";
+import { concatBytes } from "./core/bytes.ts";
 import { ReplyCode, Socks4ReplyCode } from "./core/wire.ts";
 import { runCommand } from "./commands.ts";
 import { clientAllowed } from "./policy.ts";
@@ -18,7 +20,9 @@ import { relay, type RelayResult, unwatch, watch } from "./relay.ts";
 import { DEFAULT_TIMEOUTS, makeRules, type Rules, type RulesOptions, type Timeouts } from "./rules.ts";
 import type { ByteConnection, DialOptions, NativeRelay, Resolver } from "./runtime.ts";
 import { directUpstream } from "./upstream/direct.ts";
-import type { Upstream } from "./upstream/upstream.ts";
+import { directBind, type OpenListener } from "./upstream/bind.ts";
+import type { Binding, Opened, Upstream } from "./upstream/upstream.ts";
+import { type Association, UDP_DROPS, type UdpService } from "./upstream/udp.ts";
 
 export { type ConnectionLog, DEFAULT_TIMEOUTS, type Timeouts };
 
@@ -50,6 +54,14 @@ export interface HandlerOptions extends RulesOptions {
    * (`byNameUpstream` where the runtime resolves names itself, as workerd does).
    */
   upstream?: Upstream;
+  /** Serve BIND (SOCKS4 and SOCKS5), listening through `openListener`. Default false. */
+  bind?: boolean;
+  /** Opens BIND's listening sockets (a runtime adapter's `listen`); BIND needs it. */
+  openListener?: OpenListener;
+  /** Where BIND listens (an address of this host); default the control connection's local address. */
+  bindAddress?: string;
+  /** Serve HTTP `CONNECT host:port` on the SOCKS port, under the same policy and users. Default false. */
+  httpConnect?: boolean;
 }
 
 /**
@@ -78,6 +90,12 @@ export interface SessionContext {
   readonly onLog?: (entry: ConnectionLog) => void;
   /** Told at once when a client's login fails (before its connection has ended), e.g. for a backoff. */
   readonly onAuthFailure?: (client: HostPort) => void;
+  /** The request kinds the machine hands out; default the SOCKS machine's (`DEFAULT_COMMANDS`). */
+  readonly commands?: readonly RequestKind[];
+  /** Serve HTTP CONNECT on the SOCKS port. */
+  readonly httpConnect?: boolean;
+  /** UDP ASSOCIATE's service; without it UDP ASSOCIATE is answered "command not supported". */
+  readonly udp?: UdpService;
 }
 
 /** Called once with the record when the connection has ended. */
@@ -147,7 +165,7 @@ async function lingeringClose(client: ByteConnection): Promise<void> {
 }
 
 /** Nearly every step writes one buffer: that write's own promise, no async wrapper around it. */
-function send(client: ByteConnection, step: Step): Promise<void> | undefined {
+function send(client: ByteConnection, step: Step<RequestKind>): Promise<void> | undefined {
   if (step.write.length === 0) return undefined;
   if (step.write.length === 1) return client.write(step.write[0]);
   return step.write.reduce((p: Promise<void>, w) => p.then(() => client.write(w)), Promise.resolve());
@@ -170,6 +188,8 @@ const FAILURE_OUTCOMES = new Set<string>([
   "connect_timeout",
   "shutdown",
   "unsupported",
+  "client_closed",
+  "refused_limit",
 ]);
 
 /** The outcome a failed command stands for: the error's own code, else what its reply says. */
@@ -182,10 +202,36 @@ function failureOutcome(error: unknown): Outcome {
   return error instanceof SocksError ? "upstream_failed" : "error";
 }
 
-/** What the handshake leaves for the relay: the open upstream and the bytes the client sent early. */
-interface Granted {
+/**
+ * What the handshake leaves for the relay: the open upstream and the bytes the client sent early; or,
+ * for UDP ASSOCIATE, the association the client connection holds open.
+ */
+type Granted = Tunnelled | { association: Association };
+
+/** A granted tunnel: the open upstream and the bytes the client sent early. */
+interface Tunnelled {
   upstream: ByteConnection;
   early: Uint8Array;
+  /** The client connection to relay, when it is not the one accepted (BIND: a read was pending on it). */
+  client?: ByteConnection;
+}
+
+/** `conn`, whose first read() is `pending` (already asked of `conn`). */
+function withPendingRead(conn: ByteConnection, pending: Promise<Uint8Array | null>): ByteConnection {
+  let first: Promise<Uint8Array | null> | undefined = pending;
+  return {
+    read: () => {
+      const p = first ?? conn.read();
+      first = undefined;
+      return p;
+    },
+    write: (chunk) => conn.write(chunk),
+    closeWrite: () => conn.closeWrite(),
+    close: () => conn.close(),
+    ...(conn.abort ? { abort: () => conn.abort!() } : {}),
+    ...(conn.localAddress ? { localAddress: conn.localAddress } : {}),
+    ...(conn.remoteAddress ? { remoteAddress: conn.remoteAddress } : {}),
+  };
 }
 
 /**
@@ -249,8 +295,14 @@ class Session {
     }
     this.#negotiate(client, rules, signal, peer).then((granted) => {
       if (!granted) return;
+      if ("association" in granted) {
+        return this.#hold(client, granted.association, signal);
+      }
       // Not returned: the promise of this callback settles now instead of following the tunnel.
-      this.#tunnel(client, granted, rules.timeouts.idle, signal).then(this.#settled, this.#failed);
+      this.#tunnel(granted.client ?? client, granted, rules.timeouts.idle, signal).then(
+        this.#settled,
+        this.#failed,
+      );
     }).catch((error) => {
       client.close();
       this.#failed(error);
@@ -269,7 +321,17 @@ class Session {
     peer: HostPort | undefined,
   ): Promise<Granted | undefined> {
     const record = this.record;
-    const machine = new SocksServerMachine({ authenticate: rules.authenticate });
+    const context = this.#context;
+    const machine: RequestMachine = context.httpConnect
+      ? new SniffingMachine<RequestKind>({
+        authenticate: rules.authenticate,
+        httpConnect: true,
+        ...(context.commands ? { commands: context.commands } : {}),
+      })
+      : new SocksServerMachine<RequestKind>({
+        authenticate: rules.authenticate,
+        ...(context.commands ? { commands: context.commands } : {}),
+      });
     // 1. Handshake, bounded by the handshake timeout.
     let handshakeTimedOut = false;
     const timer = rules.timeouts.handshake > 0
@@ -278,7 +340,7 @@ class Session {
         client.close();
       }, rules.timeouts.handshake)
       : undefined;
-    let step: Step;
+    let step: Step<RequestKind>;
     const stopHandshake = () => client.close();
     if (signal) watch(signal, stopHandshake);
     try {
@@ -304,6 +366,10 @@ class Session {
       if (signal) unwatch(signal, stopHandshake);
     }
     const action = step.action;
+    if (machine.protocol !== undefined) record.protocol = machine.protocol;
+    if (step.status !== undefined) record.status = step.status;
+    // The HTTP-resistance page is a 501, whichever machine sent it.
+    else if (action.type === "close" && action.code === "http_request") record.status = 501;
     if (action.type !== "request") {
       // The machine refused by itself (a bad request, an unsupported command) or the peer misbehaved.
       if (step.reply !== undefined) record.reply = replyText(step.reply);
@@ -317,49 +383,95 @@ class Session {
       else this.end("protocol_error", "protocol error");
       return undefined;
     }
-    const { request, early } = action;
-    record.version = request.version;
+    const { request } = action;
+    if (request.protocol === "http") record.protocol = "http";
+    else {
+      record.version = request.version;
+      record.protocol = request.version === 4 ? "socks4" : "socks5";
+    }
     record.command = request.kind;
     record.target = formatHostPort(request.target);
     if (request.user !== undefined) record.user = request.user;
 
     // 2. The command's work, bounded by the connect timeout and the server's shutdown.
     const { abort, stopped, clear } = bounded(rules.timeouts.connect, signal);
-    let answer: Step;
+    let answer: Step<RequestKind>;
     let upstream: ByteConnection | undefined;
+    let binding: Binding | undefined;
+    let association: Association | undefined;
     let failure: { outcome: Outcome; reason: string } | undefined;
-    try {
-      const result = await Promise.race([
-        runCommand({ request, rules, upstream: this.#context.upstream, signal: abort.signal }),
-        stopped,
-      ]);
-      if (result.tunnel) {
-        upstream = result.tunnel.conn;
-        record.dialed = result.tunnel.dialed;
-      }
-      answer = machine.answer(result.answer);
-    } catch (error) {
+    const refuse = (error: unknown): Step => {
       const dialed = (error as { dialed?: unknown } | null)?.dialed;
       if (typeof dialed === "string") record.dialed = dialed;
       const outcome = failureOutcome(error);
       // Under concealRefusals a name refused by policy looks like one that does not resolve.
       const conceal = rules.concealRefusals && outcome === "refused_policy" &&
         request.target.type === "domain";
-      answer = machine.answer({
+      failure = { outcome, reason: error instanceof Error ? error.message : String(error) };
+      return machine.answer({
         type: "rejected",
         reply: conceal ? ReplyCode.HostUnreachable : replyCodeOf(error),
       });
-      failure = { outcome, reason: error instanceof Error ? error.message : String(error) };
+    };
+    try {
+      const result = await Promise.race([
+        runCommand({
+          request,
+          rules,
+          upstream: context.upstream,
+          signal: abort.signal,
+          ...(client.localAddress ? { local: client.localAddress } : {}),
+          ...(request.kind === "udp_associate" ? udpContext(client, peer, context.udp) : {}),
+        }),
+        stopped,
+      ]);
+      if (result.tunnel) {
+        upstream = result.tunnel.conn;
+        record.dialed = result.tunnel.dialed;
+      }
+      binding = result.binding;
+      association = result.association;
+      answer = machine.answer(result.answer);
+    } catch (error) {
+      answer = refuse(error);
     } finally {
       clear();
     }
-    record.reply = answer.action.type === "relay" ? "granted" : replyText(answer.reply ?? 0);
+    let early = action.early;
+    let relayed: ByteConnection | undefined;
+    try {
+      if (answer.action.type === "wait" && binding) {
+        // BIND: the first reply goes out, then the wait for the peer (bounded by the connect timeout).
+        record.reply = replyText(answer.reply ?? 0);
+        await send(client, answer);
+        const waited = await this.#waitForPeer(client, binding, rules, signal);
+        if (waited.held) early = early.length === 0 ? waited.held : concatBytes(early, waited.held);
+        if (waited.pending) relayed = withPendingRead(client, waited.pending);
+        if (waited.peer) {
+          upstream = waited.peer.conn;
+          record.dialed = waited.peer.dialed;
+          answer = machine.answer({ type: "peer", peer: waited.peer.bound });
+        } else if (waited.outcome === "client_closed") {
+          client.close();
+          this.end("client_closed", "client closed while BIND waited for its peer");
+          return undefined;
+        } else answer = refuse(waited.error);
+      }
+    } finally {
+      binding?.close();
+    }
+    const held = answer.action.type === "hold";
+    record.reply = answer.action.type === "relay" || held ? "granted" : replyText(answer.reply ?? 0);
+    if (answer.status !== undefined) record.status = answer.status;
     try {
       await send(client, answer);
     } catch (error) {
       upstream?.close();
+      association?.close();
       throw error;
     }
+    if (held && association) return { association };
+    association?.close();
     if (answer.action.type !== "relay" || !upstream) {
       await lingeringClose(client);
       if (failure) this.end(failure.outcome, failure.reason);
@@ -372,13 +484,98 @@ class Session {
       } else this.end("error", "closed");
       return undefined;
     }
-    return { upstream, early };
+    return relayed ? { upstream, early, client: relayed } : { upstream, early };
+  }
+
+  /**
+   * BIND's wait: for the peer, the connect timeout, the shutdown, or the
+   * client closing the control connection, whichever comes first. The
+   * control connection is read meanwhile: a chunk it sends is held for the
+   * peer (and reading stops there); a read still pending when the peer comes
+   * is handed on (`pending`), to be the relay's first.
+   */
+  async #waitForPeer(
+    client: ByteConnection,
+    binding: Binding,
+    rules: Rules,
+    signal: AbortSignal | undefined,
+  ): Promise<{
+    peer?: Opened;
+    error?: unknown;
+    outcome?: "client_closed";
+    held?: Uint8Array;
+    pending?: Promise<Uint8Array | null>;
+  }> {
+    const { abort, stopped, clear } = bounded(rules.timeouts.connect, signal);
+    const reading = client.read();
+    let held: Uint8Array | undefined;
+    const clientGone = new Promise<never>((_, reject) => {
+      reading.then((chunk) => {
+        if (chunk === null) {
+          reject(new SocksError(ReplyCode.GeneralFailure, "client closed", { code: "client_closed" }));
+        } else held = chunk;
+      }, (error) => {
+        reject(
+          new SocksError(ReplyCode.GeneralFailure, `client error: ${String(error)}`, {
+            code: "client_closed",
+          }),
+        );
+      });
+    });
+    clientGone.catch(() => {});
+    const accepting = binding.accept(abort.signal);
+    try {
+      const peer = await Promise.race([accepting, stopped, clientGone]);
+      // Unless the read brought bytes (held for the peer), its result (still to come, or an EOF or error
+      // that came with the peer) is the relay's first read.
+      return held ? { peer, held } : { peer, pending: reading };
+    } catch (error) {
+      // A peer that came in as the wait ended anyway is nobody's.
+      accepting.then((o) => o.conn.close(), () => {});
+      const gone = error instanceof SocksError && error.code === "client_closed";
+      return gone ? { outcome: "client_closed" } : { error };
+    } finally {
+      clear();
+      abort.abort();
+    }
+  }
+
+  /**
+   * 3'. UDP ASSOCIATE: the association lives as long as the client connection (whatever the client
+   * sends on it is read and dropped), until the association has been idle for the idle timeout, or the
+   * server shuts down. The connection itself has no idle timeout meanwhile: the datagrams are its life.
+   */
+  #hold(client: ByteConnection, association: Association, signal?: AbortSignal): void {
+    let over = false;
+    const finish = (outcome: Outcome, why: string) => {
+      if (over) return;
+      over = true;
+      if (signal) unwatch(signal, aborted);
+      association.close();
+      client.close();
+      this.record.up += association.up;
+      this.record.down += association.down;
+      const dropped = UDP_DROPS.filter((why) => association.dropped[why])
+        .map((why) => `${association.dropped[why]} ${why}`).join(", ");
+      this.end(
+        outcome,
+        `${why}; udp: ${association.datagramsUp} datagrams up, ${association.datagramsDown} down` +
+          (dropped ? `, dropped: ${dropped}` : ""),
+      );
+    };
+    const aborted = () => finish("shutdown", "server shutting down");
+    if (signal?.aborted) return aborted();
+    if (signal) watch(signal, aborted);
+    association.idle.then(() => finish("tunnel_idle", "idle timeout"));
+    const closed = () => finish("tunnel_done", "control connection closed");
+    const drain = (): void => void client.read().then((chunk) => chunk === null ? closed() : drain(), closed);
+    drain();
   }
 
   /** 3. The tunnel: forward what the client sent before our reply, then relay. */
   #tunnel(
     client: ByteConnection,
-    granted: Granted,
+    granted: Tunnelled,
     idle: number,
     signal?: AbortSignal,
   ): Promise<RelayResult> {
@@ -397,6 +594,15 @@ class Session {
       throw error;
     });
   }
+}
+
+/**
+ * What UDP ASSOCIATE's handler gets besides the request and the local address: the control
+ * connection's peer (looked up here when admission did not need it) and the service.
+ */
+function udpContext(conn: ByteConnection, peer: HostPort | undefined, udp: UdpService | undefined) {
+  const client = peer ?? conn.remoteAddress;
+  return { ...(client ? { client } : {}), ...(udp ? { udp } : {}) };
 }
 
 /**
@@ -439,8 +645,19 @@ export function refuseSession(
 
 /** The context of sessions built from handler options: a direct upstream over the runtime's dial. */
 export function sessionContext(options: HandlerOptions): SessionContext {
+  const upstream = options.upstream ?? directUpstream(options.dial, options.resolver);
+  const bind = options.bind === true && options.openListener !== undefined;
+  if (bind) {
+    upstream.bind = directBind(
+      options.openListener!,
+      options.resolver,
+      options.bindAddress !== undefined ? { address: options.bindAddress } : {},
+    );
+  }
   return {
-    upstream: options.upstream ?? directUpstream(options.dial, options.resolver),
+    upstream,
+    ...(bind ? { commands: [...DEFAULT_COMMANDS, "bind"] } : {}),
+    ...(options.httpConnect === true ? { httpConnect: true } : {}),
     ...(options.relay ? { relay: options.relay } : {}),
     ...(options.onLog ? { onLog: options.onLog } : {}),
   };

@@ -14,6 +14,7 @@ import process from "node:process";
 import type { RuntimeAdapter } from "../lib/runtime.ts";
 import { currentRuntime } from "../lib/cli/detect.ts";
 import { serve, type ServeOptions, type SocksServer } from "../lib/serve.ts";
+import { toHex } from "./_hex.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname;
 
@@ -261,7 +262,10 @@ export async function spawnProxy(
   program: { cmd: string; args: string[]; env?: Record<string, string> } = runtimeCommand(),
 ): Promise<ProxyProcess> {
   const { cmd, args: base } = program;
-  const env = { ...process.env, ...program.env };
+  // Hermetic: a CA bundle named by the environment makes Deno read it lazily, and out of descriptors that
+  // read fails with a warning of its own (tests that want one pass it in `program.env`).
+  const { NODE_EXTRA_CA_CERTS: _, ...inherited } = process.env;
+  const env = { ...inherited, ...program.env };
   const child = spawn(cmd, [...base, ...args], { stdio: ["ignore", "pipe", "pipe"], env });
   let out = "";
   let err = "";
@@ -486,6 +490,57 @@ export class RawClient {
 }
 
 // The byte-literal helpers of the core tests, for the end-to-end tests too.
+/** A full SOCKS5 CONNECT to 127.0.0.1:`echoPort` through the proxy and one echoed line; rejects unless it all works within `ms`. */
+export async function echoThrough(proxyPort: number, echoPort: number, ms: number): Promise<void> {
+  let c: RawClient | undefined;
+  try {
+    await within(
+      ms,
+      "SOCKS5 CONNECT + echo",
+      (async () => {
+        c = await RawClient.open(proxyPort);
+        c.send(socks5ConnectBytes(echoPort));
+        const reply = await c.readExactly(12, ms);
+        if (toHex(reply.subarray(0, 4)) !== "05 00 05 00") throw new Error(`reply ${toHex(reply)}`);
+        const ping = `ping ${Date.now()}`;
+        c.send(ping);
+        const back = (await c.readExactly(ping.length, ms)).toString();
+        if (back !== ping) throw new Error(`echoed ${JSON.stringify(back)}, sent ${JSON.stringify(ping)}`);
+      })(),
+    );
+  } finally {
+    c?.destroy();
+  }
+}
+
+/**
+ * Retries {@linkcode echoThrough} (each try bounded by `tryMs`) until one works or `ms` have passed; throws
+ * the last failure and `what()` then. Resolves with the milliseconds it took: how long recovery took.
+ */
+export async function untilEchoes(
+  proxyPort: number,
+  echoPort: number,
+  { ms = 15_000, tryMs = 3_000, pauseMs = 100, what = () => "" }: {
+    ms?: number;
+    tryMs?: number;
+    pauseMs?: number;
+    what?: () => string;
+  } = {},
+): Promise<number> {
+  const t0 = Date.now();
+  for (let tries = 1;; tries++) {
+    try {
+      await echoThrough(proxyPort, echoPort, tryMs);
+      return Date.now() - t0;
+    } catch (e) {
+      if (Date.now() - t0 >= ms) {
+        throw new Error(`no echo within ${ms} ms after ${tries} tries: ${e}; ${what()}`);
+      }
+      await sleep(pauseMs);
+    }
+  }
+}
+
 export { hex, toHex } from "./_hex.ts";
 
 /** Bytes of a SOCKS5 CONNECT (no auth) to 127.0.0.1:`port`, greeting included. */

@@ -326,7 +326,7 @@ describe(`CLI on ${RUNTIME}`, () => {
           "--idle-timeout",
           "soon",
         ],
-        ["--deny", "bind@1.2.3.4"],
+        ["--deny", "listen@1.2.3.4"],
         ["--allow-client", "nope"],
         ["--max-connections", "-1"],
         ["--workers", "0"],

@@ -171,8 +171,19 @@ describe("destination rules", () => {
     assert.deepEqual(parseRule("deny", "[fd00::/8]:1-1024").ports, [1, 1024]);
     assert.equal(parseRule("deny", "2001:db8::/32").cidr?.prefix, 32);
     assert.equal(parseRule("allow", "*:8080").host, undefined);
+    // Who may connect back to a BIND.
+    assert.deepEqual(parseRule("deny", "bind@1.2.3.4").commands, ["bind"]);
+    assert.deepEqual(parseRule("deny", "*").commands, ["connect", "connect_dir", "resolve", "bind", "udp"]);
     for (
-      const bad of ["bind@1.2.3.4", "1.2.3.4:99999", "1.2.3.4:9-1", "10.0.0.0/40", "a b", "x@", "*.*.example"]
+      const bad of [
+        "listen@1.2.3.4",
+        "1.2.3.4:99999",
+        "1.2.3.4:9-1",
+        "10.0.0.0/40",
+        "a b",
+        "x@",
+        "*.*.example",
+      ]
     ) {
       assert.throws(() => parseRule("deny", bad), /invalid rule/, bad);
     }

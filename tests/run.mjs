@@ -29,10 +29,22 @@ const clients = {
   "tor-resolve": "tor",
   python3: "python3",
   "systemd-analyze": "systemd",
+  socksify: "dante-client",
+  tnftp: "tnftp",
+  ncat: "ncat",
+  openssl: "openssl",
 };
 const missing = Object.entries(clients).filter(([cmd]) =>
   sh("sh", ["-c", `command -v ${cmd} || test -x /usr/sbin/${cmd}`], { stdio: "ignore" }).status !== 0
 );
+// PySocks, for Debian's own python3 (the UDP ASSOCIATE tests): a module, not a command.
+if (sh("/usr/bin/python3", ["-c", "import socks"], { stdio: "ignore" }).status !== 0) {
+  missing.push(["python3 socks module", "python3-socks"]);
+}
+// A Python module rather than a command: the FTP server of the BIND tests.
+if (sh("/usr/bin/python3", ["-c", "import pyftpdlib"], { stdio: "ignore" }).status !== 0) {
+  missing.push(["pyftpdlib (python module)", "python3-pyftpdlib"]);
+}
 if (missing.length) {
   console.error(
     `missing test clients: ${missing.map(([c]) => c).join(", ")}; install them with: apt-get install -y ` +

@@ -30,7 +30,9 @@ import { connectError, connectTimedOut } from "./_errors.ts";
 import { endpoint, type Handover, SocketConnection } from "./_socket_conn.ts";
 import { nameServerResolver, systemResolver } from "./_node_dns.ts";
 import { nodeInterfaceAddresses } from "./_interfaces.ts";
+import { bunUdp } from "./_bun_udp.ts";
 import { DescriptorProbe } from "./_fd_probe.ts";
+import { connectWebSocketBun, serveWebSocketBun } from "./_websocket_bun.ts";
 
 /**
  * Out of descriptors, `Bun.listen` leaves new connections in the listen queue (retrying, at a third of a
@@ -284,10 +286,11 @@ class NativeTunnel extends Tunnel {
     }
   }
 
-  override close(failed: boolean): void {
+  // A failure or a shutdown resets both; a side closed already (both FINs exchanged, or reset) is left alone.
+  override close(reset: boolean): void {
     for (const side of [this.#a, this.#b]) {
       if (side.closed) continue;
-      if (failed) side.socket.terminate();
+      if (reset) side.socket.terminate();
       else side.socket.end();
     }
   }
@@ -411,4 +414,7 @@ export const bunAdapter: RuntimeAdapter = {
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
   relay: nativeRelay,
   interfaceAddresses: nodeInterfaceAddresses,
+  udp: bunUdp,
+  serveWebSocket: serveWebSocketBun,
+  connectWebSocket: connectWebSocketBun,
 };

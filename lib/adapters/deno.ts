@@ -23,13 +23,18 @@ import { runRelay, Tunnel } from "../relay.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { connectError, connectTimedOut } from "./_errors.ts";
 import { notFound, reverseLookupName, systemResolver } from "./_node_dns.ts";
+import { denoUdp, denoUdpUnavailable } from "./_deno_udp.ts";
+import { connectWebSocketDeno, serveWebSocketDeno } from "./_websocket_deno.ts";
 
 // A read buffer stays pending for as long as a socket is idle, so it starts
 // small and only grows (doubling) while reads fill it: a fixed 64 KiB costs
 // ~110 KiB per idle tunnel; starting at 1 KiB rather than 4 KiB measured
 // 29 KiB instead of 39 KiB per idle tunnel in bench/.
+// It is also the most a tunnel whose client stops reading holds here: the one read whose write the client
+// does not drain (each direction reads only after its last write went out). 48 KiB keeps that under 64 KiB
+// with room for the tunnel's own objects.
 const MIN_READ = 1024;
-const MAX_READ = 64 * 1024;
+const MAX_READ = 48 * 1024;
 // After a failed accept (out of descriptors, above all: the connection stays in the queue), the next try.
 // An accept() that fails again costs one system call, so this is short: new connections wait at most about
 // this long once descriptors free up (100 ms made recovery take 105-207 ms).
@@ -148,7 +153,25 @@ async function writeAll(conn: Deno.Conn, chunk: Uint8Array): Promise<void> {
   }
 }
 
-/** Two `Deno.Conn`s relayed natively. Deno cannot send a reset: a failure closes both sides like any other end. */
+/**
+ * Two `Deno.Conn`s relayed natively. `Deno.Conn` cannot send a reset (no
+ * SO_LINGER, no reset call), so a failure or a shutdown closes both sides
+ * like any other end, with `close()` at once, which is the least misleading
+ * Deno can do. Measured (tests/cut_tunnel_test.ts): a client that is only
+ * receiving gets what was already handed to the kernel, then a FIN, which
+ * looks like a complete download at the TCP level (HTTP's length or chunked
+ * framing, or TLS's close_notify, still show the truncation); a client still
+ * sending gets the FIN and then a reset from Linux as its next bytes reach a
+ * closed socket (a reset at once when its bytes were unread at the close);
+ * an upstream still sending is reset the same way. curl downloading through
+ * it when the proxy gets SIGTERM: exit 18 ("transfer closed with N bytes
+ * remaining") for a body with a Content-Length, exit 0 for one that ends
+ * with the connection. `closeWrite()` instead would send the same FIN and
+ * let a client that is still sending go on unanswered, and draining what is
+ * left would make the cut look even more complete. (Deno's `node:net` does
+ * send a reset, `resetAndDestroy()`, so the Node adapter under Deno resets a
+ * cut tunnel, curl exit 56; a `Deno.Conn` has no such call.)
+ */
 class DenoTunnel extends Tunnel {
   readonly client: Deno.TcpConn;
   readonly upstream: Deno.TcpConn;
@@ -158,7 +181,7 @@ class DenoTunnel extends Tunnel {
     this.upstream = upstream;
   }
 
-  override close(_failed: boolean): void {
+  override close(_reset: boolean): void {
     for (const c of [this.client, this.upstream]) {
       try {
         c.close();
@@ -186,10 +209,10 @@ async function pumpDeno(t: DenoTunnel, up: boolean): Promise<void> {
       // bulk transfer whose reads come back partly filled keeps its buffer.
       if (n === buf.length) {
         short = 0;
-        if (buf.length < MAX_READ) buf = new Uint8Array(buf.length * 2);
+        if (buf.length < MAX_READ) buf = new Uint8Array(Math.min(buf.length * 2, MAX_READ));
       } else if (n < buf.length / 2 && buf.length > MIN_READ && ++short >= 4) {
         short = 0;
-        buf = new Uint8Array(buf.length / 2);
+        buf = new Uint8Array(Math.max(buf.length / 2, MIN_READ));
       }
     }
   } catch (error) {
@@ -339,4 +362,8 @@ export const denoAdapter: RuntimeAdapter = {
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
   relay: nativeRelay,
   interfaceAddresses,
+  // UDP only where Deno.listenDatagram exists (--unstable-net); otherwise the reason instead.
+  ...(denoUdpUnavailable() === undefined ? { udp: denoUdp } : { udpUnavailable: denoUdpUnavailable() }),
+  serveWebSocket: serveWebSocketDeno,
+  connectWebSocket: connectWebSocketDeno,
 };

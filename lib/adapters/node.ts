@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { Buffer } from "node:buffer";
+import { Buffer } from "node:buffer";
 import { connect, createServer, type Socket } from "node:net";
 import process from "node:process";
 import { setImmediate, setTimeout } from "node:timers";
@@ -29,6 +29,8 @@ import { connectError, connectTimedOut } from "./_errors.ts";
 import { nameServerResolver, systemResolver } from "./_node_dns.ts";
 import { nodeInterfaceAddresses } from "./_interfaces.ts";
 import { DescriptorProbe } from "./_fd_probe.ts";
+import { nodeUdp } from "./_node_udp.ts";
+import { connectWebSocketNode, serveWebSocketNode } from "./_websocket_node.ts";
 
 /**
  * Out of descriptors, libuv accepts each new connection with its reserve descriptor and closes it at once,
@@ -39,13 +41,55 @@ const descriptors = new DescriptorProbe("Node closes new connections at once unt
 /** How long a gracefully closed socket may take to flush to a peer that does not read. */
 const LINGER_MS = 30_000;
 
-/** Closes `socket` with a RST where the runtime can, so the peer learns the tunnel failed. */
+/**
+ * What an accepted (client) socket buffers before `write()` asks the writer to wait: barely anything, so
+ * that a client that stops reading holds one chunk here, not a 64 KiB buffer and a chunk on top. Also its
+ * readable side's read-ahead while paused: one read.
+ */
+const HIGH_WATER_MARK = 1024;
+/**
+ * Every dialed socket reads into this one buffer (`onread`) and each read is copied once, at its size:
+ * no read-ahead into a readable buffer, nothing per idle socket. Its size is the most a tunnel whose
+ * client stops reading holds here (one read, in the write the client does not drain): 48 KiB, under
+ * the 64 KiB bound with room for the tunnel's own objects (Node's own reads are 64 KiB).
+ */
+const READ_CHUNK = 48 * 1024;
+const READ_BUFFER = Buffer.allocUnsafeSlow(READ_CHUNK);
+
+/** What the onread callback of a dialed socket does: a copy of what was read goes to its owner. */
+function upstreamRead(socket: Owned, n: number, buf: Buffer): boolean {
+  const chunk = Buffer.allocUnsafeSlow(n);
+  buf.copy(chunk, 0, 0, n);
+  const owner = socket[kOwner];
+  if (owner instanceof PipeTunnel) return owner.fromUpstream(chunk);
+  owner?.onData(chunk);
+  return true;
+}
+
+/**
+ * Closes `socket` with a RST where the runtime can, so the peer learns the
+ * tunnel failed or was cut.
+ *
+ * Not once `end()` has handed everything written to the kernel (the FIN is
+ * being sent, or about to be): libuv refuses the reset while its shutdown is
+ * pending (`uv_tcp_close_reset` returns EINVAL), and Node then marks the
+ * handle closing anyway and never closes it: the descriptor stays open for
+ * the process's life, the socket emits 'error' EINVAL, and at exit Node's
+ * handle cleanup waits for it forever, spinning at 100% CPU in `uv_run`
+ * (measured on Node 24: a `--workers` worker never exiting; the same as
+ * libp2p/js-libp2p#3597). That direction has then ended by itself (every
+ * byte of it is in the kernel, the FIN follows them), so `destroy()` tells
+ * the peer the truth there.
+ */
 function reset(socket: Socket): void {
   if (socket.destroyed) return;
   try {
     // A socket still connecting, or whose both directions are done, has no connection to reset.
     if (socket.readyState === "opening" || socket.readyState === "closed") socket.destroy();
-    else socket.resetAndDestroy();
+    // end() called, nothing left in Node's buffer, not finished: the shutdown is under way (or on nextTick).
+    else if (socket.writableEnded && !socket.writableFinished && socket.writableLength === 0) {
+      socket.destroy();
+    } else socket.resetAndDestroy();
   } catch {
     socket.destroy(); // node:net without resetAndDestroy, or not over a TCP handle
   }
@@ -170,7 +214,14 @@ class NodeConnection extends SocketConnection {
 function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(connectTimedOut());
-    const socket = connect({ host, port, allowHalfOpen: true, noDelay: true });
+    // (Bun's node:net calls onread's callback without the socket as `this`: one small closure per socket.)
+    const socket: Socket = connect({
+      host,
+      port,
+      allowHalfOpen: true,
+      noDelay: true,
+      onread: { buffer: READ_BUFFER, callback: (n, buf) => upstreamRead(socket, n, buf as Buffer) },
+    });
     const cleanup = () => {
       signal?.removeEventListener("abort", onAbort);
       socket.off("connect", onConnect);
@@ -223,7 +274,12 @@ function listen(
     );
   }
   return new Promise((resolve, reject) => {
-    const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: true }, (socket) => {
+    const server = createServer({
+      allowHalfOpen: true,
+      noDelay: true,
+      pauseOnConnect: true,
+      highWaterMark: HIGH_WATER_MARK,
+    }, (socket) => {
       // (Its address is not asked for here: that is a system call, and the driver asks only when it needs it.)
       const conn = new NodeConnection(socket);
       try {
@@ -267,9 +323,8 @@ function listen(
 class PipeTunnel extends Tunnel {
   readonly client: Owned;
   readonly upstream: Owned;
-  /** `bytesRead` of each socket when the relay took it, less what the driver had read but not consumed. */
+  /** The client socket's `bytesRead` when the relay took it, less what the driver had read but not consumed. */
   readonly clientRead: number;
-  readonly upstreamRead: number;
   #open = 2;
   #done: (result: RelayResult) => void;
 
@@ -287,23 +342,44 @@ class PipeTunnel extends Tunnel {
     (this[kOwner] as PipeTunnel).stop("idle");
   }
 
+  static onClientDrain(this: Owned): void {
+    (this[kOwner] as PipeTunnel).upstream.resume();
+  }
+
+  static onUpstreamEnd(this: Owned): void {
+    (this[kOwner] as PipeTunnel).client.end();
+  }
+
+  /** A chunk from upstream, written to the client; one the client does not take at once stops the reads. */
+  fromUpstream(chunk: Buffer): boolean {
+    const c = this.client;
+    if (c.destroyed || c.writableEnded) return false;
+    this.down += chunk.length;
+    if (c.write(chunk)) return true;
+    // pause() as well as returning false: Bun's node:net ignores onread's false (oven-sh/bun#33382).
+    this.upstream.pause();
+    return false;
+  }
+
   constructor(
     client: Socket,
     clientRead: number,
     upstream: Socket,
-    upstreamRead: number,
+    downPending: number,
     done: (result: RelayResult) => void,
   ) {
     super();
     this.client = client;
     this.upstream = upstream;
     this.clientRead = clientRead;
-    this.upstreamRead = upstreamRead;
+    // Bytes down are counted as they are written (Bun's node:net does not count onread reads in bytesRead).
+    this.down = downPending;
     this.#done = done;
   }
 
-  override close(failed: boolean): void {
-    if (failed) {
+  // A failure or a shutdown resets both (reset() leaves a socket whose both directions are done alone).
+  override close(withReset: boolean): void {
+    if (withReset) {
       reset(this.client);
       reset(this.upstream);
     } else {
@@ -316,7 +392,6 @@ class PipeTunnel extends Tunnel {
   closed(): void {
     if (--this.#open > 0) return;
     this.up = this.client.bytesRead - this.clientRead;
-    this.down = this.upstream.bytesRead - this.upstreamRead;
     this.#done(this.result());
   }
 }
@@ -333,11 +408,11 @@ function startPipeTunnel(
   sa: Owned,
   readA: number,
   sb: Owned,
-  readB: number,
+  downPending: number,
   options: RelayOptions,
 ): Promise<RelayResult> {
   return new Promise<RelayResult>((resolve) => {
-    const tunnel = new PipeTunnel(sa, readA, sb, readB, resolve);
+    const tunnel = new PipeTunnel(sa, readA, sb, downPending, resolve);
     for (const s of [sa, sb]) {
       s[kOwner] = tunnel;
       for (const [event, fn] of PipeTunnel.listeners) {
@@ -360,12 +435,15 @@ function startPipeTunnel(
 }
 
 /**
- * The relay on Node's own streams: `pipe()` both ways (backpressure through
- * `write()`'s return and `drain`, a FIN passed on by `end()` since the
- * sockets are half-open), the idle timeout by `setTimeout()` on the client
- * socket, an error on one side resets both. No JavaScript runs per chunk
- * beyond the stream machinery, and sockets are not paused per chunk as the
- * generic read() loop must.
+ * The relay on Node's own streams: client → upstream by `pipe()`, upstream →
+ * client by the upstream's `onread` reads (at most {@linkcode READ_CHUNK}
+ * each) written to the client, the upstream's reads stopped while a write
+ * waits for the client's `drain`. Backpressure both ways, a FIN passed on by
+ * `end()` since the sockets are half-open, the idle timeout by
+ * `setTimeout()` on the client socket, an error on one side or a shutdown
+ * resets both. A client that stops reading leaves one read here, never a
+ * readable buffer's read-ahead on top. Sockets are not paused per chunk as
+ * the generic read() loop must.
  */
 const nativeRelay: NativeRelay = (client, upstream, options) => {
   if (!(client instanceof NodeConnection) || !(upstream instanceof NodeConnection)) return undefined;
@@ -376,15 +454,23 @@ const nativeRelay: NativeRelay = (client, upstream, options) => {
     sa,
     sa.bytesRead - (a.pending?.length ?? 0),
     sb,
-    sb.bytesRead - (b.pending?.length ?? 0),
+    b.pending?.length ?? 0,
     options,
   );
   if (a.pending) sb.write(a.pending);
   if (a.eof) sb.end();
   else sa.pipe(sb);
-  if (b.pending) sa.write(b.pending);
+  // Upstream → client without pipe(): the upstream socket reads into one shared buffer (onread) and each
+  // read is copied once and written; a write the client does not drain stops the upstream's reads at
+  // once, so a client that stops reading leaves at most one read here (pipe() kept one read in the
+  // client's writable buffer and read ahead up to the upstream's readable buffer on top).
+  const flowing = b.pending ? sa.write(b.pending) : true;
   if (b.eof) sa.end();
-  else sb.pipe(sa);
+  else {
+    sa.on("drain", PipeTunnel.onClientDrain);
+    sb.on("end", PipeTunnel.onUpstreamEnd);
+    if (flowing) sb.resume();
+  }
   return started;
 };
 
@@ -405,4 +491,7 @@ export const nodeAdapter: RuntimeAdapter = {
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
   relay: nativeRelay,
   interfaceAddresses: nodeInterfaceAddresses,
+  udp: nodeUdp,
+  serveWebSocket: serveWebSocketNode,
+  connectWebSocket: connectWebSocketNode,
 };

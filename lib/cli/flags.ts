@@ -8,12 +8,13 @@
  * @module
  */
 import type { HostPort } from "../runtime.ts";
-import { parseIPv6 } from "../core/address.ts";
+import { canonicalIP, parseIPv6 } from "../core/address.ts";
 import type { LogMode } from "../ops/log.ts";
 import { type Cidr, type DestinationRule, parseCidr, parseRule } from "../policy.ts";
 import { DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS } from "../serve.ts";
 import { DEFAULT_TIMEOUTS } from "../rules.ts";
 import { DEFAULT_AUTH_BACKOFF } from "../admission.ts";
+import { UDP_DEFAULTS } from "../upstream/udp.ts";
 
 /** Parsed command line. */
 export interface CliOptions {
@@ -51,8 +52,30 @@ export interface CliOptions {
   connectTimeout: number;
   /** `--idle-timeout`, in milliseconds; 0: none. */
   idleTimeout: number;
+  /** `--udp`: serve UDP ASSOCIATE. */
+  udp?: boolean;
+  /** `--udp-advertise`: the address UDP ASSOCIATE replies carry. */
+  udpAdvertise?: string;
+  /** `--udp-ports`: the ports relay sockets bind to. */
+  udpPorts?: [number, number];
+  /** `--udp-rate`: datagrams per second per association. */
+  udpRate?: number;
   /** Worker processes sharing the listen addresses; 1: this process serves. */
   workers: number | "auto";
+  /** `--listen-ws`, in order: SOCKS over WebSocket. */
+  listenWs: (HostPort & { path: string })[];
+  /** `--ws-token-file`: the file holding the WebSocket bearer token. */
+  wsTokenFile?: string;
+  /** `--ws-cert`: PEM certificate chain for wss:// on the --listen-ws addresses. */
+  wsCert?: string;
+  /** `--ws-key`: PEM private key for `--ws-cert`. */
+  wsKey?: string;
+  /** `--bind`: serve BIND. */
+  bind?: boolean;
+  /** `--bind-address`: where BIND listens instead of the control connection's local address. */
+  bindAddress?: string;
+  /** `--http-connect`: serve HTTP CONNECT on the SOCKS port. */
+  httpConnect?: boolean;
   /** `--help`. */
   help: boolean;
   /** `--version`. */
@@ -124,6 +147,23 @@ export function parseHostPort(text: string, defaultPort?: number): HostPort {
   }
   if (Number(port) > 65535) throw new TypeError(`port out of range (0 to 65535) in ${JSON.stringify(text)}`);
   return { host, port: Number(port) };
+}
+
+/**
+ * Parses `--listen-ws`'s `HOST:PORT/PATH` (`[V6]:PORT/PATH`); the path
+ * starts at the first `/` after the port and defaults to `/`.
+ *
+ * @example
+ * ```ts
+ * parseWebSocketListen("127.0.0.1:8080/socks"); // { host: "127.0.0.1", port: 8080, path: "/socks" }
+ * ```
+ */
+export function parseWebSocketListen(text: string): HostPort & { path: string } {
+  const m = /^(\[[^\]]+\]|[^/]*?)(?::(\d*))?(\/.*)?$/.exec(text);
+  const hostPort = m ? `${m[1]}${m[2] !== undefined ? `:${m[2]}` : ""}` : text;
+  const path = m?.[3] ?? "/";
+  if (/[\s?#]/.test(path)) throw new TypeError(`--listen-ws: bad path in ${JSON.stringify(text)}`);
+  return { ...hostPortOf("--listen-ws", hostPort), path };
 }
 
 /** {@linkcode parseHostPort} for `flag`, whose name starts its errors. */
@@ -202,7 +242,7 @@ export const FLAGS: readonly Flag[] = [
     example: "connect@10.0.0.0/8:443",
     help: "allow destinations matching RULE, repeatable; --allow and --deny rules are checked in order " +
       "(first match wins) before the defaults. RULE is [COMMANDS@]TARGET[:PORTS] where COMMANDS is a " +
-      "comma list of connect, connect_dir, resolve; TARGET an address, CIDR range ([v6/len] with a port), " +
+      "comma list of connect, connect_dir, resolve, bind; TARGET an address, CIDR range ([v6/len] with a port), " +
       "host name, *.domain or *; PORTS N or N-M. e.g. --allow 10.0.0.0/8:443",
     workers: "pass",
     apply: (opts, value) => void opts.rules.push(parseRule("allow", value)),
@@ -330,6 +370,54 @@ export const FLAGS: readonly Flag[] = [
     apply: (opts, value) => void (opts.idleTimeout = seconds("--idle-timeout", value)),
   },
   {
+    name: "--udp",
+    help: "serve UDP ASSOCIATE (off by default: 0x07); every datagram goes through the destination policy " +
+      "(rule command udp)",
+    workers: "pass",
+    apply: (opts) => void (opts.udp = true),
+  },
+  {
+    name: "--udp-advertise",
+    value: "IP",
+    example: "203.0.113.7",
+    help: "the address UDP ASSOCIATE replies carry (NAT, containers); default: the address the client " +
+      "connected to",
+    workers: "pass",
+    apply: (opts, value) => {
+      const ip = canonicalIP(value.replace(/^\[(.*)\]$/, "$1"));
+      if (ip === null || ip === "0.0.0.0" || ip === "::") {
+        throw new TypeError(
+          `--udp-advertise needs an IP address other than 0.0.0.0 and ::, got ${JSON.stringify(value)}`,
+        );
+      }
+      opts.udpAdvertise = ip;
+    },
+  },
+  {
+    name: "--udp-ports",
+    value: "A-B",
+    example: "40000-40999",
+    help: "the ports UDP relay sockets bind to (default: any free port)",
+    workers: "pass",
+    apply: (opts, value) => {
+      const m = /^(\d{1,5})-(\d{1,5})$/.exec(value);
+      const [lo, hi] = m ? [Number(m[1]), Number(m[2])] : [0, 0];
+      if (!m || lo < 1 || lo > hi || hi > 65535) {
+        throw new TypeError(`--udp-ports needs A-B with 1 <= A <= B <= 65535, got ${JSON.stringify(value)}`);
+      }
+      opts.udpPorts = [lo, hi];
+    },
+  },
+  {
+    name: "--udp-rate",
+    value: "N",
+    example: "50000",
+    help: `datagrams per second through one UDP association, both ways together; more are dropped ` +
+      `(default ${UDP_DEFAULTS.datagramsPerSecond}; 0 = no cap)`,
+    workers: "pass",
+    apply: (opts, value) => void (opts.udpRate = count("--udp-rate", value)),
+  },
+  {
     name: "--workers",
     value: "N|auto",
     example: "auto",
@@ -344,6 +432,71 @@ export const FLAGS: readonly Flag[] = [
         throw new TypeError(`--workers needs a number from 1 to 256 or auto, got ${JSON.stringify(value)}`);
       }
     },
+  },
+  {
+    name: "--listen-ws",
+    value: "HOST:PORT/PATH",
+    example: "127.0.0.1:8080/socks",
+    help: "also (or, without --listen, only) take SOCKS over WebSocket at http://HOST:PORT/PATH, " +
+      "repeatable: one WebSocket per SOCKS connection, for hosts that pass only HTTP (see `bridge`). " +
+      "A non-loopback HOST needs --ws-token-file",
+    workers: "pass",
+    apply: (opts, value) => void opts.listenWs.push(parseWebSocketListen(value)),
+  },
+  {
+    name: "--ws-token-file",
+    value: "FILE",
+    example: "token.txt",
+    help: "the bearer token (the file's first line) every --listen-ws upgrade must carry, as " +
+      "`Authorization: Bearer TOKEN` or a `edgesocks.token.BASE64URL` subprotocol; others get HTTP 401",
+    workers: "pass",
+    apply: (opts, value) => void (opts.wsTokenFile = value),
+  },
+  {
+    name: "--ws-cert",
+    value: "FILE",
+    example: "cert.pem",
+    help: "serve --listen-ws over TLS (wss://) with this PEM certificate chain (needs --ws-key)",
+    workers: "pass",
+    apply: (opts, value) => void (opts.wsCert = value),
+  },
+  {
+    name: "--ws-key",
+    value: "FILE",
+    example: "key.pem",
+    help: "the PEM private key for --ws-cert",
+    workers: "pass",
+    apply: (opts, value) => void (opts.wsKey = value),
+  },
+  {
+    name: "--bind",
+    help: "serve BIND (SOCKS4 and SOCKS5, e.g. active FTP): listen on the address the client reached the " +
+      "proxy on, for one connection from the request's address only (checked by the destination policy, " +
+      "rule command bind), within the connect timeout",
+    workers: "pass",
+    apply: (opts) => void (opts.bind = true),
+  },
+  {
+    name: "--bind-address",
+    value: "IP",
+    example: "192.0.2.10",
+    help: "BIND listens on this address of the host (the one targets can reach) instead of the address the " +
+      "client reached the proxy on; implies nothing without --bind",
+    workers: "pass",
+    apply: (opts, value) => {
+      const ip = canonicalIP(value);
+      if (ip === null) {
+        throw new TypeError(`--bind-address needs an IP address, got ${JSON.stringify(value)}`);
+      }
+      opts.bindAddress = ip;
+    },
+  },
+  {
+    name: "--http-connect",
+    help: "serve HTTP CONNECT host:port on the SOCKS port too, under the same destination policy and users " +
+      "(Proxy-Authorization: Basic); other HTTP requests still get the 501 page",
+    workers: "pass",
+    apply: (opts) => void (opts.httpConnect = true),
   },
   {
     name: "--help",
@@ -385,6 +538,7 @@ export function parseArgs(args: string[], flags: readonly Flag[] = FLAGS): CliOp
     connectTimeout: DEFAULT_TIMEOUTS.connect,
     idleTimeout: DEFAULT_TIMEOUTS.idle,
     workers: 1,
+    listenWs: [],
     help: false,
     version: false,
   };
@@ -405,7 +559,7 @@ export function parseArgs(args: string[], flags: readonly Flag[] = FLAGS): CliOp
     }
     flag.apply(opts, value);
   }
-  if (opts.listen.length === 0) opts.listen.push(DEFAULT_LISTEN);
+  if (opts.listen.length === 0 && opts.listenWs.length === 0) opts.listen.push(DEFAULT_LISTEN);
   return opts;
 }
 

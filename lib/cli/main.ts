@@ -9,7 +9,7 @@ import type { HostPort, RuntimeAdapter } from "../runtime.ts";
 import { formatHostPort } from "../core/address.ts";
 import { createLogger, type LogMode } from "../ops/log.ts";
 import type { ConnectionLog } from "../session.ts";
-import { isLoopbackHost, serve, type ServeOptions, type SocksServer } from "../serve.ts";
+import { isLoopbackHost, serve, type ServeOptions, type SocksServer, type WebSocketServe } from "../serve.ts";
 import { VERSION } from "../version.ts";
 import { listenFailure, readFailure } from "./errors.ts";
 import { type CliOptions, flagHelp, parseArgs } from "./flags.ts";
@@ -94,6 +94,19 @@ export function acceptFailure(error: unknown): string {
   return `cannot accept connections (${message}); still listening`;
 }
 
+/**
+ * What the startup line says about UDP ASSOCIATE when `--udp` is given: on, or off and why. A
+ * supervisor speaks for its workers, which Deno runs with --unstable-net (host_deno.ts): the one thing
+ * its own adapter may lack.
+ */
+function udpNote(adapter: RuntimeAdapter, opts: CliOptions, workers?: number): string {
+  if (!opts.udp) return "";
+  if (adapter.udp || (workers && adapter.udpUnavailable?.includes("--unstable-net"))) {
+    return ", UDP ASSOCIATE on";
+  }
+  return `, UDP ASSOCIATE off: ${adapter.udpUnavailable ?? `no UDP on ${adapter.name}`}`;
+}
+
 /** Reads and parses the users file; throws a TypeError naming the file (and the line) on failure. */
 async function readUsers(host: CliHost, path: string): Promise<Map<string, string>> {
   let text: string;
@@ -117,13 +130,56 @@ async function readUsers(host: CliHost, path: string): Promise<Map<string, strin
   return users;
 }
 
+/**
+ * `--listen-ws`'s options: the token and certificate files read, and a
+ * non-loopback address without a token refused (an open proxy on the web).
+ */
+async function webSocketOptions(host: CliHost, opts: CliOptions): Promise<WebSocketServe | undefined> {
+  const read = async (what: string, path: string) => {
+    try {
+      return await host.readTextFile(path);
+    } catch (error) {
+      throw new TypeError(readFailure(what, path, error));
+    }
+  };
+  if ((opts.wsCert === undefined) !== (opts.wsKey === undefined)) {
+    throw new TypeError("--ws-cert and --ws-key go together");
+  }
+  if (opts.listenWs.length === 0) {
+    if (opts.wsTokenFile !== undefined || opts.wsCert !== undefined) {
+      throw new TypeError("--ws-token-file, --ws-cert and --ws-key need --listen-ws");
+    }
+    return undefined;
+  }
+  let token: string | undefined;
+  if (opts.wsTokenFile !== undefined) {
+    token = (await read("token file", opts.wsTokenFile)).split(/\r?\n/)[0].trim();
+    if (!token) throw new TypeError(`token file ${opts.wsTokenFile}: its first line is empty`);
+    if (/\s/.test(token)) throw new TypeError(`token file ${opts.wsTokenFile}: the token has a space in it`);
+  } else {
+    const open = opts.listenWs.find((a) => !isLoopbackHost(a.host));
+    if (open) {
+      throw new TypeError(
+        `--listen-ws ${formatHostPort(open)}${open.path} is not a loopback address: it needs --ws-token-file`,
+      );
+    }
+  }
+  const tls = opts.wsCert !== undefined && opts.wsKey !== undefined
+    ? { cert: await read("certificate file", opts.wsCert), key: await read("key file", opts.wsKey) }
+    : undefined;
+  return { listen: opts.listenWs, token, tls };
+}
+
 /** Runs the CLI on `adapter` with `host`'s process services. Resolves once the server is listening. */
 export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void> {
+  if (host.args()[0] === "bridge") return (await import("./bridge.ts")).bridgeMain(adapter, host);
   let opts: CliOptions;
   let users: Map<string, string> | undefined;
+  let webSocket: WebSocketServe | undefined;
   try {
     opts = parseArgs(host.args());
     if (opts.usersFile !== undefined) users = await readUsers(host, opts.usersFile);
+    webSocket = await webSocketOptions(host, opts);
   } catch (error) {
     host.stderr(`edgesocks: ${error instanceof Error ? error.message : String(error)}`);
     return host.exit(2);
@@ -144,8 +200,15 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     authBackoff: opts.authBackoff,
     hideBoundAddress: opts.hideBoundAddress,
     concealRefusals: opts.concealRefusals,
+    ...(opts.bind ? { bind: true } : {}),
+    ...(opts.bindAddress !== undefined ? { bindAddress: opts.bindAddress } : {}),
+    ...(opts.httpConnect ? { httpConnect: true } : {}),
     timeouts: { handshake: opts.handshakeTimeout, connect: opts.connectTimeout, idle: opts.idleTimeout },
+    ...(opts.udp
+      ? { udp: { advertise: opts.udpAdvertise, ports: opts.udpPorts, datagramsPerSecond: opts.udpRate } }
+      : {}),
     onLog: logger(opts.log, host.stdout, host.worker()),
+    webSocket,
     // One line when accepting starts failing, one when it works again (serve() makes it one episode).
     onAcceptError: (error) => host.stderr(`edgesocks: ${whoIs}${acceptFailure(error)}`),
     onAcceptRecovered: (ms) =>
@@ -153,10 +216,19 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   };
   const auth = users ? `username/password (${users.size} user${users.size === 1 ? "" : "s"})` : "none";
   const startupLine = (addresses: HostPort[], workers?: number) =>
-    `edgesocks ${VERSION} on ${adapter.name}: listening on ${addresses.map(formatHostPort).join(", ")}` +
-    ` (auth: ${auth}${opts.allowPrivate ? ", private destinations allowed" : ""}${
-      workers ? `, ${workers} workers` : ""
-    })`;
+    `edgesocks ${VERSION} on ${adapter.name}: listening on ${
+      [
+        ...addresses.slice(0, opts.listen.length).map(formatHostPort),
+        ...opts.listenWs.map((a, i) =>
+          `${webSocket?.tls ? "wss" : "ws"}://${
+            formatHostPort(addresses[opts.listen.length + i] ?? a)
+          }${a.path}`
+        ),
+      ].join(", ")
+    }` +
+    ` (auth: ${auth}${webSocket?.token !== undefined ? ", WebSocket token required" : ""}${
+      opts.allowPrivate ? ", private destinations allowed" : ""
+    }${udpNote(adapter, opts, workers)}${workers ? `, ${workers} workers` : ""})`;
   const warnIfOpen = () => {
     if (!users && opts.listen.some((a) => !isLoopbackHost(a.host))) {
       host.stderr(
@@ -167,6 +239,10 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   };
   const worker = host.worker();
   const workers = worker ? 1 : opts.workers === "auto" ? Math.max(1, host.cpus()) : opts.workers;
+  if (workers > 1 && opts.listenWs.some((a) => a.port === 0)) {
+    host.stderr("edgesocks: --listen-ws with port 0 cannot be shared by --workers: give a port");
+    return host.exit(2);
+  }
   if (workers > 1) {
     if (!host.spawnWorker) {
       host.stderr(`edgesocks: --workers is not available on ${adapter.name}`);
@@ -228,7 +304,8 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     );
     return host.exit(1);
   }
-  if (worker) host.stdout(readyLine(server.addresses));
+  // (The supervisor hands the first worker's TCP addresses to the others; --listen-ws is passed as given.)
+  if (worker) host.stdout(readyLine(server.addresses.slice(0, opts.listen.length)));
   else {
     host.stdout(startupLine(server.addresses));
     warnIfOpen();

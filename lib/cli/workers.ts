@@ -120,6 +120,8 @@ export function workerArgs(
 /** Parses a ready line's addresses (`host:port` or `[v6]:port`, comma separated). */
 export function parseReady(line: string): HostPort[] | null {
   if (!line.startsWith(READY_PREFIX)) return null;
+  // No TCP address at all: a worker that serves only --listen-ws.
+  if (line.slice(READY_PREFIX.length).trim() === "") return [];
   const list = line.slice(READY_PREFIX.length).trim().split(",");
   const out: HostPort[] = [];
   for (const item of list) {

@@ -68,6 +68,8 @@ export interface ProxyRequest<K extends RequestKind = RequestKind> {
   target: SocksAddress;
   /** SOCKS4 user id or RFC 1929 user name, when given. Never the password. */
   user?: string;
+  /** `"http"` when the request came as an HTTP CONNECT; absent for SOCKS. */
+  protocol?: "http";
 }
 
 /**
@@ -171,6 +173,8 @@ export interface Step<K extends RequestKind = RequestKind> {
    * of the bytes.
    */
   reply?: number;
+  /** The HTTP status of the response this step wrote (HTTP front ends only). */
+  status?: number;
 }
 
 /**
@@ -196,4 +200,17 @@ export interface RequestMachine<K extends RequestKind = RequestKind> {
   answer(answer: Answer): Step<K>;
   /** Bytes held while waiting for the rest of a message. */
   readonly buffered: number;
+  /** The protocol being spoken, once known (records carry it). */
+  readonly protocol?: Protocol;
 }
+
+/**
+ * The front-end protocols a connection may speak.
+ *
+ * @example
+ * ```ts
+ * import type { Protocol } from "@edgesocks/edgesocks";
+ * const isSocks = (p: Protocol) => p !== "http";
+ * ```
+ */
+export type Protocol = "socks4" | "socks5" | "http";

@@ -17,9 +17,11 @@ export function formatJson(entry: ConnectionLog, now: Date = new Date()): string
 /** One human-readable line: client, command, target, outcome, bytes each way, duration. */
 export function formatText(entry: ConnectionLog, now: Date = new Date()): string {
   const parts = [now.toISOString(), entry.client ?? "-"];
-  parts.push(entry.version ? `socks${entry.version}` : "-", entry.command ?? "-", entry.target ?? "-");
+  const protocol = entry.protocol === "http" ? "http" : entry.version ? `socks${entry.version}` : "-";
+  parts.push(protocol, entry.command ?? "-", entry.target ?? "-");
   if (entry.dialed) parts.push(`via=${entry.dialed}`);
   if (entry.user !== undefined) parts.push(`user=${JSON.stringify(entry.user)}`);
+  if (entry.status !== undefined) parts.push(`status=${entry.status}`);
   parts.push(
     `reply=${entry.reply}`,
     `outcome=${entry.outcome}`,

@@ -49,6 +49,40 @@ export interface Upstream {
   lookup(request: ProxyRequest, policy: DestinationPolicy): Promise<string>;
   /** Answers a RESOLVE_PTR: one name of the address. */
   reverse(request: ProxyRequest, policy: DestinationPolicy): Promise<string>;
+  /**
+   * Serves a BIND: listens for the one connection from the request's
+   * DST.ADDR; `local` is the control connection's local address. Absent: BIND
+   * is not served.
+   */
+  bind?(request: ProxyRequest, policy: DestinationPolicy, local: HostPort | undefined): Promise<Binding>;
+}
+
+/**
+ * A BIND's listening socket, waiting for its one peer.
+ *
+ * @example
+ * ```ts
+ * import type { Binding } from "@edgesocks/edgesocks";
+ * declare const binding: Binding;
+ * try {
+ *   const peer = await binding.accept(AbortSignal.timeout(10_000));
+ *   console.log("peer", peer.bound);
+ * } finally {
+ *   binding.close();
+ * }
+ * ```
+ */
+export interface Binding {
+  /** Where it listens: what BIND's first reply carries. */
+  readonly address: HostPort;
+  /**
+   * Resolves with the peer once it has connected (`bound`: the peer's
+   * address, what the second reply carries); rejects with `signal`'s reason
+   * when it aborts first. Either way the listener is closed.
+   */
+  accept(signal: AbortSignal): Promise<Opened>;
+  /** Closes the listener (and a peer not handed out yet). Idempotent. */
+  close(): void;
 }
 
 /**

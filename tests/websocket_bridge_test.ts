@@ -1,0 +1,570 @@
+/**
+ * SOCKS over WebSocket end to end, loopback only: real clients (curl, a raw
+ * SOCKS5 client) → `edgesocks bridge` on the runtime under test → a
+ * `--listen-ws` edge on each of Deno, Bun and Node (child processes) →
+ * targets started here. Each pair runs once in CI: in the run of the
+ * runtime that is its bridge. Plus wss:// with a CA the test generates, and
+ * the 401s.
+ */
+import { after, before, describe, it } from "node:test";
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import type { Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { Buffer } from "node:buffer";
+import {
+  curl,
+  HTTP_BODY,
+  RawClient,
+  ROOT,
+  run,
+  RUNTIME,
+  sleep,
+  socks5ConnectBytes,
+  startHttp,
+  startTcp,
+  until,
+  within,
+} from "./_fixtures.ts";
+
+type Runtime = "deno" | "bun" | "node";
+const RUNTIMES: Runtime[] = ["deno", "bun", "node"];
+const MOD = join(ROOT, "mod.ts");
+const program = (r: Runtime) => ({
+  cmd: join(ROOT, "node_modules/.bin", r),
+  args: r === "deno" ? ["run", "-A", MOD] : [MOD],
+});
+
+interface Child {
+  port: number;
+  child: ChildProcess;
+  out(): string;
+  err(): string;
+  stop(): Promise<void>;
+}
+
+/** Starts `r` running mod.ts with `args`; waits for a startup line `pattern` matches (its group 1: the port). */
+async function start(r: Runtime, args: string[], pattern: RegExp): Promise<Child> {
+  const p = program(r);
+  const child = spawn(p.cmd, [...p.args, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "", err = "";
+  child.stdout!.on("data", (c) => (out += c));
+  child.stderr!.on("data", (c) => (err += c));
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
+      child.once("exit", () => (clearTimeout(timer), resolve()));
+      process.kill(child.pid!, "SIGTERM");
+    });
+  try {
+    const port = await within(
+      30_000,
+      `${r} ${args.join(" ")} startup`,
+      new Promise<number>((resolve, reject) => {
+        child.stdout!.on("data", () => {
+          const m = pattern.exec(out);
+          if (m) resolve(Number(m[1]));
+        });
+        child.on("exit", (code) => reject(new Error(`exited with ${code}: ${err}`)));
+      }),
+    );
+    return { port, child, out: () => out, err: () => err, stop };
+  } catch (error) {
+    await stop();
+    throw new Error(`${(error as Error).message} (stdout: ${out}; stderr: ${err})`);
+  }
+}
+
+const EDGE_LINE = /ws:\/\/127\.0\.0\.1:(\d+)\/socks/;
+const WSS_LINE = /wss:\/\/127\.0\.0\.1:(\d+)\/socks/;
+const BRIDGE_LINE = /bridge on .*: listening on 127\.0\.0\.1:(\d+) /;
+
+const dir = mkdtempSync(join(tmpdir(), "edgesocks-ws-"));
+const TOKEN = join(dir, "token"), WRONG = join(dir, "wrong");
+writeFileSync(TOKEN, "s3cret-token\n");
+writeFileSync(WRONG, "not-the-token\n");
+
+const MiB = 1024 * 1024;
+
+/** An upgrade request sent by curl straight to the edge: the status line, the body. */
+async function upgrade(port: number, headers: string[]) {
+  const r = await curl([
+    "-i",
+    "-H",
+    "Connection: Upgrade",
+    "-H",
+    "Upgrade: websocket",
+    "-H",
+    "Sec-WebSocket-Version: 13",
+    "-H",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    ...headers.flatMap((h) => ["-H", h]),
+    `http://127.0.0.1:${port}/socks`,
+  ]);
+  const text = r.stdout.replace(/\r/g, "");
+  return {
+    status: text.split("\n")[0].replace(/ +$/, ""),
+    body: text.slice(text.indexOf("\n\n") + 2),
+    code: r.code,
+    stderr: r.stderr,
+  };
+}
+
+describe(`SOCKS over WebSocket: bridge on ${RUNTIME} to each edge`, () => {
+  const edges = new Map<Runtime, Child>();
+  const bridges = new Map<Runtime, Child>();
+  const wrongBridges = new Map<Runtime, Child>();
+  let http: Awaited<ReturnType<typeof startHttp>>;
+
+  before(async () => {
+    http = await startHttp();
+    await Promise.all(RUNTIMES.map(async (e) => {
+      const edge = await start(e, [
+        "--listen-ws",
+        "127.0.0.1:0/socks",
+        "--ws-token-file",
+        TOKEN,
+        "--allow-private",
+      ], EDGE_LINE);
+      edges.set(e, edge);
+      const to = `ws://127.0.0.1:${edge.port}/socks`;
+      const common = ["bridge", "--listen", "127.0.0.1:0", "--to", to, "--log", "text"];
+      bridges.set(e, await start(RUNTIME, [...common, "--token-file", TOKEN], BRIDGE_LINE));
+      wrongBridges.set(e, await start(RUNTIME, [...common, "--token-file", WRONG], BRIDGE_LINE));
+    }));
+  });
+
+  after(async () => {
+    await Promise.all(
+      [...edges.values(), ...bridges.values(), ...wrongBridges.values()].map((c) => c.stop()),
+    );
+    await http?.close();
+  });
+
+  for (const e of RUNTIMES) {
+    describe(`bridge ${RUNTIME} → edge ${e}`, () => {
+      const bridge = () => bridges.get(e)!.port;
+
+      it("curl fetches through it: --socks5-hostname, --socks5, --socks4a", async () => {
+        for (const flag of ["--socks5-hostname", "--socks5", "--socks4a"]) {
+          const r = await curl([flag, `127.0.0.1:${bridge()}`, `http://127.0.0.1:${http.port}/`]);
+          assert.deepEqual({ code: r.code, body: r.stdout, err: r.stderr }, {
+            code: 0,
+            body: HTTP_BODY,
+            err: "",
+          }, flag);
+        }
+      });
+
+      it("half-close both ways: the target's FIN first, then the client's", async () => {
+        let uploaded = 0;
+        let finished!: () => void;
+        const done = new Promise<void>((r) => (finished = r));
+        const target = await startTcp((s: Socket) => {
+          s.end("banner then FIN");
+          s.on("data", (d) => (uploaded += d.length));
+          s.on("end", finished);
+        });
+        try {
+          const c = await RawClient.open(bridge());
+          c.send(socks5ConnectBytes(target.port));
+          assert.equal((await c.readExactly(12, 10_000)).subarray(0, 4).toString("hex"), "05000500");
+          assert.equal(String(await c.readToEnd(10_000)), "banner then FIN");
+          c.send(randomBytes(300_000));
+          c.end();
+          await within(10_000, "the upload after the target's FIN", done);
+          assert.equal(uploaded, 300_000);
+          c.destroy();
+        } finally {
+          await target.close();
+        }
+      });
+
+      it("half-close both ways: the client's FIN first; the target answers after it", async () => {
+        const target = await startTcp((s: Socket) => {
+          let n = 0;
+          s.on("data", (d) => (n += d.length));
+          s.on("end", () => s.end(`got ${n}`));
+        });
+        try {
+          const c = await RawClient.open(bridge());
+          c.send(Buffer.concat([socks5ConnectBytes(target.port), Buffer.alloc(5000, 1)]));
+          c.end();
+          assert.equal((await c.readExactly(12, 10_000)).subarray(0, 4).toString("hex"), "05000500");
+          assert.equal(String(await c.readToEnd(10_000)), "got 5000");
+          c.destroy();
+        } finally {
+          await target.close();
+        }
+      });
+
+      it("100 MiB byte-exact each way", async () => {
+        const block = randomBytes(MiB);
+        const total = 100 * MiB;
+        const expected = createHash("sha256");
+        for (let i = 0; i < 100; i++) expected.update(block);
+        const digest = expected.digest("hex");
+        // Up: the target hashes what it got and answers with the digest after the client's FIN.
+        const up = await startTcp((s: Socket) => {
+          const h = createHash("sha256");
+          let n = 0;
+          s.on("data", (d) => (h.update(d), n += d.length));
+          s.on("end", () => s.end(`${n} ${h.digest("hex")}`));
+        });
+        // Down: the target sends 100 MiB and its FIN.
+        const down = await startTcp((s: Socket) => {
+          let sent = 0;
+          const pump = () => {
+            while (sent < total) {
+              sent += block.length;
+              if (!s.write(block)) return void s.once("drain", pump);
+            }
+            s.end();
+          };
+          pump();
+          s.on("data", () => {});
+        });
+        try {
+          const c = await RawClient.open(bridge());
+          c.send(socks5ConnectBytes(up.port));
+          await c.readExactly(12, 10_000);
+          await within(
+            120_000,
+            "upload 100 MiB",
+            (async () => {
+              for (let i = 0; i < 100; i++) {
+                if (!c.socket.write(block)) await new Promise((r) => c.socket.once("drain", r));
+              }
+            })(),
+          );
+          c.end();
+          assert.equal(String(await c.readToEnd(120_000)), `${total} ${digest}`);
+          c.destroy();
+          const d = await RawClient.open(bridge());
+          // (No FIN from this client before the end: Deno's node:net stops reading a socket it has
+          // half-closed after some 4 MiB, with or without edgesocks on the way.)
+          d.send(socks5ConnectBytes(down.port));
+          const got = createHash("sha256");
+          let n = 0;
+          await within(
+            120_000,
+            "download 100 MiB",
+            new Promise<void>((resolve, reject) => {
+              d.socket.removeAllListeners("data");
+              d.socket.on("data", (b: Buffer) => {
+                got.update(b.subarray(Math.max(0, 12 - n)));
+                n += b.length;
+              });
+              d.socket.on("end", resolve);
+              d.socket.on("error", reject);
+            }),
+          );
+          assert.equal(n, total + 12);
+          assert.equal(got.digest("hex"), digest);
+          d.destroy();
+        } finally {
+          await up.close();
+          await down.close();
+        }
+      });
+
+      it("a wrong token: the edge answers 401 and the SOCKS client gets no byte", async () => {
+        const direct = await upgrade(edges.get(e)!.port, ["Authorization: Bearer not-the-token"]);
+        assert.deepEqual(
+          [direct.status.replace(/ Unauthorized$/, ""), direct.body],
+          ["HTTP/1.1 401", "wrong token\n"],
+          JSON.stringify(direct),
+        );
+        const wrong = wrongBridges.get(e)!;
+        assert.equal(wrong.child.exitCode, null, `the bridge exited: ${wrong.err()}`);
+        const c = await RawClient.open(wrong.port);
+        c.send(socks5ConnectBytes(http.port));
+        assert.equal((await c.readToEnd(10_000)).length, 0, wrong.err());
+        c.destroy();
+        await until(
+          5_000,
+          () => wrongBridges.get(e)!.err(),
+          () => /tunnel to .* failed/.test(wrongBridges.get(e)!.err()),
+        );
+      });
+
+      it("a missing token: 401; a token in the subprotocol: accepted, edgesocks selected", async () => {
+        const missing = await upgrade(edges.get(e)!.port, []);
+        assert.deepEqual([missing.status.replace(/ Unauthorized$/, ""), missing.body], [
+          "HTTP/1.1 401",
+          "missing token\n",
+        ]);
+        // base64url("s3cret-token") = czNjcmV0LXRva2Vu: a WHATWG client, which cannot set headers.
+        const ws = new WebSocket(`ws://127.0.0.1:${edges.get(e)!.port}/socks`, [
+          "edgesocks",
+          "edgesocks.token.czNjcmV0LXRva2Vu",
+        ]);
+        const opened = await within(
+          10_000,
+          "WebSocket open",
+          new Promise<string>((resolve, reject) => {
+            ws.onopen = () => resolve(ws.protocol);
+            ws.onerror = () => reject(new Error("WebSocket error"));
+          }),
+        );
+        ws.close();
+        assert.equal(opened, "edgesocks");
+      });
+
+      it("a slow target: the client's upload is held back (bounded memory), then every byte arrives", async () => {
+        const total = 96 * MiB;
+        let received = 0;
+        let target!: Socket;
+        let finished!: () => void;
+        const done = new Promise<void>((r) => (finished = r));
+        const sink = await startTcp((s: Socket) => {
+          target = s;
+          s.pause();
+          s.on("data", (d) => (received += d.length));
+          s.on("end", () => (finished(), s.end()));
+        });
+        try {
+          const c = await RawClient.open(bridge());
+          c.send(socks5ConnectBytes(sink.port));
+          await c.readExactly(12, 10_000);
+          let written = 0;
+          const block = randomBytes(64 * 1024);
+          const pump = (async () => {
+            while (written < total) {
+              written += block.length;
+              if (!c.socket.write(block)) await new Promise((r) => c.socket.once("drain", r));
+            }
+            c.end();
+          })();
+          for (let last = -1; written !== last && written < total;) {
+            last = written;
+            await sleep(700);
+          }
+          assert.ok(
+            written < 48 * MiB,
+            `the client wrote ${written >> 20} MiB to a target that reads nothing`,
+          );
+          target.resume();
+          await within(120_000, "the upload", Promise.all([pump, done]));
+          assert.equal(received, total);
+          c.destroy();
+        } finally {
+          await sink.close();
+        }
+      });
+
+      it("a slow reader: the edge's target is held back (bounded memory), then every byte arrives", async () => {
+        const total = 96 * MiB;
+        let written = 0;
+        const block = randomBytes(64 * 1024);
+        const target = await startTcp((s: Socket) => {
+          const pump = () => {
+            while (written < total) {
+              written += block.length;
+              if (!s.write(block)) return void s.once("drain", pump);
+            }
+            s.end();
+          };
+          pump();
+          s.on("data", () => {});
+        });
+        try {
+          const c = await RawClient.open(bridge());
+          c.socket.pause();
+          c.send(socks5ConnectBytes(target.port));
+          await until(30_000, () => "the target never started writing", () => written > 0);
+          for (let last = -1; written !== last && written < total;) {
+            last = written;
+            await sleep(700);
+          }
+          assert.ok(
+            written < 48 * MiB,
+            `the target wrote ${written >> 20} MiB to a client that reads nothing`,
+          );
+          let n = 0;
+          const ended = await within(
+            120_000,
+            "drain",
+            new Promise<string>((resolve) => {
+              c.socket.removeAllListeners("data");
+              c.socket.on("data", (b: Buffer) => (n += b.length));
+              c.socket.on("end", () => resolve("end"));
+              c.socket.on("error", () => resolve("error"));
+              c.socket.resume();
+            }),
+          );
+          assert.deepEqual([ended, n], ["end", total + 12]);
+          c.destroy();
+        } finally {
+          await target.close();
+        }
+      });
+    });
+  }
+});
+
+describe(`SOCKS over WebSocket: wss:// with a private CA, bridge and edge on ${RUNTIME}`, () => {
+  it("the bridge trusts the edge's certificate with --ca, and refuses it without", async () => {
+    const ca = join(dir, "ca"), key = join(dir, "key.pem"), cert = join(dir, "cert.pem");
+    const ssl = async (args: string[]) => {
+      const r = await run("openssl", args, { timeoutMs: 30_000 });
+      assert.equal(r.code, 0, r.stderr);
+    };
+    await ssl([
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      `${ca}.key`,
+      "-out",
+      `${ca}.pem`,
+      "-days",
+      "2",
+      "-subj",
+      "/CN=edgesocks test CA",
+    ]);
+    await ssl([
+      "req",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      key,
+      "-out",
+      `${dir}/req.csr`,
+      "-subj",
+      "/CN=127.0.0.1",
+    ]);
+    writeFileSync(`${dir}/ext`, "subjectAltName=IP:127.0.0.1\n");
+    await ssl([
+      "x509",
+      "-req",
+      "-in",
+      `${dir}/req.csr`,
+      "-CA",
+      `${ca}.pem`,
+      "-CAkey",
+      `${ca}.key`,
+      "-CAcreateserial",
+      "-out",
+      cert,
+      "-days",
+      "2",
+      "-extfile",
+      `${dir}/ext`,
+    ]);
+    const http = await startHttp();
+    const edge = await start(RUNTIME, [
+      "--listen-ws",
+      "127.0.0.1:0/socks",
+      "--ws-token-file",
+      TOKEN,
+      "--ws-cert",
+      cert,
+      "--ws-key",
+      key,
+      "--allow-private",
+    ], WSS_LINE);
+    const to = `wss://127.0.0.1:${edge.port}/socks`;
+    const trusting = await start(RUNTIME, [
+      "bridge",
+      "--listen",
+      "127.0.0.1:0",
+      "--to",
+      to,
+      "--token-file",
+      TOKEN,
+      "--ca",
+      `${ca}.pem`,
+    ], BRIDGE_LINE);
+    const untrusting = await start(RUNTIME, [
+      "bridge",
+      "--listen",
+      "127.0.0.1:0",
+      "--to",
+      to,
+      "--token-file",
+      TOKEN,
+      "--log",
+      "text",
+    ], BRIDGE_LINE);
+    try {
+      const r = await curl([
+        "--socks5-hostname",
+        `127.0.0.1:${trusting.port}`,
+        `http://127.0.0.1:${http.port}/`,
+      ]);
+      assert.deepEqual({ code: r.code, body: r.stdout }, { code: 0, body: HTTP_BODY });
+      const c = await RawClient.open(untrusting.port);
+      c.send(socks5ConnectBytes(http.port));
+      assert.equal((await c.readToEnd(10_000)).length, 0, "no byte without trusting the CA");
+      c.destroy();
+    } finally {
+      await Promise.all([edge.stop(), trusting.stop(), untrusting.stop()]);
+      await http.close();
+    }
+  });
+});
+
+describe(`SOCKS over WebSocket: --workers 2 on ${RUNTIME}`, () => {
+  it("the workers share the --listen-ws port (SO_REUSEPORT)", async () => {
+    const free = await startTcp(() => {});
+    const port = free.port;
+    await free.close();
+    const http = await startHttp();
+    const edge = await start(RUNTIME, [
+      "--workers",
+      "2",
+      "--listen-ws",
+      `127.0.0.1:${port}/socks`,
+      "--ws-token-file",
+      TOKEN,
+      "--allow-private",
+    ], /ws:\/\/127\.0\.0\.1:(\d+)\/socks .*2 workers/);
+    const bridge = await start(RUNTIME, [
+      "bridge",
+      "--listen",
+      "127.0.0.1:0",
+      "--to",
+      `ws://127.0.0.1:${port}/socks`,
+      "--token-file",
+      TOKEN,
+    ], BRIDGE_LINE);
+    try {
+      assert.equal(edge.port, port);
+      for (let i = 0; i < 4; i++) {
+        const r = await curl([
+          "--socks5-hostname",
+          `127.0.0.1:${bridge.port}`,
+          `http://127.0.0.1:${http.port}/`,
+        ]);
+        assert.deepEqual({ code: r.code, body: r.stdout }, { code: 0, body: HTTP_BODY });
+      }
+    } finally {
+      await Promise.all([edge.stop(), bridge.stop()]);
+      await http.close();
+    }
+  });
+});
+
+describe("SOCKS over WebSocket: the CLI's checks", () => {
+  it("a non-loopback --listen-ws without a token is refused; a bridge without --to too", async () => {
+    const p = program(RUNTIME);
+    const r = await run(p.cmd, [...p.args, "--listen-ws", "0.0.0.0:0/socks"]);
+    assert.deepEqual([r.code, r.stderr.trim()], [
+      2,
+      "edgesocks: --listen-ws 0.0.0.0:0/socks is not a loopback address: it needs --ws-token-file",
+    ]);
+    const b = await run(p.cmd, [...p.args, "bridge", "--listen", "127.0.0.1:0"]);
+    assert.deepEqual([b.code, b.stderr.trim()], [2, "edgesocks: bridge: --to ws[s]://HOST/PATH is required"]);
+  });
+});
+
+after(() => rmSync(dir, { recursive: true, force: true }));
