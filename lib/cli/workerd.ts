@@ -23,6 +23,8 @@ import { formatJson, formatText } from "../ops/log.ts";
 import { serve, type ServeOptions, type SocksServer } from "../serve.ts";
 import type { Resolver } from "../runtime.ts";
 import { byNameUpstream } from "../upstream/by_name.ts";
+import { admitWebSocket, fromWebSocket, refusalResponse } from "../ingress/websocket.ts";
+import type { WebSocketLike } from "../runtime.ts";
 import { type DohOptions, dohResolver } from "../upstream/doh.ts";
 import {
   type WorkerdAdapter,
@@ -70,6 +72,13 @@ export interface WorkerdEnv {
   EDGESOCKS_DOH_SERVICE?: unknown;
   /** `quiet` (default), `text` or `json`: one line per connection on workerd's standard output. */
   EDGESOCKS_LOG?: unknown;
+  /**
+   * The bearer token of the WebSocket ingress (`fetch`: SOCKS over WebSocket, for `edgesocks bridge`);
+   * unset: `fetch` answers 404 and serves no WebSocket.
+   */
+  EDGESOCKS_WS_TOKEN?: unknown;
+  /** The path the WebSocket ingress answers on; default any path. */
+  EDGESOCKS_WS_PATH?: unknown;
 }
 
 /**
@@ -224,6 +233,7 @@ export function workerOptions(env: WorkerdEnv): WorkerOptions {
  */
 export function createWorker(loadConnect: () => Promise<WorkerdConnect>): {
   connect(socket: WorkerdSocket, env: WorkerdEnv): Promise<void>;
+  fetch(request: Request, env: WorkerdEnv, ctx: { waitUntil(p: Promise<unknown>): void }): Promise<Response>;
 } {
   // One server per env (workerd hands every request of an isolate the same env object).
   const servers = new WeakMap<object, Promise<{ adapter: WorkerdAdapter; server: SocksServer }>>();
@@ -258,6 +268,46 @@ export function createWorker(loadConnect: () => Promise<WorkerdConnect>): {
         return;
       }
       await adapter.accept(socket);
+    },
+
+    // SOCKS over WebSocket (one WebSocket, one SOCKS connection; see the README's bridge protocol).
+    async fetch(request, env, ctx) {
+      const token = text(env, "EDGESOCKS_WS_TOKEN")?.trim();
+      const path = text(env, "EDGESOCKS_WS_PATH")?.trim();
+      if (token === undefined || (path !== undefined && new URL(request.url).pathname !== path)) {
+        return new Response("not found\n", { status: 404 });
+      }
+      const answer = await admitWebSocket((name) => request.headers.get(name), token);
+      if (!answer.ok) {
+        const refusal = refusalResponse(answer);
+        return new Response(refusal.body, { status: refusal.status, headers: refusal.headers });
+      }
+      let running = servers.get(env);
+      if (!running) {
+        running = start(env);
+        servers.set(env, running);
+        running.catch(() => servers.delete(env));
+      }
+      let adapter: WorkerdAdapter;
+      try {
+        ({ adapter } = await running);
+      } catch (error) {
+        console.error(`edgesocks: ${(error as Error).message ?? error}`);
+        return new Response("edgesocks is misconfigured\n", { status: 500 });
+      }
+      const Pair = (globalThis as unknown as { WebSocketPair: new () => Record<0 | 1, WebSocketLike> })
+        .WebSocketPair;
+      const pair = new Pair();
+      const [client, server] = [pair[0], pair[1]];
+      (server as unknown as { accept(): void }).accept();
+      const address = request.headers.get("cf-connecting-ip");
+      const conn = fromWebSocket(server, address ? { remoteAddress: { host: address, port: 0 } } : {});
+      ctx.waitUntil(adapter.acceptConnection(conn));
+      return new Response(null, {
+        status: 101,
+        ...({ webSocket: client } as object),
+        headers: answer.protocol ? { "sec-websocket-protocol": answer.protocol } : {},
+      });
     },
   };
 }
