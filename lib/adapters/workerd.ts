@@ -161,7 +161,15 @@ export interface WorkerdAdapter extends RuntimeAdapter {
   acceptConnection(conn: ByteConnection): Promise<void>;
 }
 
-/** Parses `host:port` / `[v6]:port` as workerd writes addresses. */
+/**
+ * Parses `host:port` / `[v6]:port` as workerd writes addresses (`socket.opened`'s `remoteAddress`).
+ *
+ * @example
+ * ```ts
+ * import { parseWorkerdAddress } from "@edgesocks/edgesocks/workerd";
+ * parseWorkerdAddress("[::1]:5000"); // { host: "::1", port: 5000 }
+ * ```
+ */
 export function parseWorkerdAddress(text: string | undefined): HostPort | undefined {
   if (!text) return undefined;
   const m = /^\[([^\]]+)\]:(\d+)$/.exec(text) ?? /^([^:]+):(\d+)$/.exec(text);

@@ -318,6 +318,12 @@ const SOCKETS = "cloudflare:sockets";
 /**
  * The worker the bundle exports: `connect` comes from `cloudflare:sockets`,
  * loaded when the first connection arrives.
+ *
+ * @example
+ * ```ts ignore
+ * // worker.js of your own: the same worker, re-exported
+ * export { default } from "@edgesocks/edgesocks/workerd/worker";
+ * ```
  */
 const worker: ReturnType<typeof createWorker> = createWorker(() =>
   import(SOCKETS).then((m: { connect: WorkerdConnect }) => m.connect)
