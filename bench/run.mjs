@@ -770,7 +770,12 @@ function summarize(results, raw) {
     const w = raw["workerd"], base = only.includes("node") ? "node" : only[0];
     const e = raw[`${base}-edgesocks`];
     if (w && e) {
-      for (const d of ["up", "down"]) results.tput["workerd"][d].vsTcp = { base, ...pairedRatio(w[d], e[d], (t) => t.mibps) };
+      for (const d of ["up", "down"]) {
+        results.tput["workerd"][d].vsTcp = {
+          base,
+          ...pairedRatio(w[d], e[d], (t) => t.mibps),
+        };
+      }
       results.tunnels["workerd"].vsTcp = { base, ...pairedRatio(w.tunnels, e.tunnels, (t) => t.perSecond) };
     }
   }
