@@ -455,7 +455,7 @@ if (RUNTIME === "node") {
     let example: Workerd;
     let doh: DohFixture;
     let http: { port: number; close(): Promise<void> };
-    const port = { open: 0, users: 0, publicnet: 0, example: 0, ws: 0 };
+    const port = { open: 0, users: 0, publicnet: 0, example: 0, ws: 0, bad: 0 };
     const bridges = new Map<string, Child>();
 
     before(async () => {
@@ -500,11 +500,12 @@ if (RUNTIME === "node") {
             allow: ["public"],
             bindings: { EDGESOCKS_ALLOW_PRIVATE: "true" },
           },
+          { name: "bad", port: port.bad, allow: ["public"], bindings: { EDGESOCKS_RULES: "permit *" } },
         ]),
       );
       // examples/workerd/config.capnp as it is, next to the bundle it embeds, on a free port.
       copyFileSync(join(ROOT, "examples", "workerd", "config.capnp"), join(dir, "example.capnp"));
-      wd = await startWorkerd(config, [port.open, port.users, port.publicnet, port.ws]);
+      wd = await startWorkerd(config, [port.open, port.users, port.publicnet, port.ws, port.bad]);
       example = await startWorkerd(join(dir, "example.capnp"), [port.example], [
         "--socket-addr",
         `socks=127.0.0.1:${port.example}`,
@@ -613,6 +614,16 @@ if (RUNTIME === "node") {
         "05 00 05 00 00 01 00 00 00 00 00 00",
       );
       assert.match(example.output(), /connecting to localhost:\d+ is not allowed/);
+    });
+
+    it("a wrong binding: the connection is closed without a byte, and the log says which binding", async () => {
+      const reply = await RawClient.exchange(port.bad, Uint8Array.of(5, 1, 0));
+      assert.equal(reply.length, 0);
+      await until(
+        5_000,
+        () => wd.output(),
+        () => /edgesocks: binding EDGESOCKS_RULES line 1: expected/.test(wd.output()),
+      );
     });
 
     it("policy: rules by address and by name (0x02), a closed port (0x05), SOCKS4 refusal (91)", async () => {

@@ -250,18 +250,21 @@ export function createWorker(loadConnect: () => Promise<WorkerdConnect>): {
     });
     return { adapter, server };
   };
+  const serverFor = (env: WorkerdEnv) => {
+    let running = servers.get(env);
+    if (!running) {
+      running = start(env);
+      servers.set(env, running);
+      // A wrong binding is said once per connection until it is fixed; nothing is served meanwhile.
+      running.catch(() => servers.delete(env));
+    }
+    return running;
+  };
   return {
     async connect(socket, env) {
-      let running = servers.get(env);
-      if (!running) {
-        running = start(env);
-        servers.set(env, running);
-        // A wrong binding is said once per connection until it is fixed; nothing is served meanwhile.
-        running.catch(() => servers.delete(env));
-      }
       let adapter: WorkerdAdapter;
       try {
-        ({ adapter } = await running);
+        ({ adapter } = await serverFor(env));
       } catch (error) {
         console.error(`edgesocks: ${(error as Error).message ?? error}`);
         await socket.close().catch(() => {});
@@ -282,15 +285,9 @@ export function createWorker(loadConnect: () => Promise<WorkerdConnect>): {
         const refusal = refusalResponse(answer);
         return new Response(refusal.body, { status: refusal.status, headers: refusal.headers });
       }
-      let running = servers.get(env);
-      if (!running) {
-        running = start(env);
-        servers.set(env, running);
-        running.catch(() => servers.delete(env));
-      }
       let adapter: WorkerdAdapter;
       try {
-        ({ adapter } = await running);
+        ({ adapter } = await serverFor(env));
       } catch (error) {
         console.error(`edgesocks: ${(error as Error).message ?? error}`);
         return new Response("edgesocks is misconfigured\n", { status: 500 });
