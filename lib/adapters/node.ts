@@ -316,7 +316,7 @@ function listen(
 }
 
 /**
- * Two sockets relayed by `pipe()`, on the shared Tunnel bookkeeping. Its
+ * Two sockets relayed, on the shared Tunnel bookkeeping. Its
  * listeners are shared by every tunnel's sockets (each finds its tunnel on
  * the socket), so an idle tunnel holds little more than the two sockets.
  */
@@ -348,6 +348,21 @@ class PipeTunnel extends Tunnel {
 
   static onUpstreamEnd(this: Owned): void {
     (this[kOwner] as PipeTunnel).client.end();
+  }
+
+  /** A chunk from the client, written upstream; one upstream does not take at once pauses the client. */
+  static onClientData(this: Owned, chunk: Buffer): void {
+    const u = (this[kOwner] as PipeTunnel).upstream;
+    if (u.destroyed || u.writableEnded) return;
+    if (!u.write(chunk)) this.pause();
+  }
+
+  static onUpstreamDrain(this: Owned): void {
+    (this[kOwner] as PipeTunnel).client.resume();
+  }
+
+  static onClientEnd(this: Owned): void {
+    (this[kOwner] as PipeTunnel).upstream.end();
   }
 
   /** A chunk from upstream, written to the client; one the client does not take at once stops the reads. */
@@ -435,7 +450,7 @@ function startPipeTunnel(
 }
 
 /**
- * The relay on Node's own streams: client → upstream by `pipe()`, upstream →
+ * The relay on Node's own streams: client → upstream by 'data' and `write()`, upstream →
  * client by the upstream's `onread` reads (at most {@linkcode READ_CHUNK}
  * each) written to the client, the upstream's reads stopped while a write
  * waits for the client's `drain`. Backpressure both ways, a FIN passed on by
@@ -457,9 +472,18 @@ const nativeRelay: NativeRelay = (client, upstream, options) => {
     b.pending?.length ?? 0,
     options,
   );
-  if (a.pending) sb.write(a.pending);
+  // Client → upstream as pipe() does it (a write upstream does not take pauses the client until its
+  // 'drain', the client's FIN is passed on by end()), on three shared listeners instead of pipe()'s seven
+  // closures per tunnel, set up and torn down for every one.
+  const taken = a.pending ? sb.write(a.pending) : true;
   if (a.eof) sb.end();
-  else sa.pipe(sb);
+  else {
+    sa.on("data", PipeTunnel.onClientData);
+    sa.on("end", PipeTunnel.onClientEnd);
+    sb.on("drain", PipeTunnel.onUpstreamDrain);
+    if (taken) sa.resume();
+    else sa.pause();
+  }
   // Upstream → client without pipe(): the upstream socket reads into one shared buffer (onread) and each
   // read is copied once and written; a write the client does not drain stops the upstream's reads at
   // once, so a client that stops reading leaves at most one read here (pipe() kept one read in the
