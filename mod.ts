@@ -42,6 +42,7 @@ export {
   ReplyCode,
   Socks4ReplyCode,
   SocksCommand,
+  TorReplyCode,
 } from "./lib/core/wire.ts";
 export { canonicalIP, type HostType, type SocksAddress } from "./lib/core/address.ts";
 export { replyCodeOf, SocksError } from "./lib/core/errors.ts";
@@ -54,6 +55,7 @@ export type {
   NativeRelay,
   Resolver,
   RuntimeAdapter,
+  UnixListener,
   WebSocketConnectOptions,
   WebSocketServeOptions,
 } from "./lib/runtime.ts";
@@ -86,14 +88,44 @@ export type { CommandContext, CommandHandler, CommandResult } from "./lib/comman
 export { type Binding, type Opened, type Upstream, UpstreamError } from "./lib/upstream/upstream.ts";
 export { directBind, type OpenListener } from "./lib/upstream/bind.ts";
 export { directUpstream } from "./lib/upstream/direct.ts";
+export { type Hop, type HopProtocol, parseHop } from "./lib/upstream/hop.ts";
+export { type HopOptions, type HopUpstream, socksUpstream } from "./lib/upstream/socks5.ts";
+export { httpStatusReply, httpUpstream } from "./lib/upstream/http.ts";
+export { type ChainOptions, chainUpstream, parseRoute, type Route } from "./lib/upstream/route.ts";
+export {
+  type SocksClientAction,
+  type SocksClientFailure,
+  SocksClientMachine,
+  type SocksClientProtocol,
+  type SocksClientRequest,
+  type SocksClientStep,
+} from "./lib/core/socks_client.ts";
 export {
   DEFAULT_LISTEN,
   DEFAULT_MAX_CONNECTIONS,
+  type ListenAddress,
   serve,
   type ServeOptions,
   type SocksServer,
   type WebSocketServe,
 } from "./lib/serve.ts";
+export {
+  PROXY_MAX_BUFFERED,
+  PROXY_V1_MAX_LINE,
+  PROXY_V2_SIGNATURE,
+  type ProxyHeader,
+  ProxyHeaderParser,
+  type ProxyHeaderStep,
+} from "./lib/core/proxy_protocol.ts";
+export {
+  type Accepted,
+  DEFAULT_PROXY_PROTOCOL_FROM,
+  DEFAULT_PROXY_PROTOCOL_TIMEOUT,
+  IngressRefusal,
+  type IngressStage,
+  type ProxyProtocolOptions,
+  proxyProtocolStage,
+} from "./lib/ingress/proxy_protocol.ts";
 export {
   checkDestination,
   type Cidr,

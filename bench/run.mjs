@@ -35,7 +35,8 @@ if (argv.includes("--help") || argv.includes("-h")) {
   --only    edgesocks runtimes (and their bare forwarders) to measure; default all three
   --skip    reference proxies to leave out (microsocks, dante, npm: the npm SOCKS servers on Node)
   --runs N  throughput and tunnels/s runs per subject (default 3 and 5; --quick: 3 and 1)
-  --parts   what to measure: a comma list of throughput, tunnels, memory, udp; default all four
+  --parts   what to measure: a comma list of throughput, tunnels, memory, udp, chain (throughput
+            through one upstream hop, beside a direct edgesocks tunnel); default all five
   --check   exit 1 if any measurement failed (CI runs --quick --check as a smoke test)`);
   process.exit(0);
 }
@@ -59,7 +60,7 @@ if (runsFlag !== null && !(Number.isInteger(runsFlag) && runsFlag >= 1 && runsFl
 }
 const only = listFlag("--only", RUNTIMES, RUNTIMES);
 const skip = listFlag("--skip", REFERENCES, []);
-const PARTS = ["throughput", "tunnels", "memory", "udp"];
+const PARTS = ["throughput", "tunnels", "memory", "udp", "chain"];
 const parts = listFlag("--parts", PARTS, PARTS);
 
 const cfg = quick
@@ -376,6 +377,11 @@ let tmpDir = "";
  * What is measured. kind "socks": a SOCKS5 proxy (the client does the handshake); "plain": the client
  * connects and the bytes go straight to the C server (direct, or through a bare forwarder).
  */
+/** The port of the microsocks subject, once started: the upstream of the chained subjects. */
+let microsocksPort = null;
+/** The ports of the edgesocks subjects, by runtime: the upstreams of the edgesocks → edgesocks subjects. */
+const edgesocksPorts = {};
+
 function subjects() {
   const list = [{ id: "direct", label: "direct (no proxy)", kind: "plain", start: null }];
   const microsocks = skip.includes("microsocks") ? null : which("microsocks");
@@ -392,6 +398,7 @@ function subjects() {
           stdout: "ignore",
         });
         await waitFor(proc, () => canConnect(port), 10_000, "listening port");
+        microsocksPort = port;
         return { proc, port };
       },
     });
@@ -482,7 +489,11 @@ function subjects() {
       kind: "socks",
       runtime: rt,
       edgesocks: true,
-      start: startOn(`edgesocks ${rt}`, ...edgesocks[rt]),
+      start: async () => {
+        const started = await startOn(`edgesocks ${rt}`, ...edgesocks[rt])();
+        edgesocksPorts[rt] = started.port;
+        return started;
+      },
     });
     // One process per core (the supervisor and 2 workers sharing the port): tunnels/s only, since one
     // connection's throughput is one worker's and the memory of several processes is not one RSS.
@@ -496,6 +507,38 @@ function subjects() {
       tunnelsOnly: true,
       noMemory: "several processes",
       start: startOn(`edgesocks ${rt} --workers auto`, cmd, [...args, "--workers", "auto"]),
+    });
+    // One upstream hop: edgesocks → microsocks → the target (the microsocks above, started first).
+    if (microsocks) {
+      list.push({
+        id: `${rt}-edgesocks-chained`,
+        label: `edgesocks on ${rt} → microsocks`,
+        kind: "socks",
+        runtime: rt,
+        edgesocks: true,
+        chainOnly: true,
+        noMemory: "two proxies",
+        start: () => {
+          if (microsocksPort === null) throw new Error("microsocks did not start");
+          const hop = ["--upstream", `hop=socks5://127.0.0.1:${microsocksPort}`, "--route", "*=hop"];
+          return startOn(`edgesocks ${rt} → microsocks`, cmd, [...args, ...hop])();
+        },
+      });
+    }
+    // And edgesocks → the edgesocks above (same runtime): the hop is as fast as the direct tunnel.
+    list.push({
+      id: `${rt}-edgesocks-chained-edgesocks`,
+      label: `edgesocks on ${rt} → edgesocks on ${rt}`,
+      kind: "socks",
+      runtime: rt,
+      edgesocks: true,
+      chainOnly: true,
+      noMemory: "two proxies",
+      start: () => {
+        if (edgesocksPorts[rt] === undefined) throw new Error(`edgesocks on ${rt} did not start`);
+        const hop = ["--upstream", `hop=socks5://127.0.0.1:${edgesocksPorts[rt]}`, "--route", "*=hop"];
+        return startOn(`edgesocks ${rt} → edgesocks`, cmd, [...args, ...hop])();
+      },
     });
     // The same proxy serving HTTP CONNECT (one round trip instead of SOCKS5's two): tunnels/s only.
     list.push({
@@ -736,6 +779,22 @@ function summarize(results, raw) {
       results.tput[`${rt}-ws`][d].vsTcp = pairedRatio(w[d], e[d], (t) => t.mibps);
     }
     results.tunnels[`${rt}-ws`].vsTcp = pairedRatio(w.tunnels, e.tunnels, (t) => t.perSecond);
+  }
+  for (const rt of only) {
+    const c = raw[`${rt}-edgesocks-chained`], e = raw[`${rt}-edgesocks`], ms = raw.microsocks;
+    const cc = raw[`${rt}-edgesocks-chained-edgesocks`];
+    for (const d of ["up", "down"]) {
+      if (c && ms) {
+        results.tput[`${rt}-edgesocks-chained`][d].vsHop = pairedRatio(c[d], ms[d], (t) => t.mibps);
+      }
+      if (cc && e) {
+        results.tput[`${rt}-edgesocks-chained-edgesocks`][d].vsDirect = pairedRatio(
+          cc[d],
+          e[d],
+          (t) => t.mibps,
+        );
+      }
+    }
   }
   for (const rt of only) {
     const h = raw[`${rt}-edgesocks-http`], e = raw[`${rt}-edgesocks`];
@@ -986,6 +1045,25 @@ function evaluateTargets(results) {
       });
     }
   }
+  for (const rt of parts.includes("chain") ? only : []) {
+    for (const dir of ["up", "down"]) {
+      const r = tput[`${rt}-edgesocks-chained-edgesocks`]?.[dir].vsDirect;
+      targets.push({
+        what: `${rt}: throughput ${dir} through one upstream hop (→ edgesocks on ${rt}) ÷ direct edgesocks`,
+        value: r?.median == null ? "—" : range(r, 2),
+        goal: "≥ 0.90",
+        met: r?.median == null ? null : r.median >= 0.9,
+      });
+      // microsocks is the slower of the two proxies: edgesocks in front of it should cost little more.
+      const h = tput[`${rt}-edgesocks-chained`]?.[dir].vsHop;
+      targets.push({
+        what: `${rt}: throughput ${dir} edgesocks → microsocks ÷ microsocks alone`,
+        value: h?.median == null ? "—" : range(h, 2),
+        goal: "≥ 0.90",
+        met: h?.median == null ? null : h.median >= 0.9,
+      });
+    }
+  }
   for (const rt of only) {
     for (
       const [id, how, goal] of [[`${rt}-edgesocks`, "", tunGoal[rt]], [
@@ -1103,7 +1181,13 @@ async function main() {
     const raw = Object.fromEntries(
       running.map((r) => [r.subject.id, { up: [], down: [], tunnels: [], errors: [] }]),
     );
-    for (const r of parts.includes("throughput") ? running.filter((r) => !r.subject.tunnelsOnly) : []) {
+    // The chain part measures the chained subjects and, beside them, the direct edgesocks tunnels.
+    const tputRunning = running.filter((r) =>
+      !r.subject.tunnelsOnly &&
+      (r.subject.chainOnly ? parts.includes("chain") : parts.includes("throughput") ||
+        (parts.includes("chain") && (r.subject.id.endsWith("-edgesocks") || r.subject.id === "microsocks")))
+    );
+    for (const r of tputRunning) {
       try {
         await measureTput(r, "up", cfg.tputWarmBytes);
         await measureTput(r, "down", cfg.tputWarmBytes);
@@ -1112,8 +1196,8 @@ async function main() {
         log(`${r.subject.label}: warm-up failed: ${error.message}`);
       }
     }
-    for (let run = 1; parts.includes("throughput") && run <= cfg.tputRuns; run++) {
-      for (const r of running.filter((r) => !r.subject.tunnelsOnly)) {
+    for (let run = 1; tputRunning.length > 0 && run <= cfg.tputRuns; run++) {
+      for (const r of tputRunning) {
         for (const dir of ["up", "down"]) {
           let t = null;
           try {
@@ -1128,7 +1212,8 @@ async function main() {
       }
     }
 
-    for (const r of parts.includes("tunnels") ? running : []) {
+    const tunnelRunning = running.filter((r) => !r.subject.chainOnly);
+    for (const r of parts.includes("tunnels") ? tunnelRunning : []) {
       try {
         await measureTunnels(r, cfg.tunnelWarmCount, 1);
       } catch (error) {
@@ -1136,7 +1221,7 @@ async function main() {
       }
     }
     for (let run = 1; parts.includes("tunnels") && run <= cfg.tunnelRuns; run++) {
-      for (const r of running) {
+      for (const r of tunnelRunning) {
         let t = null;
         try {
           t = await measureTunnels(r, cfg.tunnelCount, cfg.tunnelSeconds);

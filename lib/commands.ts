@@ -120,10 +120,14 @@ function associate({ request, rules, signal, client, local, udp }: CommandContex
 export const COMMANDS: Readonly<Partial<Record<RequestKind, CommandHandler>>> = {
   connect: tunnel,
   connect_dir: tunnel,
-  resolve: ({ request, rules, upstream }) =>
-    upstream.lookup(request, rules.policy).then((address) => ({ answer: { type: "resolved", address } })),
-  resolve_ptr: ({ request, rules, upstream }) =>
-    upstream.reverse(request, rules.policy).then((name) => ({ answer: { type: "resolved_name", name } })),
+  resolve: ({ request, rules, upstream, signal }) =>
+    upstream.lookup(request, rules.policy, signal).then((address) => ({
+      answer: { type: "resolved", address },
+    })),
+  resolve_ptr: ({ request, rules, upstream, signal }) =>
+    upstream.reverse(request, rules.policy, signal).then((name) => ({
+      answer: { type: "resolved_name", name },
+    })),
   bind,
   udp_associate: associate,
 };

@@ -26,6 +26,9 @@ import type { Protocol, RequestKind } from "./core/request.ts";
  *   before a request was answered.
  * - `dns_failed`: the name has no usable address; `upstream_failed`: the destination could not be
  *   reached; `connect_timeout`: DNS and connect took longer than the connect timeout.
+ * - `refused_proxy_source`: a PROXY protocol listener's peer is not trusted to send the header;
+ *   `proxy_header_invalid`: the PROXY header is missing or malformed; `proxy_header_timeout`: it was
+ *   not complete within its deadline. All three close the connection without a reply.
  * - `shutdown`: the server was stopping; `error`: anything else (a bug).
  *
  * @example
@@ -54,6 +57,9 @@ export type Outcome =
   | "dns_failed"
   | "upstream_failed"
   | "connect_timeout"
+  | "refused_proxy_source"
+  | "proxy_header_invalid"
+  | "proxy_header_timeout"
   | "shutdown"
   | "error";
 

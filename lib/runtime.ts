@@ -117,6 +117,24 @@ export interface Listener {
 }
 
 /**
+ * A listening Unix domain socket.
+ *
+ * @example
+ * ```ts
+ * import type { RuntimeAdapter, UnixListener } from "@edgesocks/edgesocks";
+ * declare const adapter: RuntimeAdapter;
+ * const listener: UnixListener = await adapter.listenUnix!("/run/edgesocks.sock", (conn) => conn.close());
+ * await listener.close(); // removes the socket file
+ * ```
+ */
+export interface UnixListener {
+  /** The socket file's path. */
+  readonly path: string;
+  /** Stops accepting and removes the socket file; open connections are left alone. */
+  close(): Promise<void>;
+}
+
+/**
  * Options for {@linkcode RuntimeAdapter.listen}.
  *
  * @example
@@ -167,6 +185,16 @@ export interface RuntimeAdapter {
     onAcceptError?: (error: unknown) => void,
     options?: ListenOptions,
   ): Promise<Listener>;
+  /**
+   * Listens on a Unix domain socket at `path` (which must not exist yet),
+   * where the runtime can; its connections have no `remoteAddress`. The
+   * socket file is removed on close.
+   */
+  listenUnix?(
+    path: string,
+    onConnection: (conn: ByteConnection) => void,
+    onAcceptError?: (error: unknown) => void,
+  ): Promise<UnixListener>;
   /** A resolver using `nameServer`, or the system's resolver when it is absent. */
   resolver(nameServer?: HostPort): Resolver;
   /**

@@ -4,13 +4,21 @@
  *
  * @module
  */
-import type { ByteConnection, HostPort, Listener, RuntimeAdapter } from "./runtime.ts";
+import type { ByteConnection, HostPort, Listener, RuntimeAdapter, UnixListener } from "./runtime.ts";
 import { parseIPv4, parseIPv6 } from "./core/address.ts";
 import { DEFAULT_COMMANDS } from "./core/socks_server.ts";
 import { type AuthBackoff, clientKey, DEFAULT_AUTH_BACKOFF, LoginBackoff } from "./admission.ts";
 import { hostAddressSet } from "./policy.ts";
 import { admitWebSocket, fromWebSocket, refusalResponse } from "./ingress/websocket.ts";
 import { makeRules, type Rules, type RulesOptions } from "./rules.ts";
+import type { Outcome } from "./record.ts";
+import {
+  IngressRefusal,
+  type IngressStage,
+  type ProxyProtocolOptions,
+  proxyProtocolStage,
+  UNIX_CLIENT,
+} from "./ingress/proxy_protocol.ts";
 import {
   type HandlerOptions,
   refuseSession,
@@ -32,8 +40,20 @@ import { type UdpOptions, udpService } from "./upstream/udp.ts";
  * ```
  */
 export interface ServeOptions extends Omit<HandlerOptions, "dial" | "resolver" | "openListener"> {
-  /** Addresses to listen on. Default `127.0.0.1:1080`. Port 0 picks a free port. */
-  listen?: HostPort[];
+  /**
+   * Addresses to listen on. Default `127.0.0.1:1080`. Port 0 picks a free
+   * port. Each may say whether its connections start with a PROXY protocol
+   * header (see {@linkcode ListenAddress}).
+   */
+  listen?: ListenAddress[];
+  /**
+   * Whether the listeners' connections start with a PROXY protocol header
+   * (v1 or v2, from a load balancer): `true` (default options) or its
+   * options, for every listener that does not say otherwise; default false.
+   * Then the header is required, and the client it names is the client for
+   * every client rule, cap and log line.
+   */
+  proxyProtocol?: boolean | ProxyProtocolOptions;
   /** Nameserver for RESOLVE, RESOLVE_PTR and CONNECT by name; default: the system's resolver. */
   dns?: HostPort;
   /** Most connections served at once; more are closed at once. Default 10,000; 0: no cap. */
@@ -117,6 +137,27 @@ export interface WebSocketServe {
 }
 
 /**
+ * A listen address: TCP (`host`, `port`) or a Unix domain socket (`path`,
+ * where the runtime has them: {@linkcode RuntimeAdapter.listenUnix}),
+ * optionally with its own PROXY protocol setting (overriding
+ * {@linkcode ServeOptions.proxyProtocol}). Every peer of a Unix socket counts
+ * as one client, `unix` (for client rules, which it matches no CIDR of, caps
+ * and logs).
+ *
+ * @example
+ * ```ts
+ * import { type ListenAddress, parseCidr } from "@edgesocks/edgesocks";
+ * const direct: ListenAddress = { host: "127.0.0.1", port: 1080 };
+ * const behindLb: ListenAddress = { host: "0.0.0.0", port: 1081, proxyProtocol: { from: [parseCidr("10.0.0.2")] } };
+ * const local: ListenAddress = { path: "/run/edgesocks/socks.sock" };
+ * ```
+ */
+export type ListenAddress = (HostPort | { path: string }) & {
+  /** Connections on this listener start with a PROXY protocol header: `true` (default options) or options. */
+  proxyProtocol?: boolean | ProxyProtocolOptions;
+};
+
+/**
  * Default global connection cap.
  *
  * @example
@@ -146,8 +187,10 @@ const DEFAULT_HOST_ADDRESS_REFRESH = 60_000;
  * ```
  */
 export interface SocksServer {
-  /** The bound addresses (real ports). */
+  /** The bound TCP addresses (real ports). */
   readonly addresses: HostPort[];
+  /** The Unix domain sockets listened on. */
+  readonly paths: string[];
   /** Connections being served now. */
   readonly activeConnections: number;
   /**
@@ -230,7 +273,7 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   // The client's address is a system call, and kept with the socket: only looked up when a record, a
   // client rule, a per-client cap or the login backoff will read it, and then once, here (admission
   // decides it).
-  const clientAddress = () =>
+  const clientAddress = (): boolean =>
     options.onLog !== undefined || rules.clientPolicy.rules.length > 0 || maxPerClient > 0 ||
     (backoff !== undefined && rules.authenticate !== undefined);
   const shutdown = new AbortController();
@@ -272,36 +315,87 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
       // As above.
     }
   };
-  const onConnection = (conn: ByteConnection) => {
-    // (One comparison per connection while all is well.)
-    if (troubleSince !== 0 && acceptedAgain === 0) {
-      acceptedAgain = Date.now();
-      quiet = setTimeout(acceptsWork, ACCEPT_QUIET_MS);
-    }
-    const client = clientAddress() ? conn.remoteAddress : undefined;
-    if (maxTotal > 0 && running >= maxTotal) {
-      return refuseSession(context, conn, client, "refused_limit", "connection limit reached");
+  /**
+   * Admission, once the client is decided: the caps, the login backoff, then the session. `held`: a slot
+   * of the global count was taken at accept already (while an ingress stage ran), and passes to the
+   * session, or is given back when the connection is refused here.
+   */
+  const admit = (
+    conn: ByteConnection,
+    client: HostPort | undefined,
+    head: Uint8Array | undefined,
+    held: boolean,
+  ) => {
+    const refuse = (outcome: Outcome, reason: string) => {
+      refuseSession(context, conn, client, outcome, reason);
+      if (held) released();
+    };
+    if (!held && maxTotal > 0 && running >= maxTotal) {
+      return refuse("refused_limit", "connection limit reached");
     }
     const key = client ? clientKey(client.host, prefixV6) : "";
     if (backoff && client && backoff.blocked(key, Date.now())) {
-      return refuseSession(context, conn, client, "refused_backoff", "too many failed logins; wait");
+      return refuse("refused_backoff", "too many failed logins; wait");
     }
     if (maxPerClient === 0) {
-      running++;
-      return serveSession(context, rules, conn, client, shutdown.signal, released);
+      if (!held) running++;
+      return serveSession(context, rules, conn, client, shutdown.signal, released, head);
     }
     const count = perClient.get(key) ?? 0;
     if (count >= maxPerClient) {
-      return refuseSession(context, conn, client, "refused_limit", "per-client connection limit reached");
+      return refuse("refused_limit", "per-client connection limit reached");
     }
-    running++;
+    if (!held) running++;
     perClient.set(key, count + 1);
     serveSession(context, rules, conn, client, shutdown.signal, () => {
       const left = (perClient.get(key) ?? 1) - 1;
       if (left > 0) perClient.set(key, left);
       else perClient.delete(key);
       released();
-    });
+    }, head);
+  };
+  const accepted = () => {
+    // (One comparison per connection while all is well.)
+    if (troubleSince !== 0 && acceptedAgain === 0) {
+      acceptedAgain = Date.now();
+      quiet = setTimeout(acceptsWork, ACCEPT_QUIET_MS);
+    }
+  };
+  const onConnection = (conn: ByteConnection) => {
+    accepted();
+    admit(conn, clientAddress() ? conn.remoteAddress : undefined, undefined, false);
+  };
+  const onUnixConnection = (conn: ByteConnection) => {
+    accepted();
+    admit(conn, UNIX_CLIENT, undefined, false);
+  };
+  /**
+   * A listener whose connections pass `stage` first (the PROXY protocol): the peer is always looked up
+   * (the stage checks it), the global cap counts the connection from accept, and the client the stage
+   * decides is the one admission and the session see.
+   */
+  const onStagedConnection = (stage: IngressStage, unix: boolean) => (conn: ByteConnection) => {
+    accepted();
+    const peer = unix ? UNIX_CLIENT : conn.remoteAddress;
+    if (maxTotal > 0 && running >= maxTotal) {
+      return refuseSession(context, conn, peer, "refused_limit", "connection limit reached");
+    }
+    running++;
+    stage({ conn, client: peer, head: new Uint8Array(0) }, shutdown.signal).then(
+      (next) => admit(next.conn, next.client, next.head, true),
+      (error) => {
+        const refusal = error instanceof IngressRefusal
+          ? error
+          : new IngressRefusal("error", `error: ${String(error)}`);
+        refuseSession(context, conn, peer, refusal.outcome, refusal.message);
+        released();
+      },
+    );
+  };
+  const stageOf = (address: ListenAddress): IngressStage | undefined => {
+    const pp = address.proxyProtocol ?? options.proxyProtocol ?? false;
+    if (pp === false) return undefined;
+    return proxyProtocolStage(pp === true ? {} : pp);
   };
   // The addresses it will listen on count as its own from the start; the real ones once bound.
   const readHostAddresses = (listening: readonly HostPort[]) => {
@@ -315,22 +409,43 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     own = hostAddressSet([...(found ?? []), ...listening.map((a) => a.host)]);
     rebuild();
   };
-  readHostAddresses(options.listen ?? [DEFAULT_LISTEN]);
+  const tcp = (a: ListenAddress): a is HostPort & ListenAddress => !("path" in a);
+  const addresses: ListenAddress[] = options.listen ?? [DEFAULT_LISTEN];
+  readHostAddresses(addresses.filter(tcp));
   const listeners: Listener[] = [];
+  const unixListeners: UnixListener[] = [];
   try {
-    for (const address of options.listen ?? [DEFAULT_LISTEN]) {
+    for (const address of addresses) {
+      const stage = stageOf(address);
+      if (!tcp(address)) {
+        if (!adapter.listenUnix) throw new Error(`${adapter.name} cannot listen on a Unix socket`);
+        unixListeners.push(
+          await adapter.listenUnix(
+            address.path,
+            stage ? onStagedConnection(stage, true) : onUnixConnection,
+            onAcceptError,
+          ),
+        );
+        continue;
+      }
+      const { host, port } = address;
       listeners.push(
-        await adapter.listen(address, onConnection, onAcceptError, { reusePort: options.reusePort === true }),
+        await adapter.listen(
+          { host, port },
+          stage ? onStagedConnection(stage, false) : onConnection,
+          onAcceptError,
+          { reusePort: options.reusePort === true },
+        ),
       );
     }
   } catch (error) {
-    await Promise.all(listeners.map((l) => l.close()));
+    await Promise.all([...listeners, ...unixListeners].map((l) => l.close()));
     throw error;
   }
   const ws = options.webSocket;
   if (ws && ws.listen.length > 0) {
     if (!adapter.serveWebSocket) {
-      await Promise.all(listeners.map((l) => l.close()));
+      await Promise.all([...listeners, ...unixListeners].map((l) => l.close()));
       throw new TypeError(`${adapter.name} cannot serve WebSockets (its adapter has no serveWebSocket)`);
     }
     const admit = async (header: (name: string) => string | null | undefined) => {
@@ -348,7 +463,7 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
         );
       }
     } catch (error) {
-      await Promise.all(listeners.map((l) => l.close()));
+      await Promise.all([...listeners, ...unixListeners].map((l) => l.close()));
       throw error;
     }
   }
@@ -358,6 +473,7 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
   const refreshing = refresh > 0 ? setInterval(() => readHostAddresses(listening), refresh) : undefined;
   return {
     addresses: listening,
+    paths: unixListeners.map((l) => l.path),
 
     get activeConnections() {
       return running;
@@ -369,7 +485,7 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     async close() {
       clearInterval(refreshing);
       clearTimeout(quiet);
-      await Promise.all(listeners.map((l) => l.close()));
+      await Promise.all([...listeners, ...unixListeners].map((l) => l.close()));
       shutdown.abort();
       if (running > 0) await (allEnded ??= new Promise<void>((resolve) => (drained = resolve)));
     },

@@ -523,10 +523,16 @@ function expectedAnswer(request: SocksRequest, a: Answer): { reply: string; acti
     }
     case "rejected":
       return {
-        // A rejection never reads as success: anything but an RFC 1928 failure code (01-08) is sent as
-        // a general failure.
+        // A rejection never reads as success: anything but an RFC 1928 failure code (01-08) or Tor's
+        // extended ones (F0-F7, passed on from a Tor upstream) is sent as a general failure.
         reply: v5
-          ? socks5Reply(a.code >= 1 && a.code <= 8 ? a.code : ReplyCode.GeneralFailure, null, 0)
+          ? socks5Reply(
+            (a.code >= 1 && a.code <= 8) || (a.code >= 0xf0 && a.code <= 0xf7)
+              ? a.code
+              : ReplyCode.GeneralFailure,
+            null,
+            0,
+          )
           : SOCKS4_REJECT,
         action: "close",
       };

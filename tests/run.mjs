@@ -29,9 +29,12 @@ const clients = {
   "tor-resolve": "tor",
   python3: "python3",
   "systemd-analyze": "systemd",
+  haproxy: "haproxy",
   socksify: "dante-client",
   tnftp: "tnftp",
   ncat: "ncat",
+  microsocks: "microsocks",
+  danted: "dante-server",
   openssl: "openssl",
 };
 const missing = Object.entries(clients).filter(([cmd]) =>

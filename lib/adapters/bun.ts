@@ -22,6 +22,7 @@ import type {
   ListenOptions,
   NativeRelay,
   RuntimeAdapter,
+  UnixListener,
 } from "../runtime.ts";
 import { type RelayOptions, type RelayResult, Tunnel } from "../relay.ts";
 import { SocksError } from "../core/errors.ts";
@@ -76,13 +77,12 @@ interface SocketHandlers {
 
 interface BunApi {
   version: string;
-  listen(options: {
-    hostname: string;
-    port: number;
-    allowHalfOpen: boolean;
-    reusePort?: boolean;
-    socket: SocketHandlers;
-  }): { port: number; hostname: string; stop(closeActiveConnections?: boolean): void };
+  listen(
+    options: ({ hostname: string; port: number; reusePort?: boolean } | { unix: string }) & {
+      allowHalfOpen: boolean;
+      socket: SocketHandlers;
+    },
+  ): { port: number; hostname: string; stop(closeActiveConnections?: boolean): void };
   connect(options: {
     hostname: string;
     port: number;
@@ -396,6 +396,39 @@ function listen(
   });
 }
 
+/** Listens on a Unix domain socket; Bun removes the socket file on stop. */
+function listenUnix(
+  path: string,
+  onConnection: (conn: ByteConnection) => void,
+  onAcceptError?: (error: unknown) => void,
+): Promise<UnixListener> {
+  return new Promise((resolve) => {
+    const listener = bun().listen({
+      unix: path,
+      allowHalfOpen: true,
+      socket: {
+        ...handlers,
+        open(socket) {
+          const conn = new BunConnection(socket);
+          try {
+            onConnection(conn);
+          } catch {
+            conn.abort();
+          }
+        },
+      },
+    });
+    const unwatch = onAcceptError ? descriptors.watch(onAcceptError) : () => {};
+    resolve({
+      path,
+      close: () => {
+        unwatch();
+        return Promise.resolve(listener.stop(false));
+      },
+    });
+  });
+}
+
 /**
  * The runtime adapter for Bun.
  *
@@ -412,6 +445,7 @@ export const bunAdapter: RuntimeAdapter = {
   },
   dial,
   listen,
+  listenUnix,
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
   relay: nativeRelay,
   interfaceAddresses: nodeInterfaceAddresses,

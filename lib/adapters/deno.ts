@@ -18,6 +18,7 @@ import type {
   NativeRelay,
   Resolver,
   RuntimeAdapter,
+  UnixListener,
 } from "../runtime.ts";
 import { runRelay, Tunnel } from "../relay.ts";
 import { unmapIPv4 } from "../core/replies.ts";
@@ -304,6 +305,55 @@ function startListener(
   };
 }
 
+/**
+ * Listens on a Unix domain socket. Its connections are wrapped as TCP ones are: a `Deno.UnixConn` has
+ * the same read, write, closeWrite and close (no setNoDelay, which the wrapper tries and forgoes).
+ * Deno leaves the socket file behind on close: it is removed here.
+ */
+function startUnixListener(
+  path: string,
+  onConnection: (conn: ByteConnection) => void,
+  onAcceptError?: (error: unknown) => void,
+): UnixListener {
+  const listener = Deno.listen({ transport: "unix", path });
+  let closed = false;
+  const acceptLoop = (async () => {
+    while (!closed) {
+      let conn: Deno.UnixConn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (closed || error instanceof Deno.errors.BadResource) return;
+        onAcceptError?.(error);
+        await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
+        continue;
+      }
+      try {
+        onConnection(new DenoConnection(conn as unknown as Deno.TcpConn));
+      } catch {
+        try {
+          conn.close();
+        } catch { /* already closed */ }
+      }
+    }
+  })();
+  return {
+    path,
+    async close() {
+      if (!closed) {
+        closed = true;
+        try {
+          listener.close();
+        } catch { /* already closed */ }
+        try {
+          Deno.removeSync(path);
+        } catch { /* gone already, or no --allow-write for it */ }
+      }
+      await acceptLoop;
+    },
+  };
+}
+
 function nameServerResolver(server: HostPort): Resolver {
   const options = { nameServer: { ipAddr: server.host, port: server.port } };
   return {
@@ -359,6 +409,8 @@ export const denoAdapter: RuntimeAdapter = {
   // Deno.listen throws synchronously (AddrInUse, ...): turn that into a rejection.
   listen: (address, onConnection, onAcceptError, options) =>
     Promise.resolve().then(() => startListener(address, onConnection, onAcceptError, options)),
+  listenUnix: (path, onConnection, onAcceptError) =>
+    Promise.resolve().then(() => startUnixListener(path, onConnection, onAcceptError)),
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
   relay: nativeRelay,
   interfaceAddresses,

@@ -21,6 +21,7 @@ import type {
   ListenOptions,
   NativeRelay,
   RuntimeAdapter,
+  UnixListener,
 } from "../runtime.ts";
 import { type RelayOptions, type RelayResult, Tunnel } from "../relay.ts";
 import { unmapIPv4 } from "../core/replies.ts";
@@ -315,6 +316,39 @@ function listen(
   });
 }
 
+/** Listens on a Unix domain socket; Node removes the socket file on close. */
+function listenUnix(
+  path: string,
+  onConnection: (conn: ByteConnection) => void,
+  onAcceptError?: (error: unknown) => void,
+): Promise<UnixListener> {
+  return new Promise((resolve, reject) => {
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => {
+      const conn = new NodeConnection(socket);
+      try {
+        onConnection(conn);
+      } catch {
+        conn.abort();
+      }
+    });
+    server.once("error", reject);
+    server.listen({ path, backlog: LISTEN_BACKLOG }, () => {
+      server.off("error", reject);
+      server.on("error", (error) => onAcceptError?.(error));
+      const unwatch = onAcceptError ? descriptors.watch(onAcceptError) : () => {};
+      resolve({
+        path,
+        close: () =>
+          new Promise<void>((done) => {
+            unwatch();
+            server.close();
+            done();
+          }),
+      });
+    });
+  });
+}
+
 /**
  * Two sockets relayed, on the shared Tunnel bookkeeping. Its
  * listeners are shared by every tunnel's sockets (each finds its tunnel on
@@ -512,6 +546,7 @@ export const nodeAdapter: RuntimeAdapter = {
   name: `node ${process.versions.node}`,
   dial,
   listen,
+  listenUnix,
   resolver: (nameServer) => nameServer ? nameServerResolver(nameServer) : systemResolver,
   relay: nativeRelay,
   interfaceAddresses: nodeInterfaceAddresses,

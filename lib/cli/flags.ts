@@ -11,15 +11,18 @@ import type { HostPort } from "../runtime.ts";
 import { canonicalIP, parseIPv6 } from "../core/address.ts";
 import type { LogMode } from "../ops/log.ts";
 import { type Cidr, type DestinationRule, parseCidr, parseRule } from "../policy.ts";
-import { DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS } from "../serve.ts";
+import { DEFAULT_LISTEN, DEFAULT_MAX_CONNECTIONS, type ListenAddress } from "../serve.ts";
 import { DEFAULT_TIMEOUTS } from "../rules.ts";
 import { DEFAULT_AUTH_BACKOFF } from "../admission.ts";
+import { DEFAULT_PROXY_PROTOCOL_TIMEOUT } from "../ingress/proxy_protocol.ts";
+import { type Hop, parseHop } from "../upstream/hop.ts";
+import { parseRoute, type Route } from "../upstream/route.ts";
 import { UDP_DEFAULTS } from "../upstream/udp.ts";
 
 /** Parsed command line. */
 export interface CliOptions {
-  /** `--listen`, in order; the default address when none was given. */
-  listen: HostPort[];
+  /** `--listen`, in order (TCP addresses and Unix socket paths); the default address when none was given. */
+  listen: ListenAddress[];
   /** `--allow` and `--deny`, in order. */
   rules: DestinationRule[];
   /** `--allow-client` and `--deny-client`, in order. */
@@ -62,6 +65,20 @@ export interface CliOptions {
   udpRate?: number;
   /** Worker processes sharing the listen addresses; 1: this process serves. */
   workers: number | "auto";
+  /** `--proxy-protocol`: every listener requires a PROXY protocol (v1 or v2) header. */
+  proxyProtocol: boolean;
+  /** `--proxy-protocol-from`, in order; empty: the default (loopback). */
+  proxyProtocolFrom: Cidr[];
+  /** `--proxy-protocol-timeout`, in milliseconds. */
+  proxyProtocolTimeout: number;
+  /** `--config`: the JSON file holding flags. */
+  configFile?: string;
+  /** `--upstream`, in order. */
+  upstreams: Hop[];
+  /** `--route`, in order. */
+  routes: Route[];
+  /** `--upstream-auth`: the URL's credentials only, or the client's passed through. */
+  upstreamAuth: "url" | "passthrough";
   /** `--listen-ws`, in order: SOCKS over WebSocket. */
   listenWs: (HostPort & { path: string })[];
   /** `--ws-token-file`: the file holding the WebSocket bearer token. */
@@ -196,9 +213,15 @@ export const FLAGS: readonly Flag[] = [
     value: "HOST:PORT",
     example: "[::1]:1090",
     help: `listen address, repeatable (default ${DEFAULT_LISTEN.host}:${DEFAULT_LISTEN.port}); ` +
-      "IPv6 as [::1]:1080; port 0 picks a free port",
+      "IPv6 as [::1]:1080; port 0 picks a free port; unix:PATH for a Unix socket",
     workers: "supervisor",
-    apply: (opts, value) => void opts.listen.push(hostPortOf("--listen", value)),
+    apply: (opts, value) => {
+      if (!value.startsWith("unix:")) return void opts.listen.push(hostPortOf("--listen", value));
+      if (value.length === 5) {
+        throw new TypeError("--listen unix: needs a path, as in unix:/run/edgesocks.sock");
+      }
+      opts.listen.push({ path: value.slice(5) });
+    },
   },
   {
     name: "--users",
@@ -434,6 +457,87 @@ export const FLAGS: readonly Flag[] = [
     },
   },
   {
+    name: "--proxy-protocol",
+    help: "every listener requires a PROXY protocol header (v1 or v2, as HAProxy's send-proxy and " +
+      "send-proxy-v2 send), from the sources --proxy-protocol-from trusts; its client is then the client " +
+      "for client rules, caps and logs. Connections without a valid header are closed without a reply",
+    workers: "pass",
+    apply: (opts) => void (opts.proxyProtocol = true),
+  },
+  {
+    name: "--proxy-protocol-from",
+    value: "CIDR",
+    example: "10.0.0.0/24",
+    help: "peers trusted to send a PROXY header (the load balancers), repeatable (default 127.0.0.0/8 " +
+      "and ::1); others are closed",
+    workers: "pass",
+    apply: (opts, value) => void opts.proxyProtocolFrom.push(parseCidr(value)),
+  },
+  {
+    name: "--proxy-protocol-timeout",
+    value: "SEC",
+    example: "2.5",
+    help: `time for the PROXY header to arrive (default ${DEFAULT_PROXY_PROTOCOL_TIMEOUT / 1000})`,
+    workers: "pass",
+    apply: (opts, value) => {
+      const ms = seconds("--proxy-protocol-timeout", value);
+      if (ms === 0) throw new TypeError("--proxy-protocol-timeout needs more than 0 seconds");
+      opts.proxyProtocolTimeout = ms;
+    },
+  },
+  {
+    name: "--config",
+    value: "FILE",
+    example: "edgesocks.json",
+    help: "read flags from a JSON object whose keys are the long flag names without dashes " +
+      '({"listen": ["0.0.0.0:1080"], "users": "users.txt", "allow-private": true}); a repeatable flag ' +
+      "takes an array. A flag given on the command line replaces that key",
+    workers: "pass",
+    apply: (opts, value) => void (opts.configFile = value),
+  },
+  {
+    name: "--upstream",
+    value: "NAME=URL",
+    example: "tor=socks5h://127.0.0.1:9050?tor",
+    help: "an upstream proxy that --route can name, repeatable. URL is socks5h:// (names resolved by the " +
+      "upstream), socks5:// (resolved here), socks4a://, socks4:// or http:// (CONNECT), with optional " +
+      "USER:PASS@ (percent-encoded), HOST:PORT, and ?tor for a SOCKS5 upstream that speaks Tor's RESOLVE " +
+      "and RESOLVE_PTR",
+    workers: "pass",
+    apply: (opts, value) => {
+      const eq = value.indexOf("=");
+      if (eq <= 0) throw new TypeError(`--upstream needs NAME=URL, got ${JSON.stringify(value)}`);
+      opts.upstreams.push(parseHop(value.slice(0, eq), value.slice(eq + 1)));
+    },
+  },
+  {
+    name: "--route",
+    value: "RULE=NAME[,NAME]",
+    example: "*.onion=tor",
+    help: "send requests matching RULE (as for --allow) through the upstream NAME, repeatable; the first " +
+      "matching route wins, the rest go direct. Several names are tried in order while one cannot be " +
+      "reached; 'direct' is no upstream. RESOLVE and RESOLVE_PTR follow their route only to direct or to a " +
+      "?tor upstream (else they are refused). e.g. --route 'connect@*.corp.example=corp,direct'",
+    workers: "pass",
+    apply: (opts, value) => void opts.routes.push(parseRoute(value)),
+  },
+  {
+    name: "--upstream-auth",
+    value: "url|passthrough",
+    example: "passthrough",
+    help: "credentials for upstreams: url (default) sends those of the upstream's URL; passthrough sends " +
+      "the client's own (RFC 1929 user and password byte for byte to SOCKS5, as HTTP Basic to http://, the " +
+      "user id or user name to SOCKS4), and the URL's for a client that gave none. With passthrough and no " +
+      "--users, a client that offers username/password is asked for it and any is accepted",
+    workers: "pass",
+    apply: (opts, value) => {
+      if (value !== "url" && value !== "passthrough") {
+        throw new TypeError(`--upstream-auth must be url or passthrough, got ${JSON.stringify(value)}`);
+      }
+      opts.upstreamAuth = value;
+    },
+  },
+  {
     name: "--listen-ws",
     value: "HOST:PORT/PATH",
     example: "127.0.0.1:8080/socks",
@@ -538,6 +642,12 @@ export function parseArgs(args: string[], flags: readonly Flag[] = FLAGS): CliOp
     connectTimeout: DEFAULT_TIMEOUTS.connect,
     idleTimeout: DEFAULT_TIMEOUTS.idle,
     workers: 1,
+    proxyProtocol: false,
+    proxyProtocolFrom: [],
+    proxyProtocolTimeout: DEFAULT_PROXY_PROTOCOL_TIMEOUT,
+    upstreams: [],
+    routes: [],
+    upstreamAuth: "url",
     listenWs: [],
     help: false,
     version: false,

@@ -11,8 +11,10 @@ import { createLogger, type LogMode } from "../ops/log.ts";
 import type { ConnectionLog } from "../session.ts";
 import { isLoopbackHost, serve, type ServeOptions, type SocksServer, type WebSocketServe } from "../serve.ts";
 import { VERSION } from "../version.ts";
-import { listenFailure, readFailure } from "./errors.ts";
-import { type CliOptions, flagHelp, parseArgs } from "./flags.ts";
+import { listenFailure, readFailure, reasonOf } from "./errors.ts";
+import { type CliOptions, flagHelp } from "./flags.ts";
+import { loadOptions } from "./config.ts";
+import { checkChain } from "../upstream/route.ts";
 import { readyLine, stoppedLine, stoppingLine, supervise, type WorkerProcess } from "./workers.ts";
 
 /** Process services the CLI needs, one implementation per runtime. */
@@ -92,6 +94,15 @@ export function acceptFailure(error: unknown): string {
       "Raise the limit (ulimit -n, systemd's LimitNOFILE=) or lower --max-connections";
   }
   return `cannot accept connections (${message}); still listening`;
+}
+
+/** The line for a Unix socket listen that failed: a socket file left by a process gone needs removing. */
+function unixListenFailure(path: string, error: unknown): string {
+  const reason = reasonOf(error);
+  const stale = reason === "address already in use"
+    ? " (a file is there: remove it if no server uses it any more)"
+    : "";
+  return `cannot listen on unix:${path}: ${reason}${stale}`;
 }
 
 /**
@@ -177,7 +188,8 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   let users: Map<string, string> | undefined;
   let webSocket: WebSocketServe | undefined;
   try {
-    opts = parseArgs(host.args());
+    opts = await loadOptions(host.args(), (path) => host.readTextFile(path));
+    checkChain(opts);
     if (opts.usersFile !== undefined) users = await readUsers(host, opts.usersFile);
     webSocket = await webSocketOptions(host, opts);
   } catch (error) {
@@ -208,6 +220,15 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
       ? { udp: { advertise: opts.udpAdvertise, ports: opts.udpPorts, datagramsPerSecond: opts.udpRate } }
       : {}),
     onLog: logger(opts.log, host.stdout, host.worker()),
+    proxyProtocol: opts.proxyProtocol && {
+      ...(opts.proxyProtocolFrom.length > 0 ? { from: opts.proxyProtocolFrom } : {}),
+      timeout: opts.proxyProtocolTimeout,
+    },
+    chain: {
+      upstreams: opts.upstreams,
+      routes: opts.routes,
+      passthrough: opts.upstreamAuth === "passthrough",
+    },
     webSocket,
     // One line when accepting starts failing, one when it works again (serve() makes it one episode).
     onAcceptError: (error) => host.stderr(`edgesocks: ${whoIs}${acceptFailure(error)}`),
@@ -215,22 +236,27 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
       host.stderr(`edgesocks: ${whoIs}accepting connections again after ${(ms / 1000).toFixed(1)} s`),
   };
   const auth = users ? `username/password (${users.size} user${users.size === 1 ? "" : "s"})` : "none";
-  const startupLine = (addresses: HostPort[], workers?: number) =>
+  // The TCP --listen addresses (a unix:PATH is not one): serve() lists these first in its addresses.
+  const tcpListen = opts.listen.filter((a): a is HostPort => "host" in a);
+  const startupLine = (addresses: HostPort[], workers?: number, paths: string[] = []) =>
     `edgesocks ${VERSION} on ${adapter.name}: listening on ${
       [
-        ...addresses.slice(0, opts.listen.length).map(formatHostPort),
+        ...addresses.slice(0, tcpListen.length).map(formatHostPort),
+        ...paths.map((p) => `unix:${p}`),
         ...opts.listenWs.map((a, i) =>
           `${webSocket?.tls ? "wss" : "ws"}://${
-            formatHostPort(addresses[opts.listen.length + i] ?? a)
+            formatHostPort(addresses[tcpListen.length + i] ?? a)
           }${a.path}`
         ),
       ].join(", ")
     }` +
     ` (auth: ${auth}${webSocket?.token !== undefined ? ", WebSocket token required" : ""}${
       opts.allowPrivate ? ", private destinations allowed" : ""
-    }${udpNote(adapter, opts, workers)}${workers ? `, ${workers} workers` : ""})`;
+    }${opts.proxyProtocol ? ", PROXY protocol required" : ""}${udpNote(adapter, opts, workers)}${
+      workers ? `, ${workers} workers` : ""
+    })`;
   const warnIfOpen = () => {
-    if (!users && opts.listen.some((a) => !isLoopbackHost(a.host))) {
+    if (!users && opts.listen.some((a) => "host" in a && !isLoopbackHost(a.host))) {
       host.stderr(
         "WARNING: edgesocks is listening on a non-loopback address with no users configured: " +
           "this is an OPEN PROXY that anyone who can reach it may use. Pass --users FILE.",
@@ -244,6 +270,11 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     return host.exit(2);
   }
   if (workers > 1) {
+    if (tcpListen.length < opts.listen.length) {
+      // SO_REUSEPORT is for TCP: the workers could not share a Unix socket.
+      host.stderr("edgesocks: --listen unix: cannot be shared by --workers; run one process per socket");
+      return host.exit(2);
+    }
     if (!host.spawnWorker) {
       host.stderr(`edgesocks: --workers is not available on ${adapter.name}`);
       return host.exit(2);
@@ -255,7 +286,7 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     }, {
       count: workers,
       args: host.args(),
-      listen: opts.listen,
+      listen: tcpListen,
       maxConnections: opts.maxConnections,
     });
     if (!addresses) return;
@@ -287,17 +318,24 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
   // A worker whose supervisor has gone (its end of our standard input closed) stops too.
   if (worker) host.onStdinEnd(() => stop("supervisor gone"));
   // Which address a failed listen was for: not every runtime's error says.
-  let binding: HostPort | undefined;
+  let binding: HostPort | string | undefined;
   const listen: RuntimeAdapter["listen"] = (address, ...rest) => {
     binding = address;
     return adapter.listen(address, ...rest);
   };
+  const listenUnix: RuntimeAdapter["listenUnix"] = adapter.listenUnix &&
+    ((path, ...rest) => {
+      binding = path;
+      return adapter.listenUnix!(path, ...rest);
+    });
   try {
-    server = await serve({ ...adapter, listen }, options);
+    server = await serve({ ...adapter, listen, listenUnix }, options);
   } catch (error) {
     host.stderr(
       `edgesocks: ${
-        binding
+        typeof binding === "string"
+          ? unixListenFailure(binding, error)
+          : binding
           ? listenFailure(binding, error)
           : `cannot listen: ${error instanceof Error ? error.message : error}`
       }`,
@@ -305,9 +343,9 @@ export async function main(adapter: RuntimeAdapter, host: CliHost): Promise<void
     return host.exit(1);
   }
   // (The supervisor hands the first worker's TCP addresses to the others; --listen-ws is passed as given.)
-  if (worker) host.stdout(readyLine(server.addresses.slice(0, opts.listen.length)));
+  if (worker) host.stdout(readyLine(server.addresses.slice(0, tcpListen.length)));
   else {
-    host.stdout(startupLine(server.addresses));
+    host.stdout(startupLine(server.addresses, undefined, server.paths));
     warnIfOpen();
   }
   if (stopping) await server.close().then(() => host.exit(0), () => host.exit(1));

@@ -34,6 +34,7 @@ import {
   Socks4ReplyCode,
   SocksCommand,
   SocksVersion,
+  TorReplyCode,
 } from "./wire.ts";
 
 /** Every input the machine takes: client bytes, or an answer from the driver. */
@@ -79,6 +80,12 @@ export interface Context {
   request?: ProxyRequest;
   /** The RFC 1929 user, once authenticated. */
   user?: string;
+  /** Without `authenticate`: ask a client that offers username/password for it, and accept any. */
+  acceptAnyLogin?: boolean;
+  /** Hand the RFC 1929 login, as sent, to the driver with the request (`ProxyRequest.login`). */
+  keepLogin?: boolean;
+  /** The login as sent, when `keepLogin`. */
+  login?: { user: Uint8Array; password: Uint8Array };
 }
 
 type Handler<K extends InputKind> = (ctx: Context, input: Extract<Input, { type: K }>) => Step;
@@ -101,10 +108,15 @@ function close(ctx: Context, write: Uint8Array[], code: CloseCode, reason: strin
   return step;
 }
 
-/** True for the RFC 1928 failure codes (0x01-0x08); anything else is sent as a general failure. */
+/**
+ * True for the RFC 1928 failure codes (0x01-0x08) and Tor's extended ones
+ * (0xF0-0xF7, passed on from a Tor upstream); anything else is sent as a
+ * general failure.
+ */
 function isFailureCode(code: number): code is ReplyCode {
-  return Number.isInteger(code) && code >= ReplyCode.GeneralFailure &&
-    code <= ReplyCode.AddressTypeNotSupported;
+  return Number.isInteger(code) &&
+    ((code >= ReplyCode.GeneralFailure && code <= ReplyCode.AddressTypeNotSupported) ||
+      (code >= TorReplyCode.OnionServiceNotFound && code <= TorReplyCode.OnionServiceIntroTimedOut));
 }
 
 /** Refuses the request with `code` (SOCKS4 has one refusal, 0x5B) and closes. */
@@ -226,7 +238,10 @@ function readVersion(ctx: Context, data: Uint8Array): Parsed {
 function readMethods(ctx: Context, data: Uint8Array): Parsed {
   const greeting = readGreeting(data);
   if (greeting.type === "incomplete") return greeting;
-  const wanted = ctx.authenticate ? AuthMethod.UserPass : AuthMethod.NoAuth;
+  // Asked for credentials it will not check, a client that offers them gets to send them (Tor does the same).
+  const login = ctx.authenticate !== undefined ||
+    (ctx.acceptAnyLogin === true && greeting.methods.includes(AuthMethod.UserPass));
+  const wanted = login ? AuthMethod.UserPass : AuthMethod.NoAuth;
   if (!greeting.methods.includes(wanted)) {
     const reason = ctx.authenticate
       ? "client did not offer username/password"
@@ -236,7 +251,7 @@ function readMethods(ctx: Context, data: Uint8Array): Parsed {
       step: close(ctx, [encodeMethodSelection(AuthMethod.NoAcceptable)], "auth_unavailable", reason),
     };
   }
-  ctx.state = ctx.authenticate ? "s5_auth" : "s5_request";
+  ctx.state = login ? "s5_auth" : "s5_request";
   return { type: "next", consumed: greeting.consumed, write: encodeMethodSelection(wanted) };
 }
 
@@ -248,13 +263,14 @@ function readLogin(ctx: Context, data: Uint8Array): Parsed {
   }
   const { user, password } = auth;
   // RFC 1929 fields are 1-255 bytes: an empty one is never asked about.
-  if (user.length === 0 || password.length === 0 || !ctx.authenticate!(user, password)) {
+  if (user.length === 0 || password.length === 0 || (ctx.authenticate && !ctx.authenticate(user, password))) {
     const step = close(ctx, [encodeAuthStatus(false)], "auth_failed", "authentication failed");
     // The name that was tried, for the record (a log shows who is being guessed at); never the password.
     if (step.action.type === "close") step.action.user = decodeLatin1(user);
     return { type: "done", step };
   }
   ctx.user = decodeLatin1(user);
+  if (ctx.keepLogin) ctx.login = { user: user.slice(), password: password.slice() };
   ctx.state = "s5_request";
   return { type: "next", consumed: auth.consumed, write: encodeAuthStatus(true) };
 }
@@ -325,6 +341,7 @@ function readSocks5(ctx: Context, data: Uint8Array): Parsed {
     kind,
     target,
     ...(ctx.user !== undefined ? { user: ctx.user } : {}),
+    ...(ctx.login !== undefined ? { login: ctx.login } : {}),
   };
   return { type: "request", consumed: req.consumed, request };
 }

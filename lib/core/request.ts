@@ -66,8 +66,14 @@ export interface ProxyRequest<K extends RequestKind = RequestKind> {
   kind: K;
   /** The destination (or the name / address to resolve). */
   target: SocksAddress;
-  /** SOCKS4 user id or RFC 1929 user name, when given. Never the password. */
+  /** SOCKS4 user id or RFC 1929 user name, when given (bytes as Latin-1). Never the password. */
   user?: string;
+  /**
+   * The RFC 1929 login as sent, only from a machine told to keep it
+   * (`keepLogin`): what an upstream is given under `--upstream-auth
+   * passthrough`. Never logged.
+   */
+  login?: { user: Uint8Array; password: Uint8Array };
   /** `"http"` when the request came as an HTTP CONNECT; absent for SOCKS. */
   protocol?: "http";
 }

@@ -137,6 +137,18 @@ export interface MachineOptions<K extends AnyRequestKind = DefaultRequestKind> {
    * {@linkcode DEFAULT_COMMANDS}. SOCKS4 has no `udp_associate` and no `resolve_ptr`.
    */
   commands?: readonly K[];
+  /**
+   * Without `authenticate`: a SOCKS5 client that offers username/password
+   * (0x02) is asked for it, as Tor asks, and any credentials are accepted
+   * (so they can be passed on to an upstream); one that offers only "no
+   * auth" gets that. Default false.
+   */
+  acceptAnyLogin?: boolean;
+  /**
+   * The request carries the RFC 1929 login as the client sent it
+   * (`ProxyRequest.login`), for passing it on to an upstream. Default false.
+   */
+  keepLogin?: boolean;
 }
 
 /**
@@ -175,6 +187,8 @@ export class SocksServerMachine<K extends AnyRequestKind = DefaultRequestKind> i
       allowSocks4: options.allowSocks4 ?? !options.authenticate,
       // Shared unless told otherwise: one machine per connection should cost no more than it must.
       commands: commands ? new Set<AnyRequestKind>(commands) : DEFAULT_SET,
+      ...(options.acceptAnyLogin ? { acceptAnyLogin: true } : {}),
+      ...(options.keepLogin ? { keepLogin: true } : {}),
     };
   }
 
@@ -237,7 +251,7 @@ export class SocksServerMachine<K extends AnyRequestKind = DefaultRequestKind> i
 
   /**
    * Refuses the pending request with `code` (any non-success code becomes 0x5B
-   * on SOCKS4; a code outside 0x01-0x08 is sent as 0x01). Same as
+   * on SOCKS4; a code outside 0x01-0x08 and Tor's 0xF0-0xF7 is sent as 0x01). Same as
    * `answer({ type: "rejected", reply: code })`.
    */
   rejected(code: ReplyCode): AnyStep<K> {

@@ -102,6 +102,28 @@ export const ReplyCode = {
 export type ReplyCode = typeof ReplyCode[keyof typeof ReplyCode];
 
 /**
+ * Tor's extended SOCKS5 reply codes (proposal 304, a SocksPort with
+ * `ExtendedErrors`): onion service failures. edgesocks never makes them up;
+ * it passes them on from a Tor upstream to a SOCKS5 client.
+ *
+ * @example
+ * ```ts
+ * import { TorReplyCode } from "@edgesocks/edgesocks";
+ * const notFound: number = TorReplyCode.OnionServiceNotFound; // 0xF0
+ * ```
+ */
+export const TorReplyCode = {
+  OnionServiceNotFound: 0xf0,
+  OnionServiceInvalid: 0xf1,
+  OnionServiceIntroFailed: 0xf2,
+  OnionServiceRendezvousFailed: 0xf3,
+  OnionServiceMissingClientAuth: 0xf4,
+  OnionServiceWrongClientAuth: 0xf5,
+  OnionServiceInvalidAddress: 0xf6,
+  OnionServiceIntroTimedOut: 0xf7,
+} as const;
+
+/**
  * SOCKS4 reply codes (CD).
  *
  * @example

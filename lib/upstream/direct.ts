@@ -23,6 +23,49 @@ function refused(message: string, dialed?: string): UpstreamError {
 }
 
 /**
+ * The addresses a request may use, in preference order: a literal as it is,
+ * a name resolved, each checked by the destination policy (a name rule may
+ * refuse before any DNS query is sent). An address literal is checked at
+ * once, with no promise, for the common case of a client that resolved.
+ * Upstreams that resolve here (`socks5://`, `socks4://`) use it too.
+ */
+export function allowedAddresses(
+  resolver: Resolver,
+  request: ProxyRequest,
+  policy: DestinationPolicy,
+): string[] | Promise<string[]> {
+  const req = request as TunnelOrLookup;
+  const command = ruleCommand(req.kind);
+  const literal = canonicalIP(req.target.host);
+  const name = literal ? undefined : req.target.host;
+  const port = req.kind === "resolve" ? 0 : req.target.port;
+  const verdict = name === undefined ? "undecided" : evaluateDestination({ command, name, port }, policy);
+  if (verdict !== "undecided" && verdict !== null) throw refused(`${name} not allowed by policy`);
+  const check = (candidates: string[]) => {
+    const allowed = candidates.filter((ip) =>
+      evaluateDestination({ command, name, ip, port }, policy) === null
+    );
+    if (allowed.length === 0) {
+      // Say so when only the default range check stood in the way: that is the one a newcomer meets.
+      const open = { ...policy, allowPrivate: true };
+      const byDefault = !policy.allowPrivate &&
+        candidates.every((ip) => evaluateDestination({ command, name, ip, port }, open) === null);
+      const hint = byDefault
+        ? " (a private or special-purpose address; allowPrivate / --allow-private lifts this)"
+        : "";
+      throw refused(`destination ${candidates.join(", ")} not allowed by policy${hint}`, candidates[0]);
+    }
+    return allowed;
+  };
+  if (literal) return check([literal]);
+  return resolver.lookup(req.target.host).then(check, (error) => {
+    throw error instanceof SocksError
+      ? new SocksError(error.reply, error.message, { cause: error.cause ?? error, code: "dns_failed" })
+      : error;
+  });
+}
+
+/**
  * The direct upstream over a runtime's `dial` and `resolver`.
  *
  * @example
@@ -36,43 +79,6 @@ export function directUpstream(
   dial: (options: DialOptions) => Promise<ByteConnection>,
   resolver: Resolver,
 ): Upstream {
-  /**
-   * The addresses a request may use, in preference order: a literal as it is,
-   * a name resolved, each checked by the destination policy (a name rule may
-   * refuse before any DNS query is sent). An address literal is checked at
-   * once, with no promise, for the common case of a client that resolved.
-   */
-  function allowedAddresses(req: TunnelOrLookup, policy: DestinationPolicy): string[] | Promise<string[]> {
-    const command = ruleCommand(req.kind);
-    const literal = canonicalIP(req.target.host);
-    const name = literal ? undefined : req.target.host;
-    const port = req.kind === "resolve" ? 0 : req.target.port;
-    const verdict = name === undefined ? "undecided" : evaluateDestination({ command, name, port }, policy);
-    if (verdict !== "undecided" && verdict !== null) throw refused(`${name} not allowed by policy`);
-    const check = (candidates: string[]) => {
-      const allowed = candidates.filter((ip) =>
-        evaluateDestination({ command, name, ip, port }, policy) === null
-      );
-      if (allowed.length === 0) {
-        // Say so when only the default range check stood in the way: that is the one a newcomer meets.
-        const open = { ...policy, allowPrivate: true };
-        const byDefault = !policy.allowPrivate &&
-          candidates.every((ip) => evaluateDestination({ command, name, ip, port }, open) === null);
-        const hint = byDefault
-          ? " (a private or special-purpose address; allowPrivate / --allow-private lifts this)"
-          : "";
-        throw refused(`destination ${candidates.join(", ")} not allowed by policy${hint}`, candidates[0]);
-      }
-      return allowed;
-    };
-    if (literal) return check([literal]);
-    return resolver.lookup(req.target.host).then(check, (error) => {
-      throw error instanceof SocksError
-        ? new SocksError(error.reply, error.message, { cause: error.cause ?? error, code: "dns_failed" })
-        : error;
-    });
-  }
-
   /** Dials the allowed addresses in turn; the first that answers is the tunnel. */
   function open(request: ProxyRequest, policy: DestinationPolicy, signal: AbortSignal): Promise<Opened> {
     const req = request as TunnelOrLookup;
@@ -94,7 +100,7 @@ export function directUpstream(
       return opening;
     };
     try {
-      const ips = allowedAddresses(req, policy);
+      const ips = allowedAddresses(resolver, req, policy);
       return Array.isArray(ips) ? attempt(ips, 0) : ips.then((list) => attempt(list, 0));
     } catch (error) {
       return Promise.reject(error);
@@ -107,7 +113,7 @@ export function directUpstream(
       const req = request as TunnelOrLookup;
       // An IP literal resolves to itself: no DNS, nothing revealed, so no policy check.
       const literal = canonicalIP(req.target.host);
-      const addresses = literal ? [literal] : await allowedAddresses(req, policy);
+      const addresses = literal ? [literal] : await allowedAddresses(resolver, req, policy);
       // SOCKS4 replies carry only IPv4; SOCKS5 prefers IPv4 as Tor does (lookup lists IPv4 first).
       const pick = req.version === 4 ? addresses.find((a) => !a.includes(":")) : addresses[0];
       if (!pick) {

@@ -1,6 +1,7 @@
 /**
  * How a granted request reaches its target: the shape every way out has
- * (a direct connection today; a SOCKS or HTTP hop later).
+ * (a direct connection, `direct.ts`; a SOCKS hop, `socks5.ts`; an HTTP CONNECT hop,
+ * `http.ts`; routes between them, `route.ts`).
  *
  * @module
  */
@@ -45,10 +46,10 @@ export interface Opened {
 export interface Upstream {
   /** Opens a tunnel for a CONNECT or CONNECT_DIR; `signal` aborts the attempt. */
   open(request: ProxyRequest, policy: DestinationPolicy, signal: AbortSignal): Promise<Opened>;
-  /** Answers a RESOLVE: one address of the name (IPv4 only for SOCKS4). */
-  lookup(request: ProxyRequest, policy: DestinationPolicy): Promise<string>;
-  /** Answers a RESOLVE_PTR: one name of the address. */
-  reverse(request: ProxyRequest, policy: DestinationPolicy): Promise<string>;
+  /** Answers a RESOLVE: one address of the name (IPv4 only for SOCKS4); `signal` aborts it. */
+  lookup(request: ProxyRequest, policy: DestinationPolicy, signal?: AbortSignal): Promise<string>;
+  /** Answers a RESOLVE_PTR: one name of the address; `signal` aborts it. */
+  reverse(request: ProxyRequest, policy: DestinationPolicy, signal?: AbortSignal): Promise<string>;
   /**
    * Serves a BIND: listens for the one connection from the request's
    * DST.ADDR; `local` is the control connection's local address. Absent: BIND
