@@ -50,6 +50,11 @@ export interface HandlerOptions extends RulesOptions {
   relay?: NativeRelay;
   /** Called once per connection when it ends. */
   onLog?: (entry: ConnectionLog) => void;
+  /**
+   * The way out; default the direct one over `dial` and `resolver`
+   * (`byNameUpstream` where the runtime resolves names itself, as workerd does).
+   */
+  upstream?: Upstream;
   /** Upstream proxies and the routes to them (`--upstream`, `--route`); default: everything direct. */
   chain?: ChainOptions;
   /** Serve BIND (SOCKS4 and SOCKS5), listening through `openListener`. Default false. */
@@ -667,7 +672,7 @@ export function refuseSession(
 
 /** The context of sessions built from handler options: a direct upstream over the runtime's dial. */
 export function sessionContext(options: HandlerOptions): SessionContext {
-  const direct = directUpstream(options.dial, options.resolver);
+  const direct = options.upstream ?? directUpstream(options.dial, options.resolver);
   const bind = options.bind === true && options.openListener !== undefined;
   if (bind) {
     direct.bind = directBind(
