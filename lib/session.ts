@@ -439,7 +439,8 @@ class Session {
           rules,
           upstream: context.upstream,
           signal: abort.signal,
-          ...(client.localAddress ? { local: client.localAddress } : {}),
+          // Only the commands that read it ask (a system call or two; CONNECT never needs it).
+          ...(request.kind === "bind" || request.kind === "udp_associate" ? localOf(client) : {}),
           ...(request.kind === "udp_associate" ? udpContext(client, peer, context.udp) : {}),
         }),
         stopped,
@@ -613,6 +614,12 @@ class Session {
       throw error;
     });
   }
+}
+
+/** The control connection's local address for a command that reads it (BIND, UDP ASSOCIATE). */
+function localOf(conn: ByteConnection): { local?: HostPort } {
+  const local = conn.localAddress;
+  return local ? { local } : {};
 }
 
 /**
