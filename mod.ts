@@ -88,6 +88,8 @@ export type { CommandContext, CommandHandler, CommandResult } from "./lib/comman
 export { type Binding, type Opened, type Upstream, UpstreamError } from "./lib/upstream/upstream.ts";
 export { directBind, type OpenListener } from "./lib/upstream/bind.ts";
 export { directUpstream } from "./lib/upstream/direct.ts";
+export { byNameUpstream } from "./lib/upstream/by_name.ts";
+export { type DohOptions, dohResolver } from "./lib/upstream/doh.ts";
 export { type Hop, type HopProtocol, parseHop } from "./lib/upstream/hop.ts";
 export { type HopOptions, type HopUpstream, socksUpstream } from "./lib/upstream/socks5.ts";
 export { httpStatusReply, httpUpstream } from "./lib/upstream/http.ts";

@@ -13,6 +13,8 @@ const fail = (msg) => {
 setTimeout(() => fail("timed out"), 30_000).unref();
 
 const echo = net.createServer({ allowHalfOpen: true }, (s) => {
+  // A tunnel still open when the proxy stops is cut with a reset (Node, Bun): not this check's failure.
+  s.on("error", () => {});
   s.on("data", (d) => s.write(d));
   s.on("end", () => s.end());
 });

@@ -24,7 +24,7 @@ const resultsDir = join(benchDir, "results");
 const bin = (name) => join(root, "node_modules", ".bin", name);
 const MiB = 1 << 20;
 const RUNTIMES = ["deno", "bun", "node"];
-const REFERENCES = ["microsocks", "dante", "npm"];
+const REFERENCES = ["microsocks", "dante", "npm", "workerd"];
 
 // ------------------------------------------------------------------ flags and configuration
 
@@ -33,7 +33,7 @@ if (argv.includes("--help") || argv.includes("-h")) {
   console.log(`usage: node bench/run.mjs [--quick] [--only deno,bun,node] [--skip microsocks,dante]
   --quick   smoke test: 64 MiB transfers, 500 tunnels, 500 held tunnels (~30-60 s)
   --only    edgesocks runtimes (and their bare forwarders) to measure; default all three
-  --skip    reference proxies to leave out (microsocks, dante, npm: the npm SOCKS servers on Node)
+  --skip    subjects to leave out (microsocks, dante, npm: the npm SOCKS servers on Node; workerd)
   --runs N  throughput and tunnels/s runs per subject (default 3 and 5; --quick: 3 and 1)
   --parts   what to measure: a comma list of throughput, tunnels, memory, udp, chain (throughput
             through one upstream hop, beside a direct edgesocks tunnel); default all five
@@ -587,6 +587,43 @@ function subjects() {
       },
     });
   }
+  // edgesocks on workerd: the built worker on a raw TCP socket (a network service allowing loopback), compared
+  // with edgesocks over TCP on Node in the same run. Skip it with --skip workerd.
+  if (!skip.includes("workerd")) {
+    list.push({
+      id: "workerd",
+      label: "edgesocks on workerd (raw TCP socket)",
+      kind: "socks",
+      noMemory: "an isolate of its own",
+      start: async () => {
+        const bundle = join(tmpDir, "edgesocks.js");
+        const built = spawnSync(bin("node"), [join(root, "tools", "build_workerd.mjs"), bundle], {
+          encoding: "utf8",
+        });
+        if (built.status !== 0) throw new Error(`build_workerd failed: ${built.stderr}`);
+        const port = await freePort();
+        const conf = join(tmpDir, `workerd-${port}.capnp`);
+        writeFileSync(
+          conf,
+          `using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [(name = "edgesocks", worker = .w), (name = "net", network = (allow = ["public", "private", "local"]))],
+  sockets = [(name = "socks", address = "127.0.0.1:${port}", tcp = (), service = "edgesocks")],
+);
+const w :Workerd.Worker = (
+  modules = [(name = "edgesocks.js", esModule = embed "edgesocks.js")],
+  compatibilityDate = "2026-11-01",
+  globalOutbound = "net",
+  bindings = [(name = "EDGESOCKS_ALLOW_PRIVATE", text = "true")],
+);
+`,
+        );
+        const proc = launch("workerd", bin("workerd"), ["serve", conf]);
+        await waitFor(proc, () => canConnect(port), 30_000, "listening port");
+        return { proc, port };
+      },
+    });
+  }
   return list;
 }
 
@@ -769,6 +806,20 @@ function summarize(results, raw) {
         f.tunnels,
         (t) => t.proxyCpuUsPerTunnel,
       );
+    }
+  }
+  // workerd's raw TCP ÷ edgesocks over TCP on Node (else the first runtime measured), run by run.
+  {
+    const w = raw["workerd"], base = only.includes("node") ? "node" : only[0];
+    const e = raw[`${base}-edgesocks`];
+    if (w && e) {
+      for (const d of ["up", "down"]) {
+        results.tput["workerd"][d].vsTcp = {
+          base,
+          ...pairedRatio(w[d], e[d], (t) => t.mibps),
+        };
+      }
+      results.tunnels["workerd"].vsTcp = { base, ...pairedRatio(w.tunnels, e.tunnels, (t) => t.perSecond) };
     }
   }
   // SOCKS over WebSocket (bridge + edge) ÷ the same runtime's TCP relay, run by run.
@@ -1080,6 +1131,24 @@ function evaluateTargets(results) {
         met: r?.median == null ? null : r.median >= goal,
       });
     }
+  }
+  for (const dir of ["up", "down"]) {
+    const r = tput["workerd"]?.[dir].vsTcp;
+    targets.push({
+      what: `workerd raw TCP: throughput ${dir} ÷ edgesocks over TCP${r?.base ? ` on ${r.base}` : ""}`,
+      value: r?.median == null ? "—" : range(r, 2),
+      goal: "≥ 0.80",
+      met: r?.median == null ? null : r.median >= 0.8,
+    });
+  }
+  {
+    const t = tunnels["workerd"]?.vsTcp;
+    targets.push({
+      what: `workerd raw TCP: tunnels/s ÷ edgesocks over TCP${t?.base ? ` on ${t.base}` : ""}`,
+      value: t?.median == null ? "—" : range(t, 2),
+      goal: "(reported)",
+      met: null,
+    });
   }
   for (const rt of only) {
     for (const dir of ["up", "down"]) {

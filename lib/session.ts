@@ -50,6 +50,11 @@ export interface HandlerOptions extends RulesOptions {
   relay?: NativeRelay;
   /** Called once per connection when it ends. */
   onLog?: (entry: ConnectionLog) => void;
+  /**
+   * The way out; default the direct one over `dial` and `resolver`
+   * (`byNameUpstream` where the runtime resolves names itself, as workerd does).
+   */
+  upstream?: Upstream;
   /** Upstream proxies and the routes to them (`--upstream`, `--route`); default: everything direct. */
   chain?: ChainOptions;
   /**
@@ -443,7 +448,8 @@ class Session {
           rules,
           upstream: context.upstream,
           signal: abort.signal,
-          ...(client.localAddress ? { local: client.localAddress } : {}),
+          // Only the commands that read it ask (a system call or two; CONNECT never needs it).
+          ...(request.kind === "bind" || request.kind === "udp_associate" ? localOf(client) : {}),
           ...(request.kind === "udp_associate" ? udpContext(client, peer, context.udp) : {}),
         }),
         stopped,
@@ -627,6 +633,12 @@ class Session {
   }
 }
 
+/** The control connection's local address for a command that reads it (BIND, UDP ASSOCIATE). */
+function localOf(conn: ByteConnection): { local?: HostPort } {
+  const local = conn.localAddress;
+  return local ? { local } : {};
+}
+
 /**
  * What UDP ASSOCIATE's handler gets besides the request and the local address: the control
  * connection's peer (looked up here when admission did not need it) and the service.
@@ -677,7 +689,7 @@ export function refuseSession(
 
 /** The context of sessions built from handler options: a direct upstream over the runtime's dial. */
 export function sessionContext(options: HandlerOptions): SessionContext {
-  const direct = directUpstream(options.dial, options.resolver);
+  const direct = options.upstream ?? directUpstream(options.dial, options.resolver);
   const bind = options.bind === true && options.openListener !== undefined;
   if (bind) {
     direct.bind = directBind(

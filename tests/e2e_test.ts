@@ -538,6 +538,65 @@ sys.stdout.write(got.hex())
       }
     });
 
+    it("a destination that does not read: the client's writes stall at a bounded amount, then every byte arrives", async () => {
+      const total = 256 * 1024 * 1024;
+      let dest: Socket | undefined;
+      const got = createHash("sha256");
+      let received = 0;
+      const target = await startTcp((s: Socket) => {
+        s.pause();
+        dest = s;
+      });
+      try {
+        const c = await client(open.port);
+        c.send(socks5ConnectBytes(target.port));
+        assert.deepEqual([...await c.readExactly(12)].slice(0, 2), [5, 0]);
+        await until(10_000, () => "the destination never got the connection", () => dest !== undefined);
+        const chunk = randomBytes(64 * 1024);
+        const hash = createHash("sha256");
+        let written = 0;
+        let pumping = true;
+        const pump = () => {
+          while (written < total) {
+            written += chunk.length;
+            hash.update(chunk);
+            if (!c.socket.write(chunk)) return void c.socket.once("drain", pump);
+          }
+          pumping = false;
+          c.socket.end();
+        };
+        pump();
+        // As above, the other way: kernel buffers on both hops hold a few MiB; a proxy that kept reading
+        // the client while the destination reads nothing would take it all.
+        for (let last = -1; written !== last && pumping;) {
+          last = written;
+          await sleep(500);
+        }
+        assert.ok(
+          written < 64 * 1024 * 1024,
+          `the client wrote ${written >> 20} MiB towards a destination that reads nothing`,
+        );
+        await within(
+          60_000,
+          "drain",
+          new Promise<void>((resolve, reject) => {
+            dest!.on("data", (d: Buffer) => {
+              got.update(d);
+              received += d.length;
+            });
+            dest!.on("end", resolve);
+            dest!.on("error", reject);
+            dest!.resume();
+          }),
+        );
+        assert.equal(received, total);
+        assert.equal(got.digest("hex"), hash.digest("hex"));
+        c.destroy();
+      } finally {
+        await target.close();
+      }
+    });
+
     it("the log counts every byte each way, early data included; an idle tunnel is closed", async () => {
       const logs: ConnectionLog[] = [];
       const proxy = await startProxy({

@@ -59,6 +59,8 @@ const pkg = {
     "./node": entry("lib/adapters/node"),
     "./bun": entry("lib/adapters/bun"),
     "./deno": entry("lib/adapters/deno"),
+    "./workerd": entry("lib/adapters/workerd"),
+    "./workerd/worker": entry("lib/cli/workerd"),
   },
   bin: { edgesocks: "./lib/cli/bin.js" },
   files: ["**/*.js", "**/*.d.ts", "README.md"],

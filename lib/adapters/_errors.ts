@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { canonicalIP } from "../core/address.ts";
 import { SocksError } from "../core/errors.ts";
 import { ReplyCode } from "../core/wire.ts";
 
@@ -140,5 +141,59 @@ export function connectTimedOut(cause?: unknown): SocksError {
     ReplyCode.TtlExpired,
     "connect timed out",
     cause === undefined ? undefined : { cause },
+  );
+}
+
+/**
+ * The words of the one error workerd rejects every failed connect with,
+ * whether its network service's `allow` list refused the address, the name
+ * did not resolve, or the target refused (measured on workerd 1.20261117:
+ * the reason goes to workerd's log only).
+ *
+ * @example
+ * ```ts
+ * import { WORKERD_CONNECT_FAILED } from "./_errors.ts";
+ * WORKERD_CONNECT_FAILED.test("proxy request failed, cannot connect to the specified address"); // true
+ * ```
+ */
+export const WORKERD_CONNECT_FAILED = /proxy request failed, cannot connect to the specified address/;
+
+/**
+ * The reply a failed workerd connect to `host` maps to. Its one error does
+ * not say why, so the reply is the likeliest cause that stays true to what
+ * the client asked: by name, 0x04 (host unreachable: the name did not
+ * resolve, or resolved to an address the network service refuses, as
+ * `concealRefusals` answers elsewhere); by address, 0x05 (connection
+ * refused: by the target, or by the network service). Other errors go
+ * through {@linkcode connectReply}.
+ *
+ * @example
+ * ```ts
+ * import { workerdConnectReply } from "./_errors.ts";
+ * const e = new Error("proxy request failed, cannot connect to the specified address");
+ * workerdConnectReply(e, "localhost"); // 0x04, ReplyCode.HostUnreachable
+ * workerdConnectReply(e, "127.0.0.1"); // 0x05, ReplyCode.ConnectionRefused
+ * ```
+ */
+export function workerdConnectReply(error: unknown, host: string): ReplyCode {
+  if (!WORKERD_CONNECT_FAILED.test(describe(error))) return connectReply(error);
+  return canonicalIP(host) === null ? ReplyCode.HostUnreachable : ReplyCode.ConnectionRefused;
+}
+
+/**
+ * A failed workerd connect to `host`:`port` as the `SocksError` a dial rejects with.
+ *
+ * @example
+ * ```ts
+ * import { workerdConnectError } from "./_errors.ts";
+ * const e = workerdConnectError(new Error("proxy request failed, cannot connect to the specified address"), "127.0.0.1", 1);
+ * e.reply; // 0x05
+ * ```
+ */
+export function workerdConnectError(error: unknown, host: string, port: number): SocksError {
+  return new SocksError(
+    workerdConnectReply(error, host),
+    `connect to ${host}:${port} failed: ${describe(error)}`,
+    { cause: error },
   );
 }

@@ -99,8 +99,8 @@ function reset(socket: Socket): void {
 const kOwner = Symbol("edgesocks.owner");
 /**
  * A socket with what its (shared) listeners serve: the connection that wraps
- * it, then the tunnel that relays it (each set of listeners is on the socket
- * only while its owner is).
+ * it, then the tunnel that relays it. The listeners stay on the socket for its
+ * life; handing it to the relay changes only its owner.
  */
 type Owned = Socket & { [kOwner]?: NodeConnection | PipeTunnel };
 
@@ -108,28 +108,40 @@ type Owned = Socket & { [kOwner]?: NodeConnection | PipeTunnel };
 class NodeConnection extends SocketConnection {
   #socket: Owned;
 
-  // One set of listener functions for every socket (each finds its connection on the socket, `this` of
-  // a listener): no closures per connection.
+  // One set of listener functions for every socket and its whole life (each finds its owner on the
+  // socket, `this` of a listener): no closures per connection, and none added or removed when the relay
+  // takes the socket (that was a dozen listener changes per tunnel).
   // deno-lint-ignore no-explicit-any -- node:events listeners take any arguments
   static readonly #listeners: [string, (this: Owned, ...args: any[]) => void][] = [
     ["data", function (this: Owned, data: Buffer) {
-      (this[kOwner] as NodeConnection | undefined)?.onData(data);
+      const o = this[kOwner];
+      if (o instanceof PipeTunnel) o.fromClient(data);
+      else o?.onData(data);
     }],
     ["end", function (this: Owned) {
-      (this[kOwner] as NodeConnection | undefined)?.onEnd();
+      const o = this[kOwner];
+      if (o instanceof PipeTunnel) o.ended(this);
+      else o?.onEnd();
     }],
     ["error", function (this: Owned, error: Error) {
-      (this[kOwner] as NodeConnection | undefined)?.onError(error);
+      const o = this[kOwner];
+      if (o instanceof PipeTunnel) o.stop("error", error);
+      else o?.onError(error);
     }],
     ["close", function (this: Owned) {
-      (this[kOwner] as NodeConnection | undefined)?.onClose();
+      const o = this[kOwner];
+      if (o instanceof PipeTunnel) o.closed(this);
+      else o?.onClose();
     }],
     ["drain", function (this: Owned) {
-      (this[kOwner] as NodeConnection | undefined)?.onDrain();
+      const o = this[kOwner];
+      if (o instanceof PipeTunnel) o.drained(this);
+      else o?.onDrain();
     }],
     // Node emits no 'drain' once end() was called; 'finish' means everything went out.
     ["finish", function (this: Owned) {
-      (this[kOwner] as NodeConnection | undefined)?.onDrain();
+      const o = this[kOwner];
+      if (!(o instanceof PipeTunnel)) o?.onDrain();
     }],
   ];
 
@@ -206,7 +218,6 @@ class NodeConnection extends SocketConnection {
    * but not consumed. Only when `detachable`.
    */
   detach(): Handover & { socket: Socket } {
-    for (const [event, fn] of NodeConnection.#listeners) this.#socket.off(event, fn);
     this.#socket[kOwner] = undefined;
     return { socket: this.#socket, ...this.handOver() };
   }
@@ -350,38 +361,40 @@ function listenUnix(
 }
 
 /**
- * Two sockets relayed by `pipe()`, on the shared Tunnel bookkeeping. Its
- * listeners are shared by every tunnel's sockets (each finds its tunnel on
- * the socket), so an idle tunnel holds little more than the two sockets.
+ * Two sockets relayed, on the shared Tunnel bookkeeping. Its sockets'
+ * listeners are the ones every socket has (each finds its tunnel on the
+ * socket), so an idle tunnel holds little more than the two sockets.
  */
 class PipeTunnel extends Tunnel {
   readonly client: Owned;
   readonly upstream: Owned;
   /** The client socket's `bytesRead` when the relay took it, less what the driver had read but not consumed. */
   readonly clientRead: number;
-  #open = 2;
+  /** Which sockets' closes were counted: 1 the client's, 2 the upstream's. */
+  #closed = 0;
   #done: (result: RelayResult) => void;
-
-  // deno-lint-ignore no-explicit-any -- node:events listeners take any arguments
-  static readonly listeners: [string, (this: Owned, ...args: any[]) => void][] = [
-    ["error", function (this: Owned, error: Error) {
-      (this[kOwner] as PipeTunnel).stop("error", error);
-    }],
-    ["close", function (this: Owned) {
-      (this[kOwner] as PipeTunnel).closed();
-    }],
-  ];
 
   static onTimeout(this: Owned): void {
     (this[kOwner] as PipeTunnel).stop("idle");
   }
 
-  static onClientDrain(this: Owned): void {
-    (this[kOwner] as PipeTunnel).upstream.resume();
+  /** A chunk from the client, written upstream; one upstream does not take at once pauses the client. */
+  fromClient(chunk: Buffer): void {
+    const u = this.upstream;
+    if (u.destroyed || u.writableEnded) return;
+    if (!u.write(chunk)) this.client.pause();
   }
 
-  static onUpstreamEnd(this: Owned): void {
-    (this[kOwner] as PipeTunnel).client.end();
+  /** `socket` can take more: the other one reads again. */
+  drained(socket: Owned): void {
+    if (socket === this.client) this.upstream.resume();
+    else this.client.resume();
+  }
+
+  /** `socket`'s peer sent its FIN: it goes on to the other one's peer. */
+  ended(socket: Owned): void {
+    if (socket === this.client) this.upstream.end();
+    else this.client.end();
   }
 
   /** A chunk from upstream, written to the client; one the client does not take at once stops the reads. */
@@ -422,16 +435,19 @@ class PipeTunnel extends Tunnel {
     }
   }
 
-  /** One socket closed; the second ends the tunnel. */
-  closed(): void {
-    if (--this.#open > 0) return;
+  /** `socket` closed (each is counted once); the second ends the tunnel. */
+  closed(socket: Owned): void {
+    const bit = socket === this.client ? 1 : 2;
+    if (this.#closed & bit) return;
+    this.#closed |= bit;
+    if (this.#closed !== 3) return;
     this.up = this.client.bytesRead - this.clientRead;
     this.#done(this.result());
   }
 }
 
 /** Counts a socket that had closed by itself before the relay took it. */
-const closedBefore = (t: PipeTunnel) => t.closed();
+const closedBefore = (t: PipeTunnel, s: Owned) => t.closed(s);
 
 /**
  * Starts the bookkeeping of a pipe relay. Apart from the relay itself, so
@@ -449,12 +465,9 @@ function startPipeTunnel(
     const tunnel = new PipeTunnel(sa, readA, sb, downPending, resolve);
     for (const s of [sa, sb]) {
       s[kOwner] = tunnel;
-      for (const [event, fn] of PipeTunnel.listeners) {
-        // A socket whose both directions were done has closed by itself: its 'close' was emitted or is
-        // queued on nextTick, so it is counted after that instead, exactly once.
-        if (event === "close" && s.destroyed) setImmediate(closedBefore, tunnel);
-        else s.on(event, fn);
-      }
+      // A socket whose both directions were done has closed by itself: its 'close' was emitted or is
+      // queued on nextTick, so it is counted after that too (once: a queued one counts it first).
+      if (s.destroyed) setImmediate(closedBefore, tunnel, s);
     }
     // Node's socket timeout: refreshed by every read and write of the client socket, which sees every
     // byte of the tunnel, and kept by Node in one list per duration, the same sharing as the Tunnel's
@@ -469,7 +482,7 @@ function startPipeTunnel(
 }
 
 /**
- * The relay on Node's own streams: client → upstream by `pipe()`, upstream →
+ * The relay on Node's own streams: client → upstream by 'data' and `write()`, upstream →
  * client by the upstream's `onread` reads (at most {@linkcode READ_CHUNK}
  * each) written to the client, the upstream's reads stopped while a write
  * waits for the client's `drain`. Backpressure both ways, a FIN passed on by
@@ -491,20 +504,20 @@ const nativeRelay: NativeRelay = (client, upstream, options) => {
     b.pending?.length ?? 0,
     options,
   );
-  if (a.pending) sb.write(a.pending);
+  // Client → upstream as pipe() does it (a write upstream does not take pauses the client until its
+  // 'drain', the client's FIN is passed on by end()), on the sockets' own shared listeners instead of
+  // pipe()'s seven closures per tunnel, set up and torn down for every one.
+  const taken = a.pending ? sb.write(a.pending) : true;
   if (a.eof) sb.end();
-  else sa.pipe(sb);
+  else if (taken) sa.resume();
+  else sa.pause();
   // Upstream → client without pipe(): the upstream socket reads into one shared buffer (onread) and each
   // read is copied once and written; a write the client does not drain stops the upstream's reads at
   // once, so a client that stops reading leaves at most one read here (pipe() kept one read in the
   // client's writable buffer and read ahead up to the upstream's readable buffer on top).
   const flowing = b.pending ? sa.write(b.pending) : true;
   if (b.eof) sa.end();
-  else {
-    sa.on("drain", PipeTunnel.onClientDrain);
-    sb.on("end", PipeTunnel.onUpstreamEnd);
-    if (flowing) sb.resume();
-  }
+  else if (flowing) sb.resume();
   return started;
 };
 
