@@ -14,7 +14,7 @@ import type {
   WebSocketLike,
   WebSocketServeOptions,
 } from "../runtime.ts";
-import { encodeFrame, FrameDecoder, type FrameEvent, Opcode } from "../core/websocket_frames.ts";
+import { FramedWebSocket } from "./_websocket_framed.ts";
 
 /** How long a new connection may take to send its upgrade request. */
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -136,7 +136,7 @@ async function accept(
   ];
   if (answer.protocol) lines.push(`sec-websocket-protocol: ${answer.protocol}`);
   await writeAll(conn, new TextEncoder().encode(lines.join("\r\n") + "\r\n\r\n"));
-  const socket = new FramedWebSocket("server");
+  const socket = new DenoFramedWebSocket("server");
   socket.protocol = answer.protocol ?? "";
   socket.readyState = 1;
   onSocket(socket, client);
@@ -205,7 +205,6 @@ export function connectWebSocketDeno(url: string, options: WebSocketConnectOptio
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const MAX_HEAD = 16 * 1024;
-const CLOSE_WAIT_MS = 5_000;
 
 function base64(bytes: Uint8Array): string {
   let binary = "";
@@ -213,17 +212,15 @@ function base64(bytes: Uint8Array): string {
   return btoa(binary);
 }
 
-type Listen = (event: Event) => void;
-
 /** A client's upgrade: the request, the answer checked; then the socket is framed. */
 class DenoClientWebSocket {
-  static open(url: URL, options: WebSocketConnectOptions): FramedWebSocket {
-    const socket = new FramedWebSocket("client");
+  static open(url: URL, options: WebSocketConnectOptions): DenoFramedWebSocket {
+    const socket = new DenoFramedWebSocket("client");
     DenoClientWebSocket.#handshake(socket, url, options).catch((error) => socket.fail(error));
     return socket;
   }
 
-  static async #handshake(socket: FramedWebSocket, url: URL, options: WebSocketConnectOptions) {
+  static async #handshake(socket: DenoFramedWebSocket, url: URL, options: WebSocketConnectOptions) {
     const tls = url.protocol === "wss:";
     const hostname = url.hostname.replace(/^\[|\]$/g, "");
     const port = Number(url.port || (tls ? 443 : 80));
@@ -262,56 +259,28 @@ class DenoClientWebSocket {
   }
 }
 
-/**
- * A WHATWG-shaped WebSocket over a `Deno.Conn` after the upgrade, either
- * end (a client masks what it sends; a server expects it masked), that can
- * pause reading.
- */
-class FramedWebSocket implements WebSocketLike {
-  binaryType = "arraybuffer";
-  readyState = 0;
-  protocol = "";
+/** A framed WebSocket over a `Deno.Conn` after the upgrade, that can pause reading. */
+class DenoFramedWebSocket extends FramedWebSocket {
   conn: Deno.Conn | undefined;
-  readonly #client: boolean;
-  readonly #listeners = new Map<string, Listen[]>();
-  readonly #decoder: FrameDecoder;
   #paused = false;
   #reading = false;
   #buffered = 0;
   #writing: Promise<void> = Promise.resolve();
-  #closeSent = false;
-  #done = false;
-  #closeTimer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(role: "client" | "server") {
-    this.#client = role === "client";
-    this.#decoder = new FrameDecoder({ masked: !this.#client });
-  }
-
-  get bufferedAmount(): number {
+  override get bufferedAmount(): number {
     return this.#buffered;
   }
 
-  addEventListener(type: string, listener: Listen): void {
-    const list = this.#listeners.get(type);
-    if (list) list.push(listener);
-    else this.#listeners.set(type, [listener]);
-  }
-
-  #emit(type: string, event: Record<string, unknown>): void {
-    for (const listener of this.#listeners.get(type) ?? []) listener(event as unknown as Event);
+  protected override get attached(): boolean {
+    return this.conn !== undefined;
   }
 
   /** Starts framing on `conn` (upgraded), `rest` being the bytes that came after the HTTP head. */
   attach(conn: Deno.Conn, rest: Uint8Array): void {
     this.conn = conn;
-    if (this.#client) this.#emit("open", {});
-    if (rest.length > 0) this.#handle(this.#decoder.feed(rest));
+    if (this.isClient) this.emit("open", {});
+    if (rest.length > 0) this.received(rest);
     void this.#pump();
-  }
-
-  #mask(): Uint8Array | undefined {
-    return this.#client ? crypto.getRandomValues(new Uint8Array(4)) : undefined;
   }
 
   async #pump(): Promise<void> {
@@ -319,10 +288,10 @@ class FramedWebSocket implements WebSocketLike {
     this.#reading = true;
     const buf = new Uint8Array(64 * 1024);
     try {
-      while (!this.#paused && !this.#done) {
+      while (!this.#paused && !this.done) {
         const n = await this.conn.read(buf);
         if (n === null) return this.fail(new Error("the connection ended without a close frame"));
-        this.#handle(this.#decoder.feed(buf.subarray(0, n)));
+        this.received(buf.subarray(0, n));
       }
     } catch (error) {
       this.fail(error);
@@ -331,55 +300,32 @@ class FramedWebSocket implements WebSocketLike {
     }
   }
 
-  #handle(events: FrameEvent[]): void {
-    for (const e of events) {
-      if (this.#done) return;
-      if (e.kind === "data") this.#emit("message", { data: e.bytes.buffer });
-      else if (e.kind === "end") {
-        if (e.empty) this.#emit("message", { data: new ArrayBuffer(0) });
-      } else if (e.kind === "text") this.#emit("message", { data: "" });
-      else if (e.kind === "ping") this.#queue(encodeFrame(Opcode.Pong, e.payload, this.#mask()));
-      else if (e.kind === "close") {
-        if (!this.#closeSent) {
-          this.#closeSent = true;
-          const code = e.code === 1005 ? 1000 : e.code;
-          this.#queue(encodeFrame(Opcode.Close, closePayload(code, ""), this.#mask()));
-        }
-        this.#finish(e.code, e.reason);
-      } else if (e.kind === "error") {
-        this.close(1002, e.reason);
-        this.fail(new Error(`bad frame: ${e.reason}`));
-      }
-    }
-  }
-
-  #queue(frame: Uint8Array): void {
+  protected override writeFrame(frame: Uint8Array): void {
     const conn = this.conn!;
     this.#buffered += frame.length;
     this.#writing = this.#writing.then(() => writeAll(conn, frame)).then(
       () => {
         this.#buffered -= frame.length;
-        this.#emit("drain", {});
+        this.emit("drain", {});
       },
       (error) => this.fail(error),
     );
   }
 
-  send(data: Uint8Array): void {
-    if (this.readyState !== 1 || !this.conn) throw new Error("WebSocket is not open");
-    this.#queue(encodeFrame(Opcode.Binary, data, this.#mask()));
-  }
-
-  close(code = 1000, reason = ""): void {
-    if (this.#closeSent || this.#done) return;
-    this.#closeSent = true;
-    if (!this.conn || this.readyState !== 1) return this.fail(new Error("closed before it opened"));
-    this.readyState = 2;
-    this.#queue(encodeFrame(Opcode.Close, closePayload(code, reason), this.#mask()));
-    // Reading goes on (paused or not) until the peer's close frame, or a while.
+  protected override readOn(): void {
     this.#paused = false;
     void this.#pump();
-    this.#closeTimer = setTimeout(() => this.#finish(1006, "no close frame from the peer"), CLOSE_WAIT_MS);
+  }
+
+  protected override shut(): void {
+    const conn = this.conn;
+    this.#writing.finally(() => {
+      try {
+        conn?.close();
+      } catch {
+        // Already closed.
+      }
+    });
   }
 
   pause(): void {
@@ -391,37 +337,4 @@ class FramedWebSocket implements WebSocketLike {
     this.#paused = false;
     void this.#pump();
   }
-
-  #finish(code: number, reason: string): void {
-    if (this.#done) return;
-    this.#done = true;
-    clearTimeout(this.#closeTimer);
-    this.readyState = 3;
-    // The close frame (ours or the echo) goes out before the socket closes.
-    const conn = this.conn;
-    this.#writing.finally(() => {
-      try {
-        conn?.close();
-      } catch {
-        // Already closed.
-      }
-    });
-    this.#emit("close", { code, reason });
-  }
-
-  /** Ends it as failed: `error`, then `close` with 1006. */
-  fail(error: unknown): void {
-    if (this.#done) return;
-    this.#emit("error", { message: error instanceof Error ? error.message : String(error) });
-    this.#finish(1006, "");
-  }
-}
-
-function closePayload(code: number, reason: string): Uint8Array {
-  const text = new TextEncoder().encode(reason).subarray(0, 123);
-  const out = new Uint8Array(2 + text.length);
-  out[0] = code >> 8;
-  out[1] = code & 0xff;
-  out.set(text, 2);
-  return out;
 }

@@ -33,10 +33,9 @@ import type {
   WebSocketLike,
   WebSocketServeOptions,
 } from "../runtime.ts";
-import { encodeFrame, FrameDecoder, type FrameEvent, Opcode } from "../core/websocket_frames.ts";
+import { CLOSE_WAIT_MS, FramedWebSocket } from "./_websocket_framed.ts";
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-const CLOSE_WAIT_MS = 5_000;
 const acceptKey = (key: string) => createHash("sha1").update(key + GUID).digest("base64");
 
 const STATUS_TEXT: Record<number, string> = {
@@ -157,25 +156,13 @@ export function connectWebSocketNode(url: string, options: WebSocketConnectOptio
   return Promise.resolve(ws);
 }
 
-type Listen = (event: Event) => void;
-
-/** A WHATWG-shaped WebSocket over an upgraded Node socket, either end, that can pause reading. */
-class NodeFramedWebSocket implements WebSocketLike {
-  binaryType = "arraybuffer";
-  readyState = 0;
-  protocol: string;
+/** A framed WebSocket over an upgraded Node socket, either end, that can pause reading. */
+class NodeFramedWebSocket extends FramedWebSocket {
   onAbort: (() => void) | undefined;
   #socket: Socket | undefined;
-  readonly #client: boolean;
-  readonly #listeners = new Map<string, Listen[]>();
-  readonly #decoder: FrameDecoder;
-  #closeSent = false;
-  #done = false;
-  #closeTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(socket: Socket | undefined, role: "client" | "server", protocol: string) {
-    this.#client = role === "client";
-    this.#decoder = new FrameDecoder({ masked: !this.#client });
+    super(role);
     this.protocol = protocol;
     if (socket) {
       this.#socket = socket;
@@ -183,26 +170,20 @@ class NodeFramedWebSocket implements WebSocketLike {
     }
   }
 
-  get bufferedAmount(): number {
+  override get bufferedAmount(): number {
     return this.#socket?.writableLength ?? 0;
   }
 
-  addEventListener(type: string, listener: Listen): void {
-    const list = this.#listeners.get(type);
-    if (list) list.push(listener);
-    else this.#listeners.set(type, [listener]);
-  }
-
-  #emit(type: string, event: Record<string, unknown>): void {
-    for (const listener of this.#listeners.get(type) ?? []) listener(event as unknown as Event);
+  protected override get attached(): boolean {
+    return this.#socket !== undefined;
   }
 
   /** A client's socket, once upgraded. */
   connect(socket: Socket, head: Buffer): void {
-    if (this.#done) return void socket.destroy();
+    if (this.done) return void socket.destroy();
     this.#socket = socket;
     this.readyState = 1;
-    this.#emit("open", {});
+    this.emit("open", {});
     this.attach(head);
   }
 
@@ -210,54 +191,29 @@ class NodeFramedWebSocket implements WebSocketLike {
   attach(head: Uint8Array): void {
     const socket = this.#socket!;
     socket.setNoDelay?.(true);
-    socket.on("data", (chunk: Buffer) => this.#handle(this.#decoder.feed(chunk)));
-    socket.on("drain", () => this.#emit("drain", {}));
+    socket.on("data", (chunk: Buffer) => this.received(chunk));
+    socket.on("drain", () => this.emit("drain", {}));
     socket.on("end", () => this.fail(new Error("the connection ended without a close frame")));
     socket.on("error", (error) => this.fail(error));
     socket.on("close", () => this.fail(new Error("the connection closed without a close frame")));
-    if (head.length > 0) this.#handle(this.#decoder.feed(head));
+    if (head.length > 0) this.received(head);
   }
 
-  #mask(): Uint8Array | undefined {
-    return this.#client ? randomBytes(4) : undefined;
+  protected override writeFrame(frame: Uint8Array): void {
+    this.#socket!.write(frame);
   }
 
-  #handle(events: FrameEvent[]): void {
-    for (const e of events) {
-      if (this.#done) return;
-      if (e.kind === "data") this.#emit("message", { data: e.bytes.buffer });
-      else if (e.kind === "end") {
-        if (e.empty) this.#emit("message", { data: new ArrayBuffer(0) });
-      } else if (e.kind === "text") this.#emit("message", { data: "" });
-      else if (e.kind === "ping") this.#socket!.write(encodeFrame(Opcode.Pong, e.payload, this.#mask()));
-      else if (e.kind === "close") {
-        if (!this.#closeSent) {
-          this.#closeSent = true;
-          const code = e.code === 1005 ? 1000 : e.code;
-          this.#socket!.write(encodeFrame(Opcode.Close, closePayload(code, ""), this.#mask()));
-        }
-        this.#finish(e.code, e.reason);
-      } else if (e.kind === "error") {
-        this.close(1002, e.reason);
-        this.fail(new Error(`bad frame: ${e.reason}`));
-      }
-    }
+  protected override readOn(): void {
+    this.#socket?.resume();
   }
 
-  send(data: Uint8Array): void {
-    if (this.readyState !== 1 || !this.#socket) throw new Error("WebSocket is not open");
-    this.#socket.write(encodeFrame(Opcode.Binary, data, this.#mask()));
-  }
-
-  close(code = 1000, reason = ""): void {
-    if (this.#closeSent || this.#done) return;
-    this.#closeSent = true;
-    if (!this.#socket || this.readyState !== 1) return this.fail(new Error("closed before it opened"));
-    this.readyState = 2;
-    this.#socket.write(encodeFrame(Opcode.Close, closePayload(code, reason), this.#mask()));
-    // Reading goes on (paused or not) until the peer's close frame, or a while.
-    this.#socket.resume();
-    this.#closeTimer = setTimeout(() => this.#finish(1006, "no close frame from the peer"), CLOSE_WAIT_MS);
+  protected override shut(): void {
+    const socket = this.#socket;
+    if (socket) {
+      // The close frame (ours or the echo) goes out before the FIN; a peer that never closes is cut.
+      socket.end();
+      setTimeout(() => socket.destroy(), CLOSE_WAIT_MS).unref?.();
+    } else this.onAbort?.();
   }
 
   pause(): void {
@@ -267,34 +223,4 @@ class NodeFramedWebSocket implements WebSocketLike {
   resume(): void {
     this.#socket?.resume();
   }
-
-  #finish(code: number, reason: string): void {
-    if (this.#done) return;
-    this.#done = true;
-    clearTimeout(this.#closeTimer);
-    this.readyState = 3;
-    const socket = this.#socket;
-    if (socket) {
-      // The close frame (ours or the echo) goes out before the FIN; a peer that never closes is cut.
-      socket.end();
-      setTimeout(() => socket.destroy(), CLOSE_WAIT_MS).unref?.();
-    } else this.onAbort?.();
-    this.#emit("close", { code, reason });
-  }
-
-  /** Ends it as failed: `error`, then `close` with 1006. */
-  fail(error: unknown): void {
-    if (this.#done) return;
-    this.#emit("error", { message: error instanceof Error ? error.message : String(error) });
-    this.#finish(1006, "");
-  }
-}
-
-function closePayload(code: number, reason: string): Uint8Array {
-  const bytes = Buffer.from(reason).subarray(0, 123);
-  const out = new Uint8Array(2 + bytes.length);
-  out[0] = code >> 8;
-  out[1] = code & 0xff;
-  out.set(bytes, 2);
-  return out;
 }

@@ -228,3 +228,13 @@ export class FrameDecoder {
     }
   }
 }
+
+/** A close frame's payload: the code (big-endian) and up to 123 bytes of the reason in UTF-8. */
+export function closePayload(code: number, reason: string): Uint8Array {
+  const text = new TextEncoder().encode(reason).subarray(0, 123);
+  const out = new Uint8Array(2 + text.length);
+  out[0] = code >> 8;
+  out[1] = code & 0xff;
+  out.set(text, 2);
+  return out;
+}
