@@ -80,17 +80,7 @@ export function createReloader<T>(
     let config: T;
     try {
       config = await steps.load();
-    } catch (error) {
-      counts.failed++;
-      steps.report(
-        `reload failed, keeping the old configuration: ${
-          error instanceof Error ? error.message : String(error)
-        }`,
-        false,
-      );
-      return false;
-    }
-    try {
+      // Applying may refuse it too (a rule the server cannot take): both read the same.
       steps.apply(config);
     } catch (error) {
       counts.failed++;
