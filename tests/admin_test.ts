@@ -465,6 +465,9 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
       "--users",
       users.path,
       "--allow-private",
+      // Ten refused logins as alice follow the reload: the login backoff (per worker) must not refuse bob.
+      "--auth-backoff",
+      "off",
     ]);
     try {
       const admin = adminPort(proxy.startup);
