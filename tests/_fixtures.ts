@@ -541,6 +541,56 @@ export async function untilEchoes(
   }
 }
 
+/**
+ * Opens a SOCKS5 tunnel to 127.0.0.1:`destPort` (greeting and request
+ * pipelined) and resolves once the proxy granted it, with the socket paused
+ * and nothing of the tunnel's data consumed. Every socket goes into `opened`
+ * so that the caller can destroy them all whatever happens. Bounded by `ms`.
+ */
+export function openPausedTunnel(
+  proxyPort: number,
+  destPort: number,
+  opened: Set<Socket>,
+  ms = 10_000,
+): Promise<Socket> {
+  return within(
+    ms,
+    `SOCKS5 CONNECT through 127.0.0.1:${proxyPort}`,
+    new Promise<Socket>((resolve, reject) => {
+      const s = connect({ host: "127.0.0.1", port: proxyPort, allowHalfOpen: true });
+      opened.add(s);
+      s.setNoDelay(true);
+      let got = Buffer.alloc(0);
+      const fail = (e: Error) => {
+        cleanup();
+        reject(e);
+      };
+      const onClose = () => fail(new Error(`closed during the handshake after ${toHex(got)}`));
+      const onData = (d: Buffer) => {
+        got = Buffer.concat([got, d]);
+        if (got.length < 12) return;
+        // Pause before taking our listener off: a flowing socket without one drops data.
+        s.pause();
+        cleanup();
+        if (got.length !== 12 || toHex(got.subarray(0, 4)) !== "05 00 05 00") {
+          reject(new Error(`unexpected reply ${toHex(got.subarray(0, 16))}`));
+        } else resolve(s);
+      };
+      const cleanup = () => {
+        s.off("data", onData);
+        s.off("error", fail);
+        s.off("close", onClose);
+        // Keep an error listener: an error between here and the caller's own must not crash the runner.
+        s.on("error", () => {});
+      };
+      s.on("data", onData);
+      s.on("error", fail);
+      s.on("close", onClose);
+      s.once("connect", () => s.write(socks5ConnectBytes(destPort)));
+    }),
+  );
+}
+
 export { hex, toHex } from "./_hex.ts";
 
 /** Bytes of a SOCKS5 CONNECT (no auth) to 127.0.0.1:`port`, greeting included. */

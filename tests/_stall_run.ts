@@ -27,16 +27,15 @@ import { join } from "node:path";
 import process from "node:process";
 import type { Memory } from "./_stall_proxy.ts";
 import {
+  openPausedTunnel,
   processAlive,
   type ProxyProcess,
   ROOT,
   RUNTIME,
   sleep,
   socketFds,
-  socks5ConnectBytes,
   spawnProxy,
   startTcp,
-  toHex,
   until,
   within,
 } from "./_fixtures.ts";
@@ -134,47 +133,6 @@ async function stopProxy(proxy: ProxyProcess | undefined): Promise<void> {
   } catch { /* gone */ }
 }
 
-/**
- * Opens a SOCKS5 tunnel to 127.0.0.1:`destPort` and resolves once the proxy
- * granted it, with the socket paused and nothing of the tunnel's data read.
- */
-function openTunnel(proxyPort: number, destPort: number, opened: Set<Socket>): Promise<Socket> {
-  return within(
-    20_000,
-    `SOCKS5 CONNECT through 127.0.0.1:${proxyPort}`,
-    new Promise<Socket>((resolve, reject) => {
-      const s = connect({ host: "127.0.0.1", port: proxyPort, allowHalfOpen: true });
-      opened.add(s);
-      s.setNoDelay(true);
-      let got = Buffer.alloc(0);
-      const fail = (e: Error) => {
-        cleanup();
-        reject(e);
-      };
-      const onClose = () => fail(new Error(`closed during the handshake after ${toHex(got)}`));
-      const onData = (d: Buffer) => {
-        got = Buffer.concat([got, d]);
-        if (got.length < 12) return;
-        s.pause();
-        cleanup();
-        if (got.length !== 12 || toHex(got.subarray(0, 4)) !== "05 00 05 00") {
-          reject(new Error(`unexpected reply ${toHex(got.subarray(0, 16))}`));
-        } else resolve(s);
-      };
-      const cleanup = () => {
-        s.off("data", onData);
-        s.off("error", fail);
-        s.off("close", onClose);
-        s.on("error", () => {});
-      };
-      s.on("data", onData);
-      s.on("error", fail);
-      s.on("close", onClose);
-      s.once("connect", () => s.write(socks5ConnectBytes(destPort)));
-    }),
-  );
-}
-
 /** One destination socket: it learns its tunnel's id, then streams numbered chunks as fast as it can. */
 class Sender {
   readonly socket: Socket;
@@ -257,7 +215,9 @@ async function run(): Promise<void> {
     for (let i = 0; i < TUNNELS; i += BATCH) {
       const n = Math.min(BATCH, TUNNELS - i);
       clients.push(
-        ...await Promise.all(Array.from({ length: n }, () => openTunnel(proxy.port, dest.port, opened))),
+        ...await Promise.all(
+          Array.from({ length: n }, () => openPausedTunnel(proxy.port, dest.port, opened, 20_000)),
+        ),
       );
     }
     clients.forEach((s, id) => {

@@ -16,6 +16,7 @@ import { connect, type Socket } from "node:net";
 import {
   closedPort,
   echoThrough,
+  openPausedTunnel,
   processAlive,
   type ProxyProcess,
   RawClient,
@@ -117,51 +118,6 @@ async function ssLines(pid: number): Promise<string> {
   } catch (e) {
     return `(ss failed: ${e})`;
   }
-}
-
-/**
- * Opens a SOCKS5 tunnel to 127.0.0.1:`destPort` (greeting and request
- * pipelined) and resolves once the proxy granted it, with the socket paused
- * and nothing of the tunnel's data consumed. Every socket goes into `opened`
- * so that the caller can destroy them all whatever happens.
- */
-function openTunnel(proxyPort: number, destPort: number, opened: Set<Socket>): Promise<Socket> {
-  return within(
-    10_000,
-    `SOCKS5 CONNECT through 127.0.0.1:${proxyPort}`,
-    new Promise<Socket>((resolve, reject) => {
-      const s = connect({ host: "127.0.0.1", port: proxyPort, allowHalfOpen: true });
-      opened.add(s);
-      s.setNoDelay(true);
-      let got = Buffer.alloc(0);
-      const fail = (e: Error) => {
-        cleanup();
-        reject(e);
-      };
-      const onClose = () => fail(new Error(`closed during the handshake after ${toHex(got)}`));
-      const onData = (d: Buffer) => {
-        got = Buffer.concat([got, d]);
-        if (got.length < 12) return;
-        // Pause before taking our listener off: a flowing socket without one drops data.
-        s.pause();
-        cleanup();
-        if (got.length !== 12 || toHex(got.subarray(0, 4)) !== "05 00 05 00") {
-          reject(new Error(`unexpected reply ${toHex(got.subarray(0, 16))}`));
-        } else resolve(s);
-      };
-      const cleanup = () => {
-        s.off("data", onData);
-        s.off("error", fail);
-        s.off("close", onClose);
-        // Keep an error listener: an error between here and the caller's own must not crash the runner.
-        s.on("error", () => {});
-      };
-      s.on("data", onData);
-      s.on("error", fail);
-      s.on("close", onClose);
-      s.once("connect", () => s.write(socks5ConnectBytes(destPort)));
-    }),
-  );
 }
 
 /** The first teardown a socket reports: an error code (a reset), "EOF" (a FIN), or "close". */
@@ -300,7 +256,7 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
         const batch = await Promise.all(
           Array.from(
             { length: Math.min(BATCH, TUNNELS - i) },
-            () => openTunnel(proxy.port, dest.port, opened),
+            () => openPausedTunnel(proxy.port, dest.port, opened),
           ),
         );
         for (const s of batch) {
@@ -562,7 +518,7 @@ describe(`stress: the CLI proxy on ${RUNTIME} as a subprocess`, () => {
 
       /** A tunnel whose client has received the destination's BLOB intact. */
       const tunnelWithData = async (id: number) => {
-        const s = await openTunnel(proxy.port, dest.port, opened);
+        const s = await openPausedTunnel(proxy.port, dest.port, opened);
         const end = watchTeardown(s);
         const chunks: Buffer[] = [];
         let n = 0;
