@@ -269,21 +269,38 @@ function startListener(
     tcpBacklog: LISTEN_BACKLOG,
     ...(options.reusePort ? { reusePort: true } : {}),
   });
+  const accepting = acceptLoop(listener, onConnection, onAcceptError);
+  return { address: hostPort(listener.addr) ?? address, close: accepting.stop };
+}
+
+/**
+ * Accepts from `listener` until stopped, wrapping each connection (a
+ * `Deno.UnixConn` has the same read, write, closeWrite and close as a TCP
+ * one; the wrapper tries setNoDelay and forgoes it). A failed accept
+ * (EMFILE, ECONNABORTED, ...) is reported, then retried after a pause rather
+ * than spinning or dying. `stop()` closes the listener (then runs `onStop`
+ * once) and resolves when the loop has ended.
+ */
+function acceptLoop(
+  listener: Deno.Listener,
+  onConnection: (conn: ByteConnection) => void,
+  onAcceptError?: (error: unknown) => void,
+  onStop?: () => void,
+): { stop(): Promise<void> } {
   let closed = false;
-  const acceptLoop = (async () => {
+  const loop = (async () => {
     while (!closed) {
-      let conn: Deno.TcpConn;
+      let conn: Deno.Conn;
       try {
         conn = await listener.accept();
       } catch (error) {
         if (closed || error instanceof Deno.errors.BadResource) return;
-        // Transient (EMFILE, ECONNABORTED, ...): report, then back off rather than spin or die.
         onAcceptError?.(error);
         await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
         continue;
       }
       try {
-        onConnection(new DenoConnection(conn));
+        onConnection(new DenoConnection(conn as Deno.TcpConn));
       } catch {
         try {
           conn.close();
@@ -292,22 +309,21 @@ function startListener(
     }
   })();
   return {
-    address: hostPort(listener.addr) ?? address,
-    async close() {
+    async stop() {
       if (!closed) {
         closed = true;
         try {
           listener.close();
         } catch { /* already closed */ }
+        onStop?.();
       }
-      await acceptLoop;
+      await loop;
     },
   };
 }
 
 /**
- * Listens on a Unix domain socket. Its connections are wrapped as TCP ones are: a `Deno.UnixConn` has
- * the same read, write, closeWrite and close (no setNoDelay, which the wrapper tries and forgoes).
+ * Listens on a Unix domain socket; its connections are wrapped as TCP ones are.
  * Deno leaves the socket file behind on close: it is removed here.
  */
 function startUnixListener(
@@ -316,42 +332,12 @@ function startUnixListener(
   onAcceptError?: (error: unknown) => void,
 ): UnixListener {
   const listener = Deno.listen({ transport: "unix", path });
-  let closed = false;
-  const acceptLoop = (async () => {
-    while (!closed) {
-      let conn: Deno.UnixConn;
-      try {
-        conn = await listener.accept();
-      } catch (error) {
-        if (closed || error instanceof Deno.errors.BadResource) return;
-        onAcceptError?.(error);
-        await new Promise((resolve) => setTimeout(resolve, ACCEPT_RETRY_MS));
-        continue;
-      }
-      try {
-        onConnection(new DenoConnection(conn as unknown as Deno.TcpConn));
-      } catch {
-        try {
-          conn.close();
-        } catch { /* already closed */ }
-      }
-    }
-  })();
-  return {
-    path,
-    async close() {
-      if (!closed) {
-        closed = true;
-        try {
-          listener.close();
-        } catch { /* already closed */ }
-        try {
-          Deno.removeSync(path);
-        } catch { /* gone already, or no --allow-write for it */ }
-      }
-      await acceptLoop;
-    },
-  };
+  const accepting = acceptLoop(listener, onConnection, onAcceptError, () => {
+    try {
+      Deno.removeSync(path);
+    } catch { /* gone already, or no --allow-write for it */ }
+  });
+  return { path, close: accepting.stop };
 }
 
 function nameServerResolver(server: HostPort): Resolver {
