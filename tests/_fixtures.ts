@@ -255,13 +255,22 @@ export interface ProxyProcess {
 /**
  * Starts a proxy program as a subprocess and waits for its startup line
  * (`listening on HOST:PORT` from the CLI, `SOCKS proxy on HOST:PORT` from the
- * examples). By default the program is `mod.ts` on the running runtime.
+ * examples; `program.startup` for another line, its group 1 the port), within
+ * `program.startupMs` (20 s by default). By default the program is `mod.ts`
+ * on the running runtime.
  */
 export async function spawnProxy(
   args: string[],
-  program: { cmd: string; args: string[]; env?: Record<string, string> } = runtimeCommand(),
+  program: {
+    cmd: string;
+    args: string[];
+    env?: Record<string, string>;
+    startup?: RegExp;
+    startupMs?: number;
+  } = runtimeCommand(),
 ): Promise<ProxyProcess> {
   const { cmd, args: base } = program;
+  const pattern = program.startup ?? / on \[?[0-9a-f.:]+\]?:(\d+)/;
   // Hermetic: a CA bundle named by the environment makes Deno read it lazily, and out of descriptors that
   // read fails with a warning of its own (tests that want one pass it in `program.env`).
   const { NODE_EXTRA_CA_CERTS: _, ...inherited } = process.env;
@@ -274,11 +283,11 @@ export async function spawnProxy(
   let startup: string;
   try {
     startup = await within(
-      20_000,
+      program.startupMs ?? 20_000,
       "proxy startup",
       new Promise<string>((resolve, reject) => {
         const check = () => {
-          const line = out.split("\n").find((l) => / on \[?[0-9a-f.:]+\]?:\d+/.test(l));
+          const line = out.split("\n").find((l) => pattern.test(l));
           if (line) resolve(line);
         };
         child.stdout!.on("data", check);
@@ -291,7 +300,7 @@ export async function spawnProxy(
     await stopChild(child);
     throw new Error(`${(e as Error).message} (stdout: ${out}; stderr: ${err})`);
   }
-  const m = / on \[?[0-9a-f.:]+\]?:(\d+)/.exec(startup);
+  const m = pattern.exec(startup);
   if (!m) {
     await stopChild(child);
     throw new Error(`no port in startup line: ${startup}`);

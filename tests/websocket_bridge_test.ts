@@ -8,23 +8,23 @@
  */
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import process from "node:process";
 import { Buffer } from "node:buffer";
 import {
   curl,
   HTTP_BODY,
+  type ProxyProcess,
   RawClient,
   ROOT,
   run,
   RUNTIME,
   sleep,
   socks5ConnectBytes,
+  spawnProxy,
   startHttp,
   startTcp,
   until,
@@ -39,46 +39,9 @@ const program = (r: Runtime) => ({
   args: r === "deno" ? ["run", "-A", MOD] : [MOD],
 });
 
-interface Child {
-  port: number;
-  child: ChildProcess;
-  out(): string;
-  err(): string;
-  stop(): Promise<void>;
-}
-
 /** Starts `r` running mod.ts with `args`; waits for a startup line `pattern` matches (its group 1: the port). */
-async function start(r: Runtime, args: string[], pattern: RegExp): Promise<Child> {
-  const p = program(r);
-  const child = spawn(p.cmd, [...p.args, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  let out = "", err = "";
-  child.stdout!.on("data", (c) => (out += c));
-  child.stderr!.on("data", (c) => (err += c));
-  const stop = () =>
-    new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve();
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-      child.once("exit", () => (clearTimeout(timer), resolve()));
-      process.kill(child.pid!, "SIGTERM");
-    });
-  try {
-    const port = await within(
-      30_000,
-      `${r} ${args.join(" ")} startup`,
-      new Promise<number>((resolve, reject) => {
-        child.stdout!.on("data", () => {
-          const m = pattern.exec(out);
-          if (m) resolve(Number(m[1]));
-        });
-        child.on("exit", (code) => reject(new Error(`exited with ${code}: ${err}`)));
-      }),
-    );
-    return { port, child, out: () => out, err: () => err, stop };
-  } catch (error) {
-    await stop();
-    throw new Error(`${(error as Error).message} (stdout: ${out}; stderr: ${err})`);
-  }
-}
+const start = (r: Runtime, args: string[], pattern: RegExp): Promise<ProxyProcess> =>
+  spawnProxy(args, { ...program(r), startup: pattern, startupMs: 30_000 });
 
 const EDGE_LINE = /ws:\/\/127\.0\.0\.1:(\d+)\/socks/;
 const WSS_LINE = /wss:\/\/127\.0\.0\.1:(\d+)\/socks/;
@@ -116,9 +79,9 @@ async function upgrade(port: number, headers: string[]) {
 }
 
 describe(`SOCKS over WebSocket: bridge on ${RUNTIME} to each edge`, () => {
-  const edges = new Map<Runtime, Child>();
-  const bridges = new Map<Runtime, Child>();
-  const wrongBridges = new Map<Runtime, Child>();
+  const edges = new Map<Runtime, ProxyProcess>();
+  const bridges = new Map<Runtime, ProxyProcess>();
+  const wrongBridges = new Map<Runtime, ProxyProcess>();
   let http: Awaited<ReturnType<typeof startHttp>>;
 
   before(async () => {
@@ -281,15 +244,15 @@ describe(`SOCKS over WebSocket: bridge on ${RUNTIME} to each edge`, () => {
           JSON.stringify(direct),
         );
         const wrong = wrongBridges.get(e)!;
-        assert.equal(wrong.child.exitCode, null, `the bridge exited: ${wrong.err()}`);
+        assert.equal(wrong.child.exitCode, null, `the bridge exited: ${wrong.errors()}`);
         const c = await RawClient.open(wrong.port);
         c.send(socks5ConnectBytes(http.port));
-        assert.equal((await c.readToEnd(10_000)).length, 0, wrong.err());
+        assert.equal((await c.readToEnd(10_000)).length, 0, wrong.errors());
         c.destroy();
         await until(
           5_000,
-          () => wrongBridges.get(e)!.err(),
-          () => /tunnel to .* failed/.test(wrongBridges.get(e)!.err()),
+          () => wrongBridges.get(e)!.errors(),
+          () => /tunnel to .* failed/.test(wrongBridges.get(e)!.errors()),
         );
       });
 

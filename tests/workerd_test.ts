@@ -25,11 +25,13 @@ import {
   curl,
   hex,
   HTTP_BODY,
+  type ProxyProcess,
   RawClient,
   ROOT,
   run,
   RUNTIME,
   sleep,
+  spawnProxy,
   startHttp,
   startTcp,
   toHex,
@@ -328,62 +330,31 @@ async function tunnel(proxyPort: number, port: number): Promise<Socket> {
   return s;
 }
 
-/** A bridge subprocess: `edgesocks bridge` on one runtime. */
-interface Child {
-  port: number;
-  err(): string;
-  stop(): Promise<void>;
-}
-
 /** Starts `edgesocks bridge` on `runtime` to the workerd edge; resolves once it listens. */
-async function startBridge(
+function startBridge(
   runtime: "deno" | "bun" | "node",
   wsPort: number,
   tokenFile: string,
-): Promise<Child> {
+): Promise<ProxyProcess> {
   const mod = join(ROOT, "mod.ts");
-  const cmd = join(ROOT, "node_modules", ".bin", runtime);
-  const args = [
-    ...(runtime === "deno" ? ["run", "-A", mod] : [mod]),
-    "bridge",
-    "--listen",
-    "127.0.0.1:0",
-    "--to",
-    `ws://127.0.0.1:${wsPort}/socks`,
-    "--token-file",
-    tokenFile,
-  ];
-  const child = spawn(cmd, args, {
-    stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, DENO_NO_UPDATE_CHECK: "1" },
-  });
-  let out = "", err = "";
-  child.stdout!.on("data", (c) => (out += c));
-  child.stderr!.on("data", (c) => (err += c));
-  const stop = () =>
-    new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve();
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-      child.once("exit", () => (clearTimeout(timer), resolve()));
-      process.kill(child.pid!, "SIGTERM");
-    });
-  try {
-    const port = await within(
-      30_000,
-      `bridge on ${runtime}`,
-      new Promise<number>((resolve, reject) => {
-        child.stdout!.on("data", () => {
-          const m = /listening on 127\.0\.0\.1:(\d+) /.exec(out);
-          if (m) resolve(Number(m[1]));
-        });
-        child.on("exit", (code) => reject(new Error(`exited with ${code}: ${err}`)));
-      }),
-    );
-    return { port, err: () => err, stop };
-  } catch (error) {
-    await stop();
-    throw error;
-  }
+  return spawnProxy(
+    [
+      "bridge",
+      "--listen",
+      "127.0.0.1:0",
+      "--to",
+      `ws://127.0.0.1:${wsPort}/socks`,
+      "--token-file",
+      tokenFile,
+    ],
+    {
+      cmd: join(ROOT, "node_modules", ".bin", runtime),
+      args: runtime === "deno" ? ["run", "-A", mod] : [mod],
+      env: { DENO_NO_UPDATE_CHECK: "1" },
+      startup: /listening on 127\.0\.0\.1:(\d+) /,
+      startupMs: 30_000,
+    },
+  );
 }
 
 /** Half-close both ways through `proxyPort`: each FIN crosses, the other direction keeps flowing. */
@@ -456,7 +427,7 @@ if (RUNTIME === "node") {
     let doh: DohFixture;
     let http: { port: number; close(): Promise<void> };
     const port = { open: 0, users: 0, publicnet: 0, example: 0, ws: 0, bad: 0 };
-    const bridges = new Map<string, Child>();
+    const bridges = new Map<string, ProxyProcess>();
 
     before(async () => {
       dir = mkdtempSync(join(tmpdir(), "edgesocks-workerd-"));
@@ -711,7 +682,7 @@ if (RUNTIME === "node") {
               await f();
             } catch (error) {
               const log = wd.output().split("\n").slice(-4).join("\n");
-              throw new Error(`${what}: ${error}; bridge: ${bridges.get(r)!.err()}; workerd: ${log}`);
+              throw new Error(`${what}: ${error}; bridge: ${bridges.get(r)!.errors()}; workerd: ${log}`);
             }
           };
           await stage("half-close", () => halfCloseBothWays(bridge));
