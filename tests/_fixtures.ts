@@ -313,7 +313,8 @@ export async function spawnProxy(
     errors: () => err,
     stop: (signal = "SIGTERM") =>
       new Promise((resolve) => {
-        if (child.exitCode !== null) return resolve(child.exitCode);
+        // Ended already (by itself or by a signal): 'exit' will not come again.
+        if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
         const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
         child.once("exit", (code) => {
           clearTimeout(timer);
