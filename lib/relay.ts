@@ -177,7 +177,26 @@ class ConnectionTunnel extends Tunnel {
   }
 }
 
-async function pumpConnection(t: ConnectionTunnel, up: boolean): Promise<void> {
+/**
+ * One direction of a tunnel between two `ByteConnection`s: read, count, write, until the FIN, which is passed
+ * on as a half-close. The generic relay's pump, and workerd's (whose tunnels keep their own idle timers).
+ *
+ * @example
+ * ```ts
+ * import { pumpConnection, runRelay, Tunnel } from "./relay.ts";
+ * import type { ByteConnection } from "./runtime.ts";
+ * declare const client: ByteConnection, upstream: ByteConnection;
+ * class Pair extends Tunnel {
+ *   readonly client = client;
+ *   readonly upstream = upstream;
+ * }
+ * await runRelay(new Pair(), {}, pumpConnection);
+ * ```
+ */
+export async function pumpConnection(
+  t: Tunnel & { readonly client: ByteConnection; readonly upstream: ByteConnection },
+  up: boolean,
+): Promise<void> {
   const src = up ? t.client : t.upstream, dst = up ? t.upstream : t.client;
   for (;;) {
     const chunk = await src.read();

@@ -54,7 +54,7 @@ import type {
   Resolver,
   RuntimeAdapter,
 } from "../runtime.ts";
-import { runRelay, Tunnel } from "../relay.ts";
+import { pumpConnection, runRelay, Tunnel } from "../relay.ts";
 import { ReplyCode } from "../core/wire.ts";
 import { SocksError } from "../core/errors.ts";
 import { connectTimedOut, workerdConnectError } from "./_errors.ts";
@@ -280,21 +280,6 @@ class WorkerdTunnel extends Tunnel {
   }
 }
 
-async function pump(t: WorkerdTunnel, up: boolean): Promise<void> {
-  const src = up ? t.client : t.upstream, dst = up ? t.upstream : t.client;
-  for (;;) {
-    const chunk = await src.read();
-    if (chunk === null) {
-      if (!t.stopped) await dst.closeWrite();
-      return;
-    }
-    if (chunk.length === 0) continue;
-    t.moved(up, chunk.length);
-    await dst.write(chunk);
-    t.active();
-  }
-}
-
 /**
  * The relay on workerd: the generic relay's pumps, with each tunnel's idle
  * timeout on a timer of its own (a timer shared by tunnels would belong to
@@ -313,7 +298,11 @@ export const workerdRelay: NativeRelay = (
   upstream: ByteConnection,
   options: RelayOptions,
 ): Promise<RelayResult> =>
-  runRelay(new WorkerdTunnel(client, upstream, options.idleTimeout ?? 0), { signal: options.signal }, pump);
+  runRelay(
+    new WorkerdTunnel(client, upstream, options.idleTimeout ?? 0),
+    { signal: options.signal },
+    pumpConnection,
+  );
 
 /** What RESOLVE and RESOLVE_PTR get without a resolver: "command not supported". */
 const NO_RESOLVER: Resolver = {
