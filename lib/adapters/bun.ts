@@ -358,6 +358,34 @@ async function dial({ host, port, signal }: DialOptions): Promise<ByteConnection
   return socket.data instanceof BunConnection ? socket.data : new BunConnection(socket);
 }
 
+/** The socket handlers of a listener: each accepted socket is wrapped and handed to `onConnection`. */
+function acceptHandlers(onConnection: (conn: ByteConnection) => void) {
+  return {
+    ...handlers,
+    open(socket: BunSocket) {
+      const conn = new BunConnection(socket);
+      try {
+        onConnection(conn);
+      } catch {
+        // A failing handler costs this connection, never the process.
+        conn.abort();
+      }
+    },
+  };
+}
+
+/**
+ * Watches for failed accepts while `listener` listens (Bun.listen has no hook for one: the probe is the only
+ * word of one) and returns its close.
+ */
+function stopper(listener: { stop(closeActive: boolean): void }, onAcceptError?: (error: unknown) => void) {
+  const unwatch = onAcceptError ? descriptors.watch(onAcceptError) : () => {};
+  return () => {
+    unwatch();
+    return Promise.resolve(listener.stop(false));
+  };
+}
+
 function listen(
   address: HostPort,
   onConnection: (conn: ByteConnection) => void,
@@ -371,27 +399,11 @@ function listen(
       port: address.port,
       allowHalfOpen: true,
       ...(options.reusePort ? { reusePort: true } : {}),
-      socket: {
-        ...handlers,
-        open(socket) {
-          const conn = new BunConnection(socket);
-          try {
-            onConnection(conn);
-          } catch {
-            // A failing handler costs this connection, never the process.
-            conn.abort();
-          }
-        },
-      },
+      socket: acceptHandlers(onConnection),
     });
-    // Bun.listen has no hook for a failed accept: the probe is the only word of one.
-    const unwatch = onAcceptError ? descriptors.watch(onAcceptError) : () => {};
     resolve({
       address: { host: unmapIPv4(listener.hostname), port: listener.port },
-      close: () => {
-        unwatch();
-        return Promise.resolve(listener.stop(false));
-      },
+      close: stopper(listener, onAcceptError),
     });
   });
 }
@@ -406,26 +418,9 @@ function listenUnix(
     const listener = bun().listen({
       unix: path,
       allowHalfOpen: true,
-      socket: {
-        ...handlers,
-        open(socket) {
-          const conn = new BunConnection(socket);
-          try {
-            onConnection(conn);
-          } catch {
-            conn.abort();
-          }
-        },
-      },
+      socket: acceptHandlers(onConnection),
     });
-    const unwatch = onAcceptError ? descriptors.watch(onAcceptError) : () => {};
-    resolve({
-      path,
-      close: () => {
-        unwatch();
-        return Promise.resolve(listener.stop(false));
-      },
-    });
+    resolve({ path, close: stopper(listener, onAcceptError) });
   });
 }
 
