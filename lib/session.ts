@@ -10,13 +10,14 @@ import { formatHostPort, type HostPort } from "./core/address.ts";
 import { replyCodeOf, SocksError } from "./core/errors.ts";
 import type { CloseCode, RequestKind, RequestMachine, Step } from "./core/request.ts";
 import { DEFAULT_COMMANDS, SocksServerMachine } from "./core/socks_server.ts";
-import { SniffingMachine } from "./core/sniff.ts";
+import { SniffingMachine, type SniffingOptions } from "./core/sniff.ts";
 import { concatBytes } from "./core/bytes.ts";
 import { ReplyCode, Socks4ReplyCode } from "./core/wire.ts";
-import { runCommand } from "./commands.ts";
+import { type CommandResult, runCommand } from "./commands.ts";
 import { clientAllowed } from "./policy.ts";
 import { type ConnectionLog, newRecord, type Outcome, replyText } from "./record.ts";
 import { relay, type RelayResult, unwatch, watch } from "./relay.ts";
+import { type DeadlineEntry, DeadlineList } from "./_deadlines.ts";
 import { DEFAULT_TIMEOUTS, makeRules, type Rules, type RulesOptions, type Timeouts } from "./rules.ts";
 import type { ByteConnection, DialOptions, NativeRelay, Resolver } from "./runtime.ts";
 import { directUpstream } from "./upstream/direct.ts";
@@ -120,6 +121,91 @@ const LINGER_MS = 1_000;
 const LINGER_BYTES = 64 * 1024;
 
 /**
+ * What bounds a session's handshake, then its command's work: the phase's
+ * timeout (an entry of the deadline list shared by every session with that
+ * timeout) and the server's shutdown (a watcher of the signal's shared
+ * watch). One small object for both phases, in place of a timer, an abort
+ * listener and their closures per phase. The handshake's end closes the
+ * client; the command's aborts its work's signal (which cancels a dial) and
+ * rejects the work with the reason. `cut` says which ended the phase.
+ */
+class Guard implements DeadlineEntry {
+  list: DeadlineList | null = null;
+  at = 0;
+  prev: DeadlineEntry | null = null;
+  next: DeadlineEntry | null = null;
+  /** What ended the last phase early, if anything did. */
+  cut: "timeout" | "shutdown" | undefined = undefined;
+  readonly #signal: AbortSignal | undefined;
+  #watching = false;
+  #client: ByteConnection | undefined = undefined;
+  #abort: AbortController | undefined = undefined;
+  #reject: ((error: SocksError) => void) | undefined = undefined;
+
+  constructor(signal: AbortSignal | undefined) {
+    this.#signal = signal;
+  }
+
+  /** The handshake: `ms` (0: none) from now, or the shutdown, closes `client`. */
+  handshake(ms: number, client: ByteConnection): void {
+    this.#client = client;
+    this.#arm(ms);
+  }
+
+  /**
+   * The command's work: `ms` (0: none) from now, or the shutdown, aborts `abort` and calls `reject` with
+   * the reason (at once when the server is already shutting down). Follows a handshake without a gap.
+   */
+  command(ms: number, abort: AbortController, reject: (error: SocksError) => void): void {
+    this.#client = undefined;
+    this.#abort = abort;
+    this.#reject = reject;
+    this.#arm(ms);
+  }
+
+  #arm(ms: number) {
+    if (ms > 0) DeadlineList.move(this, ms);
+    else DeadlineList.remove(this);
+    if (this.#watching || !this.#signal) return;
+    if (this.#signal.aborted) return this.stop();
+    this.#watching = true;
+    watch(this.#signal, this);
+  }
+
+  /** Stops watching both (idempotent). */
+  clear(): void {
+    DeadlineList.remove(this);
+    if (this.#watching) {
+      this.#watching = false;
+      unwatch(this.#signal!, this);
+    }
+    this.#client = this.#abort = this.#reject = undefined;
+  }
+
+  /** The phase's deadline passed. */
+  expire(): void {
+    this.#end("timeout");
+  }
+
+  /** The server is shutting down (a watcher of the shutdown signal). */
+  stop(): void {
+    this.#end("shutdown");
+  }
+
+  #end(why: "timeout" | "shutdown") {
+    const client = this.#client, abort = this.#abort, reject = this.#reject;
+    this.clear();
+    this.cut = why;
+    if (client) return client.close();
+    const error = why === "timeout"
+      ? new SocksError(ReplyCode.TtlExpired, "connect timed out", { code: "connect_timeout" })
+      : new SocksError(ReplyCode.GeneralFailure, "server shutting down", { code: "shutdown" });
+    abort?.abort(error);
+    reject?.(error);
+  }
+}
+
+/**
  * Bounds a request's work by the connect timeout (`ms`, 0: none) and the
  * server's shutdown (`signal`): whichever comes first aborts `abort.signal`
  * (which cancels a dial) and rejects `stopped` with the reason. `clear()`
@@ -130,33 +216,10 @@ function bounded(
   signal: AbortSignal | undefined,
 ): { abort: AbortController; stopped: Promise<never>; clear: () => void } {
   const abort = new AbortController();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let onShutdown: (() => void) | undefined;
-  const stopped = new Promise<never>((_, reject) => {
-    const stop = (error: SocksError) => {
-      abort.abort(error);
-      reject(error);
-    };
-    if (ms > 0) {
-      timer = setTimeout(
-        () => stop(new SocksError(ReplyCode.TtlExpired, "connect timed out", { code: "connect_timeout" })),
-        ms,
-      );
-    }
-    onShutdown = () =>
-      stop(new SocksError(ReplyCode.GeneralFailure, "server shutting down", { code: "shutdown" }));
-    if (signal?.aborted) onShutdown();
-    else if (signal) watch(signal, onShutdown);
-  });
+  const guard = new Guard(signal);
+  const stopped = new Promise<never>((_, reject) => guard.command(ms, abort, reject));
   stopped.catch(() => {});
-  return {
-    abort,
-    stopped,
-    clear: () => {
-      clearTimeout(timer);
-      if (onShutdown && signal) unwatch(signal, onShutdown);
-    },
-  };
+  return { abort, stopped, clear: () => guard.clear() };
 }
 
 /**
@@ -344,37 +407,28 @@ class Session {
   ): Promise<Granted | undefined> {
     const record = this.record;
     const context = this.#context;
-    const machine: RequestMachine = context.httpConnect
-      ? new SniffingMachine<RequestKind>({
-        authenticate: rules.authenticate,
-        httpConnect: true,
-        ...(context.passthrough ? PASSTHROUGH : {}),
-        ...(context.commands ? { commands: context.commands } : {}),
-      })
-      : new SocksServerMachine<RequestKind>({
-        authenticate: rules.authenticate,
-        ...(context.passthrough ? PASSTHROUGH : {}),
-        ...(context.commands ? { commands: context.commands } : {}),
-      });
-    // 1. Handshake, bounded by the handshake timeout.
-    let handshakeTimedOut = false;
-    const timer = rules.timeouts.handshake > 0
-      ? setTimeout(() => {
-        handshakeTimedOut = true;
-        client.close();
-      }, rules.timeouts.handshake)
-      : undefined;
+    // (Options set field by field: spreading empty objects per connection cost more than the machine.)
+    const options: SniffingOptions<RequestKind> = { authenticate: rules.authenticate };
+    if (context.passthrough) Object.assign(options, PASSTHROUGH);
+    if (context.commands) options.commands = context.commands;
+    let machine: RequestMachine;
+    if (context.httpConnect) {
+      options.httpConnect = true;
+      machine = new SniffingMachine<RequestKind>(options);
+    } else machine = new SocksServerMachine<RequestKind>(options);
+    // 1. Handshake, bounded by the handshake timeout and the shutdown.
+    const guard = new Guard(signal);
+    guard.handshake(rules.timeouts.handshake, client);
     let step: Step<RequestKind>;
-    const stopHandshake = () => client.close();
-    if (signal) watch(signal, stopHandshake);
     try {
       do {
         // Bytes an ingress stage read past its own header (a PROXY header's segment) come first.
         const chunk = head !== undefined && head.length > 0 ? head : await client.read();
         head = undefined;
         if (chunk === null) {
+          guard.clear();
           client.close();
-          if (handshakeTimedOut) this.end("handshake_timeout", "handshake timeout");
+          if (guard.cut === "timeout") this.end("handshake_timeout", "handshake timeout");
           else if (signal?.aborted) this.end("shutdown", "server shutting down");
           else this.end("client_closed", "client closed during handshake");
           return undefined;
@@ -383,15 +437,15 @@ class Session {
         await send(client, step);
       } while (step.action.type === "need_more");
     } catch (error) {
+      guard.clear();
       client.close();
-      if (handshakeTimedOut) this.end("handshake_timeout", "handshake timeout");
+      if (guard.cut === "timeout") this.end("handshake_timeout", "handshake timeout");
       else this.end("client_error", `client error: ${String(error)}`);
       return undefined;
-    } finally {
-      clearTimeout(timer);
-      if (signal) unwatch(signal, stopHandshake);
     }
     const action = step.action;
+    // A request goes on to its command with the same guard; anything else is done with it here.
+    if (action.type !== "request") guard.clear();
     if (machine.protocol !== undefined) record.protocol = machine.protocol;
     if (step.status !== undefined) record.status = step.status;
     // The HTTP-resistance page is a 501, whichever machine sent it.
@@ -421,7 +475,6 @@ class Session {
     if (request.user !== undefined) record.user = request.user;
 
     // 2. The command's work, bounded by the connect timeout and the server's shutdown.
-    const { abort, stopped, clear } = bounded(rules.timeouts.connect, signal);
     const asked = Date.now();
     let answer: Step<RequestKind>;
     let upstream: ByteConnection | undefined;
@@ -442,7 +495,12 @@ class Session {
       });
     };
     try {
-      const result = await Promise.race([
+      // The work's own promise or the guard's reason, whichever comes first (what Promise.race would give,
+      // with one promise less).
+      const result = await new Promise<CommandResult>((resolve, reject) => {
+        const abort = new AbortController();
+        guard.command(rules.timeouts.connect, abort, reject);
+        if (guard.cut !== undefined) return;
         runCommand({
           request,
           rules,
@@ -451,9 +509,8 @@ class Session {
           // Only the commands that read it ask (a system call or two; CONNECT never needs it).
           ...(request.kind === "bind" || request.kind === "udp_associate" ? localOf(client) : {}),
           ...(request.kind === "udp_associate" ? udpContext(client, peer, context.udp) : {}),
-        }),
-        stopped,
-      ]);
+        }).then(resolve, reject);
+      });
       if (result.tunnel) {
         upstream = result.tunnel.conn;
         record.dialed = result.tunnel.dialed;
@@ -464,7 +521,7 @@ class Session {
     } catch (error) {
       answer = refuse(error);
     } finally {
-      clear();
+      guard.clear();
     }
     if (request.kind === "connect" || request.kind === "connect_dir") record.connectMs = Date.now() - asked;
     let early = action.early;
