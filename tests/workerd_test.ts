@@ -41,6 +41,7 @@ import {
 import { type DohFixture, startDoh } from "./_doh_fixture.ts";
 import { workerOptions } from "../lib/cli/workerd.ts";
 import { workerdAdapter, type WorkerdConnect, type WorkerdSocket } from "../lib/adapters/workerd.ts";
+import type { ByteConnection } from "../lib/runtime.ts";
 import { ReplyCode } from "../lib/core/wire.ts";
 
 const WORKERD_FAILURE = "proxy request failed, cannot connect to the specified address";
@@ -121,7 +122,91 @@ describe(`workerd worker, in-process on ${RUNTIME}`, () => {
     // RESOLVE without a resolver: "command not supported".
     await assert.rejects(adapter.resolver().lookup("example.test"), { reply: ReplyCode.CommandNotSupported });
   });
+  it("the relay without an idle timeout pipes the sockets' streams; a shutdown cuts it and closes both", async () => {
+    const client = standInSocket(), target = standInSocket();
+    const adapter = workerdAdapter({
+      connect: () => target.socket,
+      identityStream: () => new TransformStream(),
+    });
+    let accepted!: (c: ByteConnection) => void;
+    const conn = new Promise<ByteConnection>((r) => (accepted = r));
+    await adapter.listen({ host: "127.0.0.1", port: 0 }, (c) => accepted(c));
+    const served = adapter.accept(client.socket);
+    const upstream = await adapter.dial({ host: "127.0.0.1", port: 80 });
+    const shutdown = new AbortController();
+    const relaying = adapter.relay!(await conn, upstream, { idleTimeout: 0, signal: shutdown.signal })!;
+    client.send("hello");
+    target.send("world");
+    await until(
+      5_000,
+      () => `${target.received()} / ${client.received()}`,
+      () => target.received() === "hello" && client.received() === "world",
+    );
+    // The pipes hold the streams: the connections cannot read or write any more (they were handed over).
+    assert.equal(await (await conn).read(), null);
+    shutdown.abort();
+    const result = await within(5_000, "the relay's end", relaying);
+    // The pipes count nothing; both sockets are closed, and accept() (the connect() handler) returns.
+    assert.deepEqual(result, { up: 0, down: 0, end: "aborted" });
+    await within(5_000, "accept() resolves", served);
+    assert.deepEqual([client.closed(), target.closed()], [true, true]);
+  });
+
+  it("the relay with an idle timeout is the JavaScript one: it counts bytes and ends an idle tunnel", async () => {
+    const client = standInSocket(), target = standInSocket();
+    const adapter = workerdAdapter({
+      connect: () => target.socket,
+      identityStream: () => new TransformStream(),
+    });
+    let accepted!: (c: ByteConnection) => void;
+    const conn = new Promise<ByteConnection>((r) => (accepted = r));
+    await adapter.listen({ host: "127.0.0.1", port: 0 }, (c) => accepted(c));
+    const served = adapter.accept(client.socket);
+    const upstream = await adapter.dial({ host: "127.0.0.1", port: 80 });
+    const relaying = adapter.relay!(await conn, upstream, { idleTimeout: 300 })!;
+    client.send("hello");
+    target.send("world!");
+    const result = await within(5_000, "the idle timeout", relaying);
+    assert.deepEqual(result, { up: 5, down: 6, end: "idle" });
+    assert.deepEqual([target.received(), client.received()], ["hello", "world!"]);
+    await within(5_000, "accept() resolves", served);
+    assert.deepEqual([client.closed(), target.closed()], [true, true]);
+  });
 });
+
+/**
+ * A stand-in for a workerd socket: a byte stream the test feeds (`send`), a writable it collects
+ * (`received`), and `close()` as workerd's (cancel the readable, abort the writable, `closed` resolves).
+ */
+function standInSocket() {
+  let controller!: ReadableByteStreamController;
+  const readable = new ReadableStream({ type: "bytes", start: (c) => void (controller = c) });
+  let got = "";
+  const writable = new WritableStream<Uint8Array>({
+    write: (c) => void (got += new TextDecoder().decode(c)),
+  });
+  let closed = false;
+  let resolveClosed!: () => void;
+  const socket: WorkerdSocket = {
+    readable: readable as ReadableStream<Uint8Array>,
+    writable,
+    opened: Promise.resolve({ remoteAddress: "127.0.0.1:5000" }),
+    closed: new Promise<void>((r) => (resolveClosed = r)),
+    close() {
+      closed = true;
+      readable.cancel().catch(() => {});
+      writable.abort().catch(() => {});
+      resolveClosed();
+      return Promise.resolve();
+    },
+  };
+  return {
+    socket,
+    send: (text: string) => controller.enqueue(new TextEncoder().encode(text)),
+    received: () => got,
+    closed: () => closed,
+  };
+}
 
 /** A workerd process serving a config; `stop()` ends it (SIGKILL if SIGTERM does not do it within 2 s). */
 interface Workerd {
