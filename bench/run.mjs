@@ -588,11 +588,13 @@ function subjects() {
     });
   }
   // edgesocks on workerd: the built worker on a raw TCP socket (a network service allowing loopback), compared
-  // with edgesocks over TCP on Node in the same run. Skip it with --skip workerd.
+  // with edgesocks over TCP on Node in the same run. Skip it with --skip workerd. No idle timeout
+  // (EDGESOCKS_IDLE_TIMEOUT=0), so its tunnels are workerd's own pipes, not the JavaScript relay (README: "How
+  // tunnels behave on workerd").
   if (!skip.includes("workerd")) {
     list.push({
       id: "workerd",
-      label: "edgesocks on workerd (raw TCP socket)",
+      label: "edgesocks on workerd (raw TCP socket, no idle timeout: workerd's pipes)",
       kind: "socks",
       noMemory: "an isolate of its own",
       start: async () => {
@@ -614,7 +616,7 @@ const w :Workerd.Worker = (
   modules = [(name = "edgesocks.js", esModule = embed "edgesocks.js")],
   compatibilityDate = "2026-11-01",
   globalOutbound = "net",
-  bindings = [(name = "EDGESOCKS_ALLOW_PRIVATE", text = "true")],
+  bindings = [(name = "EDGESOCKS_ALLOW_PRIVATE", text = "true"), (name = "EDGESOCKS_IDLE_TIMEOUT", text = "0")],
 );
 `,
         );
