@@ -30,6 +30,7 @@ import {
   until,
   within,
 } from "./_fixtures.ts";
+import { type DohFixture, startDoh } from "./_doh_fixture.ts";
 
 const MODULE = join(ROOT, "lib/cli/deno_serve.ts");
 const DENO = join(ROOT, "node_modules/.bin/deno");
@@ -108,11 +109,12 @@ describe(`deno serve edge, bridge on ${RUNTIME}`, () => {
   let strict: ProxyProcess;
   const bridges: Record<"open" | "wrong" | "users" | "strict", ProxyProcess> = {} as never;
   let http: Awaited<ReturnType<typeof startHttp>>;
+  let doh: DohFixture;
 
   before(async () => {
-    http = await startHttp();
+    [http, doh] = await Promise.all([startHttp(), startDoh()]);
     [open, users, strict] = await Promise.all([
-      startEdge({ EDGESOCKS_ALLOW_PRIVATE: "true", EDGESOCKS_LOG: "text" }),
+      startEdge({ EDGESOCKS_ALLOW_PRIVATE: "true", EDGESOCKS_LOG: "text", EDGESOCKS_DOH: doh.url }),
       startEdge({ EDGESOCKS_ALLOW_PRIVATE: "true", EDGESOCKS_USERS: "alice:wonder land\nbob:builder\n" }),
       startEdge({}),
     ]);
@@ -126,8 +128,7 @@ describe(`deno serve edge, bridge on ${RUNTIME}`, () => {
 
   after(async () => {
     await Promise.all([open, users, strict, ...Object.values(bridges)].map((p) => p?.stop()));
-    await http?.close();
-    rmSync(dir, { recursive: true, force: true });
+    await Promise.all([http?.close(), doh?.close()]);
   });
 
   it("says where it serves, and what it asks for", () => {
@@ -174,6 +175,21 @@ describe(`deno serve edge, bridge on ${RUNTIME}`, () => {
       status: "HTTP/1.1 404 Not Found",
       body: "not found\n",
     });
+    // An upgrade without Sec-WebSocket-Key: Deno's upgradeWebSocket refuses it.
+    const broken = await curl([
+      "-i",
+      "-H",
+      "Connection: Upgrade",
+      "-H",
+      "Upgrade: websocket",
+      "-H",
+      `Authorization: Bearer ${TOKEN}`,
+      `http://127.0.0.1:${open.port}/socks`,
+    ]);
+    assert.match(
+      broken.stdout.replace(/\r/g, ""),
+      /^HTTP\/1\.1 400 Bad Request\n[\s\S]*\n\nbad WebSocket handshake\n$/,
+    );
     const plain = await curl(["-i", `http://127.0.0.1:${open.port}/socks`]);
     assert.match(
       plain.stdout.replace(/\r/g, ""),
@@ -388,6 +404,23 @@ describe(`deno serve edge, bridge on ${RUNTIME}`, () => {
     assert.ok(received < 64 * MiB);
   });
 
+  it("EDGESOCKS_DOH: RESOLVE, RESOLVE_PTR (tor-resolve) and CONNECT by name (curl) go through it", async () => {
+    const proxy = `127.0.0.1:${bridges.open.port}`;
+    const cases: [string[], string][] = [
+      [["-5", "web.test"], "127.0.0.1\n"],
+      [["-4", "alias.test"], "127.0.0.1\n"],
+      [["-5", "-x", "192.0.2.55"], "ptr.test\n"],
+    ];
+    for (const [args, answer] of cases) {
+      const r = await run("tor-resolve", [...args, proxy]);
+      assert.deepEqual([r.stdout, r.code], [answer, 0], `tor-resolve ${args.join(" ")}: ${r.stderr}`);
+    }
+    const before = doh.requests.length;
+    const r = await curl(["--socks5-hostname", proxy, `http://web.test:${http.port}/`]);
+    assert.deepEqual({ code: r.code, body: r.stdout, err: r.stderr }, { code: 0, body: HTTP_BODY, err: "" });
+    assert.ok(doh.requests.slice(before).some((q) => q.name === "web.test"), "the DoH fixture was asked");
+  });
+
   it("EDGESOCKS_USERS: SOCKS5 needs the login (curl with and without), SOCKS4 is refused", async () => {
     const url = `http://127.0.0.1:${http.port}/`;
     const ok = await curl([
@@ -436,6 +469,58 @@ describe(`deno serve edge, bridge on ${RUNTIME}`, () => {
   });
 });
 
+describe("deno serve edge: the module by URL", () => {
+  it("deno serve runs it from a URL (a static file server of the repository, on loopback)", async () => {
+    const files = createHttpServer((req, res) => {
+      const path = join(ROOT, decodeURIComponent(new URL(req.url!, "http://x").pathname));
+      if (!path.startsWith(ROOT) || !/\.(ts|json)$/.test(path)) return void res.writeHead(404).end();
+      try {
+        res.writeHead(200, { "content-type": "application/typescript" }).end(readFileSync(path));
+      } catch {
+        res.writeHead(404).end();
+      }
+    });
+    const port = await new Promise<number>((resolve) =>
+      files.listen(0, "127.0.0.1", () => resolve((files.address() as { port: number }).port))
+    );
+    const http = await startHttp();
+    const edge = await spawnProxy([], {
+      cmd: DENO,
+      args: [
+        "serve",
+        "-A",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        `http://127.0.0.1:${port}/lib/cli/deno_serve.ts`,
+      ],
+      env: { EDGESOCKS_WS_TOKEN: TOKEN, EDGESOCKS_WS_PATH: "/socks", EDGESOCKS_ALLOW_PRIVATE: "true" },
+      startup: EDGE_LINE,
+      startupMs: 60_000,
+    });
+    let bridge: ProxyProcess | undefined;
+    try {
+      bridge = await startBridge(edge);
+      const r = await curl([
+        "--socks5-hostname",
+        `127.0.0.1:${bridge.port}`,
+        `http://127.0.0.1:${http.port}/`,
+      ]);
+      assert.deepEqual({ code: r.code, body: r.stdout, err: r.stderr }, {
+        code: 0,
+        body: HTTP_BODY,
+        err: "",
+      });
+    } finally {
+      await Promise.all([edge.stop(), bridge?.stop()]);
+      await http.close();
+      (files as unknown as { closeAllConnections(): void }).closeAllConnections();
+      files.close();
+    }
+  });
+});
+
 describe("deno serve edge: a wrong variable", () => {
   it("is said on standard error and ends deno serve with exit code 2", async () => {
     await assert.rejects(
@@ -448,3 +533,5 @@ describe("deno serve edge: a wrong variable", () => {
     );
   });
 });
+
+after(() => rmSync(dir, { recursive: true, force: true }));
