@@ -31,6 +31,10 @@ import {
   within,
 } from "./_fixtures.ts";
 import { type DohFixture, startDoh } from "./_doh_fixture.ts";
+import type { DenoServeHandler } from "../lib/cli/deno_serve.ts";
+
+// What `deno serve` takes as a default export (checked by `deno check`; a type only, erased elsewhere).
+export const asServeDefaultExport = (handler: DenoServeHandler): Deno.ServeDefaultExport => handler;
 
 const MODULE = join(ROOT, "lib/cli/deno_serve.ts");
 const DENO = join(ROOT, "node_modules/.bin/deno");

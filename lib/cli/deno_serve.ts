@@ -27,14 +27,16 @@
  * @module
  */
 import { denoAdapter } from "../adapters/deno.ts";
+import { UNIX_CLIENT } from "../ingress/proxy_protocol.ts";
 import { formatJson, formatText } from "../ops/log.ts";
 import type { HostPort, RuntimeAdapter, WebSocketLike, WebSocketServeOptions } from "../runtime.ts";
 import { serve, type SocksServer } from "../serve.ts";
 import { dohResolver } from "../upstream/doh.ts";
 import { VERSION } from "../version.ts";
-import { type WorkerdEnv, workerOptions } from "./workerd.ts";
+import { workerOptions } from "./workerd.ts";
 
-export type { WorkerdEnv };
+/** Variables by name (the process's environment, or what `createDenoServe`'s caller reads). */
+type Env = Record<string, unknown>;
 
 /**
  * The default export's shape: what `deno serve` calls (it meets `Deno.ServeDefaultExport`).
@@ -48,7 +50,10 @@ export type { WorkerdEnv };
  */
 export interface DenoServeHandler {
   /** Answers one HTTP request: an upgrade on the path is a SOCKS connection; anything else an HTTP error. */
-  fetch(request: Request, info?: { remoteAddr?: { hostname?: string; port?: number } }): Promise<Response>;
+  fetch(
+    request: Request,
+    info?: { remoteAddr?: { transport?: string; hostname?: string; port?: number } },
+  ): Promise<Response>;
   /**
    * Starts the server when the HTTP server listens, and prints the startup
    * line; a wrong variable is printed and ends the process with exit code 2.
@@ -71,7 +76,7 @@ interface Ingress {
 }
 
 /** The variable's text, trimmed; unset or blank: undefined (as the workerd worker reads its bindings). */
-function variable(env: WorkerdEnv, name: keyof WorkerdEnv): string | undefined {
+function variable(env: Env, name: string): string | undefined {
   const value = env[name];
   if (value === undefined || value === null) return undefined;
   const text = String(value).trim();
@@ -84,7 +89,7 @@ function asVariableError(error: unknown): Error {
   return new TypeError(message.replace(/^binding /, "environment variable "));
 }
 
-async function start(env: WorkerdEnv, local: HostPort | undefined): Promise<Running> {
+async function start(env: Env, local: HostPort | undefined): Promise<Running> {
   let options: ReturnType<typeof workerOptions>;
   try {
     options = workerOptions(env);
@@ -165,7 +170,9 @@ const text = (body: string, status: number) =>
  * export default createDenoServe(() => ({ ...Deno.env.toObject(), EDGESOCKS_WS_PATH: "/socks" }));
  * ```
  */
-export function createDenoServe(readEnv: () => WorkerdEnv = () => Deno.env.toObject()): DenoServeHandler {
+export function createDenoServe(
+  readEnv: () => Record<string, unknown> = () => Deno.env.toObject(),
+): DenoServeHandler {
   let running: Promise<Running> | undefined;
   const started = (local?: HostPort) => (running ??= Promise.resolve().then(() => start(readEnv(), local)));
   return {
@@ -191,10 +198,12 @@ export function createDenoServe(readEnv: () => WorkerdEnv = () => Deno.env.toObj
       if (r.path !== undefined && new URL(request.url).pathname !== r.path) return text("not found\n", 404);
       const ingress = r.ingress();
       if (!ingress) return text("edgesocks is shutting down\n", 503);
+      // A peer on a Unix socket (`Deno.serve({ path })`), or a host that passes no `info`: no address, so
+      // the one client "unix" (as on a Unix listener) for rules, caps and logs.
       const peer = info?.remoteAddr;
-      const client: HostPort = {
-        host: (peer?.hostname ?? "0.0.0.0").replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/i, "$1"),
-        port: peer?.port ?? 0,
+      const client: HostPort = peer?.hostname === undefined ? UNIX_CLIENT : {
+        host: peer.hostname.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/i, "$1"),
+        port: peer.port ?? 0,
       };
       const answer = await ingress.admit((name) => request.headers.get(name), client);
       if (!answer.ok) return new Response(answer.body, { status: answer.status, headers: answer.headers });
