@@ -27,6 +27,7 @@
  * @module
  */
 import { denoAdapter } from "../adapters/deno.ts";
+import { denoEnvironment, denoExit, upgradeWebSocketDeno } from "../adapters/_deno_serve.ts";
 import { UNIX_CLIENT } from "../ingress/proxy_protocol.ts";
 import { formatJson, formatText } from "../ops/log.ts";
 import type { HostPort, RuntimeAdapter, WebSocketLike, WebSocketServeOptions } from "../runtime.ts";
@@ -171,7 +172,7 @@ const text = (body: string, status: number) =>
  * ```
  */
 export function createDenoServe(
-  readEnv: () => Record<string, unknown> = () => Deno.env.toObject(),
+  readEnv: () => Record<string, unknown> = denoEnvironment,
 ): DenoServeHandler {
   let running: Promise<Running> | undefined;
   const started = (local?: HostPort) => (running ??= Promise.resolve().then(() => start(readEnv(), local)));
@@ -183,7 +184,7 @@ export function createDenoServe(
           : undefined;
       started(local).then((r) => console.log(r.line), (error) => {
         console.error(`edgesocks: ${(error as Error).message ?? error}`);
-        Deno.exit(2);
+        denoExit(2);
       });
     },
 
@@ -207,9 +208,9 @@ export function createDenoServe(
       };
       const answer = await ingress.admit((name) => request.headers.get(name), client);
       if (!answer.ok) return new Response(answer.body, { status: answer.status, headers: answer.headers });
-      let upgraded: { socket: WebSocket; response: Response };
+      let upgraded: { socket: WebSocketLike; response: Response };
       try {
-        upgraded = Deno.upgradeWebSocket(request, answer.protocol ? { protocol: answer.protocol } : {});
+        upgraded = upgradeWebSocketDeno(request, answer.protocol);
       } catch {
         // No Sec-WebSocket-Key, a version other than 13, ...: Deno's upgrade says no.
         return text("bad WebSocket handshake\n", 400);
