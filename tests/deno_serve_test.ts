@@ -118,7 +118,12 @@ describe(`deno serve edge, bridge on ${RUNTIME}`, () => {
   before(async () => {
     [http, doh] = await Promise.all([startHttp(), startDoh()]);
     [open, users, strict] = await Promise.all([
-      startEdge({ EDGESOCKS_ALLOW_PRIVATE: "true", EDGESOCKS_LOG: "text", EDGESOCKS_DOH: doh.url }),
+      startEdge({
+        EDGESOCKS_ALLOW_PRIVATE: "true",
+        EDGESOCKS_LOG: "text",
+        EDGESOCKS_DOH: doh.url,
+        EDGESOCKS_RULES: "# a comment\ndeny 127.0.0.2\n",
+      }),
       startEdge({ EDGESOCKS_ALLOW_PRIVATE: "true", EDGESOCKS_USERS: "alice:wonder land\nbob:builder\n" }),
       startEdge({}),
     ]);
@@ -457,6 +462,13 @@ describe(`deno serve edge, bridge on ${RUNTIME}`, () => {
       Uint8Array.of(4, 1, http.port >> 8, http.port & 0xff, 127, 0, 0, 1, 0),
     );
     assert.equal(socks4.subarray(0, 2).toString("hex"), "005b");
+  });
+
+  it("EDGESOCKS_RULES: a denied destination gets reply 0x02", async () => {
+    const c = await RawClient.open(bridges.open.port);
+    c.send(socks5ConnectBytes(http.port, "127.0.0.2"));
+    assert.equal((await c.readExactly(12, 10_000)).toString("hex"), "0500" + "05020001000000000000");
+    c.destroy();
   });
 
   it("the default policy: 127.0.0.1 without EDGESOCKS_ALLOW_PRIVATE gets reply 0x02", async () => {
