@@ -608,3 +608,23 @@ export function socks5ConnectBytes(port: number, host = "127.0.0.1"): Uint8Array
   const ip = host.split(".").map(Number);
   return Uint8Array.of(5, 1, 0, 5, 1, 0, 1, ...ip, port >> 8, port & 0xff);
 }
+
+/**
+ * `n` tunnels through the proxy on `proxyPort` to 127.0.0.1:`target`, opened one after another (SOCKS5
+ * CONNECT, no auth, each reply read) and held open. If one fails, those already open are destroyed.
+ */
+export async function holdTunnels(proxyPort: number, target: number, n: number): Promise<RawClient[]> {
+  const held: RawClient[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const c = await RawClient.open(proxyPort);
+      held.push(c);
+      c.send(socks5ConnectBytes(target));
+      await c.readExactly(12);
+    }
+    return held;
+  } catch (e) {
+    for (const c of held) c.destroy();
+    throw e;
+  }
+}
