@@ -4,6 +4,7 @@
  * in-process (on the running runtime's adapter) or as a CLI subprocess, and
  * real clients run as subprocesses. Every wait is bounded.
  */
+import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { createServer as createHttpServer } from "node:http";
 import { connect, createServer, type Server, type Socket } from "node:net";
@@ -342,6 +343,25 @@ export function stderrKinds(stderr: string): string[] {
     }
     return l;
   });
+}
+
+/**
+ * Once the proxy accepts again after running out of descriptors: waits (at most 6 s) for its "accepting
+ * connections again" line, then 200 ms more, and asserts that its standard error is that one episode, the
+ * out-of-descriptors line and this one. Resolves with the milliseconds the line took.
+ */
+export async function assertOneEpisode(proxy: ProxyProcess): Promise<number> {
+  const ms = await until(
+    6_000,
+    () => `no "accepting connections again" line; stderr: ${proxy.errors()}`,
+    () => /accepting connections again/.test(proxy.errors()),
+  );
+  await sleep(200);
+  assert.deepEqual(stderrKinds(proxy.errors()), [
+    "out of file descriptors",
+    "accepting connections again",
+  ]);
+  return ms;
 }
 
 /** Waits until `cond()` holds, polling; throws `what()` after `ms`. Resolves with the milliseconds it took. */
