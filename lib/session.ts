@@ -49,6 +49,8 @@ export interface HandlerOptions extends RulesOptions {
   resolver: Resolver;
   /** A runtime's faster relay (a runtime adapter's `relay`), tried before the runtime-neutral one. */
   relay?: NativeRelay;
+  /** Each session sets timers of its own (a runtime adapter's `timersPerConnection`: workerd). */
+  timersPerConnection?: boolean;
   /** Called once per connection when it ends. */
   onLog?: (entry: ConnectionLog) => void;
   /**
@@ -95,6 +97,8 @@ export interface SessionContext {
   readonly upstream: Upstream;
   /** A runtime's faster relay, tried before the runtime-neutral one. */
   readonly relay?: NativeRelay;
+  /** Each session sets timers of its own instead of joining the shared deadline lists (workerd). */
+  readonly timersPerConnection?: boolean;
   /** Reads each record when its connection ends. */
   readonly onLog?: (entry: ConnectionLog) => void;
   /** Reads a record when its tunnel is granted. */
@@ -137,13 +141,17 @@ class Guard implements DeadlineEntry {
   /** What ended the last phase early, if anything did. */
   cut: "timeout" | "shutdown" | undefined = undefined;
   readonly #signal: AbortSignal | undefined;
+  /** Its own timer instead of a deadline list's (`timersPerConnection`), while a phase is timed. */
+  readonly #own: boolean;
+  #timer: ReturnType<typeof setTimeout> | undefined = undefined;
   #watching = false;
   #client: ByteConnection | undefined = undefined;
   #abort: AbortController | undefined = undefined;
   #reject: ((error: SocksError) => void) | undefined = undefined;
 
-  constructor(signal: AbortSignal | undefined) {
+  constructor(signal: AbortSignal | undefined, own = false) {
     this.#signal = signal;
+    this.#own = own;
   }
 
   /** The handshake: `ms` (0: none) from now, or the shutdown, closes `client`. */
@@ -164,7 +172,10 @@ class Guard implements DeadlineEntry {
   }
 
   #arm(ms: number) {
-    if (ms > 0) DeadlineList.move(this, ms);
+    if (this.#own) {
+      clearTimeout(this.#timer);
+      this.#timer = ms > 0 ? setTimeout(() => this.expire(), ms) : undefined;
+    } else if (ms > 0) DeadlineList.move(this, ms);
     else DeadlineList.remove(this);
     if (this.#watching || !this.#signal) return;
     if (this.#signal.aborted) return this.stop();
@@ -174,7 +185,10 @@ class Guard implements DeadlineEntry {
 
   /** Stops watching both (idempotent). */
   clear(): void {
-    DeadlineList.remove(this);
+    if (this.#own) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    } else DeadlineList.remove(this);
     if (this.#watching) {
       this.#watching = false;
       unwatch(this.#signal!, this);
@@ -209,14 +223,16 @@ class Guard implements DeadlineEntry {
  * Bounds a request's work by the connect timeout (`ms`, 0: none) and the
  * server's shutdown (`signal`): whichever comes first aborts `abort.signal`
  * (which cancels a dial) and rejects `stopped` with the reason. `clear()`
- * stops watching both; nothing is left registered on `signal`.
+ * stops watching both; nothing is left registered on `signal`. `ownTimer`:
+ * a timer of its own, not a deadline list's (`timersPerConnection`).
  */
 function bounded(
   ms: number,
   signal: AbortSignal | undefined,
+  ownTimer = false,
 ): { abort: AbortController; stopped: Promise<never>; clear: () => void } {
   const abort = new AbortController();
-  const guard = new Guard(signal);
+  const guard = new Guard(signal, ownTimer);
   const stopped = new Promise<never>((_, reject) => guard.command(ms, abort, reject));
   stopped.catch(() => {});
   return { abort, stopped, clear: () => guard.clear() };
@@ -417,7 +433,7 @@ class Session {
       machine = new SniffingMachine<RequestKind>(options);
     } else machine = new SocksServerMachine<RequestKind>(options);
     // 1. Handshake, bounded by the handshake timeout and the shutdown.
-    const guard = new Guard(signal);
+    const guard = new Guard(signal, context.timersPerConnection);
     guard.handshake(rules.timeouts.handshake, client);
     let step: Step<RequestKind>;
     try {
@@ -600,7 +616,11 @@ class Session {
     held?: Uint8Array;
     pending?: Promise<Uint8Array | null>;
   }> {
-    const { abort, stopped, clear } = bounded(rules.timeouts.connect, signal);
+    const { abort, stopped, clear } = bounded(
+      rules.timeouts.connect,
+      signal,
+      this.#context.timersPerConnection,
+    );
     const reading = client.read();
     let held: Uint8Array | undefined;
     const clientGone = new Promise<never>((_, reject) => {
@@ -767,6 +787,7 @@ export function sessionContext(options: HandlerOptions): SessionContext {
     ...(bind ? { commands: [...DEFAULT_COMMANDS, "bind"] } : {}),
     ...(options.httpConnect === true ? { httpConnect: true } : {}),
     ...(options.relay ? { relay: options.relay } : {}),
+    ...(options.timersPerConnection ? { timersPerConnection: true } : {}),
     ...(options.onLog ? { onLog: options.onLog } : {}),
     ...(options.onGranted ? { onGranted: options.onGranted } : {}),
   };

@@ -602,7 +602,17 @@ if (RUNTIME === "node") {
     let example: Workerd;
     let doh: DohFixture;
     let http: { port: number; close(): Promise<void> };
-    const port = { open: 0, users: 0, publicnet: 0, example: 0, ws: 0, bad: 0, pipes: 0, idle: 0 };
+    const port = {
+      open: 0,
+      users: 0,
+      publicnet: 0,
+      example: 0,
+      ws: 0,
+      bad: 0,
+      pipes: 0,
+      idle: 0,
+      handshake: 0,
+    };
     const bridges = new Map<string, ProxyProcess>();
 
     before(async () => {
@@ -662,6 +672,13 @@ if (RUNTIME === "node") {
             allow: all,
             bindings: { EDGESOCKS_ALLOW_PRIVATE: "true", EDGESOCKS_IDLE_TIMEOUT: "1", EDGESOCKS_LOG: "json" },
           },
+          // A short handshake timeout, for sessions whose timers must not be one another's.
+          {
+            name: "handshake",
+            port: port.handshake,
+            allow: all,
+            bindings: { EDGESOCKS_HANDSHAKE_TIMEOUT: "1", EDGESOCKS_LOG: "json" },
+          },
         ]),
       );
       // examples/workerd/config.capnp as it is, next to the bundle it embeds, on a free port.
@@ -674,6 +691,7 @@ if (RUNTIME === "node") {
         port.bad,
         port.pipes,
         port.idle,
+        port.handshake,
       ]);
       example = await startWorkerd(join(dir, "example.capnp"), [port.example], [
         "--socket-addr",
@@ -840,6 +858,31 @@ if (RUNTIME === "node") {
         c.destroy();
       } finally {
         await target.close();
+      }
+    });
+
+    it("handshake timeout: a silent client is closed after 1 s though the connection that came before it has ended", async () => {
+      // workerd cancels a connection's timers when it ends, and one connection's timer may not close
+      // another's socket: with a timer shared by the sessions, B's timeout never came (B was open at 5 s).
+      const a = tcpConnect(port.handshake, "127.0.0.1");
+      a.on("error", () => {});
+      await new Promise((resolve) => a.once("connect", resolve));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const b = tcpConnect(port.handshake, "127.0.0.1");
+      b.on("error", () => {});
+      const started = Date.now();
+      const closed = new Promise<void>((resolve) => b.once("close", () => resolve()));
+      await new Promise((resolve) => b.once("connect", resolve));
+      // A goes while both are waiting, well before either's deadline.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      a.destroy();
+      try {
+        await within(10_000, "the silent client closed by its handshake timeout", closed);
+        const waited = Date.now() - started;
+        assert.ok(waited >= 900, `closed after ${waited} ms`);
+        await until(5_000, () => wd.output(), () => /"outcome":"handshake_timeout"/.test(wd.output()));
+      } finally {
+        b.destroy();
       }
     });
 

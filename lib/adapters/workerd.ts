@@ -538,6 +538,8 @@ export function workerdAdapter(options: WorkerdAdapterOptions): WorkerdAdapter {
     listen,
     resolver: () => options.resolver ?? NO_RESOLVER,
     relay: relayWith(options.identityStream ?? workerdIdentity()),
+    // A timer belongs to the request (connection) that set it: sessions must not share one.
+    timersPerConnection: true,
     interfaceAddresses: () => undefined,
     accept,
     acceptConnection,
