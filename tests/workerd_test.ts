@@ -357,6 +357,8 @@ function startBridge(
       `ws://127.0.0.1:${wsPort}/socks`,
       "--token-file",
       tokenFile,
+      "--log",
+      "text",
     ],
     {
       cmd: join(ROOT, "node_modules", ".bin", runtime),
@@ -488,7 +490,7 @@ if (RUNTIME === "node") {
     let example: Workerd;
     let doh: DohFixture;
     let http: { port: number; close(): Promise<void> };
-    const port = { open: 0, users: 0, publicnet: 0, example: 0, ws: 0, bad: 0 };
+    const port = { open: 0, users: 0, publicnet: 0, example: 0, ws: 0, bad: 0, plain: 0, plainws: 0 };
     const bridges = new Map<string, ProxyProcess>();
 
     before(async () => {
@@ -535,11 +537,30 @@ if (RUNTIME === "node") {
             bindings: { EDGESOCKS_ALLOW_PRIVATE: "true" },
           },
           { name: "bad", port: port.bad, allow: ["public"], bindings: { EDGESOCKS_RULES: "permit *" } },
+          // WebSocket tunnels in the worker itself (no EDGESOCKS_WS_TUNNELS).
+          {
+            name: "plain",
+            port: port.plain,
+            allow: all,
+            wsPort: port.plainws,
+            bindings: {
+              EDGESOCKS_WS_TOKEN: "s3cret-token",
+              EDGESOCKS_ALLOW_PRIVATE: "true",
+              EDGESOCKS_LOG: "json",
+            },
+          },
         ]),
       );
       // examples/workerd/config.capnp as it is, next to the bundle it embeds, on a free port.
       copyFileSync(join(ROOT, "examples", "workerd", "config.capnp"), join(dir, "example.capnp"));
-      wd = await startWorkerd(config, [port.open, port.users, port.publicnet, port.ws, port.bad]);
+      wd = await startWorkerd(config, [
+        port.open,
+        port.users,
+        port.publicnet,
+        port.ws,
+        port.bad,
+        port.plainws,
+      ]);
       example = await startWorkerd(join(dir, "example.capnp"), [port.example], [
         "--socket-addr",
         `socks=127.0.0.1:${port.example}`,
@@ -728,6 +749,7 @@ if (RUNTIME === "node") {
           bridges.set(r, await startBridge(r, port.ws, join(tokens, "token")));
         }
         bridges.set("wrong", await startBridge("node", port.ws, join(tokens, "wrong")));
+        bridges.set("plain", await startBridge("node", port.plainws, join(tokens, "token")));
       });
       after(() => rmSync(tokens, { recursive: true, force: true }));
 
@@ -754,6 +776,40 @@ if (RUNTIME === "node") {
           await stage("100 MiB down", () => bytesEachWay(bridge, 100 * 1024 * 1024, 1024 * 1024));
         });
       }
+
+      it("without EDGESOCKS_WS_TUNNELS: an upload to a target that reads nothing ends at the bound (1008)", async () => {
+        const target = await startTcp((s) => s.pause());
+        try {
+          const c = await tunnel(bridges.get("plain")!.port, target.port);
+          c.on("error", () => {});
+          let closed = false;
+          c.once("close", () => (closed = true));
+          const chunk = new Uint8Array(1024 * 1024);
+          let sent = 0;
+          await within(
+            60_000,
+            "the end of the upload",
+            (async () => {
+              while (!closed && sent < 200 * chunk.length) {
+                sent += chunk.length;
+                if (!c.write(chunk)) await new Promise((r) => (c.once("drain", r), c.once("close", r)));
+              }
+            })(),
+          );
+          assert.ok(closed, `the tunnel took all ${sent} bytes for a target that reads nothing`);
+          const bridge = bridges.get("plain")!;
+          await until(
+            5_000,
+            () => bridge.errors(),
+            () =>
+              /WebSocket closed by the peer with 1008 \(more than 8388608 bytes unread\)/.test(
+                bridge.errors(),
+              ),
+          );
+        } finally {
+          await target.close().catch(() => {});
+        }
+      });
 
       it("a wrong token: the edge answers 401 (no upgrade), the bridge's SOCKS client gets no byte", async () => {
         const direct = await curl([
