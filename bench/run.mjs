@@ -381,6 +381,8 @@ let tmpDir = "";
 let microsocksPort = null;
 /** The ports of the edgesocks subjects, by runtime: the upstreams of the edgesocks → edgesocks subjects. */
 const edgesocksPorts = {};
+/** The ports of the bare forwarders, by runtime: the second hop of the forwarder → forwarder subjects. */
+const forwarderPorts = {};
 
 function subjects() {
   const list = [{ id: "direct", label: "direct (no proxy)", kind: "plain", start: null }];
@@ -481,7 +483,29 @@ function subjects() {
       label: `${rt} bare forwarder`,
       kind: "plain",
       runtime: rt,
-      start: (...a) => startOn(`${rt} forwarder`, ...forwarders[rt]())(...a),
+      start: async () => {
+        const started = await startOn(`${rt} forwarder`, ...forwarders[rt]())();
+        forwarderPorts[rt] = started.port;
+        return started;
+      },
+    });
+    // Two bare forwarders in a row: what any second relay in the path costs on this machine, the ceiling
+    // for the upstream-hop subjects below (a hop can be no cheaper than the runtime's own bare forwarder).
+    list.push({
+      id: `${rt}-forwarder-chained`,
+      label: `${rt} bare forwarder → ${rt} bare forwarder`,
+      kind: "plain",
+      runtime: rt,
+      chainOnly: true,
+      noMemory: "two forwarders",
+      start: () => {
+        if (forwarderPorts[rt] === undefined) throw new Error(`${rt} forwarder did not start`);
+        const [cmd, args] = forwarders[rt]();
+        return startOn(`${rt} forwarder → forwarder`, cmd, [
+          ...args.slice(0, -1),
+          `127.0.0.1:${forwarderPorts[rt]}`,
+        ])();
+      },
     });
     list.push({
       id: `${rt}-edgesocks`,
@@ -588,11 +612,13 @@ function subjects() {
     });
   }
   // edgesocks on workerd: the built worker on a raw TCP socket (a network service allowing loopback), compared
-  // with edgesocks over TCP on Node in the same run. Skip it with --skip workerd.
+  // with edgesocks over TCP on Node in the same run. Skip it with --skip workerd. No idle timeout
+  // (EDGESOCKS_IDLE_TIMEOUT=0), so its tunnels are workerd's own pipes, not the JavaScript relay (README: "How
+  // tunnels behave on workerd").
   if (!skip.includes("workerd")) {
     list.push({
       id: "workerd",
-      label: "edgesocks on workerd (raw TCP socket)",
+      label: "edgesocks on workerd (raw TCP socket, no idle timeout: workerd's pipes)",
       kind: "socks",
       noMemory: "an isolate of its own",
       start: async () => {
@@ -614,7 +640,7 @@ const w :Workerd.Worker = (
   modules = [(name = "edgesocks.js", esModule = embed "edgesocks.js")],
   compatibilityDate = "2026-11-01",
   globalOutbound = "net",
-  bindings = [(name = "EDGESOCKS_ALLOW_PRIVATE", text = "true")],
+  bindings = [(name = "EDGESOCKS_ALLOW_PRIVATE", text = "true"), (name = "EDGESOCKS_IDLE_TIMEOUT", text = "0")],
 );
 `,
         );
@@ -834,7 +860,11 @@ function summarize(results, raw) {
   for (const rt of only) {
     const c = raw[`${rt}-edgesocks-chained`], e = raw[`${rt}-edgesocks`], ms = raw.microsocks;
     const cc = raw[`${rt}-edgesocks-chained-edgesocks`];
+    const fc = raw[`${rt}-forwarder-chained`], f = raw[`${rt}-forwarder`];
     for (const d of ["up", "down"]) {
+      if (fc && f) {
+        results.tput[`${rt}-forwarder-chained`][d].vsDirect = pairedRatio(fc[d], f[d], (t) => t.mibps);
+      }
       if (c && ms) {
         results.tput[`${rt}-edgesocks-chained`][d].vsHop = pairedRatio(c[d], ms[d], (t) => t.mibps);
       }
@@ -1105,6 +1135,14 @@ function evaluateTargets(results) {
         goal: "≥ 0.90",
         met: r?.median == null ? null : r.median >= 0.9,
       });
+      // The same ratio for the runtime's bare forwarder: what a second relay costs on this machine at all.
+      const c = tput[`${rt}-forwarder-chained`]?.[dir].vsDirect;
+      targets.push({
+        what: `${rt}: throughput ${dir}, bare forwarder → bare forwarder ÷ one bare forwarder (the ceiling)`,
+        value: c?.median == null ? "—" : range(c, 2),
+        goal: "(reported)",
+        met: null,
+      });
       // microsocks is the slower of the two proxies: edgesocks in front of it should cost little more.
       const h = tput[`${rt}-edgesocks-chained`]?.[dir].vsHop;
       targets.push({
@@ -1254,7 +1292,9 @@ async function main() {
     const tputRunning = running.filter((r) =>
       !r.subject.tunnelsOnly &&
       (r.subject.chainOnly ? parts.includes("chain") : parts.includes("throughput") ||
-        (parts.includes("chain") && (r.subject.id.endsWith("-edgesocks") || r.subject.id === "microsocks")))
+        (parts.includes("chain") &&
+          (r.subject.id.endsWith("-edgesocks") || r.subject.id.endsWith("-forwarder") ||
+            r.subject.id === "microsocks")))
     );
     for (const r of tputRunning) {
       try {

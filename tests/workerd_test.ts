@@ -41,6 +41,7 @@ import {
 import { type DohFixture, startDoh } from "./_doh_fixture.ts";
 import { workerOptions } from "../lib/cli/workerd.ts";
 import { workerdAdapter, type WorkerdConnect, type WorkerdSocket } from "../lib/adapters/workerd.ts";
+import type { ByteConnection } from "../lib/runtime.ts";
 import { ReplyCode } from "../lib/core/wire.ts";
 
 const WORKERD_FAILURE = "proxy request failed, cannot connect to the specified address";
@@ -121,7 +122,91 @@ describe(`workerd worker, in-process on ${RUNTIME}`, () => {
     // RESOLVE without a resolver: "command not supported".
     await assert.rejects(adapter.resolver().lookup("example.test"), { reply: ReplyCode.CommandNotSupported });
   });
+  it("the relay without an idle timeout pipes the sockets' streams; a shutdown cuts it and closes both", async () => {
+    const client = standInSocket(), target = standInSocket();
+    const adapter = workerdAdapter({
+      connect: () => target.socket,
+      identityStream: () => new TransformStream(),
+    });
+    let accepted!: (c: ByteConnection) => void;
+    const conn = new Promise<ByteConnection>((r) => (accepted = r));
+    await adapter.listen({ host: "127.0.0.1", port: 0 }, (c) => accepted(c));
+    const served = adapter.accept(client.socket);
+    const upstream = await adapter.dial({ host: "127.0.0.1", port: 80 });
+    const shutdown = new AbortController();
+    const relaying = adapter.relay!(await conn, upstream, { idleTimeout: 0, signal: shutdown.signal })!;
+    client.send("hello");
+    target.send("world");
+    await until(
+      5_000,
+      () => `${target.received()} / ${client.received()}`,
+      () => target.received() === "hello" && client.received() === "world",
+    );
+    // The pipes hold the streams: the connections cannot read or write any more (they were handed over).
+    assert.equal(await (await conn).read(), null);
+    shutdown.abort();
+    const result = await within(5_000, "the relay's end", relaying);
+    // The pipes count nothing; both sockets are closed, and accept() (the connect() handler) returns.
+    assert.deepEqual(result, { up: 0, down: 0, end: "aborted" });
+    await within(5_000, "accept() resolves", served);
+    assert.deepEqual([client.closed(), target.closed()], [true, true]);
+  });
+
+  it("the relay with an idle timeout is the JavaScript one: it counts bytes and ends an idle tunnel", async () => {
+    const client = standInSocket(), target = standInSocket();
+    const adapter = workerdAdapter({
+      connect: () => target.socket,
+      identityStream: () => new TransformStream(),
+    });
+    let accepted!: (c: ByteConnection) => void;
+    const conn = new Promise<ByteConnection>((r) => (accepted = r));
+    await adapter.listen({ host: "127.0.0.1", port: 0 }, (c) => accepted(c));
+    const served = adapter.accept(client.socket);
+    const upstream = await adapter.dial({ host: "127.0.0.1", port: 80 });
+    const relaying = adapter.relay!(await conn, upstream, { idleTimeout: 300 })!;
+    client.send("hello");
+    target.send("world!");
+    const result = await within(5_000, "the idle timeout", relaying);
+    assert.deepEqual(result, { up: 5, down: 6, end: "idle" });
+    assert.deepEqual([target.received(), client.received()], ["hello", "world!"]);
+    await within(5_000, "accept() resolves", served);
+    assert.deepEqual([client.closed(), target.closed()], [true, true]);
+  });
 });
+
+/**
+ * A stand-in for a workerd socket: a byte stream the test feeds (`send`), a writable it collects
+ * (`received`), and `close()` as workerd's (cancel the readable, abort the writable, `closed` resolves).
+ */
+function standInSocket() {
+  let controller!: ReadableByteStreamController;
+  const readable = new ReadableStream({ type: "bytes", start: (c) => void (controller = c) });
+  let got = "";
+  const writable = new WritableStream<Uint8Array>({
+    write: (c) => void (got += new TextDecoder().decode(c)),
+  });
+  let closed = false;
+  let resolveClosed!: () => void;
+  const socket: WorkerdSocket = {
+    readable: readable as ReadableStream<Uint8Array>,
+    writable,
+    opened: Promise.resolve({ remoteAddress: "127.0.0.1:5000" }),
+    closed: new Promise<void>((r) => (resolveClosed = r)),
+    close() {
+      closed = true;
+      readable.cancel().catch(() => {});
+      writable.abort().catch(() => {});
+      resolveClosed();
+      return Promise.resolve();
+    },
+  };
+  return {
+    socket,
+    send: (text: string) => controller.enqueue(new TextEncoder().encode(text)),
+    received: () => got,
+    closed: () => closed,
+  };
+}
 
 /** A workerd process serving a config; `stop()` ends it (SIGKILL if SIGTERM does not do it within 2 s). */
 interface Workerd {
@@ -404,6 +489,11 @@ async function halfCloseBothWays(proxyPort: number): Promise<void> {
 
 /** `total` bytes each way through `proxyPort` (`up` bytes client → target), compared by hash. */
 async function bytesEachWay(proxyPort: number, total: number, up = total): Promise<void> {
+  await bytesEachWayTo(proxyPort, total, up);
+}
+
+/** As {@linkcode bytesEachWay}; resolves with the target's port (which names the tunnel in the log). */
+async function bytesEachWayTo(proxyPort: number, total: number, up = total): Promise<number> {
   const results: { up?: string; down?: string } = {};
   const target = await startTcp((s) => {
     const got = receiveAll(s);
@@ -426,6 +516,7 @@ async function bytesEachWay(proxyPort: number, total: number, up = total): Promi
     await until(10_000, () => JSON.stringify(results), () => results.up !== undefined);
     assert.equal(results.up, `${up} ${sentUp}`, `client → target (${results.up} vs ${up})`);
     assert.equal(`${down.bytes} ${down.hash}`, `${total} ${results.down}`, "target → client");
+    return target.port;
   } finally {
     await target.close();
   }
@@ -482,6 +573,91 @@ async function uploadHashed(proxyPort: number, total: number): Promise<void> {
   }
 }
 
+/** The JSON log line (EDGESOCKS_LOG=json) of the one connection to 127.0.0.1:`targetPort`, once it is written. */
+async function logLine(wd: Workerd, targetPort: number): Promise<Record<string, unknown>> {
+  const find = () =>
+    wd.output().split("\n").find((l) =>
+      l.startsWith("{") && l.includes(`"target":"127.0.0.1:${targetPort}"`)
+    );
+  await until(5_000, () => wd.output().slice(-2000), () => find() !== undefined);
+  return JSON.parse(find()!);
+}
+
+/** A slow reader through `proxyPort`: workerd reads no faster than the client, its memory stays bounded. */
+async function slowReader(wd: Workerd, proxyPort: number, diagnostic: (s: string) => void): Promise<void> {
+  const offered = 192 * 1024 * 1024;
+  let written = 0;
+  let done = false;
+  const target = await startTcp(async (s) => {
+    const next = pattern(3);
+    while (written < offered && !s.destroyed) {
+      const chunk = next(256 * 1024);
+      if (!s.write(chunk)) await new Promise((r) => s.once("drain", r));
+      written += chunk.length; // counted once the socket took it (its buffer drained below the mark)
+    }
+    s.end();
+    done = true;
+  });
+  try {
+    const c = await tunnel(proxyPort, target.port);
+    c.pause();
+    const before = wd.rssKiB();
+    await sleep(3_000);
+    const stalled = written;
+    const grown = wd.rssKiB() - before;
+    diagnostic(`stalled reader: target got ${stalled} bytes out, workerd RSS ${before} KiB + ${grown} KiB`);
+    // Without backpressure workerd would have taken all 192 MiB by now and held them.
+    assert.ok(
+      stalled < 48 * 1024 * 1024,
+      `the target got ${stalled} bytes out to a reader that reads nothing`,
+    );
+    assert.ok(grown < 48 * 1024, `workerd's RSS grew by ${grown} KiB while the reader stalled`);
+    const all = receiveAll(c);
+    const got = await within(120_000, "the rest", all);
+    assert.equal(got.bytes, offered);
+    assert.ok(done);
+  } finally {
+    await target.close();
+  }
+}
+
+/**
+ * A reset from either side ends the tunnel through `proxyPort` while the other side is still sending: the
+ * other side's connection ends (workerd cannot send a reset: a FIN), and the log says tunnel_error.
+ */
+async function resetEndsTunnel(wd: Workerd, proxyPort: number): Promise<void> {
+  for (const who of ["target", "client"] as const) {
+    let resolveTarget!: (s: Socket) => void;
+    const accepted = new Promise<Socket>((r) => (resolveTarget = r));
+    const target = await startTcp((s) => resolveTarget(s));
+    try {
+      const c = await tunnel(proxyPort, target.port);
+      const s = await within(5_000, "target accept", accepted);
+      const [reset, other] = who === "target" ? [s, c] : [c, s];
+      const ended = new Promise<string>((resolve) => {
+        other.on("end", () => resolve("end"));
+        other.on("close", () => resolve("close"));
+        other.on("error", (e) => resolve(`error ${(e as NodeJS.ErrnoException).code}`));
+      });
+      other.resume();
+      // Bytes flowing the other way when the reset comes: the direction still open must end too.
+      const flow = setInterval(() => other.writable && other.write(new Uint8Array(16 * 1024)), 10);
+      try {
+        reset.write("x");
+        await sleep(200);
+        reset.resetAndDestroy();
+        await within(10_000, `the ${who === "target" ? "client" : "target"} sees the tunnel end`, ended);
+      } finally {
+        clearInterval(flow);
+        other.destroy();
+      }
+      assert.equal((await logLine(wd, target.port)).outcome, "tunnel_error", `a reset from the ${who}`);
+    } finally {
+      await target.close();
+    }
+  }
+}
+
 if (RUNTIME === "node") {
   describe("workerd: SOCKS through workerd's raw TCP socket (under Node only; see the top of the file)", () => {
     let dir: string;
@@ -490,7 +666,18 @@ if (RUNTIME === "node") {
     let example: Workerd;
     let doh: DohFixture;
     let http: { port: number; close(): Promise<void> };
-    const port = { open: 0, users: 0, publicnet: 0, example: 0, ws: 0, bad: 0, plain: 0, plainws: 0 };
+    const port = {
+      open: 0,
+      users: 0,
+      publicnet: 0,
+      example: 0,
+      ws: 0,
+      bad: 0,
+      pipes: 0,
+      idle: 0,
+      plain: 0,
+      plainws: 0,
+    };
     const bridges = new Map<string, ProxyProcess>();
 
     before(async () => {
@@ -537,6 +724,20 @@ if (RUNTIME === "node") {
             bindings: { EDGESOCKS_ALLOW_PRIVATE: "true" },
           },
           { name: "bad", port: port.bad, allow: ["public"], bindings: { EDGESOCKS_RULES: "permit *" } },
+          // No idle timeout: the relay is workerd's own pipes (no JavaScript per chunk, no byte counts).
+          {
+            name: "pipes",
+            port: port.pipes,
+            allow: all,
+            bindings: { EDGESOCKS_ALLOW_PRIVATE: "true", EDGESOCKS_IDLE_TIMEOUT: "0", EDGESOCKS_LOG: "json" },
+          },
+          // A short idle timeout: the JavaScript relay, which sees each chunk.
+          {
+            name: "idle",
+            port: port.idle,
+            allow: all,
+            bindings: { EDGESOCKS_ALLOW_PRIVATE: "true", EDGESOCKS_IDLE_TIMEOUT: "1", EDGESOCKS_LOG: "json" },
+          },
           // WebSocket tunnels in the worker itself (no EDGESOCKS_WS_TUNNELS).
           {
             name: "plain",
@@ -559,6 +760,8 @@ if (RUNTIME === "node") {
         port.publicnet,
         port.ws,
         port.bad,
+        port.pipes,
+        port.idle,
         port.plainws,
       ]);
       example = await startWorkerd(join(dir, "example.capnp"), [port.example], [
@@ -700,43 +903,69 @@ if (RUNTIME === "node") {
 
     it("100 MiB byte-exact each way", () => bytesEachWay(port.open, 100 * 1024 * 1024));
 
-    it("a slow reader: workerd reads no faster than the client, its memory stays bounded", async (t) => {
-      const offered = 192 * 1024 * 1024;
-      let written = 0;
-      let done = false;
-      const target = await startTcp(async (s) => {
-        const next = pattern(3);
-        while (written < offered && !s.destroyed) {
-          const chunk = next(256 * 1024);
-          if (!s.write(chunk)) await new Promise((r) => s.once("drain", r));
-          written += chunk.length; // counted once the socket took it (its buffer drained below the mark)
-        }
-        s.end();
-        done = true;
-      });
+    it("a slow reader: workerd reads no faster than the client, its memory stays bounded", (t) =>
+      slowReader(wd, port.open, (d) => t.diagnostic(d)));
+
+    it("a reset from the target or the client ends the tunnel (tunnel_error)", () =>
+      resetEndsTunnel(wd, port.open));
+
+    it("the JavaScript relay counts the bytes each way (the log's up and down)", async () => {
+      const target = await bytesEachWayTo(port.open, 3 * 1024 * 1024, 1024 * 1024);
+      const line = await logLine(wd, target);
+      assert.deepEqual([line.outcome, line.up, line.down], ["tunnel_done", 1024 * 1024, 3 * 1024 * 1024]);
+    });
+
+    it("idle timeout (the JavaScript relay): a tunnel idle for 1 s is closed (tunnel_idle)", async () => {
+      const target = await startTcp(() => {});
       try {
-        const c = await tunnel(port.open, target.port);
-        c.pause();
-        const before = wd.rssKiB();
-        await sleep(3_000);
-        const stalled = written;
-        const grown = wd.rssKiB() - before;
-        t.diagnostic(
-          `stalled reader: target got ${stalled} bytes out, workerd RSS ${before} KiB + ${grown} KiB`,
-        );
-        // Without backpressure workerd would have taken all 192 MiB by now and held them.
-        assert.ok(
-          stalled < 48 * 1024 * 1024,
-          `the target got ${stalled} bytes out to a reader that reads nothing`,
-        );
-        assert.ok(grown < 48 * 1024, `workerd's RSS grew by ${grown} KiB while the reader stalled`);
-        const all = receiveAll(c);
-        const got = await within(120_000, "the rest", all);
-        assert.equal(got.bytes, offered);
-        assert.ok(done);
+        const c = await tunnel(port.idle, target.port);
+        const started = Date.now();
+        const ended = new Promise<void>((resolve) => c.once("end", resolve));
+        c.resume();
+        await within(10_000, "the idle tunnel closed", ended);
+        const waited = Date.now() - started;
+        assert.ok(waited >= 900, `closed after ${waited} ms`);
+        assert.equal((await logLine(wd, target.port)).outcome, "tunnel_idle");
+        c.destroy();
       } finally {
         await target.close();
       }
+    });
+
+    describe("without an idle timeout: workerd's own pipes (no JavaScript per chunk)", () => {
+      it("half-close both ways: each FIN crosses, the other direction keeps flowing", () =>
+        halfCloseBothWays(port.pipes));
+
+      it("100 MiB byte-exact each way; the log counts no byte (the pipes do not say)", async () => {
+        const target = await bytesEachWayTo(port.pipes, 100 * 1024 * 1024);
+        const line = await logLine(wd, target);
+        // The handshake's early bytes (none here) are all that is counted: workerd's pipes report nothing.
+        assert.deepEqual([line.outcome, line.up, line.down], ["tunnel_done", 0, 0]);
+      });
+
+      it("a slow reader: workerd reads no faster than the client, its memory stays bounded", (t) =>
+        slowReader(wd, port.pipes, (d) => t.diagnostic(d)));
+
+      it("a reset from the target or the client ends the tunnel (tunnel_error)", () =>
+        resetEndsTunnel(wd, port.pipes));
+
+      it("an idle tunnel stays open (no idle timeout)", async () => {
+        const target = await startTcp((s) => s.on("data", (d) => s.write(d)));
+        try {
+          const c = await tunnel(port.pipes, target.port);
+          await sleep(2_000);
+          c.write("still here");
+          const echoed = await within(
+            5_000,
+            "the echo",
+            new Promise<string>((resolve) => c.once("data", (d) => resolve(String(d))).resume()),
+          );
+          assert.equal(echoed, "still here");
+          c.destroy();
+        } finally {
+          await target.close();
+        }
+      });
     });
 
     describe("SOCKS over WebSocket: edgesocks bridge (on Deno, Bun, Node) → the workerd edge (fetch)", () => {
