@@ -373,8 +373,8 @@ function acceptWebSocket(
  * has admitted it). Each write to the target runs in `blockConcurrencyWhile`,
  * during which workerd delivers none of the object's events: the WebSocket's
  * messages wait in workerd, which stops reading the socket, and the bridge's
- * sends wait in turn (measured: a target that read nothing for 2 s, then 100
- * MiB byte-exact, with one 64 KiB message queued at most).
+ * sends wait in turn (measured: no message waited in the ingress's queue, and
+ * 100 MiB arrived byte-exact at a target that read nothing for 2 s).
  *
  * @example
  * ```ts ignore
