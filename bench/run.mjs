@@ -612,26 +612,27 @@ function subjects() {
     });
   }
   // edgesocks on workerd: the built worker on a raw TCP socket (a network service allowing loopback), compared
-  // with edgesocks over TCP on Node in the same run. Skip it with --skip workerd. No idle timeout
-  // (EDGESOCKS_IDLE_TIMEOUT=0), so its tunnels are workerd's own pipes, not the JavaScript relay (README: "How
-  // tunnels behave on workerd").
-  if (!skip.includes("workerd")) {
-    list.push({
-      id: "workerd",
-      label: "edgesocks on workerd (raw TCP socket, no idle timeout: workerd's pipes)",
-      kind: "socks",
-      noMemory: "an isolate of its own",
-      start: async () => {
-        const bundle = join(tmpDir, "edgesocks.js");
-        const built = spawnSync(bin("node"), [join(root, "tools", "build_workerd.mjs"), bundle], {
-          encoding: "utf8",
-        });
-        if (built.status !== 0) throw new Error(`build_workerd failed: ${built.stderr}`);
-        const port = await freePort();
-        const conf = join(tmpDir, `workerd-${port}.capnp`);
-        writeFileSync(
-          conf,
-          `using Workerd = import "/workerd/workerd.capnp";
+  // with edgesocks over TCP on Node in the same run. Skip it with --skip workerd. Twice: as deployed (the
+  // default idle timeout, so the JavaScript relay) and with no idle timeout (EDGESOCKS_IDLE_TIMEOUT=0), where
+  // tunnels are workerd's own pipes (README: "How tunnels behave on workerd").
+  const workerd = (id, label, bindings) => ({
+    id,
+    label,
+    kind: "socks",
+    noMemory: "an isolate of its own",
+    start: async () => {
+      const bundle = join(tmpDir, "edgesocks.js");
+      const built = spawnSync(bin("node"), [join(root, "tools", "build_workerd.mjs"), bundle], {
+        encoding: "utf8",
+      });
+      if (built.status !== 0) throw new Error(`build_workerd failed: ${built.stderr}`);
+      const port = await freePort();
+      const conf = join(tmpDir, `workerd-${port}.capnp`);
+      const text = [["EDGESOCKS_ALLOW_PRIVATE", "true"], ...bindings]
+        .map(([name, value]) => `(name = "${name}", text = "${value}")`).join(", ");
+      writeFileSync(
+        conf,
+        `using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [(name = "edgesocks", worker = .w), (name = "net", network = (allow = ["public", "private", "local"]))],
   sockets = [(name = "socks", address = "127.0.0.1:${port}", tcp = (), service = "edgesocks")],
@@ -640,15 +641,22 @@ const w :Workerd.Worker = (
   modules = [(name = "edgesocks.js", esModule = embed "edgesocks.js")],
   compatibilityDate = "2026-11-01",
   globalOutbound = "net",
-  bindings = [(name = "EDGESOCKS_ALLOW_PRIVATE", text = "true"), (name = "EDGESOCKS_IDLE_TIMEOUT", text = "0")],
+  bindings = [${text}],
 );
 `,
-        );
-        const proc = launch("workerd", bin("workerd"), ["serve", conf]);
-        await waitFor(proc, () => canConnect(port), 30_000, "listening port");
-        return { proc, port };
-      },
-    });
+      );
+      const proc = launch("workerd", bin("workerd"), ["serve", conf]);
+      await waitFor(proc, () => canConnect(port), 30_000, "listening port");
+      return { proc, port };
+    },
+  });
+  if (!skip.includes("workerd")) {
+    list.push(workerd("workerd", "edgesocks on workerd (raw TCP socket)", []));
+    list.push(
+      workerd("workerd-pipes", "edgesocks on workerd (raw TCP socket, no idle timeout: workerd's pipes)", [
+        ["EDGESOCKS_IDLE_TIMEOUT", "0"],
+      ]),
+    );
   }
   return list;
 }
@@ -835,17 +843,17 @@ function summarize(results, raw) {
     }
   }
   // workerd's raw TCP ÷ edgesocks over TCP on Node (else the first runtime measured), run by run.
-  {
-    const w = raw["workerd"], base = only.includes("node") ? "node" : only[0];
+  for (const id of ["workerd", "workerd-pipes"]) {
+    const w = raw[id], base = only.includes("node") ? "node" : only[0];
     const e = raw[`${base}-edgesocks`];
     if (w && e) {
       for (const d of ["up", "down"]) {
-        results.tput["workerd"][d].vsTcp = {
+        results.tput[id][d].vsTcp = {
           base,
           ...pairedRatio(w[d], e[d], (t) => t.mibps),
         };
       }
-      results.tunnels["workerd"].vsTcp = { base, ...pairedRatio(w.tunnels, e.tunnels, (t) => t.perSecond) };
+      results.tunnels[id].vsTcp = { base, ...pairedRatio(w.tunnels, e.tunnels, (t) => t.perSecond) };
     }
   }
   // SOCKS over WebSocket (bridge + edge) ÷ the same runtime's TCP relay, run by run.
@@ -1170,19 +1178,21 @@ function evaluateTargets(results) {
       });
     }
   }
-  for (const dir of ["up", "down"]) {
-    const r = tput["workerd"]?.[dir].vsTcp;
+  for (const [id, how] of [["workerd", ""], ["workerd-pipes", " (no idle timeout: workerd's pipes)"]]) {
+    for (const dir of ["up", "down"]) {
+      const r = tput[id]?.[dir].vsTcp;
+      targets.push({
+        what: `workerd raw TCP${how}: throughput ${dir} ÷ edgesocks over TCP${
+          r?.base ? ` on ${r.base}` : ""
+        }`,
+        value: r?.median == null ? "—" : range(r, 2),
+        goal: "≥ 0.80",
+        met: r?.median == null ? null : r.median >= 0.8,
+      });
+    }
+    const t = tunnels[id]?.vsTcp;
     targets.push({
-      what: `workerd raw TCP: throughput ${dir} ÷ edgesocks over TCP${r?.base ? ` on ${r.base}` : ""}`,
-      value: r?.median == null ? "—" : range(r, 2),
-      goal: "≥ 0.80",
-      met: r?.median == null ? null : r.median >= 0.8,
-    });
-  }
-  {
-    const t = tunnels["workerd"]?.vsTcp;
-    targets.push({
-      what: `workerd raw TCP: tunnels/s ÷ edgesocks over TCP${t?.base ? ` on ${t.base}` : ""}`,
+      what: `workerd raw TCP${how}: tunnels/s ÷ edgesocks over TCP${t?.base ? ` on ${t.base}` : ""}`,
       value: t?.median == null ? "—" : range(t, 2),
       goal: "(reported)",
       met: null,
