@@ -282,6 +282,8 @@ interface WorkerSpec {
   doh?: number;
   /** A second socket, HTTP, for the WebSocket ingress. */
   wsPort?: number;
+  /** Its WebSocket tunnels in Durable Objects (EDGESOCKS_WS_TUNNELS, in-memory storage). */
+  tunnels?: boolean;
 }
 
 function generatedConfig(bundle: string, workers: WorkerSpec[]): string {
@@ -304,9 +306,18 @@ function generatedConfig(bundle: string, workers: WorkerSpec[]): string {
   const defs = workers.map((w) => {
     const bindings = Object.entries(w.bindings).map(([k, v]) => `(name = ${q(k)}, text = ${q(v)})`);
     if (w.doh) bindings.push(`(name = "EDGESOCKS_DOH_SERVICE", service = ${q(`${w.name}-doh`)})`);
+    if (w.tunnels) {
+      bindings.push(`(name = "EDGESOCKS_WS_TUNNELS", durableObjectNamespace = "EdgesocksTunnel")`);
+    }
+    const objects = w.tunnels
+      ? `durableObjectNamespaces = [(className = "EdgesocksTunnel", uniqueKey = "${w.name}-tunnels")],
+  durableObjectStorage = (inMemory = void),
+  `
+      : "";
     return `const ${w.name} :Workerd.Worker = (
   modules = [(name = "edgesocks.js", esModule = embed ${q(basename(bundle))})],
   compatibilityDate = "2026-11-01",
+  ${objects}
   globalOutbound = ${q(`${w.name}-net`)},
   bindings = [${bindings.join(", ")}],
 );`;
@@ -431,6 +442,8 @@ function startBridge(
       `ws://127.0.0.1:${wsPort}/socks`,
       "--token-file",
       tokenFile,
+      "--log",
+      "text",
     ],
     {
       cmd: join(ROOT, "node_modules", ".bin", runtime),
@@ -506,6 +519,57 @@ async function bytesEachWayTo(proxyPort: number, total: number, up = total): Pro
     return target.port;
   } finally {
     await target.close();
+  }
+}
+
+/**
+ * `total` bytes client → target through `proxyPort`, as fast as the client can send them, to a target in a
+ * process of its own (socat handing the stream to sha256sum, which answers the digest after the client's FIN)
+ * that starts reading only after a second.
+ */
+async function uploadHashed(proxyPort: number, total: number): Promise<void> {
+  const port = await closedPort();
+  // The target reads nothing for its first second: more than the kernel's buffers and the edge's bound of
+  // unread bytes (8 MiB) arrive meanwhile unless the edge holds the upload back.
+  const child = spawn("socat", [
+    "-t",
+    "30",
+    `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`,
+    "SYSTEM:sleep 1; sha256sum",
+  ], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let errors = "";
+  child.stderr!.on("data", (c) => (errors += c));
+  try {
+    await accepting(port, child, () => errors);
+    const block = new Uint8Array(createHash("sha256").update(String(total)).digest().buffer).subarray(0, 32);
+    const chunk = new Uint8Array(1024 * 1024).map((_, i) => block[i % 32] ^ (i >> 5));
+    const expected = createHash("sha256");
+    const c = await tunnel(proxyPort, port);
+    const answer = receiveAll(c);
+    let text = "";
+    c.on("data", (d: Buffer) => (text += d));
+    await within(
+      120_000,
+      `${total} bytes up`,
+      (async () => {
+        for (let sent = 0; sent < total; sent += chunk.length) {
+          expected.update(chunk);
+          if (!c.write(chunk)) {
+            await new Promise<void>((resolve, reject) => {
+              c.once("drain", resolve);
+              c.once("close", () => reject(new Error(`the tunnel closed after ${sent} bytes up`)));
+            });
+          }
+        }
+        c.end();
+      })(),
+    );
+    await within(30_000, "the target's digest", answer);
+    assert.equal(text, `${expected.digest("hex")}  -\n`, "client → target, byte-exact");
+  } finally {
+    child.kill("SIGTERM");
   }
 }
 
@@ -612,6 +676,8 @@ if (RUNTIME === "node") {
       pipes: 0,
       idle: 0,
       handshake: 0,
+      plain: 0,
+      plainws: 0,
     };
     const bridges = new Map<string, ProxyProcess>();
 
@@ -635,6 +701,7 @@ if (RUNTIME === "node") {
             allow: all,
             doh: doh.port,
             wsPort: port.ws,
+            tunnels: true,
             bindings: {
               EDGESOCKS_WS_TOKEN: "s3cret-token",
               EDGESOCKS_WS_PATH: "/socks",
@@ -679,6 +746,18 @@ if (RUNTIME === "node") {
             allow: all,
             bindings: { EDGESOCKS_HANDSHAKE_TIMEOUT: "1", EDGESOCKS_LOG: "json" },
           },
+          // WebSocket tunnels in the worker itself (no EDGESOCKS_WS_TUNNELS).
+          {
+            name: "plain",
+            port: port.plain,
+            allow: all,
+            wsPort: port.plainws,
+            bindings: {
+              EDGESOCKS_WS_TOKEN: "s3cret-token",
+              EDGESOCKS_ALLOW_PRIVATE: "true",
+              EDGESOCKS_LOG: "json",
+            },
+          },
         ]),
       );
       // examples/workerd/config.capnp as it is, next to the bundle it embeds, on a free port.
@@ -692,6 +771,7 @@ if (RUNTIME === "node") {
         port.pipes,
         port.idle,
         port.handshake,
+        port.plainws,
       ]);
       example = await startWorkerd(join(dir, "example.capnp"), [port.example], [
         "--socket-addr",
@@ -932,13 +1012,15 @@ if (RUNTIME === "node") {
           bridges.set(r, await startBridge(r, port.ws, join(tokens, "token")));
         }
         bridges.set("wrong", await startBridge("node", port.ws, join(tokens, "wrong")));
+        bridges.set("plain", await startBridge("node", port.plainws, join(tokens, "token")));
       });
       after(() => rmSync(tokens, { recursive: true, force: true }));
 
       for (const r of ["deno", "bun", "node"]) {
-        // Uploads are not asserted at this size: workerd's WebSocket cannot stop reading, so an uploader faster
-        // than the target ends at the edge's bound of unread bytes (8 MiB: close 1008), see the README.
-        it(`bridge on ${r}: curl, half-close both ways, 100 MiB byte-exact down (and 1 MiB up)`, async () => {
+        // workerd's WebSocket cannot stop reading: the upload to a target that reads nothing for a second stays
+        // under the edge's bound of unread bytes (8 MiB, else close 1008) because each tunnel runs in a Durable
+        // Object (EDGESOCKS_WS_TUNNELS) whose input gate holds messages back during each write to the target.
+        it(`bridge on ${r}: curl, half-close both ways, 100 MiB byte-exact up, then down`, async () => {
           const bridge = bridges.get(r)!.port;
           for (const mode of ["--socks5-hostname", "--socks4a"]) {
             const got = await curl([mode, `127.0.0.1:${bridge}`, `http://localhost:${http.port}/`]);
@@ -953,9 +1035,44 @@ if (RUNTIME === "node") {
             }
           };
           await stage("half-close", () => halfCloseBothWays(bridge));
+          await stage("100 MiB up", () => uploadHashed(bridge, 100 * 1024 * 1024));
           await stage("100 MiB down", () => bytesEachWay(bridge, 100 * 1024 * 1024, 1024 * 1024));
         });
       }
+
+      it("without EDGESOCKS_WS_TUNNELS: an upload to a target that reads nothing ends at the bound (1008)", async () => {
+        const target = await startTcp((s) => s.pause());
+        try {
+          const c = await tunnel(bridges.get("plain")!.port, target.port);
+          c.on("error", () => {});
+          let closed = false;
+          c.once("close", () => (closed = true));
+          const chunk = new Uint8Array(1024 * 1024);
+          let sent = 0;
+          await within(
+            60_000,
+            "the end of the upload",
+            (async () => {
+              while (!closed && sent < 200 * chunk.length) {
+                sent += chunk.length;
+                if (!c.write(chunk)) await new Promise((r) => (c.once("drain", r), c.once("close", r)));
+              }
+            })(),
+          );
+          assert.ok(closed, `the tunnel took all ${sent} bytes for a target that reads nothing`);
+          const bridge = bridges.get("plain")!;
+          await until(
+            5_000,
+            () => bridge.errors(),
+            () =>
+              /WebSocket closed by the peer with 1008 \(more than 8388608 bytes unread\)/.test(
+                bridge.errors(),
+              ),
+          );
+        } finally {
+          await target.close().catch(() => {});
+        }
+      });
 
       it("a wrong token: the edge answers 401 (no upgrade), the bridge's SOCKS client gets no byte", async () => {
         const direct = await curl([
