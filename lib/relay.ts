@@ -198,6 +198,9 @@ export async function pumpConnection(
   up: boolean,
 ): Promise<void> {
   const src = up ? t.client : t.upstream, dst = up ? t.upstream : t.client;
+  // A source that fails by itself (a WebSocket closed with an error) ends the tunnel at once: this pump
+  // may be waiting on a write to a peer that reads nothing, and would never see the failure.
+  src.onFailure?.((error) => t.stop("error", error));
   for (;;) {
     const chunk = await src.read();
     if (chunk === null) {

@@ -48,6 +48,13 @@ export interface ByteConnection {
   close(): void;
   /** Closes both directions now with a reset, where the runtime can. */
   abort?(): void;
+  /**
+   * Calls `listener` once if the connection fails by itself, whether or not a read or write waits on it (a
+   * WebSocket closed with an error by either end): a relay busy writing to the other side ends the tunnel
+   * then, instead of waiting for a write that may never finish. One listener; called at once when it has
+   * failed already.
+   */
+  onFailure?(listener: (error: Error) => void): void;
   /** Local end of the socket, when it is a socket. */
   readonly localAddress?: HostPort;
   /** Remote end of the socket, when it is a socket. */

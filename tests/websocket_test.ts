@@ -7,9 +7,12 @@ import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import {
   admitWebSocket,
+  type ByteConnection,
   fromWebSocket,
   refusalResponse,
+  relay,
   tokenProtocol,
+  WebSocketClosedError,
   webSocketConnection,
   type WebSocketLike,
   type WebSocketPeer,
@@ -283,6 +286,98 @@ describe("WebSocket ingress: a WHATWG socket", () => {
     const conn = fromWebSocket(ws);
     conn.abort!();
     assert.deepEqual(ws.closes, [4011]);
+  });
+});
+
+/**
+ * A target that reads nothing and whose writes never finish (its kernel buffers are full): what the relay
+ * is stuck on while an upload waits, and whether (and how) the tunnel closed it.
+ */
+function stuckTarget() {
+  const state = { writes: 0, ends: [] as string[] };
+  const never = new Promise<never>(() => {});
+  const conn: ByteConnection = {
+    read: () => new Promise<Uint8Array | null>((resolve) => (state.release = () => resolve(null))),
+    write: () => {
+      state.writes++;
+      return new Promise<void>((_, reject) => (state.fail = () => reject(new Error("aborted"))));
+    },
+    closeWrite: () => never,
+    close: () => (state.ends.push("close"), state.release(), state.fail()),
+    abort: () => (state.ends.push("abort"), state.release(), state.fail()),
+  };
+  return Object.assign(state, { conn, release: () => {}, fail: () => {} });
+}
+
+describe("WebSocket ingress: a closed WebSocket ends the tunnel at once", () => {
+  const stuck = async (ws: ByteConnection & { message(d: Uint8Array): void }) => {
+    const target = stuckTarget();
+    const tunnel = relay(ws, target.conn, { idleTimeout: 300_000 });
+    ws.message(new Uint8Array(100)); // the relay reads it and is stuck writing it to the target
+    await sleep(20);
+    assert.equal(target.writes, 1);
+    return { target, tunnel };
+  };
+
+  it("our own 1008 (too much unread) while the relay waits on a write to the target: reset, error 1008", async () => {
+    const { peer, closes } = fakePeer();
+    const ws = webSocketConnection(peer, { receiveLimit: 1000 });
+    const { target, tunnel } = await stuck(ws);
+    ws.message(new Uint8Array(1000));
+    ws.message(new Uint8Array(1)); // over the bound
+    const result = await within(2_000, "the tunnel's end", tunnel);
+    assert.deepEqual(closes, [[1008, "more than 1000 bytes unread"]]);
+    assert.deepEqual(target.ends, ["abort"], "the target is reset, not left open");
+    assert.equal(result.end, "error");
+    assert.ok(
+      result.error instanceof WebSocketClosedError && result.error.code === 1008,
+      String(result.error),
+    );
+    assert.equal(result.up, 100, "what was queued is dropped, not counted");
+  });
+
+  it("the peer's 1011 (or 4011, 1006) meanwhile: the same", async () => {
+    for (const code of [1011, 4011, 1006]) {
+      const { peer, closes } = fakePeer();
+      const ws = webSocketConnection(peer);
+      const { target, tunnel } = await stuck(ws);
+      ws.closed(code, "boom");
+      const result = await within(2_000, `the tunnel's end after ${code}`, tunnel);
+      assert.deepEqual(target.ends, ["abort"], String(code));
+      assert.deepEqual(closes, [], "nothing sent back on a closed socket");
+      assert.equal(result.end, "error");
+      assert.match(String(result.error), new RegExp(`closed by the peer with ${code} \\(boom\\)`));
+    }
+  });
+
+  it("a WHATWG socket's error and close: the same", async () => {
+    const ws = new FakeWebSocket();
+    ws.readyState = 1;
+    const conn = fromWebSocket(ws);
+    const target = stuckTarget();
+    const tunnel = relay(conn, target.conn, {});
+    ws.receive(new Uint8Array(10).buffer);
+    await sleep(20);
+    assert.equal(target.writes, 1);
+    ws.readyState = 3;
+    ws.dispatchEvent(new Event("error"));
+    ws.dispatchEvent(Object.assign(new Event("close"), { code: 1006, reason: "" }));
+    const result = await within(2_000, "the tunnel's end", tunnel);
+    assert.deepEqual(target.ends, ["abort"]);
+    assert.equal(result.end, "error");
+    assert.match(String(result.error), /WebSocket error/);
+  });
+
+  it("the peer's 1000 is no failure: the tunnel goes on (the target gets what was queued)", async () => {
+    const { peer } = fakePeer();
+    const ws = webSocketConnection(peer);
+    const { target, tunnel } = await stuck(ws);
+    ws.message(new Uint8Array(0));
+    ws.closed(1000, "");
+    await sleep(50);
+    assert.deepEqual(target.ends, [], "still writing to the target");
+    target.fail();
+    await within(2_000, "the tunnel's end", tunnel);
   });
 });
 

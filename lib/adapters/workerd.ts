@@ -525,6 +525,9 @@ export function workerdAdapter(options: WorkerdAdapterOptions): WorkerdAdapter {
         finish();
       },
       ...(conn.remoteAddress ? { remoteAddress: conn.remoteAddress } : {}),
+      ...(conn.onFailure
+        ? { onFailure: (listener: (error: Error) => void) => conn.onFailure!(listener) }
+        : {}),
     };
     const handler = onConnection;
     if (!handler) watched.close();

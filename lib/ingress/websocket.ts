@@ -278,6 +278,13 @@ export function webSocketConnection(
     | { resolve(): void; reject(e: unknown): void; timer?: ReturnType<typeof setTimeout> }
     | undefined;
   let info: { code: number; reason: string; by: "local" | "peer" } | undefined;
+  let onFailure: ((error: Error) => void) | undefined;
+  /** Tells the relay the tunnel cannot go on: it may be stuck writing to the other side. */
+  const failNow = () => {
+    const f = onFailure;
+    onFailure = undefined;
+    if (f && failure) f(failure);
+  };
 
   const settleReader = () => {
     if (!reader) return;
@@ -340,6 +347,7 @@ export function webSocketConnection(
     }
     wake(failure ?? new Error("WebSocket closed"));
     settleReader();
+    failNow();
   };
   const bothEnded = () => {
     if (peerEnded && writeEnded) finish(WebSocketClose.Normal, "");
@@ -438,9 +446,14 @@ export function webSocketConnection(
       } else if (!peerEnded) peerEnded = true;
       wake(failure ?? new Error("WebSocket closed by the peer"));
       settleReader();
+      failNow();
     },
     failed(error) {
       finish(WebSocketClose.InternalError, "", asError(error));
+    },
+    onFailure(listener) {
+      onFailure = listener;
+      if (failure) failNow();
     },
     drained() {
       if (waiter && peer.bufferedAmount() <= highWater) wake();
