@@ -372,11 +372,16 @@ describe(`deno serve edge, bridge on ${RUNTIME}`, () => {
     }
   });
 
-  it("an upload faster than the target: the edge closes at its 8 MiB bound (1008) instead of queueing on", async () => {
+  it("an upload faster than the target: the edge closes at its 8 MiB bound (1008) instead of queueing on, and ends the target's connection at once", async () => {
     let received = 0;
+    let target: Socket | undefined;
+    let targetEnded = "";
     const sink = await startTcp((s: Socket) => {
+      target = s;
       s.pause();
       s.on("data", (d) => (received += d.length));
+      s.on("end", () => (targetEnded ||= "end"));
+      s.on("error", (e: Error & { code?: string }) => (targetEnded ||= e.code ?? "error"));
     });
     try {
       const c = await RawClient.open(bridges.open.port);
@@ -407,6 +412,22 @@ describe(`deno serve edge, bridge on ${RUNTIME}`, () => {
         () => /tunnel to .* failed/.test(bridges.open.errors().split("\n").slice(-3).join("\n")),
       );
       c.destroy();
+      // The edge's relay was stuck writing to the target, which reads nothing: the 1008 ends the tunnel
+      // all the same, the target's connection is closed (Deno cannot reset it: once the target reads
+      // again it gets what its kernel holds, then the FIN), and the record says why. (It stayed open
+      // until the target went away or the idle timeout, and then said ConnectionReset.)
+      assert.ok(target, "the target was reached");
+      const line = () =>
+        open.output().split("\n").find((l) => /outcome=tunnel_error/.test(l) && /not yet read/.test(l));
+      await until(10_000, () => open.output(), () => line() !== undefined);
+      assert.match(line()!, /WebSocketClosedError: more than 8388608 bytes received and not yet read/);
+      target!.resume();
+      await until(
+        10_000,
+        () => `the target's connection is still open (${received >> 20} MiB read)`,
+        () => targetEnded !== "",
+      );
+      assert.equal(targetEnded, "end");
     } finally {
       await sink.close();
     }
