@@ -9,6 +9,7 @@
 import { after, before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
+import { closePayload, encodeFrame, Opcode } from "../lib/core/websocket_frames.ts";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -546,6 +547,89 @@ describe(`SOCKS over WebSocket: the bridge's upgrade request on ${RUNTIME}`, () 
       const headers = lines.slice(1).map((l) => l.slice(0, l.indexOf(":")).toLowerCase());
       assert.ok(headers.includes("upgrade"), lines.join("\n"));
       assert.ok(!headers.includes("sec-websocket-extensions"), lines.join("\n"));
+    } finally {
+      await bridge.stop();
+      await edge.close();
+    }
+  });
+});
+
+/** What the bridge's local client sees when the edge fails its tunnel: Bun and Node reset, Deno closes at once. */
+const CUT_SEEN: Record<Runtime, string> = { bun: "ECONNRESET", node: "ECONNRESET", deno: "end" };
+
+describe(`SOCKS over WebSocket: the edge fails a tunnel mid-download, bridge on ${RUNTIME}`, () => {
+  /**
+   * A fake edge: it accepts the upgrade, sends 4 MiB as 64 KiB binary messages (a download under way), then
+   * closes with `code`, as an edge does when its target resets (1011) or its bound is crossed (1008).
+   */
+  let edges = 0;
+  const fakeEdge = (code: () => number) =>
+    startTcp((s: Socket) => {
+      let head = "";
+      const onData = (d: Buffer) => {
+        head += d.toString("latin1");
+        const key = /sec-websocket-key: *(\S+)/i.exec(head)?.[1];
+        if (!head.includes("\r\n\r\n") || !key) return;
+        s.off("data", onData);
+        s.on("data", () => {}); // the client's frames (its SOCKS bytes, its close): read and dropped
+        const accept = createHash("sha1").update(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest(
+          "base64",
+        );
+        s.write(
+          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+            `Sec-WebSocket-Accept: ${accept}\r\nSec-WebSocket-Protocol: edgesocks\r\n\r\n`,
+        );
+        const block = encodeFrame(Opcode.Binary, randomBytes(64 * 1024));
+        for (let i = 0; i < 64; i++) s.write(block);
+        s.write(encodeFrame(Opcode.Close, closePayload(code(), "the tunnel failed")));
+        // Its TCP FIN at once, or after the bridge had time to answer the close.
+        if (++edges % 2) s.end();
+        else setTimeout(() => s.end(), 200);
+      };
+      s.on("data", onData);
+    });
+
+  it(`1011 and 1008, 3 times each: the local client sees ${CUT_SEEN[RUNTIME]}, and the bridge says why`, async () => {
+    let code = 1011;
+    const edge = await fakeEdge(() => code);
+    const bridge = await start(RUNTIME, [
+      "bridge",
+      "--listen",
+      "127.0.0.1:0",
+      "--to",
+      `ws://127.0.0.1:${edge.port}/socks`,
+      "--log",
+      "text",
+    ], BRIDGE_LINE);
+    try {
+      const seen: string[] = [];
+      for (const c of [1011, 1011, 1011, 1008, 1008, 1008]) {
+        code = c;
+        const client = await RawClient.open(bridge.port);
+        client.send(socks5ConnectBytes(9)); // (the fake edge answers with its download whatever this is)
+        let n = 0;
+        const end = await within(
+          20_000,
+          `the local connection's end after ${c}`,
+          new Promise<string>((resolve) => {
+            client.socket.removeAllListeners("data");
+            client.socket.on("data", (b: Buffer) => (n += b.length));
+            client.socket.on("end", () => resolve("end"));
+            client.socket.on("error", (e: Error & { code?: string }) => resolve(e.code ?? String(e)));
+          }),
+        );
+        client.destroy();
+        seen.push(`${c} ${end}`);
+        assert.ok(n <= 4 * MiB, `${n} bytes`);
+        await until(
+          10_000,
+          () => bridge.errors(),
+          () =>
+            bridge.errors().includes(`failed: WebSocket closed by the peer with ${c} (the tunnel failed)`),
+        );
+      }
+      const want = CUT_SEEN[RUNTIME];
+      assert.deepEqual(seen, [1011, 1011, 1011, 1008, 1008, 1008].map((c) => `${c} ${want}`));
     } finally {
       await bridge.stop();
       await edge.close();
