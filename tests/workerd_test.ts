@@ -1040,8 +1040,17 @@ if (RUNTIME === "node") {
         });
       }
 
-      it("without EDGESOCKS_WS_TUNNELS: an upload to a target that reads nothing ends at the bound (1008)", async () => {
-        const target = await startTcp((s) => s.pause());
+      it("without EDGESOCKS_WS_TUNNELS: an upload to a target that reads nothing ends at the bound (1008), and so does the target's connection", async () => {
+        let sink: Socket | undefined;
+        let sinkEnded = "";
+        let got = 0;
+        const target = await startTcp((s) => {
+          sink = s;
+          s.pause();
+          s.on("data", (d: Buffer) => (got += d.length));
+          s.on("end", () => (sinkEnded ||= "end"));
+          s.on("error", (e: Error & { code?: string }) => (sinkEnded ||= e.code ?? "error"));
+        });
         try {
           const c = await tunnel(bridges.get("plain")!.port, target.port);
           c.on("error", () => {});
@@ -1069,6 +1078,19 @@ if (RUNTIME === "node") {
                 bridge.errors(),
               ),
           );
+          // The worker's relay was stuck writing to the target: the 1008 ends the tunnel all the same, with
+          // its log line, and closes the target's connection (a FIN: a worker cannot reset). It stayed open,
+          // with no log line, until the target went away.
+          const line = await logLine(wd, target.port);
+          assert.equal(line.outcome, "tunnel_error", JSON.stringify(line));
+          assert.match(String(line.reason), /more than 8388608 bytes received and not yet read/);
+          sink!.resume();
+          await until(
+            10_000,
+            () => `the target's connection is still open (${got} bytes read)`,
+            () => sinkEnded !== "",
+          );
+          assert.equal(sinkEnded, "end", "a worker cannot reset: a FIN");
         } finally {
           await target.close().catch(() => {});
         }

@@ -292,7 +292,23 @@ class WorkerdConnection implements ByteConnection {
     this.#closed = true;
     this.#writeClosed = true;
     if (!this.#released) this.#reader.cancel().catch(ignore);
-    // (No abort(): a worker cannot send a reset; close() ends in a FIN however it is done.)
+    // (A worker cannot send a reset; close() ends in a FIN however it is done.)
+    this.#socket.close().then(this.#finish, this.#finish);
+  }
+
+  /**
+   * Closes both directions at once, dropping what waits to be written: close() flushes first, and waits
+   * for ever on a peer that reads nothing (a pending write never finished, so neither did the tunnel).
+   * The peer still gets a FIN, not a reset.
+   */
+  abort(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#writeClosed = true;
+    if (!this.#released) {
+      this.#reader.cancel().catch(ignore);
+      this.#writer.abort(new Error("tunnel aborted")).catch(ignore);
+    }
     this.#socket.close().then(this.#finish, this.#finish);
   }
 }
@@ -332,10 +348,12 @@ class WorkerdTunnel extends Tunnel {
     this.last = Date.now();
   }
 
-  override close(_failed: boolean): void {
+  override close(failed: boolean): void {
     clearTimeout(this.#timer);
-    this.client.close();
-    this.upstream.close();
+    for (const c of [this.client, this.upstream]) {
+      if (failed && c.abort) c.abort();
+      else c.close();
+    }
   }
 }
 
