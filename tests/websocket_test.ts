@@ -294,7 +294,7 @@ describe("WebSocket ingress: a WHATWG socket", () => {
  * is stuck on while an upload waits, and whether (and how) the tunnel closed it.
  */
 function stuckTarget() {
-  const state = { writes: 0, ends: [] as string[] };
+  const state = { writes: 0, ends: [] as string[], release: () => {}, fail: () => {} };
   const never = new Promise<never>(() => {});
   const conn: ByteConnection = {
     read: () => new Promise<Uint8Array | null>((resolve) => (state.release = () => resolve(null))),
@@ -306,7 +306,7 @@ function stuckTarget() {
     close: () => (state.ends.push("close"), state.release(), state.fail()),
     abort: () => (state.ends.push("abort"), state.release(), state.fail()),
   };
-  return Object.assign(state, { conn, release: () => {}, fail: () => {} });
+  return Object.assign(state, { conn });
 }
 
 describe("WebSocket ingress: a closed WebSocket ends the tunnel at once", () => {
