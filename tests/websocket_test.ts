@@ -368,6 +368,23 @@ describe("WebSocket ingress: a closed WebSocket ends the tunnel at once", () => 
     assert.match(String(result.error), /WebSocket error/);
   });
 
+  it("the bridge's side (the WebSocket upstream, a local client that reads nothing): the client is reset at once", async () => {
+    const { peer } = fakePeer();
+    const ws = webSocketConnection(peer);
+    const client = stuckTarget();
+    const tunnel = relay(client.conn, ws, {});
+    ws.message(new Uint8Array(100)); // a download the client does not take
+    ws.message(new Uint8Array(100)); // and one that waits behind it
+    await sleep(20);
+    assert.equal(client.writes, 1);
+    ws.closed(1011, "the edge's target reset");
+    const result = await within(2_000, "the tunnel's end", tunnel);
+    assert.deepEqual(client.ends, ["abort"], "a reset, not a FIN after the queued bytes");
+    assert.equal(client.writes, 1, "what was queued is not passed on");
+    assert.equal(result.end, "error");
+    assert.match(String(result.error), /closed by the peer with 1011/);
+  });
+
   it("the peer's 1000 is no failure: the tunnel goes on (the target gets what was queued)", async () => {
     const { peer } = fakePeer();
     const ws = webSocketConnection(peer);
