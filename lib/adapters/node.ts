@@ -76,6 +76,14 @@ function nextBuffer(socket: Owned | undefined): Buffer {
   return owner instanceof PipeTunnel ? owner.readBuffer() : READ_BUFFER;
 }
 
+/** Whether onread's callback runs with the socket as `this` (Node, Deno; not Bun's node:net, measured on 1.4.5). */
+const CALLBACK_HAS_SOCKET = process.versions.bun === undefined;
+
+/** onread's callback where it has the socket as `this`: one function for every socket. */
+function onUpstreamRead(this: Owned, n: number, buf: Uint8Array): boolean {
+  return upstreamRead(this, n, buf as Buffer);
+}
+
 /** What the onread callback of a dialed socket does: the read goes to its owner (a copy, but in a tunnel's own buffer). */
 function upstreamRead(socket: Owned, n: number, buf: Buffer): boolean {
   const owner = socket[kOwner];
@@ -262,8 +270,9 @@ class NodeConnection extends SocketConnection {
 function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(connectTimedOut());
-    // (Bun's node:net calls onread's callback without the socket as `this`: small closures per socket. The
-    // buffer function runs first inside connect(), before `socket` is set.)
+    // onread's buffer function is called with no `this`: one small closure per socket, which runs first
+    // inside connect(), before `socket` is set. Its callback has the socket as `this` on Node and Deno, not
+    // on Bun: a second closure there only.
     // deno-lint-ignore prefer-const -- assigned after connect() returns; read by the buffer function
     let dialed: Socket | undefined;
     const socket: Socket = connect({
@@ -273,7 +282,9 @@ function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
       noDelay: true,
       onread: {
         buffer: () => nextBuffer(dialed),
-        callback: (n, buf) => upstreamRead(socket, n, buf as Buffer),
+        callback: CALLBACK_HAS_SOCKET
+          ? onUpstreamRead
+          : (n: number, buf: Uint8Array) => upstreamRead(socket, n, buf as Buffer),
       },
     });
     dialed = socket;
