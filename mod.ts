@@ -62,6 +62,7 @@ export type {
 export { type ByteStreamPair, fromWebStreams } from "./lib/streams.ts";
 export {
   admitWebSocket,
+  DEFAULT_READ_COALESCE,
   DEFAULT_RECEIVE_LIMIT,
   DEFAULT_RECEIVE_PAUSE,
   DEFAULT_SEND_HIGH_WATER,

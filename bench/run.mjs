@@ -381,6 +381,8 @@ let tmpDir = "";
 let microsocksPort = null;
 /** The ports of the edgesocks subjects, by runtime: the upstreams of the edgesocks → edgesocks subjects. */
 const edgesocksPorts = {};
+/** The ports of the bare forwarders, by runtime: the second hop of the forwarder → forwarder subjects. */
+const forwarderPorts = {};
 
 function subjects() {
   const list = [{ id: "direct", label: "direct (no proxy)", kind: "plain", start: null }];
@@ -481,7 +483,29 @@ function subjects() {
       label: `${rt} bare forwarder`,
       kind: "plain",
       runtime: rt,
-      start: (...a) => startOn(`${rt} forwarder`, ...forwarders[rt]())(...a),
+      start: async () => {
+        const started = await startOn(`${rt} forwarder`, ...forwarders[rt]())();
+        forwarderPorts[rt] = started.port;
+        return started;
+      },
+    });
+    // Two bare forwarders in a row: what any second relay in the path costs on this machine, the ceiling
+    // for the upstream-hop subjects below (a hop can be no cheaper than the runtime's own bare forwarder).
+    list.push({
+      id: `${rt}-forwarder-chained`,
+      label: `${rt} bare forwarder → ${rt} bare forwarder`,
+      kind: "plain",
+      runtime: rt,
+      chainOnly: true,
+      noMemory: "two forwarders",
+      start: () => {
+        if (forwarderPorts[rt] === undefined) throw new Error(`${rt} forwarder did not start`);
+        const [cmd, args] = forwarders[rt]();
+        return startOn(`${rt} forwarder → forwarder`, cmd, [
+          ...args.slice(0, -1),
+          `127.0.0.1:${forwarderPorts[rt]}`,
+        ])();
+      },
     });
     list.push({
       id: `${rt}-edgesocks`,
@@ -588,24 +612,27 @@ function subjects() {
     });
   }
   // edgesocks on workerd: the built worker on a raw TCP socket (a network service allowing loopback), compared
-  // with edgesocks over TCP on Node in the same run. Skip it with --skip workerd.
-  if (!skip.includes("workerd")) {
-    list.push({
-      id: "workerd",
-      label: "edgesocks on workerd (raw TCP socket)",
-      kind: "socks",
-      noMemory: "an isolate of its own",
-      start: async () => {
-        const bundle = join(tmpDir, "edgesocks.js");
-        const built = spawnSync(bin("node"), [join(root, "tools", "build_workerd.mjs"), bundle], {
-          encoding: "utf8",
-        });
-        if (built.status !== 0) throw new Error(`build_workerd failed: ${built.stderr}`);
-        const port = await freePort();
-        const conf = join(tmpDir, `workerd-${port}.capnp`);
-        writeFileSync(
-          conf,
-          `using Workerd = import "/workerd/workerd.capnp";
+  // with edgesocks over TCP on Node in the same run. Skip it with --skip workerd. Twice: as deployed (the
+  // default idle timeout, so the JavaScript relay) and with no idle timeout (EDGESOCKS_IDLE_TIMEOUT=0), where
+  // tunnels are workerd's own pipes (README: "How tunnels behave on workerd").
+  const workerd = (id, label, bindings) => ({
+    id,
+    label,
+    kind: "socks",
+    noMemory: "an isolate of its own",
+    start: async () => {
+      const bundle = join(tmpDir, "edgesocks.js");
+      const built = spawnSync(bin("node"), [join(root, "tools", "build_workerd.mjs"), bundle], {
+        encoding: "utf8",
+      });
+      if (built.status !== 0) throw new Error(`build_workerd failed: ${built.stderr}`);
+      const port = await freePort();
+      const conf = join(tmpDir, `workerd-${port}.capnp`);
+      const text = [["EDGESOCKS_ALLOW_PRIVATE", "true"], ...bindings]
+        .map(([name, value]) => `(name = "${name}", text = "${value}")`).join(", ");
+      writeFileSync(
+        conf,
+        `using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [(name = "edgesocks", worker = .w), (name = "net", network = (allow = ["public", "private", "local"]))],
   sockets = [(name = "socks", address = "127.0.0.1:${port}", tcp = (), service = "edgesocks")],
@@ -614,15 +641,22 @@ const w :Workerd.Worker = (
   modules = [(name = "edgesocks.js", esModule = embed "edgesocks.js")],
   compatibilityDate = "2026-11-01",
   globalOutbound = "net",
-  bindings = [(name = "EDGESOCKS_ALLOW_PRIVATE", text = "true")],
+  bindings = [${text}],
 );
 `,
-        );
-        const proc = launch("workerd", bin("workerd"), ["serve", conf]);
-        await waitFor(proc, () => canConnect(port), 30_000, "listening port");
-        return { proc, port };
-      },
-    });
+      );
+      const proc = launch("workerd", bin("workerd"), ["serve", conf]);
+      await waitFor(proc, () => canConnect(port), 30_000, "listening port");
+      return { proc, port };
+    },
+  });
+  if (!skip.includes("workerd")) {
+    list.push(workerd("workerd", "edgesocks on workerd (raw TCP socket)", []));
+    list.push(
+      workerd("workerd-pipes", "edgesocks on workerd (raw TCP socket, no idle timeout: workerd's pipes)", [
+        ["EDGESOCKS_IDLE_TIMEOUT", "0"],
+      ]),
+    );
   }
   return list;
 }
@@ -809,17 +843,17 @@ function summarize(results, raw) {
     }
   }
   // workerd's raw TCP ÷ edgesocks over TCP on Node (else the first runtime measured), run by run.
-  {
-    const w = raw["workerd"], base = only.includes("node") ? "node" : only[0];
+  for (const id of ["workerd", "workerd-pipes"]) {
+    const w = raw[id], base = only.includes("node") ? "node" : only[0];
     const e = raw[`${base}-edgesocks`];
     if (w && e) {
       for (const d of ["up", "down"]) {
-        results.tput["workerd"][d].vsTcp = {
+        results.tput[id][d].vsTcp = {
           base,
           ...pairedRatio(w[d], e[d], (t) => t.mibps),
         };
       }
-      results.tunnels["workerd"].vsTcp = { base, ...pairedRatio(w.tunnels, e.tunnels, (t) => t.perSecond) };
+      results.tunnels[id].vsTcp = { base, ...pairedRatio(w.tunnels, e.tunnels, (t) => t.perSecond) };
     }
   }
   // SOCKS over WebSocket (bridge + edge) ÷ the same runtime's TCP relay, run by run.
@@ -834,7 +868,11 @@ function summarize(results, raw) {
   for (const rt of only) {
     const c = raw[`${rt}-edgesocks-chained`], e = raw[`${rt}-edgesocks`], ms = raw.microsocks;
     const cc = raw[`${rt}-edgesocks-chained-edgesocks`];
+    const fc = raw[`${rt}-forwarder-chained`], f = raw[`${rt}-forwarder`];
     for (const d of ["up", "down"]) {
+      if (fc && f) {
+        results.tput[`${rt}-forwarder-chained`][d].vsDirect = pairedRatio(fc[d], f[d], (t) => t.mibps);
+      }
       if (c && ms) {
         results.tput[`${rt}-edgesocks-chained`][d].vsHop = pairedRatio(c[d], ms[d], (t) => t.mibps);
       }
@@ -1105,6 +1143,14 @@ function evaluateTargets(results) {
         goal: "≥ 0.90",
         met: r?.median == null ? null : r.median >= 0.9,
       });
+      // The same ratio for the runtime's bare forwarder: what a second relay costs on this machine at all.
+      const c = tput[`${rt}-forwarder-chained`]?.[dir].vsDirect;
+      targets.push({
+        what: `${rt}: throughput ${dir}, bare forwarder → bare forwarder ÷ one bare forwarder (the ceiling)`,
+        value: c?.median == null ? "—" : range(c, 2),
+        goal: "(reported)",
+        met: null,
+      });
       // microsocks is the slower of the two proxies: edgesocks in front of it should cost little more.
       const h = tput[`${rt}-edgesocks-chained`]?.[dir].vsHop;
       targets.push({
@@ -1132,19 +1178,21 @@ function evaluateTargets(results) {
       });
     }
   }
-  for (const dir of ["up", "down"]) {
-    const r = tput["workerd"]?.[dir].vsTcp;
+  for (const [id, how] of [["workerd", ""], ["workerd-pipes", " (no idle timeout: workerd's pipes)"]]) {
+    for (const dir of ["up", "down"]) {
+      const r = tput[id]?.[dir].vsTcp;
+      targets.push({
+        what: `workerd raw TCP${how}: throughput ${dir} ÷ edgesocks over TCP${
+          r?.base ? ` on ${r.base}` : ""
+        }`,
+        value: r?.median == null ? "—" : range(r, 2),
+        goal: "≥ 0.80",
+        met: r?.median == null ? null : r.median >= 0.8,
+      });
+    }
+    const t = tunnels[id]?.vsTcp;
     targets.push({
-      what: `workerd raw TCP: throughput ${dir} ÷ edgesocks over TCP${r?.base ? ` on ${r.base}` : ""}`,
-      value: r?.median == null ? "—" : range(r, 2),
-      goal: "≥ 0.80",
-      met: r?.median == null ? null : r.median >= 0.8,
-    });
-  }
-  {
-    const t = tunnels["workerd"]?.vsTcp;
-    targets.push({
-      what: `workerd raw TCP: tunnels/s ÷ edgesocks over TCP${t?.base ? ` on ${t.base}` : ""}`,
+      what: `workerd raw TCP${how}: tunnels/s ÷ edgesocks over TCP${t?.base ? ` on ${t.base}` : ""}`,
       value: t?.median == null ? "—" : range(t, 2),
       goal: "(reported)",
       met: null,
@@ -1254,7 +1302,9 @@ async function main() {
     const tputRunning = running.filter((r) =>
       !r.subject.tunnelsOnly &&
       (r.subject.chainOnly ? parts.includes("chain") : parts.includes("throughput") ||
-        (parts.includes("chain") && (r.subject.id.endsWith("-edgesocks") || r.subject.id === "microsocks")))
+        (parts.includes("chain") &&
+          (r.subject.id.endsWith("-edgesocks") || r.subject.id.endsWith("-forwarder") ||
+            r.subject.id === "microsocks")))
     );
     for (const r of tputRunning) {
       try {

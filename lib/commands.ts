@@ -78,11 +78,12 @@ export type CommandHandler = (ctx: CommandContext) => Promise<CommandResult>;
 const NO_ADDRESS = { host: "0.0.0.0", port: 0 } as const;
 
 function tunnel({ request, rules, upstream, signal }: CommandContext): Promise<CommandResult> {
-  const opening = upstream.open(request, rules.policy, signal);
-  // A connection that completes after the deadline is closed, not leaked.
-  opening.then((o) => signal.aborted && o.conn.close(), () => {});
-  const bound = rules.hideBoundAddress ? NO_ADDRESS : undefined;
-  return opening.then((o) => ({ answer: { type: "connected", bound: bound ?? o.bound }, tunnel: o }));
+  const hide = rules.hideBoundAddress;
+  return upstream.open(request, rules.policy, signal).then((o) => {
+    // A connection that completes after the deadline is closed, not leaked (nobody takes the result).
+    if (signal.aborted) o.conn.close();
+    return { answer: { type: "connected", bound: hide ? NO_ADDRESS : o.bound }, tunnel: o };
+  });
 }
 
 /** BIND: listen for the peer; the first reply carries where (the session then waits for the peer). */

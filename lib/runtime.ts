@@ -210,6 +210,14 @@ export interface RuntimeAdapter {
    */
   interfaceAddresses?(): string[] | undefined;
   /**
+   * True where the runtime ties each timer to the connection that set it, so
+   * that one connection's timer cannot serve another's (workerd cancels a
+   * request's timers when it ends, and a callback may not touch another
+   * request's sockets): each session then times its own handshake and connect
+   * instead of sharing one timer per timeout with the other sessions.
+   */
+  readonly timersPerConnection?: boolean;
+  /**
    * Serves WebSocket upgrades on `address` at `options.path`, handing each
    * admitted socket to `onSocket` with the HTTP peer's address. Absent where
    * the runtime cannot (then `--listen-ws` is a startup error). An HTTP

@@ -303,6 +303,7 @@ export async function serve(adapter: RuntimeAdapter, options: ServeOptions = {})
     dial: adapter.dial,
     resolver,
     relay: adapter.relay,
+    ...(adapter.timersPerConnection ? { timersPerConnection: true } : {}),
     openListener: (address, onConnection) => adapter.listen(address, onConnection),
   });
   // UDP ASSOCIATE only where asked for and where the runtime has UDP (else the machine answers 0x07).

@@ -10,13 +10,14 @@ import { formatHostPort, type HostPort } from "./core/address.ts";
 import { replyCodeOf, SocksError } from "./core/errors.ts";
 import type { CloseCode, RequestKind, RequestMachine, Step } from "./core/request.ts";
 import { DEFAULT_COMMANDS, SocksServerMachine } from "./core/socks_server.ts";
-import { SniffingMachine } from "./core/sniff.ts";
+import { SniffingMachine, type SniffingOptions } from "./core/sniff.ts";
 import { concatBytes } from "./core/bytes.ts";
 import { ReplyCode, Socks4ReplyCode } from "./core/wire.ts";
-import { runCommand } from "./commands.ts";
+import { type CommandResult, runCommand } from "./commands.ts";
 import { clientAllowed } from "./policy.ts";
 import { type ConnectionLog, newRecord, type Outcome, replyText } from "./record.ts";
 import { relay, type RelayResult, unwatch, watch } from "./relay.ts";
+import { type DeadlineEntry, DeadlineList } from "./_deadlines.ts";
 import { DEFAULT_TIMEOUTS, makeRules, type Rules, type RulesOptions, type Timeouts } from "./rules.ts";
 import type { ByteConnection, DialOptions, NativeRelay, Resolver } from "./runtime.ts";
 import { directUpstream } from "./upstream/direct.ts";
@@ -48,6 +49,8 @@ export interface HandlerOptions extends RulesOptions {
   resolver: Resolver;
   /** A runtime's faster relay (a runtime adapter's `relay`), tried before the runtime-neutral one. */
   relay?: NativeRelay;
+  /** Each session sets timers of its own (a runtime adapter's `timersPerConnection`: workerd). */
+  timersPerConnection?: boolean;
   /** Called once per connection when it ends. */
   onLog?: (entry: ConnectionLog) => void;
   /**
@@ -94,6 +97,8 @@ export interface SessionContext {
   readonly upstream: Upstream;
   /** A runtime's faster relay, tried before the runtime-neutral one. */
   readonly relay?: NativeRelay;
+  /** Each session sets timers of its own instead of joining the shared deadline lists (workerd). */
+  readonly timersPerConnection?: boolean;
   /** Reads each record when its connection ends. */
   readonly onLog?: (entry: ConnectionLog) => void;
   /** Reads a record when its tunnel is granted. */
@@ -120,43 +125,117 @@ const LINGER_MS = 1_000;
 const LINGER_BYTES = 64 * 1024;
 
 /**
+ * What bounds a session's handshake, then its command's work: the phase's
+ * timeout (an entry of the deadline list shared by every session with that
+ * timeout) and the server's shutdown (a watcher of the signal's shared
+ * watch). One small object for both phases, in place of a timer, an abort
+ * listener and their closures per phase. The handshake's end closes the
+ * client; the command's aborts its work's signal (which cancels a dial) and
+ * rejects the work with the reason. `cut` says which ended the phase.
+ */
+class Guard implements DeadlineEntry {
+  list: DeadlineList | null = null;
+  at = 0;
+  prev: DeadlineEntry | null = null;
+  next: DeadlineEntry | null = null;
+  /** What ended the last phase early, if anything did. */
+  cut: "timeout" | "shutdown" | undefined = undefined;
+  readonly #signal: AbortSignal | undefined;
+  /** Its own timer instead of a deadline list's (`timersPerConnection`), while a phase is timed. */
+  readonly #own: boolean;
+  #timer: ReturnType<typeof setTimeout> | undefined = undefined;
+  #watching = false;
+  #client: ByteConnection | undefined = undefined;
+  #abort: AbortController | undefined = undefined;
+  #reject: ((error: SocksError) => void) | undefined = undefined;
+
+  constructor(signal: AbortSignal | undefined, own = false) {
+    this.#signal = signal;
+    this.#own = own;
+  }
+
+  /** The handshake: `ms` (0: none) from now, or the shutdown, closes `client`. */
+  handshake(ms: number, client: ByteConnection): void {
+    this.#client = client;
+    this.#arm(ms);
+  }
+
+  /**
+   * The command's work: `ms` (0: none) from now, or the shutdown, aborts `abort` and calls `reject` with
+   * the reason (at once when the server is already shutting down). Follows a handshake without a gap.
+   */
+  command(ms: number, abort: AbortController, reject: (error: SocksError) => void): void {
+    this.#client = undefined;
+    this.#abort = abort;
+    this.#reject = reject;
+    this.#arm(ms);
+  }
+
+  #arm(ms: number) {
+    if (this.#own) {
+      clearTimeout(this.#timer);
+      this.#timer = ms > 0 ? setTimeout(() => this.expire(), ms) : undefined;
+    } else if (ms > 0) DeadlineList.move(this, ms);
+    else DeadlineList.remove(this);
+    if (this.#watching || !this.#signal) return;
+    if (this.#signal.aborted) return this.stop();
+    this.#watching = true;
+    watch(this.#signal, this);
+  }
+
+  /** Stops watching both (idempotent). */
+  clear(): void {
+    if (this.#own) {
+      clearTimeout(this.#timer);
+      this.#timer = undefined;
+    } else DeadlineList.remove(this);
+    if (this.#watching) {
+      this.#watching = false;
+      unwatch(this.#signal!, this);
+    }
+    this.#client = this.#abort = this.#reject = undefined;
+  }
+
+  /** The phase's deadline passed. */
+  expire(): void {
+    this.#end("timeout");
+  }
+
+  /** The server is shutting down (a watcher of the shutdown signal). */
+  stop(): void {
+    this.#end("shutdown");
+  }
+
+  #end(why: "timeout" | "shutdown") {
+    const client = this.#client, abort = this.#abort, reject = this.#reject;
+    this.clear();
+    this.cut = why;
+    if (client) return client.close();
+    const error = why === "timeout"
+      ? new SocksError(ReplyCode.TtlExpired, "connect timed out", { code: "connect_timeout" })
+      : new SocksError(ReplyCode.GeneralFailure, "server shutting down", { code: "shutdown" });
+    abort?.abort(error);
+    reject?.(error);
+  }
+}
+
+/**
  * Bounds a request's work by the connect timeout (`ms`, 0: none) and the
  * server's shutdown (`signal`): whichever comes first aborts `abort.signal`
  * (which cancels a dial) and rejects `stopped` with the reason. `clear()`
- * stops watching both; nothing is left registered on `signal`.
+ * stops watching both; nothing is left registered on `signal`. `ownTimer`:
+ * a timer of its own, not a deadline list's (`timersPerConnection`).
  */
 function bounded(
   ms: number,
   signal: AbortSignal | undefined,
+  ownTimer = false,
 ): { abort: AbortController; stopped: Promise<never>; clear: () => void } {
   const abort = new AbortController();
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let onShutdown: (() => void) | undefined;
-  const stopped = new Promise<never>((_, reject) => {
-    const stop = (error: SocksError) => {
-      abort.abort(error);
-      reject(error);
-    };
-    if (ms > 0) {
-      timer = setTimeout(
-        () => stop(new SocksError(ReplyCode.TtlExpired, "connect timed out", { code: "connect_timeout" })),
-        ms,
-      );
-    }
-    onShutdown = () =>
-      stop(new SocksError(ReplyCode.GeneralFailure, "server shutting down", { code: "shutdown" }));
-    if (signal?.aborted) onShutdown();
-    else if (signal) watch(signal, onShutdown);
-  });
+  const guard = new Guard(signal, ownTimer);
+  const stopped = new Promise<never>((_, reject) => guard.command(ms, abort, reject));
   stopped.catch(() => {});
-  return {
-    abort,
-    stopped,
-    clear: () => {
-      clearTimeout(timer);
-      if (onShutdown && signal) unwatch(signal, onShutdown);
-    },
-  };
+  return { abort, stopped, clear: () => guard.clear() };
 }
 
 /**
@@ -344,37 +423,28 @@ class Session {
   ): Promise<Granted | undefined> {
     const record = this.record;
     const context = this.#context;
-    const machine: RequestMachine = context.httpConnect
-      ? new SniffingMachine<RequestKind>({
-        authenticate: rules.authenticate,
-        httpConnect: true,
-        ...(context.passthrough ? PASSTHROUGH : {}),
-        ...(context.commands ? { commands: context.commands } : {}),
-      })
-      : new SocksServerMachine<RequestKind>({
-        authenticate: rules.authenticate,
-        ...(context.passthrough ? PASSTHROUGH : {}),
-        ...(context.commands ? { commands: context.commands } : {}),
-      });
-    // 1. Handshake, bounded by the handshake timeout.
-    let handshakeTimedOut = false;
-    const timer = rules.timeouts.handshake > 0
-      ? setTimeout(() => {
-        handshakeTimedOut = true;
-        client.close();
-      }, rules.timeouts.handshake)
-      : undefined;
+    // (Options set field by field: spreading empty objects per connection cost more than the machine.)
+    const options: SniffingOptions<RequestKind> = { authenticate: rules.authenticate };
+    if (context.passthrough) Object.assign(options, PASSTHROUGH);
+    if (context.commands) options.commands = context.commands;
+    let machine: RequestMachine;
+    if (context.httpConnect) {
+      options.httpConnect = true;
+      machine = new SniffingMachine<RequestKind>(options);
+    } else machine = new SocksServerMachine<RequestKind>(options);
+    // 1. Handshake, bounded by the handshake timeout and the shutdown.
+    const guard = new Guard(signal, context.timersPerConnection);
+    guard.handshake(rules.timeouts.handshake, client);
     let step: Step<RequestKind>;
-    const stopHandshake = () => client.close();
-    if (signal) watch(signal, stopHandshake);
     try {
       do {
         // Bytes an ingress stage read past its own header (a PROXY header's segment) come first.
         const chunk = head !== undefined && head.length > 0 ? head : await client.read();
         head = undefined;
         if (chunk === null) {
+          guard.clear();
           client.close();
-          if (handshakeTimedOut) this.end("handshake_timeout", "handshake timeout");
+          if (guard.cut === "timeout") this.end("handshake_timeout", "handshake timeout");
           else if (signal?.aborted) this.end("shutdown", "server shutting down");
           else this.end("client_closed", "client closed during handshake");
           return undefined;
@@ -383,15 +453,15 @@ class Session {
         await send(client, step);
       } while (step.action.type === "need_more");
     } catch (error) {
+      guard.clear();
       client.close();
-      if (handshakeTimedOut) this.end("handshake_timeout", "handshake timeout");
+      if (guard.cut === "timeout") this.end("handshake_timeout", "handshake timeout");
       else this.end("client_error", `client error: ${String(error)}`);
       return undefined;
-    } finally {
-      clearTimeout(timer);
-      if (signal) unwatch(signal, stopHandshake);
     }
     const action = step.action;
+    // A request goes on to its command with the same guard; anything else is done with it here.
+    if (action.type !== "request") guard.clear();
     if (machine.protocol !== undefined) record.protocol = machine.protocol;
     if (step.status !== undefined) record.status = step.status;
     // The HTTP-resistance page is a 501, whichever machine sent it.
@@ -421,7 +491,6 @@ class Session {
     if (request.user !== undefined) record.user = request.user;
 
     // 2. The command's work, bounded by the connect timeout and the server's shutdown.
-    const { abort, stopped, clear } = bounded(rules.timeouts.connect, signal);
     const asked = Date.now();
     let answer: Step<RequestKind>;
     let upstream: ByteConnection | undefined;
@@ -442,7 +511,12 @@ class Session {
       });
     };
     try {
-      const result = await Promise.race([
+      // The work's own promise or the guard's reason, whichever comes first (what Promise.race would give,
+      // with one promise less).
+      const result = await new Promise<CommandResult>((resolve, reject) => {
+        const abort = new AbortController();
+        guard.command(rules.timeouts.connect, abort, reject);
+        if (guard.cut !== undefined) return;
         runCommand({
           request,
           rules,
@@ -451,9 +525,8 @@ class Session {
           // Only the commands that read it ask (a system call or two; CONNECT never needs it).
           ...(request.kind === "bind" || request.kind === "udp_associate" ? localOf(client) : {}),
           ...(request.kind === "udp_associate" ? udpContext(client, peer, context.udp) : {}),
-        }),
-        stopped,
-      ]);
+        }).then(resolve, reject);
+      });
       if (result.tunnel) {
         upstream = result.tunnel.conn;
         record.dialed = result.tunnel.dialed;
@@ -464,7 +537,7 @@ class Session {
     } catch (error) {
       answer = refuse(error);
     } finally {
-      clear();
+      guard.clear();
     }
     if (request.kind === "connect" || request.kind === "connect_dir") record.connectMs = Date.now() - asked;
     let early = action.early;
@@ -543,7 +616,11 @@ class Session {
     held?: Uint8Array;
     pending?: Promise<Uint8Array | null>;
   }> {
-    const { abort, stopped, clear } = bounded(rules.timeouts.connect, signal);
+    const { abort, stopped, clear } = bounded(
+      rules.timeouts.connect,
+      signal,
+      this.#context.timersPerConnection,
+    );
     const reading = client.read();
     let held: Uint8Array | undefined;
     const clientGone = new Promise<never>((_, reject) => {
@@ -710,6 +787,7 @@ export function sessionContext(options: HandlerOptions): SessionContext {
     ...(bind ? { commands: [...DEFAULT_COMMANDS, "bind"] } : {}),
     ...(options.httpConnect === true ? { httpConnect: true } : {}),
     ...(options.relay ? { relay: options.relay } : {}),
+    ...(options.timersPerConnection ? { timersPerConnection: true } : {}),
     ...(options.onLog ? { onLog: options.onLog } : {}),
     ...(options.onGranted ? { onGranted: options.onGranted } : {}),
   };

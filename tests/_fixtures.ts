@@ -4,6 +4,7 @@
  * in-process (on the running runtime's adapter) or as a CLI subprocess, and
  * real clients run as subprocesses. Every wait is bounded.
  */
+import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { createServer as createHttpServer } from "node:http";
 import { connect, createServer, type Server, type Socket } from "node:net";
@@ -344,6 +345,25 @@ export function stderrKinds(stderr: string): string[] {
   });
 }
 
+/**
+ * Once the proxy accepts again after running out of descriptors: waits (at most 6 s) for its "accepting
+ * connections again" line, then 200 ms more, and asserts that its standard error is that one episode, the
+ * out-of-descriptors line and this one. Resolves with the milliseconds the line took.
+ */
+export async function assertOneEpisode(proxy: ProxyProcess): Promise<number> {
+  const ms = await until(
+    6_000,
+    () => `no "accepting connections again" line; stderr: ${proxy.errors()}`,
+    () => /accepting connections again/.test(proxy.errors()),
+  );
+  await sleep(200);
+  assert.deepEqual(stderrKinds(proxy.errors()), [
+    "out of file descriptors",
+    "accepting connections again",
+  ]);
+  return ms;
+}
+
 /** Waits until `cond()` holds, polling; throws `what()` after `ms`. Resolves with the milliseconds it took. */
 export async function until(ms: number, what: () => string, cond: () => boolean): Promise<number> {
   const t0 = Date.now();
@@ -607,4 +627,24 @@ export { hex, toHex } from "./_hex.ts";
 export function socks5ConnectBytes(port: number, host = "127.0.0.1"): Uint8Array {
   const ip = host.split(".").map(Number);
   return Uint8Array.of(5, 1, 0, 5, 1, 0, 1, ...ip, port >> 8, port & 0xff);
+}
+
+/**
+ * `n` tunnels through the proxy on `proxyPort` to 127.0.0.1:`target`, opened one after another (SOCKS5
+ * CONNECT, no auth, each reply read) and held open. If one fails, those already open are destroyed.
+ */
+export async function holdTunnels(proxyPort: number, target: number, n: number): Promise<RawClient[]> {
+  const held: RawClient[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const c = await RawClient.open(proxyPort);
+      held.push(c);
+      c.send(socks5ConnectBytes(target));
+      await c.readExactly(12);
+    }
+    return held;
+  } catch (e) {
+    for (const c of held) c.destroy();
+    throw e;
+  }
 }

@@ -8,6 +8,8 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { writeFileSync } from "node:fs";
 import {
+  holdTunnels,
+  type ProxyProcess,
   RawClient,
   RUNTIME,
   socks5ConnectBytes,
@@ -33,8 +35,6 @@ import {
   stderrLine,
 } from "./_admin.ts";
 
-type Awaited2<T> = T extends Promise<infer U> ? U : T;
-
 /** Sends `n` bytes through an open tunnel to the echo server and reads them back. */
 async function echoThrough(c: RawClient, n: number): Promise<void> {
   const bytes = pattern(n);
@@ -42,9 +42,49 @@ async function echoThrough(c: RawClient, n: number): Promise<void> {
   assert.ok((await c.readExactly(n)).equals(bytes));
 }
 
+/** Ends a tunnel from the client's side, waits for the proxy's end of it and destroys it: what came before. */
+async function endTunnel(c: RawClient): Promise<Buffer> {
+  c.end();
+  const rest = await c.readToEnd();
+  c.destroy();
+  return rest;
+}
+
+/** Asks /readyz until it answers 503 (at most 51 times, as a drain has begun): its last answer. */
+async function readyzUntilDraining(admin: number): Promise<{ status: number; body: string }> {
+  let ready = await adminGet(admin, "/readyz");
+  for (let i = 0; i < 50 && ready.status !== 503; i++) ready = await adminGet(admin, "/readyz");
+  return ready;
+}
+
+/** The proxy exits 0 (within `ms`) after a SIGTERM drain, its one line on stderr saying `summary`. */
+async function assertDrained(proxy: ProxyProcess, summary: string, ms?: number): Promise<void> {
+  assert.equal(await exited(proxy, ms), 0);
+  assert.equal(proxy.errors(), `edgesocks: drained (SIGTERM): ${summary}\n`);
+}
+
+/**
+ * SIGTERM starts a drain that, `ms` later, still holds the proxy up and the tunnel `open` (it still
+ * echoes); then `second` ends it at once: exit 0 within 10 s, its line saying `summary`.
+ */
+async function interruptDrain(
+  proxy: ProxyProcess,
+  open: RawClient,
+  ms: number,
+  second: "SIGTERM" | "SIGINT",
+  summary: string,
+): Promise<void> {
+  signal(proxy, "SIGTERM");
+  await new Promise((r) => setTimeout(r, ms));
+  assert.equal(proxy.child.exitCode, null, "still draining");
+  await echoThrough(open, 100);
+  signal(proxy, second);
+  await assertDrained(proxy, summary, 10_000);
+}
+
 describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
-  let echo: Awaited2<ReturnType<typeof startEcho>>;
-  let dns: Awaited2<ReturnType<typeof startDns>>;
+  let echo: Awaited<ReturnType<typeof startEcho>>;
+  let dns: Awaited<ReturnType<typeof startDns>>;
   before(async () => {
     echo = await startEcho();
     dns = await startDns();
@@ -81,9 +121,7 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
       for (let i = 0; i < 3; i++) {
         const c = await openTunnel(proxy.port, "alice", "secret", echo.port);
         await echoThrough(c, 1000);
-        c.end();
-        assert.equal((await c.readToEnd()).length, 0);
-        c.destroy();
+        assert.equal((await endTunnel(c)).length, 0);
       }
       const policy = await RawClient.exchange(
         proxy.port,
@@ -160,9 +198,7 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
         text,
         new RegExp(`^edgesocks_build_info\\{version="[^"]+",runtime="${RUNTIME}"\\} 1$`, "m"),
       );
-      open.end();
-      await open.readToEnd();
-      open.destroy();
+      await endTunnel(open);
       const later = await scrapeUntil(
         admin,
         "the open tunnel's end",
@@ -225,20 +261,14 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
       assert.equal(toHex((await c.readExactly(12)).subarray(0, 4)), "05 00 05 00");
       const first = await c.readExactly(1024);
       signal(proxy, "SIGTERM");
-      let ready = await adminGet(admin, "/readyz");
-      for (let i = 0; i < 50 && ready.status !== 503; i++) ready = await adminGet(admin, "/readyz");
-      assert.deepEqual(ready, { status: 503, body: "draining\n" });
+      assert.deepEqual(await readyzUntilDraining(admin), { status: 503, body: "draining\n" });
       assert.equal((await adminGet(admin, "/healthz")).status, 200);
       assert.equal(sample((await adminGet(admin, "/metrics")).body, "edgesocks_draining"), 1);
       assert.ok(await refused(proxy.port), "a new connection during the drain is refused");
       const rest = await c.readToEnd(20_000);
       assert.ok(Buffer.concat([first, rest]).equals(pattern(40 * 32 * 1024)), "the download, byte for byte");
       c.destroy();
-      assert.equal(await exited(proxy), 0);
-      assert.equal(
-        proxy.errors(),
-        "edgesocks: drained (SIGTERM): 1 connection finished, 0 closed at timeout\n",
-      );
+      await assertDrained(proxy, "1 connection finished, 0 closed at timeout");
     } finally {
       await proxy.stop();
       await slow.close();
@@ -248,18 +278,12 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
   it("the drain timeout closes what is still open; exit 0", async () => {
     const proxy = await spawnProxy(["--listen", "127.0.0.1:0", "--allow-private", "--drain-timeout", "1"]);
     try {
-      const c = await RawClient.open(proxy.port);
-      c.send(socks5ConnectBytes(echo.port));
-      await c.readExactly(12);
+      const [c] = await holdTunnels(proxy.port, echo.port, 1);
       const t0 = Date.now();
       signal(proxy, "SIGTERM");
-      assert.equal(await exited(proxy), 0);
+      await assertDrained(proxy, "0 connections finished, 1 closed at timeout");
       const took = Date.now() - t0;
       assert.ok(took >= 900, `exited after ${took} ms, before the 1 s drain timeout`);
-      assert.equal(
-        proxy.errors(),
-        "edgesocks: drained (SIGTERM): 0 connections finished, 1 closed at timeout\n",
-      );
       await c.readToEnd();
       c.destroy();
     } finally {
@@ -271,23 +295,8 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
     it(`a ${second} during a drain closes at once`, async () => {
       const proxy = await spawnProxy(["--listen", "127.0.0.1:0", "--allow-private", "--drain-timeout", "60"]);
       try {
-        const held: RawClient[] = [];
-        for (let i = 0; i < 2; i++) {
-          const c = await RawClient.open(proxy.port);
-          c.send(socks5ConnectBytes(echo.port));
-          await c.readExactly(12);
-          held.push(c);
-        }
-        signal(proxy, "SIGTERM");
-        await new Promise((r) => setTimeout(r, 500));
-        assert.equal(proxy.child.exitCode, null, "still draining");
-        await echoThrough(held[0], 100);
-        signal(proxy, second);
-        assert.equal(await exited(proxy, 10_000), 0);
-        assert.equal(
-          proxy.errors(),
-          `edgesocks: drained (SIGTERM): 0 connections finished, 2 closed on ${second}\n`,
-        );
+        const held = await holdTunnels(proxy.port, echo.port, 2);
+        await interruptDrain(proxy, held[0], 500, second, `0 connections finished, 2 closed on ${second}`);
         for (const c of held) c.destroy();
       } finally {
         await proxy.stop();
@@ -308,22 +317,14 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
     try {
       const admin = adminPort(proxy.startup);
       signal(proxy, "SIGTERM");
-      let ready = await adminGet(admin, "/readyz");
-      for (let i = 0; i < 50 && ready.status !== 503; i++) ready = await adminGet(admin, "/readyz");
-      assert.equal(ready.status, 503);
+      assert.equal((await readyzUntilDraining(admin)).status, 503);
       // Still served during the delay.
       const c = await RawClient.open(proxy.port);
       c.send(socks5ConnectBytes(echo.port));
       assert.equal(toHex((await c.readExactly(12)).subarray(0, 4)), "05 00 05 00");
       await echoThrough(c, 100);
-      c.end();
-      await c.readToEnd();
-      c.destroy();
-      assert.equal(await exited(proxy), 0);
-      assert.equal(
-        proxy.errors(),
-        "edgesocks: drained (SIGTERM): 0 connections finished, 0 closed at timeout\n",
-      );
+      await endTunnel(c);
+      await assertDrained(proxy, "0 connections finished, 0 closed at timeout");
     } finally {
       await proxy.stop();
     }
@@ -426,22 +427,13 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
       "60",
     ]);
     try {
-      const held: RawClient[] = [];
-      for (let i = 0; i < 6; i++) {
-        const c = await RawClient.open(proxy.port);
-        c.send(socks5ConnectBytes(echo.port));
-        await c.readExactly(12);
-        held.push(c);
-      }
-      signal(proxy, "SIGTERM");
-      await new Promise((r) => setTimeout(r, 700));
-      assert.equal(proxy.child.exitCode, null, "still draining");
-      await echoThrough(held[5], 100);
-      signal(proxy, "SIGINT");
-      assert.equal(await exited(proxy, 10_000), 0);
-      assert.equal(
-        proxy.errors(),
-        "edgesocks: drained (SIGTERM): 0 connections finished, 6 closed on SIGINT in 2 workers\n",
+      const held = await holdTunnels(proxy.port, echo.port, 6);
+      await interruptDrain(
+        proxy,
+        held[5],
+        700,
+        "SIGINT",
+        "0 connections finished, 6 closed on SIGINT in 2 workers",
       );
       for (const c of held) {
         await c.readToEnd();
@@ -485,11 +477,7 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
         (t) => sample(t, "edgesocks_tunnels_open") === 20,
       );
       assert.equal(sample(during, "edgesocks_workers"), 2);
-      for (const c of held) {
-        c.end();
-        await c.readToEnd();
-        c.destroy();
-      }
+      for (const c of held) await endTunnel(c);
       const text = await scrapeUntil(
         admin,
         "20 tunnels done",
@@ -535,9 +523,7 @@ describe(`admin endpoint, drain and reload on ${RUNTIME}`, () => {
       const c = await openTunnel(proxy.port, "bob", "hunter2", slow.port);
       const first = await c.readExactly(1024);
       signal(proxy, "SIGTERM");
-      let ready = await adminGet(admin, "/readyz");
-      for (let i = 0; i < 50 && ready.status !== 503; i++) ready = await adminGet(admin, "/readyz");
-      assert.equal(ready.status, 503);
+      assert.equal((await readyzUntilDraining(admin)).status, 503);
       const rest = await c.readToEnd(20_000);
       assert.ok(Buffer.concat([first, rest]).equals(pattern(40 * 32 * 1024)), "the download, byte for byte");
       c.destroy();

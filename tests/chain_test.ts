@@ -92,24 +92,56 @@ async function chained(chain: ServeOptions["chain"], options: ServeOptions = {})
   return Object.assign(proxy, { logs });
 }
 
-/** The one SOCKS5 reply (10 bytes, IPv4) to a CONNECT by name through `port`. */
+/** A chain of one upstream, `name` at `url`, that every destination is routed to. */
+function oneHop(name: string, url: string, passthrough?: boolean): ServeOptions["chain"] {
+  return { upstreams: [parseHop(name, url)], routes: [parseRoute(`*=${name}`)], passthrough };
+}
+
+/** curl for `url` through the proxy on 127.0.0.1:`port` (`--socks5-hostname`, or `flag`), as `user` if given. */
+function curlVia(port: number, url: string, user?: string, flag = "--socks5-hostname") {
+  return curl([flag, `127.0.0.1:${port}`, ...(user ? ["-U", user] : []), url]);
+}
+
+/**
+ * The SOCKS5 reply to a CONNECT by name through `port`, after `greeting` (one that offers only
+ * username/password carries its login too: 4 bytes come back for it, else 2). Without `toEnd` the 10
+ * bytes of an IPv4 reply; with it all the proxy sends until it closes.
+ */
 async function replyTo(
   port: number,
   host: string,
   target: number,
   greeting = hex("05 01 00"),
+  toEnd = false,
 ): Promise<string> {
   const c = await RawClient.open(port);
   try {
     c.send(greeting);
-    await c.readExactly(2);
+    await c.readExactly(greeting[2] === 2 ? 4 : 2);
     c.send(
       Uint8Array.of(5, 1, 0, 3, host.length, ...new TextEncoder().encode(host), target >> 8, target & 0xff),
     );
-    return toHex(await c.readExactly(10, 15_000));
+    return toHex(await (toEnd ? c.readToEnd(10_000) : c.readExactly(10, 15_000)));
   } finally {
     c.destroy();
   }
+}
+
+/**
+ * A second edgesocks (`options`, its records in `upLogs`) as the one upstream "up" (`scheme`) of a first
+ * that passes its clients' credentials through, and a web server; `close` stops all three.
+ */
+async function behindSecond(scheme: string, options: ServeOptions) {
+  const web = await startHttp();
+  const upLogs: ConnectionLog[] = [];
+  const up = await startProxy({ ...options, onLog: (e) => upLogs.push(e) });
+  const proxy = await chained(oneHop("up", `${scheme}://127.0.0.1:${up.port}`, true));
+  const close = async () => {
+    await proxy.close();
+    await up.close();
+    await web.close();
+  };
+  return { web, upLogs, proxy, close };
 }
 
 const reply = (rep: number) => toHex(Uint8Array.of(5, rep, 0, 1, 0, 0, 0, 0, 0, 0));
@@ -130,12 +162,9 @@ describe("chaining: microsocks", () => {
   });
 
   it("socks5h: curl's name goes to the upstream, which resolves it; the record says which way", async () => {
-    const proxy = await chained({
-      upstreams: [parseHop("ms", `socks5h://127.0.0.1:${ms.port}`)],
-      routes: [parseRoute("*=ms")],
-    });
+    const proxy = await chained(oneHop("ms", `socks5h://127.0.0.1:${ms.port}`));
     try {
-      const r = await curl(["--socks5-hostname", `127.0.0.1:${proxy.port}`, `http://localhost:${web.port}/`]);
+      const r = await curlVia(proxy.port, `http://localhost:${web.port}/`);
       assert.equal(r.stdout, HTTP_BODY, r.stderr);
       await until(2_000, () => JSON.stringify(proxy.logs), () => proxy.logs.length === 1);
       assert.equal(proxy.logs[0].dialed, `ms/127.0.0.1:${ms.port}`);
@@ -147,13 +176,10 @@ describe("chaining: microsocks", () => {
 
   it("the upstream's refusal is the client's reply: 0x05 for a closed port, not a generic 0x01", async () => {
     const closed = await closedPort();
-    const proxy = await chained({
-      upstreams: [parseHop("ms", `socks5h://127.0.0.1:${ms.port}`)],
-      routes: [parseRoute("*=ms")],
-    });
+    const proxy = await chained(oneHop("ms", `socks5h://127.0.0.1:${ms.port}`));
     try {
       assert.equal(await replyTo(proxy.port, "localhost", closed), reply(0x05));
-      const r = await curl(["--socks5-hostname", `127.0.0.1:${proxy.port}`, `http://localhost:${closed}/`]);
+      const r = await curlVia(proxy.port, `http://localhost:${closed}/`);
       assert.equal(r.code, 97);
       assert.match(r.stderr, /\(5\)/);
       await until(2_000, () => "", () => proxy.logs.length >= 1);
@@ -177,19 +203,9 @@ describe("chaining: microsocks", () => {
         ["carol:c0rrect@", true, undefined, true],
       ] as const
     ) {
-      const proxy = await chained({
-        upstreams: [parseHop("ms", url(creds))],
-        routes: [parseRoute("*=ms")],
-        passthrough,
-      });
+      const proxy = await chained(oneHop("ms", url(creds), passthrough));
       try {
-        const args = [
-          "--socks5-hostname",
-          `127.0.0.1:${proxy.port}`,
-          ...(clientCreds ? ["-U", clientCreds] : []),
-          target,
-        ];
-        const r = await curl(args);
+        const r = await curlVia(proxy.port, target, clientCreds);
         if (ok) assert.equal(r.stdout, HTTP_BODY, `${creds} ${clientCreds}: ${r.stderr}`);
         else {
           assert.equal(r.code, 97, `${creds} ${clientCreds}`);
@@ -212,17 +228,14 @@ describe("chaining: microsocks", () => {
       routes: [parseRoute(`connect@localhost:${closed}=ms,dead`), parseRoute("*=dead,ms")],
     });
     try {
-      const r = await curl(["--socks5-hostname", `127.0.0.1:${proxy.port}`, `http://localhost:${web.port}/`]);
+      const r = await curlVia(proxy.port, `http://localhost:${web.port}/`);
       assert.equal(r.stdout, HTTP_BODY, r.stderr);
       await until(2_000, () => "", () => proxy.logs.length === 1);
       assert.equal(proxy.logs[0].dialed, `ms/127.0.0.1:${ms.port}`);
       // ms answers 0x05 for the closed port: that is the answer, "dead" is not tried after it.
       assert.equal(await replyTo(proxy.port, "localhost", closed), reply(0x05));
       // Only "dead" and nothing else: its failure to be reached is what the client hears.
-      const solo = await chained({
-        upstreams: [parseHop("dead", `socks5h://127.0.0.1:${dead}`)],
-        routes: [parseRoute("*=dead")],
-      });
+      const solo = await chained(oneHop("dead", `socks5h://127.0.0.1:${dead}`));
       try {
         assert.equal(await replyTo(solo.port, "localhost", web.port), reply(0x05));
         await until(2_000, () => "", () => solo.logs.length === 1);
@@ -257,7 +270,7 @@ describe("chaining: microsocks", () => {
       // A name rule refuses before anything is sent to the upstream.
       assert.equal(await replyTo(proxy.port, "blocked.test", 80), reply(0x02));
       // Behind the upstream a name is not resolved here, so the after-DNS range check cannot run.
-      const r = await curl(["--socks5-hostname", `127.0.0.1:${proxy.port}`, `http://localhost:${web.port}/`]);
+      const r = await curlVia(proxy.port, `http://localhost:${web.port}/`);
       assert.equal(r.stdout, HTTP_BODY, r.stderr);
       await until(2_000, () => "", () => proxy.logs.length === 3);
       assert.deepEqual(proxy.logs.map((l) => l.outcome), ["refused_policy", "refused_policy", "tunnel_done"]);
@@ -269,18 +282,17 @@ describe("chaining: microsocks", () => {
 
   it("socks5:// resolves here, so the after-DNS check runs: a name of a private address is refused", async () => {
     const dns = await startDns();
-    const proxy = await chained(
-      { upstreams: [parseHop("ms", `socks5://127.0.0.1:${ms.port}`)], routes: [parseRoute("*=ms")] },
-      { dns: { host: dns.host, port: dns.port } },
-    );
-    const open = await chained(
-      { upstreams: [parseHop("ms", `socks5://127.0.0.1:${ms.port}`)], routes: [parseRoute("*=ms")] },
-      { dns: { host: dns.host, port: dns.port }, policy: { allowPrivate: true } },
-    );
+    const proxy = await chained(oneHop("ms", `socks5://127.0.0.1:${ms.port}`), {
+      dns: { host: dns.host, port: dns.port },
+    });
+    const open = await chained(oneHop("ms", `socks5://127.0.0.1:${ms.port}`), {
+      dns: { host: dns.host, port: dns.port },
+      policy: { allowPrivate: true },
+    });
     try {
       assert.equal(await replyTo(proxy.port, "web.test", web.port), reply(0x02));
       // Allowed, the upstream is given the address (microsocks could not resolve web.test itself).
-      const r = await curl(["--socks5-hostname", `127.0.0.1:${open.port}`, `http://web.test:${web.port}/`]);
+      const r = await curlVia(open.port, `http://web.test:${web.port}/`);
       assert.equal(r.stdout, HTTP_BODY, r.stderr);
     } finally {
       await proxy.close();
@@ -301,7 +313,7 @@ describe("chaining: microsocks", () => {
       "text",
     ]);
     try {
-      const r = await curl(["--socks5-hostname", `127.0.0.1:${cli.port}`, `http://localhost:${web.port}/`]);
+      const r = await curlVia(cli.port, `http://localhost:${web.port}/`);
       assert.equal(r.stdout, HTTP_BODY, r.stderr);
       await until(5_000, cli.output, () => /via=ms\/127\.0\.0\.1:\d+ reply=granted/.test(cli.output()));
     } finally {
@@ -337,13 +349,9 @@ describe("chaining: a silent upstream", () => {
       s.on("end", () => (closedByUs = true));
       s.on("close", () => (closedByUs = true));
     });
-    const proxy = await chained(
-      {
-        upstreams: [parseHop("silent", `socks5h://127.0.0.1:${silent.port}`)],
-        routes: [parseRoute("*=silent")],
-      },
-      { timeouts: { connect: 800 } },
-    );
+    const proxy = await chained(oneHop("silent", `socks5h://127.0.0.1:${silent.port}`), {
+      timeouts: { connect: 800 },
+    });
     try {
       const started = Date.now();
       assert.equal(await replyTo(proxy.port, "example.test", 80), reply(0x06));
@@ -361,30 +369,11 @@ describe("chaining: a silent upstream", () => {
 
 describe("chaining: a second edgesocks", () => {
   it("SOCKS4A upstream: the client's SOCKS4 user id, and a SOCKS5 user name, go on as its user id", async () => {
-    const web = await startHttp();
-    const upLogs: ConnectionLog[] = [];
-    const up = await startProxy({ policy: { allowPrivate: true }, onLog: (e) => upLogs.push(e) });
-    const proxy = await chained({
-      upstreams: [parseHop("up", `socks4a://127.0.0.1:${up.port}`)],
-      routes: [parseRoute("*=up")],
-      passthrough: true,
-    });
+    const { web, upLogs, proxy, close } = await behindSecond("socks4a", { policy: { allowPrivate: true } });
     try {
-      let r = await curl([
-        "--socks4a",
-        `127.0.0.1:${proxy.port}`,
-        "-U",
-        "bob:",
-        `http://localhost:${web.port}/`,
-      ]);
+      let r = await curlVia(proxy.port, `http://localhost:${web.port}/`, "bob:", "--socks4a");
       assert.equal(r.stdout, HTTP_BODY, r.stderr);
-      r = await curl([
-        "--socks5-hostname",
-        `127.0.0.1:${proxy.port}`,
-        "-U",
-        "alice:pw",
-        `http://localhost:${web.port}/`,
-      ]);
+      r = await curlVia(proxy.port, `http://localhost:${web.port}/`, "alice:pw");
       assert.equal(r.stdout, HTTP_BODY, r.stderr);
       await until(3_000, () => JSON.stringify(upLogs), () => upLogs.length === 2);
       assert.deepEqual(upLogs.map((l) => [l.version, l.user, l.target]), [
@@ -395,33 +384,17 @@ describe("chaining: a second edgesocks", () => {
       assert.equal(proxy.logs[1].user, "alice");
       assert.ok(!JSON.stringify(proxy.logs).includes("pw"));
     } finally {
-      await proxy.close();
-      await up.close();
-      await web.close();
+      await close();
     }
   });
 
   it("SOCKS5 upstream with users: passthrough logs in as the client; a wrong password is 0x02", async () => {
-    const web = await startHttp();
-    const upLogs: ConnectionLog[] = [];
-    const up = await startProxy({
+    const { web, upLogs, proxy, close } = await behindSecond("socks5h", {
       policy: { allowPrivate: true },
       users: new Map([["alice", "s3cret"]]),
-      onLog: (e) => upLogs.push(e),
-    });
-    const proxy = await chained({
-      upstreams: [parseHop("up", `socks5h://127.0.0.1:${up.port}`)],
-      routes: [parseRoute("*=up")],
-      passthrough: true,
     });
     try {
-      const r = await curl([
-        "--socks5-hostname",
-        `127.0.0.1:${proxy.port}`,
-        "-U",
-        "alice:s3cret",
-        `http://localhost:${web.port}/`,
-      ]);
+      const r = await curlVia(proxy.port, `http://localhost:${web.port}/`, "alice:s3cret");
       assert.equal(r.stdout, HTTP_BODY, r.stderr);
       // Exact bytes: offer both methods, we ask for the login (Tor does the same), the upstream refuses it.
       const c = await RawClient.open(proxy.port);
@@ -438,9 +411,7 @@ describe("chaining: a second edgesocks", () => {
         "auth_failed",
       ]]);
     } finally {
-      await proxy.close();
-      await up.close();
-      await web.close();
+      await close();
     }
   });
 
@@ -492,10 +463,8 @@ describe("chaining: a second edgesocks", () => {
 
 describe("chaining: an HTTP CONNECT upstream (a second edgesocks, --http-connect)", () => {
   it("Basic credentials passed through are checked by it; its 407, 403 and 502 are 0x02, 0x02, 0x04", async () => {
-    const web = await startHttp();
     const closed = await closedPort();
-    const upLogs: ConnectionLog[] = [];
-    const up = await startProxy({
+    const { web, upLogs, proxy, close } = await behindSecond("http", {
       httpConnect: true,
       policy: {
         allowPrivate: true,
@@ -503,36 +472,13 @@ describe("chaining: an HTTP CONNECT upstream (a second edgesocks, --http-connect
       },
       users: new Map([["alice", "s3cret"]]),
       authBackoff: false,
-      onLog: (e) => upLogs.push(e),
-    });
-    const proxy = await chained({
-      upstreams: [parseHop("up", `http://127.0.0.1:${up.port}`)],
-      routes: [parseRoute("*=up")],
-      passthrough: true,
     });
     try {
-      const r = await curl([
-        "--socks5-hostname",
-        `127.0.0.1:${proxy.port}`,
-        "-U",
-        "alice:s3cret",
-        `http://localhost:${web.port}/`,
-      ]);
+      const r = await curlVia(proxy.port, `http://localhost:${web.port}/`, "alice:s3cret");
       assert.equal(r.stdout, HTTP_BODY, r.stderr);
       const login = hex("05 01 02 01 05 'alice' 06 's3cret'");
-      const answer = async (host: string, port: number, greeting: Uint8Array) => {
-        const c = await RawClient.open(proxy.port);
-        try {
-          c.send(greeting);
-          await c.readExactly(greeting[2] === 2 ? 4 : 2);
-          c.send(
-            Uint8Array.of(5, 1, 0, 3, host.length, ...new TextEncoder().encode(host), port >> 8, port & 0xff),
-          );
-          return toHex(await c.readToEnd(10_000));
-        } finally {
-          c.destroy();
-        }
-      };
+      const answer = (host: string, port: number, greeting: Uint8Array) =>
+        replyTo(proxy.port, host, port, greeting, true);
       // Its refusals as their statuses say: 407 (no credentials) and 403 (its policy) are 0x02; it answers
       // a refused connection 502, which is 0x04.
       assert.equal(await answer("localhost", web.port, hex("05 01 00")), reply(0x02));
@@ -541,9 +487,7 @@ describe("chaining: an HTTP CONNECT upstream (a second edgesocks, --http-connect
       await until(3_000, () => JSON.stringify(upLogs), () => upLogs.length === 4);
       assert.deepEqual(upLogs.map((l) => l.user), ["alice", undefined, "alice", "alice"]);
     } finally {
-      await proxy.close();
-      await up.close();
-      await web.close();
+      await close();
     }
   });
 });
@@ -581,19 +525,9 @@ describe("chaining: an HTTP CONNECT upstream (ncat --proxy-type http)", () => {
         ["alice:nope@", false, undefined, false],
       ] as const
     ) {
-      const proxy = await chained({
-        upstreams: [parseHop("web", `http://${creds}127.0.0.1:${port}`)],
-        routes: [parseRoute("*=web")],
-        passthrough,
-      });
+      const proxy = await chained(oneHop("web", `http://${creds}127.0.0.1:${port}`, passthrough));
       try {
-        const args = [
-          "--socks5-hostname",
-          `127.0.0.1:${proxy.port}`,
-          ...(clientCreds ? ["-U", clientCreds] : []),
-          `http://localhost:${web.port}/`,
-        ];
-        const r = await curl(args);
+        const r = await curlVia(proxy.port, `http://localhost:${web.port}/`, clientCreds);
         if (ok) {
           assert.equal(r.stdout, HTTP_BODY, `${creds}${clientCreds}: ${r.stderr}`);
           // ncat answers a CONNECT to a closed port with 504.
@@ -638,27 +572,18 @@ describe("chaining: Dante with username authentication", () => {
     const script = `mount --bind ${dir}/passwd /etc/passwd && mount --bind ${dir}/shadow /etc/shadow && ` +
       `exec /usr/sbin/danted -f ${dir}/sockd.conf -N 1`;
     const dante = await daemon("unshare", ["-m", "sh", "-c", script], port);
-    const proxy = await chained({
-      upstreams: [parseHop("dante", `socks5://127.0.0.1:${port}`)],
-      routes: [parseRoute("*=dante")],
-      passthrough: true,
-    }, { policy: { allowPrivate: true } });
+    const proxy = await chained(oneHop("dante", `socks5://127.0.0.1:${port}`, true), {
+      policy: { allowPrivate: true },
+    });
     try {
-      const r = await curl([
-        "--socks5",
-        `127.0.0.1:${proxy.port}`,
-        "-U",
+      const r = await curlVia(
+        proxy.port,
+        `http://127.0.0.1:${web.port}/`,
         "edgechain:pa:ss w0rd",
-        `http://127.0.0.1:${web.port}/`,
-      ]);
-      assert.equal(r.stdout, HTTP_BODY, r.stderr);
-      const bad = await curl([
         "--socks5",
-        `127.0.0.1:${proxy.port}`,
-        "-U",
-        "edgechain:wrong",
-        `http://127.0.0.1:${web.port}/`,
-      ]);
+      );
+      assert.equal(r.stdout, HTTP_BODY, r.stderr);
+      const bad = await curlVia(proxy.port, `http://127.0.0.1:${web.port}/`, "edgechain:wrong", "--socks5");
       assert.equal(bad.code, 97);
       await until(
         5_000,

@@ -7,7 +7,7 @@
  */
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { type UdpOptions, udpService } from "../lib/upstream/udp.ts";
+import { type AssociateRequest, type UdpOptions, udpService } from "../lib/upstream/udp.ts";
 import type { HostPort, Resolver, UdpBindOptions, UdpSocket } from "../lib/runtime.ts";
 import { DEFAULT_POLICY, type DestinationPolicy, hostAddressSet, parseRule } from "../lib/policy.ts";
 import { SocksError } from "../lib/core/errors.ts";
@@ -60,6 +60,16 @@ const ANY: ProxyRequest = {
   target: { host: "0.0.0.0", type: "ipv4", port: 0 },
 };
 
+/** The association CLIENT asks for on LOCAL (any DST, the default policy, no idle timeout), `changes` made. */
+const ask = (changes: Partial<AssociateRequest> = {}): AssociateRequest => ({
+  request: ANY,
+  policy: DEFAULT_POLICY,
+  client: CLIENT,
+  local: LOCAL,
+  idleTimeout: 0,
+  ...changes,
+});
+
 const resolver = (table: Record<string, string[]>, counter?: { n: number }): Resolver => ({
   lookup: (name) => {
     if (counter) counter.n++;
@@ -92,13 +102,7 @@ async function open(
   request: ProxyRequest = ANY,
 ) {
   const service = udpService(fake.bind, resolver(table), udpOptions);
-  const association = await service.associate({
-    request,
-    policy,
-    client: CLIENT,
-    local: LOCAL,
-    idleTimeout: 0,
-  });
+  const association = await service.associate(ask({ request, policy }));
   const socket = fake.sockets.at(-1)!;
   const deliver = (data: Uint8Array, from: HostPort = CLIENT) => socket.options.onDatagram(data, from);
   return { service, association, socket, deliver, fake };
@@ -122,13 +126,7 @@ describe("UDP association: the relay socket and the reply", () => {
     const full = fakeUdp({ failPorts: () => true });
     const service = udpService(full.bind, resolver({}), { ports: [40000, 40009] });
     await assert.rejects(
-      service.associate({
-        request: ANY,
-        policy: DEFAULT_POLICY,
-        client: CLIENT,
-        local: LOCAL,
-        idleTimeout: 0,
-      }),
+      service.associate(ask()),
       (e: SocksError) => e.reply === 0x01 && /no free UDP port in 40000-40009/.test(e.message),
     );
   });
@@ -136,7 +134,7 @@ describe("UDP association: the relay socket and the reply", () => {
   it("without the connection's addresses (not a socket) it is refused with 0x01", async () => {
     const service = udpService(fakeUdp().bind, resolver({}));
     await assert.rejects(
-      service.associate({ request: ANY, policy: DEFAULT_POLICY, idleTimeout: 0 }),
+      service.associate(ask({ client: undefined, local: undefined })),
       (e: SocksError) => e.reply === 0x01,
     );
   });
@@ -231,7 +229,7 @@ describe("UDP association: the destination policy on every datagram", () => {
     const counter = { n: 0 };
     const fake = fakeUdp();
     const service = udpService(fake.bind, resolver(table, counter));
-    await service.associate({ request: ANY, policy, client: CLIENT, local: LOCAL, idleTimeout: 0 });
+    await service.associate(ask({ policy }));
     const deliver = (d: Uint8Array) => fake.sockets[0].options.onDatagram(d, CLIENT);
     deliver(toTarget("93.184.216.34", 53, "dns"));
     deliver(toTarget("93.184.216.34", 25, "smtp"));
@@ -275,13 +273,7 @@ describe("UDP association: the destination policy on every datagram", () => {
     const bind = (o: UdpBindOptions) =>
       o.host === "::" ? Promise.reject(new Error("no IPv6 here")) : fake.bind(o);
     const service = udpService(bind, resolver({}));
-    const association = await service.associate({
-      request: ANY,
-      policy: DEFAULT_POLICY,
-      client: CLIENT,
-      local: LOCAL,
-      idleTimeout: 0,
-    });
+    const association = await service.associate(ask());
     const deliver = (d: Uint8Array) => fake.sockets[0].options.onDatagram(d, CLIENT);
     deliver(hex("00 00 00 04 20 01 48 60 00 00 00 00 00 00 00 00 00 00 88 88 00 35 01"));
     await tick();
@@ -309,13 +301,7 @@ describe("UDP association: the lookup cache", () => {
       dnsCacheTtl: 100,
     });
     for (let i = 0; i < 2; i++) {
-      await service.associate({
-        request: ANY,
-        policy: DEFAULT_POLICY,
-        client: CLIENT,
-        local: LOCAL,
-        idleTimeout: 0,
-      });
+      await service.associate(ask());
     }
     for (const s of fake.sockets) {
       for (let i = 0; i < 3; i++) s.options.onDatagram(toTarget("pub.test", 53, "q"), CLIENT);
@@ -334,13 +320,7 @@ describe("UDP association: the lookup cache", () => {
     const table = { "a.test": ["93.184.216.1"], "b.test": ["93.184.216.2"], "c.test": ["93.184.216.3"] };
     const fake = fakeUdp();
     const service = udpService(fake.bind, resolver(table, counter), { dnsCacheSize: 2 });
-    await service.associate({
-      request: ANY,
-      policy: DEFAULT_POLICY,
-      client: CLIENT,
-      local: LOCAL,
-      idleTimeout: 0,
-    });
+    await service.associate(ask());
     for (const name of ["a.test", "b.test", "c.test", "c.test", "a.test"]) {
       fake.sockets[0].options.onDatagram(toTarget(name, 53, "q"), CLIENT);
       await tick();
@@ -353,19 +333,18 @@ describe("UDP association: limits", () => {
   it("associations per client: one over is refused (0x01, refused_limit); a closed one frees its place", async () => {
     const fake = fakeUdp();
     const service = udpService(fake.bind, resolver({}), { maxPerClient: 2 });
-    const ask = { request: ANY, policy: DEFAULT_POLICY, client: CLIENT, local: LOCAL, idleTimeout: 0 };
-    const first = await service.associate(ask);
-    await service.associate(ask);
+    const first = await service.associate(ask());
+    await service.associate(ask());
     await assert.rejects(
-      service.associate(ask),
+      service.associate(ask()),
       (e: SocksError) => e.reply === 0x01 && e.code === "refused_limit",
     );
     // Another client has its own count.
-    await service.associate({ ...ask, client: { host: "198.51.100.99", port: 1 } });
+    await service.associate(ask({ client: { host: "198.51.100.99", port: 1 } }));
     first.close();
     first.close();
-    await service.associate(ask);
-    await assert.rejects(service.associate(ask), (e: SocksError) => e.code === "refused_limit");
+    await service.associate(ask());
+    await assert.rejects(service.associate(ask()), (e: SocksError) => e.code === "refused_limit");
   });
 
   it("datagrams per second, both ways together: beyond the rate they are dropped and counted", async () => {
@@ -389,13 +368,7 @@ describe("UDP association: limits", () => {
     }, {
       maxQueuedBytes: 20,
     });
-    const association = await service.associate({
-      request: ANY,
-      policy: DEFAULT_POLICY,
-      client: CLIENT,
-      local: LOCAL,
-      idleTimeout: 0,
-    });
+    const association = await service.associate(ask());
     for (let i = 0; i < 5; i++) {
       fake.sockets[0].options.onDatagram(toTarget("slow.test", 53, "12345678"), CLIENT);
     }
@@ -422,13 +395,7 @@ describe("UDP association: limits", () => {
   it("idle: resolves `idle` after the timeout without datagrams; close() closes the socket once", async () => {
     const fake = fakeUdp();
     const service = udpService(fake.bind, resolver({}));
-    const association = await service.associate({
-      request: ANY,
-      policy: DEFAULT_POLICY,
-      client: CLIENT,
-      local: LOCAL,
-      idleTimeout: 60,
-    });
+    const association = await service.associate(ask({ idleTimeout: 60 }));
     const t0 = Date.now();
     await association.idle;
     assert.ok(Date.now() - t0 >= 55);

@@ -160,6 +160,28 @@ describe(`UDP ASSOCIATE through the CLI on ${RUNTIME}`, () => {
   let assocs = 0;
   const opened = () => ++assocs;
 
+  /**
+   * An association on `proxy` and a client socket: `body` runs with them, then both are closed. `n`, also
+   * returned, is its number among `open`'s associations, which are counted (0 on another proxy).
+   */
+  async function withAssociation(
+    body: (
+      a: { client: Udp; relay: { host: string; port: number }; control: RawClient; n: number },
+    ) => Promise<void>,
+    proxy: ProxyProcess = open,
+  ): Promise<number> {
+    const { control, relay } = await associate(proxy.port);
+    const n = proxy === open ? opened() : 0;
+    const client = await Udp.open();
+    try {
+      await body({ client, relay, control, n });
+    } finally {
+      client.close();
+      control.destroy();
+    }
+    return n;
+  }
+
   before(async () => {
     dns = await startDns();
     echo = await udpEcho();
@@ -219,19 +241,13 @@ describe(`UDP ASSOCIATE through the CLI on ${RUNTIME}`, () => {
   });
 
   it("a datagram reaches the target and its answer comes back from the target's IP and port (ATYP 1)", async () => {
-    const { control, relay } = await associate(open.port);
-    const n = opened();
-    const client = await Udp.open();
-    try {
+    const n = await withAssociation(async ({ client, relay }) => {
       client.send(frame("127.0.0.1", echo.port, "ping"), relay.port);
       const { data, from } = await client.next();
       assert.equal(from.port, relay.port, "from the relay socket");
       const port = [echo.port >> 8, echo.port & 0xff].map((b) => b.toString(16).padStart(2, "0")).join(" ");
       assert.equal(toHex(data), `00 00 00 01 7f 00 00 01 ${port} 70 69 6e 67`);
-    } finally {
-      client.close();
-      control.destroy();
-    }
+    });
     const record = await recordNumber(open, n);
     assert.equal(record.outcome, "tunnel_done");
     assert.equal(record.up, 4);
@@ -240,65 +256,47 @@ describe(`UDP ASSOCIATE through the CLI on ${RUNTIME}`, () => {
   });
 
   it("an IPv6 target from an IPv4 association: through a second socket, answered from the relay with ATYP 4", async () => {
-    const { control, relay } = await associate(open.port);
-    opened();
-    const echo6 = await udpEcho("::1");
-    const client = await Udp.open();
-    try {
-      const target = Buffer.concat([
-        Buffer.of(0, 0, 0, 4),
-        Buffer.alloc(15),
-        Buffer.of(1, echo6.port >> 8, echo6.port & 0xff),
-      ]);
-      client.send(Buffer.concat([target, Buffer.from("v6 target")]), relay.port);
-      const { data, from } = await client.next();
-      assert.equal(from.port, relay.port);
-      assert.equal(toHex(data), toHex(Buffer.concat([target, Buffer.from("v6 target")])));
-    } finally {
-      client.close();
-      echo6.close();
-      control.destroy();
-    }
+    await withAssociation(async ({ client, relay }) => {
+      const echo6 = await udpEcho("::1");
+      try {
+        const target = Buffer.concat([
+          Buffer.of(0, 0, 0, 4),
+          Buffer.alloc(15),
+          Buffer.of(1, echo6.port >> 8, echo6.port & 0xff),
+        ]);
+        client.send(Buffer.concat([target, Buffer.from("v6 target")]), relay.port);
+        const { data, from } = await client.next();
+        assert.equal(from.port, relay.port);
+        assert.equal(toHex(data), toHex(Buffer.concat([target, Buffer.from("v6 target")])));
+      } finally {
+        echo6.close();
+      }
+    });
   });
 
   it("a name in DST.ADDR is resolved by the proxy; the answer carries the IP (ATYP 1)", async () => {
-    const { control, relay } = await associate(open.port);
-    opened();
-    const client = await Udp.open();
-    try {
+    await withAssociation(async ({ client, relay }) => {
       for (const payload of ["first", "cached"]) {
         client.send(frame("web.test", echo.port, payload), relay.port);
         const { data } = await client.next();
         assert.equal(toHex(data.subarray(0, 8)), "00 00 00 01 7f 00 00 01");
         assert.equal(data.subarray(10).toString(), payload);
       }
-    } finally {
-      client.close();
-      control.destroy();
-    }
+    });
   });
 
   it("a real DNS query to dnsmasq through the association", async () => {
-    const { control, relay } = await associate(open.port);
-    opened();
-    const client = await Udp.open();
-    try {
+    await withAssociation(async ({ client, relay }) => {
       client.send(frame("127.0.0.1", dns.port, dnsQuery("web.test")), relay.port);
       const answer = (await client.next()).data.subarray(10);
       assert.equal(toHex(answer.subarray(0, 4)), "12 34 85 80", "id, response, authoritative, no error");
       assert.equal(answer.readUInt16BE(6), 1, "one answer");
       assert.equal(toHex(answer.subarray(answer.length - 4)), "7f 00 00 01", "web.test is 127.0.0.1");
-    } finally {
-      client.close();
-      control.destroy();
-    }
+    });
   });
 
   it("FRAG != 0 and malformed datagrams are dropped; the association goes on", async () => {
-    const { control, relay } = await associate(open.port);
-    const n = opened();
-    const client = await Udp.open();
-    try {
+    const n = await withAssociation(async ({ client, relay, control }) => {
       client.send(frame("127.0.0.1", echo.port, "fragment", 1), relay.port);
       client.send(hexBuf("00 00 00 09 01 02"), relay.port);
       client.send(frame("127.0.0.1", 0, "port zero"), relay.port);
@@ -306,38 +304,33 @@ describe(`UDP ASSOCIATE through the CLI on ${RUNTIME}`, () => {
       assert.equal(control.ended, false, "the control connection is still open");
       client.send(frame("127.0.0.1", echo.port, "whole"), relay.port);
       assert.equal((await client.next()).data.subarray(10).toString(), "whole");
-    } finally {
-      client.close();
-      control.destroy();
-    }
+    });
     const record = await recordNumber(open, n);
     assert.match(record.reason, /udp: 1 datagrams up, 1 down, dropped: 2 malformed, 1 fragment$/);
   });
 
   it("datagrams from another source are ignored (another IP, and another port of the client's IP)", async () => {
-    const { control, relay } = await associate(open.port);
-    const n = opened();
-    const client = await Udp.open();
-    const strangerIp = await Udp.open("127.0.0.2");
-    const strangerPort = await Udp.open("127.0.0.1");
-    const target = await udpEcho();
-    try {
-      // The first datagram from the client's IP fixes its port (the request said 0.0.0.0:0).
-      client.send(frame("127.0.0.1", echo.port, "mine"), relay.port);
-      await client.next();
-      strangerIp.send(frame("127.0.0.1", target.port, "not yours"), relay.port);
-      strangerPort.send(frame("127.0.0.1", target.port, "nor yours"), relay.port);
-      await sleep(400);
-      assert.equal(target.got.length, 0, "nothing reached the target");
-      await client.nothing(0);
-      await strangerIp.nothing(0);
-      await strangerPort.nothing(0);
-      client.send(frame("127.0.0.1", echo.port, "still mine"), relay.port);
-      assert.equal((await client.next()).data.subarray(10).toString(), "still mine");
-    } finally {
-      for (const s of [client, strangerIp, strangerPort, target]) s.close();
-      control.destroy();
-    }
+    const n = await withAssociation(async ({ client, relay }) => {
+      const strangerIp = await Udp.open("127.0.0.2");
+      const strangerPort = await Udp.open("127.0.0.1");
+      const target = await udpEcho();
+      try {
+        // The first datagram from the client's IP fixes its port (the request said 0.0.0.0:0).
+        client.send(frame("127.0.0.1", echo.port, "mine"), relay.port);
+        await client.next();
+        strangerIp.send(frame("127.0.0.1", target.port, "not yours"), relay.port);
+        strangerPort.send(frame("127.0.0.1", target.port, "nor yours"), relay.port);
+        await sleep(400);
+        assert.equal(target.got.length, 0, "nothing reached the target");
+        await client.nothing(0);
+        await strangerIp.nothing(0);
+        await strangerPort.nothing(0);
+        client.send(frame("127.0.0.1", echo.port, "still mine"), relay.port);
+        assert.equal((await client.next()).data.subarray(10).toString(), "still mine");
+      } finally {
+        for (const s of [strangerIp, strangerPort, target]) s.close();
+      }
+    });
     const record = await recordNumber(open, n);
     assert.match(record.reason, /dropped: 2 source$/);
   });
@@ -360,10 +353,7 @@ describe(`UDP ASSOCIATE through the CLI on ${RUNTIME}`, () => {
   });
 
   it("the association ends with the TCP control connection: the relay socket is closed", async () => {
-    const { control, relay } = await associate(open.port);
-    const n = opened();
-    const client = await Udp.open();
-    try {
+    await withAssociation(async ({ client, relay, control, n }) => {
       client.send(frame("127.0.0.1", echo.port, "before"), relay.port);
       await client.next();
       control.end();
@@ -374,17 +364,11 @@ describe(`UDP ASSOCIATE through the CLI on ${RUNTIME}`, () => {
       // The port is free again: the proxy holds no socket on it.
       const again = await Udp.open("127.0.0.1", relay.port);
       again.close();
-    } finally {
-      client.close();
-      control.destroy();
-    }
+    });
   });
 
   it("--idle-timeout: not cut while datagrams flow; ended (control closed by the proxy) once idle", async () => {
-    const { control, relay } = await associate(open.port);
-    const n = opened();
-    const client = await Udp.open();
-    try {
+    await withAssociation(async ({ client, relay, control, n }) => {
       // 2.4 s of traffic against a 1.5 s idle timeout.
       for (let i = 0; i < 8; i++) {
         client.send(frame("127.0.0.1", echo.port, `tick ${i}`), relay.port);
@@ -395,25 +379,17 @@ describe(`UDP ASSOCIATE through the CLI on ${RUNTIME}`, () => {
       await control.readToEnd(6_000);
       const record = await recordNumber(open, n);
       assert.equal(record.outcome, "tunnel_idle");
-    } finally {
-      client.close();
-      control.destroy();
-    }
+    });
   });
 
   it("the destination policy per datagram: a private target dropped, the allowed one served, same association", async () => {
-    const { control, relay } = await associate(strict.port);
-    const client = await Udp.open();
-    try {
+    await withAssociation(async ({ client, relay }) => {
       client.send(frame("127.0.0.1", other.port, "private"), relay.port);
       await client.nothing();
       assert.equal(other.got.length, 0);
       client.send(frame("127.0.0.1", echo.port, "allowed by rule"), relay.port);
       assert.equal((await client.next()).data.subarray(10).toString(), "allowed by rule");
-    } finally {
-      client.close();
-      control.destroy();
-    }
+    }, strict);
     const record =
       (await until(5_000, () => "strict record", () => udpRecords(strict).length >= 2),
         udpRecords(strict).at(-1)!);
@@ -421,19 +397,13 @@ describe(`UDP ASSOCIATE through the CLI on ${RUNTIME}`, () => {
   });
 
   it("a deny rule (udp@127.0.0.1:PORT) drops datagrams to that target; another works in the same association", async () => {
-    const { control, relay } = await associate(open.port);
-    const n = opened();
-    const client = await Udp.open();
-    try {
+    const n = await withAssociation(async ({ client, relay }) => {
       client.send(frame("127.0.0.1", other.port, "denied"), relay.port);
       client.send(frame("127.0.0.1", echo.port, "allowed"), relay.port);
       assert.equal((await client.next()).data.subarray(10).toString(), "allowed");
       await client.nothing();
       assert.equal(other.got.length, 0);
-    } finally {
-      client.close();
-      control.destroy();
-    }
+    });
     const record = await recordNumber(open, n);
     assert.match(record.reason, /udp: 1 datagrams up, 1 down, dropped: 1 policy$/);
   });
@@ -654,14 +624,19 @@ async function runWithEnv(cmd: string, args: string[], env: Record<string, strin
   }
 }
 
+/** A UDP ASSOCIATE to the proxy on `port` is refused 0x07 (command not supported), and nothing more comes. */
+async function assertNoUdp(port: number): Promise<void> {
+  const c = await RawClient.open(port);
+  c.send(Uint8Array.of(5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0));
+  assert.equal(toHex(await c.readToEnd()), "05 00 05 07 00 01 00 00 00 00 00 00");
+  c.destroy();
+}
+
 describe(`UDP ASSOCIATE in-process on ${RUNTIME}`, () => {
   it("without the udp option the reply is 0x07", async () => {
     const proxy = await startProxy({ policy: { allowPrivate: true } });
     try {
-      const c = await RawClient.open(proxy.port);
-      c.send(Uint8Array.of(5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0));
-      assert.equal(toHex(await c.readToEnd()), "05 00 05 07 00 01 00 00 00 00 00 00");
-      c.destroy();
+      await assertNoUdp(proxy.port);
     } finally {
       await proxy.close();
     }
@@ -670,10 +645,7 @@ describe(`UDP ASSOCIATE in-process on ${RUNTIME}`, () => {
   it("on a runtime without UDP (adapter.udp absent) the reply stays 0x07", async () => {
     const proxy = await startProxy({ udp: {} }, (a) => ({ ...a, udp: undefined }));
     try {
-      const c = await RawClient.open(proxy.port);
-      c.send(Uint8Array.of(5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0));
-      assert.equal(toHex(await c.readToEnd()), "05 00 05 07 00 01 00 00 00 00 00 00");
-      c.destroy();
+      await assertNoUdp(proxy.port);
     } finally {
       await proxy.close();
     }
@@ -691,10 +663,7 @@ describe(`UDP ASSOCIATE in-process on ${RUNTIME}`, () => {
           proxy.startup,
           /UDP ASSOCIATE off: Deno\.listenDatagram needs --unstable-net \(deno run --unstable-net \.\.\.\)\)$/,
         );
-        const c = await RawClient.open(proxy.port);
-        c.send(Uint8Array.of(5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0));
-        assert.equal(toHex(await c.readToEnd()), "05 00 05 07 00 01 00 00 00 00 00 00");
-        c.destroy();
+        await assertNoUdp(proxy.port);
       } finally {
         await proxy.stop();
       }

@@ -517,6 +517,42 @@ describe(`SOCKS over WebSocket: --workers 2 on ${RUNTIME}`, () => {
   });
 });
 
+describe(`SOCKS over WebSocket: the bridge's upgrade request on ${RUNTIME}`, () => {
+  it("offers no extension: no permessage-deflate (a tunnel's bytes do not compress; workerd would accept it)", async () => {
+    let resolveHead!: (head: string) => void;
+    const head = new Promise<string>((r) => (resolveHead = r));
+    const edge = await startTcp((s: Socket) => {
+      let text = "";
+      s.on("data", (d: Buffer) => {
+        text += d.toString("latin1");
+        if (text.includes("\r\n\r\n")) resolveHead(text.slice(0, text.indexOf("\r\n\r\n")));
+      });
+    });
+    const bridge = await start(RUNTIME, [
+      "bridge",
+      "--listen",
+      "127.0.0.1:0",
+      "--to",
+      `ws://127.0.0.1:${edge.port}/socks`,
+      "--token-file",
+      TOKEN,
+    ], BRIDGE_LINE);
+    try {
+      const c = await RawClient.open(bridge.port);
+      c.send(socks5ConnectBytes(9)); // (the fake edge answers nothing)
+      const lines = (await within(10_000, "the upgrade request", head)).split("\r\n");
+      c.destroy();
+      assert.match(lines[0], /^GET \/socks HTTP\/1\.1$/);
+      const headers = lines.slice(1).map((l) => l.slice(0, l.indexOf(":")).toLowerCase());
+      assert.ok(headers.includes("upgrade"), lines.join("\n"));
+      assert.ok(!headers.includes("sec-websocket-extensions"), lines.join("\n"));
+    } finally {
+      await bridge.stop();
+      await edge.close();
+    }
+  });
+});
+
 describe("SOCKS over WebSocket: the CLI's checks", () => {
   it("a non-loopback --listen-ws without a token is refused; a bridge without --to too", async () => {
     const p = program(RUNTIME);

@@ -45,10 +45,31 @@ describe("WebSocket ingress: messages and half-close", () => {
     conn.message(hex("05 01 00 01"));
     conn.message(hex("7f 00 00 01 00 50"));
     conn.message(new Uint8Array(0));
-    assert.equal(toHex((await conn.read())!), "05 01 00 01");
-    assert.equal(toHex((await conn.read())!), "7f 00 00 01 00 50");
+    // Messages that waited are read as one chunk (see readCoalesce below).
+    assert.equal(toHex((await conn.read())!), "05 01 00 01 7f 00 00 01 00 50");
     assert.equal(await conn.read(), null);
     assert.equal(await conn.read(), null);
+  });
+
+  it("messages that wait are read as one chunk of up to readCoalesce bytes; a message is never split", async () => {
+    const { peer } = fakePeer();
+    const conn = webSocketConnection(peer, { readCoalesce: 8 });
+    for (const m of ["01 02 03", "04 05 06", "07 08", "09", "0a 0b 0c 0d 0e 0f 10 11 12 13", "14"]) {
+      conn.message(hex(m));
+    }
+    conn.message(new Uint8Array(0));
+    const reads: string[] = [];
+    for (let chunk; (chunk = await conn.read()) !== null;) reads.push(toHex(chunk));
+    assert.deepEqual(reads, [
+      "01 02 03 04 05 06 07 08", // 3 + 3 + 2 = 8: the bound
+      "09", // 1 + 10 > 8
+      "0a 0b 0c 0d 0e 0f 10 11 12 13", // one message longer than the bound: whole
+      "14",
+    ]);
+    const single = webSocketConnection(fakePeer().peer, { readCoalesce: 0 });
+    single.message(hex("01"));
+    single.message(hex("02"));
+    assert.deepEqual([toHex((await single.read())!), toHex((await single.read())!)], ["01", "02"]);
   });
 
   it("writes are binary messages; an empty write sends nothing; closeWrite sends one empty message", async () => {
@@ -135,7 +156,7 @@ describe("WebSocket ingress: messages and half-close", () => {
 describe("WebSocket ingress: bounded memory", () => {
   it("where the socket can pause: pauses above receivePause, resumes once half of it is read", async () => {
     const { peer, state, closes } = fakePeer({ pausable: true });
-    const conn = webSocketConnection(peer, { receivePause: 1000, receiveLimit: 5000 });
+    const conn = webSocketConnection(peer, { receivePause: 1000, receiveLimit: 5000, readCoalesce: 300 });
     for (let i = 0; i < 4; i++) conn.message(new Uint8Array(300));
     assert.equal(state.pauses, 1, "paused at 1,200 queued");
     await conn.read();
@@ -154,8 +175,7 @@ describe("WebSocket ingress: bounded memory", () => {
     assert.deepEqual(closes, [], "exactly the limit is fine");
     conn.message(new Uint8Array(1));
     assert.deepEqual(closes, [[1008, "more than 1000 bytes unread"]]);
-    await conn.read();
-    await conn.read();
+    assert.equal((await conn.read())!.length, 1000, "what was queued is still read (as one chunk)");
     await assert.rejects(conn.read(), /not yet read/);
   });
 

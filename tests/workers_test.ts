@@ -10,6 +10,7 @@ import { join } from "node:path";
 import process from "node:process";
 import {
   curl,
+  holdTunnels,
   HTTP_BODY,
   processAlive,
   RawClient,
@@ -34,8 +35,6 @@ import {
   workerNumber,
 } from "../lib/cli/workers.ts";
 
-type Awaited2<T> = T extends Promise<infer U> ? U : T;
-
 /** PIDs of the processes `pid` started. */
 function children(pid: number): number[] {
   try {
@@ -47,8 +46,8 @@ function children(pid: number): number[] {
 }
 
 describe(`--workers on ${RUNTIME}`, () => {
-  let http: Awaited2<ReturnType<typeof startHttp>>;
-  let echo: Awaited2<ReturnType<typeof startEcho>>;
+  let http: Awaited<ReturnType<typeof startHttp>>;
+  let echo: Awaited<ReturnType<typeof startEcho>>;
   before(async () => {
     http = await startHttp();
     echo = await startEcho();
@@ -133,14 +132,9 @@ describe(`--workers on ${RUNTIME}`, () => {
       "--log",
       "text",
     ]);
-    const held: RawClient[] = [];
+    let held: RawClient[] = [];
     try {
-      for (let i = 0; i < 5; i++) {
-        const c = await RawClient.open(proxy.port);
-        c.send(socks5ConnectBytes(echo.port));
-        await c.readExactly(12);
-        held.push(c);
-      }
+      held = await holdTunnels(proxy.port, echo.port, 5);
       assert.equal(await proxy.stop("SIGTERM"), 0);
       assert.equal(
         proxy.errors(),

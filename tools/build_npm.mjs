@@ -61,6 +61,7 @@ const pkg = {
     "./deno": entry("lib/adapters/deno"),
     "./workerd": entry("lib/adapters/workerd"),
     "./workerd/worker": entry("lib/cli/workerd"),
+    "./deno/serve": entry("lib/cli/deno_serve"),
   },
   bin: { edgesocks: "./lib/cli/bin.js" },
   files: ["**/*.js", "**/*.d.ts", "README.md"],

@@ -12,6 +12,7 @@
 import type { UdpBindOptions, UdpSocket } from "../runtime.ts";
 import { parseIPv4 } from "../core/address.ts";
 import { unmapIPv4 } from "../core/replies.ts";
+import { udpRelaySocket } from "./_udp_socket.ts";
 
 interface NetAddr {
   transport: "udp";
@@ -53,49 +54,26 @@ export function denoUdp(options: UdpBindOptions): Promise<UdpSocket> {
   } catch (error) {
     return Promise.reject(error);
   }
-  let closed = false;
-  let pending = 0;
+  const socket = udpRelaySocket(
+    {
+      send: (data, hostname, port, done) =>
+        void conn.send(data, { transport: "udp", hostname, port }).then(done, done),
+      close: () => conn.close(),
+    },
+    { host: conn.addr.hostname, port: conn.addr.port },
+    v6,
+  );
   const buffer = new Uint8Array(RECEIVE_BUFFER);
   const receive = (): void => {
     conn.receive(buffer).then(([data, from]) => {
-      if (closed) return;
+      if (socket.closed) return;
       options.onDatagram(data.slice(), { host: unmapIPv4(from.hostname), port: from.port });
       receive();
     }, () => {
       // Closed, or a receive error (an ICMP report, on some systems): go on unless closed.
-      if (!closed) setTimeout(receive, 10);
+      if (!socket.closed) setTimeout(receive, 10);
     });
   };
   receive();
-  return Promise.resolve({
-    address: { host: unmapIPv4(conn.addr.hostname), port: conn.addr.port },
-    get pending() {
-      return pending;
-    },
-    send(data, to, port) {
-      if (closed) return false;
-      const plain = unmapIPv4(to);
-      const v4 = parseIPv4(plain) !== null;
-      if (!v6 && !v4) return false;
-      const hostname = v6 && v4 ? `::ffff:${plain}` : plain;
-      pending += data.length;
-      try {
-        conn.send(data, { transport: "udp", hostname, port }).then(
-          () => void (pending -= data.length),
-          () => void (pending -= data.length),
-        );
-        return true;
-      } catch {
-        pending -= data.length;
-        return false;
-      }
-    },
-    close() {
-      if (closed) return;
-      closed = true;
-      try {
-        conn.close();
-      } catch { /* already closed */ }
-    },
-  });
+  return Promise.resolve(socket);
 }

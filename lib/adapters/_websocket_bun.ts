@@ -145,7 +145,10 @@ function serve(
 
 /** {@linkcode RuntimeAdapter.connectWebSocket} on Bun: its client can pause reading. */
 export function connectWebSocketBun(url: string, options: WebSocketConnectOptions): Promise<WebSocketLike> {
-  const init: Record<string, unknown> = {};
+  // No permessage-deflate offer (Bun's client makes one by default, workerd accepts it): the bytes of a
+  // tunnel are mostly compressed or encrypted already (measured: a 100 MiB upload through a Bun bridge into
+  // the workerd edge went 14-25 MiB/s compressed, 230-296 MiB/s without).
+  const init: Record<string, unknown> = { perMessageDeflate: false };
   if (options.protocols?.length) init.protocols = options.protocols;
   if (options.headers) init.headers = options.headers;
   if (options.ca) init.tls = { ca: options.ca };

@@ -267,17 +267,37 @@ class NodeConnection extends SocketConnection {
   }
 }
 
-function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(connectTimedOut());
+/**
+ * A dial under way. Its socket's 'connect' and 'error' listeners are the same two functions for every dial
+ * (each finds its dial on the socket, `this` of a listener), and the dial itself is the listener of its
+ * signal (an event listener object): no closures, `once()` wrappers or their removal per dial.
+ */
+class Dialing {
+  readonly socket: Socket;
+  readonly host: string;
+  readonly port: number;
+  readonly signal: AbortSignal | undefined;
+  readonly resolve: (conn: ByteConnection) => void;
+  readonly reject: (error: unknown) => void;
+
+  constructor(
+    options: DialOptions,
+    resolve: (conn: ByteConnection) => void,
+    reject: (error: unknown) => void,
+  ) {
+    this.host = options.host;
+    this.port = options.port;
+    this.signal = options.signal;
+    this.resolve = resolve;
+    this.reject = reject;
     // onread's buffer function is called with no `this`: one small closure per socket, which runs first
     // inside connect(), before `socket` is set. Its callback has the socket as `this` on Node and Deno, not
     // on Bun: a second closure there only.
     // deno-lint-ignore prefer-const -- assigned after connect() returns; read by the buffer function
     let dialed: Socket | undefined;
     const socket: Socket = connect({
-      host,
-      port,
+      host: options.host,
+      port: options.port,
       allowHalfOpen: true,
       noDelay: true,
       onread: {
@@ -288,31 +308,54 @@ function dial({ host, port, signal }: DialOptions): Promise<ByteConnection> {
       },
     });
     dialed = socket;
-    const cleanup = () => {
-      signal?.removeEventListener("abort", onAbort);
-      socket.off("connect", onConnect);
-      socket.off("error", onError);
-    };
-    const onAbort = () => {
-      cleanup();
-      socket.destroy();
-      reject(connectTimedOut());
-    };
-    const onConnect = () => {
-      cleanup();
-      resolve(new NodeConnection(socket));
-    };
-    const onError = (error: Error) => {
-      cleanup();
-      socket.destroy();
-      const code = (error as { code?: string }).code;
-      // Out of descriptors for the dial: most likely for the listener too, which would not say.
-      if (code === "EMFILE" || code === "ENFILE") descriptors.check();
-      reject(connectError(error, host, port));
-    };
-    signal?.addEventListener("abort", onAbort, { once: true });
-    socket.once("connect", onConnect);
-    socket.once("error", onError);
+    this.socket = socket;
+    (socket as Dialed)[kOwner] = this;
+    socket.on("connect", Dialing.onConnect);
+    socket.on("error", Dialing.onError);
+    this.signal?.addEventListener("abort", this, { once: true });
+  }
+
+  static onConnect(this: Dialed): void {
+    const d = this[kOwner];
+    if (!(d instanceof Dialing)) return;
+    d.#settle();
+    d.resolve(new NodeConnection(this));
+  }
+
+  static onError(this: Dialed, error: Error): void {
+    const d = this[kOwner];
+    if (!(d instanceof Dialing)) return;
+    d.#settle();
+    this.destroy();
+    const code = (error as { code?: string }).code;
+    // Out of descriptors for the dial: most likely for the listener too, which would not say.
+    if (code === "EMFILE" || code === "ENFILE") descriptors.check();
+    d.reject(connectError(error, d.host, d.port));
+  }
+
+  /** The signal aborted (the connect timeout, or the server shutting down). */
+  handleEvent(): void {
+    this.#settle();
+    this.socket.destroy();
+    this.reject(connectTimedOut());
+  }
+
+  #settle() {
+    const s = this.socket as Dialed;
+    s[kOwner] = undefined;
+    this.signal?.removeEventListener("abort", this);
+    s.off("connect", Dialing.onConnect);
+    s.off("error", Dialing.onError);
+  }
+}
+
+/** A socket being dialed: its owner is the dial until it connects, then the connection. */
+type Dialed = Socket & { [kOwner]?: NodeConnection | PipeTunnel | Dialing };
+
+function dial(options: DialOptions): Promise<ByteConnection> {
+  return new Promise((resolve, reject) => {
+    if (options.signal?.aborted) return reject(connectTimedOut());
+    new Dialing(options, resolve, reject);
   });
 }
 

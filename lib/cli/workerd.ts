@@ -79,6 +79,33 @@ export interface WorkerdEnv {
   EDGESOCKS_WS_TOKEN?: unknown;
   /** The path the WebSocket ingress answers on; default any path. */
   EDGESOCKS_WS_PATH?: unknown;
+  /**
+   * A Durable Object namespace binding of the class {@linkcode EdgesocksTunnel}: each WebSocket tunnel
+   * then runs in an object of its own, whose input gate holds the WebSocket's messages back while a write
+   * to the target is under way, so an upload never runs ahead of its target. Unset: tunnels run in the
+   * worker, where a WebSocket cannot stop reading and more than 8 MiB unread closes it with 1008.
+   */
+  EDGESOCKS_WS_TUNNELS?: unknown;
+}
+
+/** The part of a Durable Object namespace binding the worker uses. */
+interface TunnelNamespace {
+  newUniqueId(): unknown;
+  get(id: unknown): { fetch(request: Request): Promise<Response> };
+}
+
+/**
+ * The part of a Durable Object's state (`ctx`) an {@linkcode EdgesocksTunnel} uses.
+ *
+ * @example
+ * ```ts
+ * import type { TunnelState } from "@edgesocks/edgesocks/workerd/worker";
+ * const state: TunnelState = { blockConcurrencyWhile: (callback) => callback() };
+ * ```
+ */
+export interface TunnelState {
+  /** Runs `callback`; workerd delivers none of the object's other events until it settles. */
+  blockConcurrencyWhile<T>(callback: () => Promise<T>): Promise<T>;
 }
 
 /**
@@ -237,23 +264,10 @@ export function createWorker(loadConnect: () => Promise<WorkerdConnect>): {
 } {
   // One server per env (workerd hands every request of an isolate the same env object).
   const servers = new WeakMap<object, Promise<{ adapter: WorkerdAdapter; server: SocksServer }>>();
-  const start = async (env: WorkerdEnv) => {
-    const options = workerOptions(env);
-    const connect = await loadConnect();
-    const resolver: Resolver | undefined = options.doh ? dohResolver(options.doh) : undefined;
-    const adapter = workerdAdapter({ connect, ...(resolver ? { resolver } : {}) });
-    const format = options.log === "json" ? formatJson : options.log === "text" ? formatText : undefined;
-    const server = await serve(adapter, {
-      ...options.serve,
-      upstream: byNameUpstream(adapter.dial, resolver),
-      ...(format ? { onLog: (entry) => console.log(format(entry)) } : {}),
-    });
-    return { adapter, server };
-  };
   const serverFor = (env: WorkerdEnv) => {
     let running = servers.get(env);
     if (!running) {
-      running = start(env);
+      running = startServer(env, loadConnect);
       servers.set(env, running);
       // A wrong binding is said once per connection until it is fixed; nothing is served meanwhile.
       running.catch(() => servers.delete(env));
@@ -285,6 +299,15 @@ export function createWorker(loadConnect: () => Promise<WorkerdConnect>): {
         const refusal = refusalResponse(answer);
         return new Response(refusal.body, { status: refusal.status, headers: refusal.headers });
       }
+      const tunnels = env.EDGESOCKS_WS_TUNNELS as TunnelNamespace | undefined;
+      if (tunnels !== undefined) {
+        if (typeof tunnels?.newUniqueId !== "function" || typeof tunnels?.get !== "function") {
+          console.error("edgesocks: binding EDGESOCKS_WS_TUNNELS: expected a Durable Object namespace");
+          return new Response("edgesocks is misconfigured\n", { status: 500 });
+        }
+        // Admitted here; the object (reachable only through the binding) serves the tunnel.
+        return tunnels.get(tunnels.newUniqueId()).fetch(request);
+      }
       let adapter: WorkerdAdapter;
       try {
         ({ adapter } = await serverFor(env));
@@ -292,20 +315,103 @@ export function createWorker(loadConnect: () => Promise<WorkerdConnect>): {
         console.error(`edgesocks: ${(error as Error).message ?? error}`);
         return new Response("edgesocks is misconfigured\n", { status: 500 });
       }
-      const Pair = (globalThis as unknown as { WebSocketPair: new () => Record<0 | 1, WebSocketLike> })
-        .WebSocketPair;
-      const pair = new Pair();
-      const [client, server] = [pair[0], pair[1]];
-      (server as unknown as { accept(): void }).accept();
-      const address = request.headers.get("cf-connecting-ip");
-      const conn = fromWebSocket(server, address ? { remoteAddress: { host: address, port: 0 } } : {});
-      ctx.waitUntil(adapter.acceptConnection(conn));
-      return new Response(null, {
-        status: 101,
-        ...({ webSocket: client } as object),
-        headers: answer.protocol ? { "sec-websocket-protocol": answer.protocol } : {},
-      });
+      return acceptWebSocket(request, adapter, answer.protocol, (p) => ctx.waitUntil(p));
     },
+  };
+}
+
+/** One server (adapter, `serve()`) for `env`; with `gate`, every write to a target goes through it. */
+async function startServer(
+  env: WorkerdEnv,
+  loadConnect: () => Promise<WorkerdConnect>,
+  gate?: (write: () => Promise<void>) => Promise<void>,
+): Promise<{ adapter: WorkerdAdapter; server: SocksServer }> {
+  const options = workerOptions(env);
+  const connect = await loadConnect();
+  const resolver: Resolver | undefined = options.doh ? dohResolver(options.doh) : undefined;
+  const adapter = workerdAdapter({ connect, ...(resolver ? { resolver } : {}) });
+  const format = options.log === "json" ? formatJson : options.log === "text" ? formatText : undefined;
+  const dial: WorkerdAdapter["dial"] = !gate ? adapter.dial : async (request) => {
+    const conn = await adapter.dial(request);
+    const write = conn.write.bind(conn);
+    conn.write = (chunk) => gate(() => write(chunk));
+    return conn;
+  };
+  const server = await serve(adapter, {
+    ...options.serve,
+    upstream: byNameUpstream(dial, resolver),
+    ...(format ? { onLog: (entry) => console.log(format(entry)) } : {}),
+  });
+  return { adapter, server };
+}
+
+/** Answers an admitted upgrade with a `WebSocketPair` whose server end carries one SOCKS connection. */
+function acceptWebSocket(
+  request: Request,
+  adapter: WorkerdAdapter,
+  protocol: string | undefined,
+  keep: (p: Promise<unknown>) => void,
+): Response {
+  const Pair = (globalThis as unknown as { WebSocketPair: new () => Record<0 | 1, WebSocketLike> })
+    .WebSocketPair;
+  const pair = new Pair();
+  const [client, server] = [pair[0], pair[1]];
+  (server as unknown as { accept(): void }).accept();
+  const address = request.headers.get("cf-connecting-ip");
+  const conn = fromWebSocket(server, address ? { remoteAddress: { host: address, port: 0 } } : {});
+  keep(adapter.acceptConnection(conn));
+  return new Response(null, {
+    status: 101,
+    ...({ webSocket: client } as object),
+    headers: protocol ? { "sec-websocket-protocol": protocol } : {},
+  });
+}
+
+/**
+ * The Durable Object class of `EDGESOCKS_WS_TUNNELS`, over `connect` from
+ * `loadConnect`: one object serves one WebSocket tunnel (the worker's `fetch`
+ * has admitted it). Each write to the target runs in `blockConcurrencyWhile`,
+ * during which workerd delivers none of the object's events: the WebSocket's
+ * messages wait in workerd, which stops reading the socket, and the bridge's
+ * sends wait in turn (measured: no message waited in the ingress's queue, and
+ * 100 MiB arrived byte-exact at a target that read nothing for 2 s).
+ *
+ * @example
+ * ```ts ignore
+ * import { connect } from "cloudflare:sockets";
+ * import { createTunnelObject, createWorker } from "@edgesocks/edgesocks/workerd/worker";
+ * export default createWorker(() => Promise.resolve(connect));
+ * export const EdgesocksTunnel = createTunnelObject(() => Promise.resolve(connect));
+ * ```
+ */
+export function createTunnelObject(
+  loadConnect: () => Promise<WorkerdConnect>,
+): new (state: TunnelState, env: WorkerdEnv) => { fetch(request: Request): Promise<Response> } {
+  return class {
+    readonly #state: TunnelState;
+    readonly #env: WorkerdEnv;
+    constructor(state: TunnelState, env: WorkerdEnv) {
+      this.#state = state;
+      this.#env = env;
+    }
+
+    async fetch(request: Request): Promise<Response> {
+      let adapter: WorkerdAdapter;
+      try {
+        ({ adapter } = await startServer(
+          this.#env,
+          loadConnect,
+          (write) => this.#state.blockConcurrencyWhile(write),
+        ));
+      } catch (error) {
+        console.error(`edgesocks: ${(error as Error).message ?? error}`);
+        return new Response("edgesocks is misconfigured\n", { status: 500 });
+      }
+      const answer = await admitWebSocket((name) => request.headers.get(name), undefined);
+      return acceptWebSocket(request, adapter, answer.ok ? answer.protocol : undefined, (p) => {
+        p.catch(() => {});
+      });
+    }
   };
 }
 
@@ -326,3 +432,17 @@ const worker: ReturnType<typeof createWorker> = createWorker(() =>
   import(SOCKETS).then((m: { connect: WorkerdConnect }) => m.connect)
 );
 export default worker;
+
+/**
+ * The Durable Object class the bundle exports for `EDGESOCKS_WS_TUNNELS`
+ * (`durableObjectNamespaces = [(className = "EdgesocksTunnel", ...)]`).
+ *
+ * @example
+ * ```ts ignore
+ * // worker.js of your own: the worker and its tunnel class, re-exported
+ * export { default, EdgesocksTunnel } from "@edgesocks/edgesocks/workerd/worker";
+ * ```
+ */
+export const EdgesocksTunnel: ReturnType<typeof createTunnelObject> = createTunnelObject(() =>
+  import(SOCKETS).then((m: { connect: WorkerdConnect }) => m.connect)
+);

@@ -180,16 +180,18 @@ export class SocksServerMachine<K extends AnyRequestKind = DefaultRequestKind> i
     for (const kind of commands ?? []) {
       if (!ALL_KINDS.has(kind)) throw new TypeError(`unknown request kind ${JSON.stringify(kind)}`);
     }
-    this.#ctx = {
+    const ctx: Context = {
       state: "start",
       buffer: NOTHING,
       authenticate: options.authenticate,
       allowSocks4: options.allowSocks4 ?? !options.authenticate,
       // Shared unless told otherwise: one machine per connection should cost no more than it must.
       commands: commands ? new Set<AnyRequestKind>(commands) : DEFAULT_SET,
-      ...(options.acceptAnyLogin ? { acceptAnyLogin: true } : {}),
-      ...(options.keepLogin ? { keepLogin: true } : {}),
     };
+    // (Set one by one: spreading empty objects cost more per connection than the rest of this.)
+    if (options.acceptAnyLogin) ctx.acceptAnyLogin = true;
+    if (options.keepLogin) ctx.keepLogin = true;
+    this.#ctx = ctx;
   }
 
   /** The request being served, once parsed. */

@@ -99,6 +99,16 @@ export const DEFAULT_RECEIVE_PAUSE = 1 << 20;
  * ```
  */
 export const DEFAULT_RECEIVE_LIMIT = 8 << 20;
+/**
+ * Bytes of queued messages one `read()` may hand over as one chunk.
+ *
+ * @example
+ * ```ts
+ * import { DEFAULT_READ_COALESCE, type WebSocketConnectionOptions } from "@edgesocks/edgesocks";
+ * const options: WebSocketConnectionOptions = { readCoalesce: DEFAULT_READ_COALESCE / 4 };
+ * ```
+ */
+export const DEFAULT_READ_COALESCE = 1 << 20;
 
 /**
  * A WebSocket as a server that is not WHATWG-shaped offers it (Bun's
@@ -152,6 +162,13 @@ export interface WebSocketConnectionOptions {
    * reading cannot pause, a reader slower than the peer ends here). Default 8 MiB.
    */
   receiveLimit?: number;
+  /**
+   * When more than one message waits, `read()` joins them into one chunk of up to this many bytes (one
+   * message is never split), so a reader that fell behind catches up in fewer writes: on workerd, whose
+   * WebSocket cannot pause, one write per message drains slower than the messages arrive. 0: one message
+   * per read. Default 1 MiB.
+   */
+  readCoalesce?: number;
   /** Shown as the connection's remote end (the HTTP peer). */
   remoteAddress?: HostPort;
   /**
@@ -246,6 +263,7 @@ export function webSocketConnection(
   const highWater = options.sendHighWater ?? DEFAULT_SEND_HIGH_WATER;
   const pauseAt = options.receivePause ?? DEFAULT_RECEIVE_PAUSE;
   const limit = options.receiveLimit ?? DEFAULT_RECEIVE_LIMIT;
+  const coalesce = options.readCoalesce ?? DEFAULT_READ_COALESCE;
   const pollMs = options.pollMs ?? 1;
   const queue: Uint8Array[] = [];
   let head = 0;
@@ -278,7 +296,19 @@ export function webSocketConnection(
     }
   };
   const take = (): Uint8Array => {
-    const chunk = queue[head];
+    let chunk = queue[head];
+    // Messages that wait behind the first one go out with it, up to `coalesce` bytes.
+    let end = head + 1, size = chunk.length;
+    while (end < queue.length && size + queue[end].length <= coalesce) size += queue[end++].length;
+    if (end > head + 1) {
+      chunk = new Uint8Array(size);
+      for (let at = 0; head < end - 1; head++) {
+        chunk.set(queue[head], at);
+        at += queue[head].length;
+        queue[head] = undefined as unknown as Uint8Array;
+      }
+      chunk.set(queue[head], size - queue[head].length);
+    }
     queue[head++] = undefined as unknown as Uint8Array;
     if (head === queue.length) queue.length = head = 0;
     else if (head > 1024) queue.splice(0, head), head = 0;

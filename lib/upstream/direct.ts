@@ -9,7 +9,7 @@ import { canonicalIP } from "../core/address.ts";
 import { SocksError } from "../core/errors.ts";
 import type { ProxyRequest } from "../core/request.ts";
 import { ReplyCode } from "../core/wire.ts";
-import { type DestinationPolicy, evaluateDestination, ruleCommand } from "../policy.ts";
+import { type DestinationPolicy, evaluateDestination, type RuleCommand, ruleCommand } from "../policy.ts";
 import type { ByteConnection, DialOptions, Resolver } from "../runtime.ts";
 import { type Opened, type Upstream, UpstreamError } from "./upstream.ts";
 
@@ -41,28 +41,40 @@ export function allowedAddresses(
   const port = req.kind === "resolve" ? 0 : req.target.port;
   const verdict = name === undefined ? "undecided" : evaluateDestination({ command, name, port }, policy);
   if (verdict !== "undecided" && verdict !== null) throw refused(`${name} not allowed by policy`);
-  const check = (candidates: string[]) => {
-    const allowed = candidates.filter((ip) =>
-      evaluateDestination({ command, name, ip, port }, policy) === null
-    );
-    if (allowed.length === 0) {
-      // Say so when only the default range check stood in the way: that is the one a newcomer meets.
-      const open = { ...policy, allowPrivate: true };
-      const byDefault = !policy.allowPrivate &&
-        candidates.every((ip) => evaluateDestination({ command, name, ip, port }, open) === null);
-      const hint = byDefault
-        ? " (a private or special-purpose address; allowPrivate / --allow-private lifts this)"
-        : "";
-      throw refused(`destination ${candidates.join(", ")} not allowed by policy${hint}`, candidates[0]);
-    }
-    return allowed;
-  };
-  if (literal) return check([literal]);
-  return resolver.lookup(req.target.host).then(check, (error) => {
-    throw error instanceof SocksError
-      ? new SocksError(error.reply, error.message, { cause: error.cause ?? error, code: "dns_failed" })
-      : error;
-  });
+  if (literal) return permitted([literal], command, name, port, policy);
+  return resolver.lookup(req.target.host).then(
+    (ips) => permitted(ips, command, name, port, policy),
+    (error) => {
+      throw error instanceof SocksError
+        ? new SocksError(error.reply, error.message, { cause: error.cause ?? error, code: "dns_failed" })
+        : error;
+    },
+  );
+}
+
+/** The candidates the destination policy allows, in order; throws the refusal when it allows none. */
+function permitted(
+  candidates: string[],
+  command: RuleCommand,
+  name: string | undefined,
+  port: number,
+  policy: DestinationPolicy,
+): string[] {
+  // (One candidate, the common case of a client that resolved, needs no filtering and no closure.)
+  const allowed = candidates.length === 1
+    ? evaluateDestination({ command, name, ip: candidates[0], port }, policy) === null ? candidates : []
+    : candidates.filter((ip) => evaluateDestination({ command, name, ip, port }, policy) === null);
+  if (allowed.length === 0) {
+    // Say so when only the default range check stood in the way: that is the one a newcomer meets.
+    const open = { ...policy, allowPrivate: true };
+    const byDefault = !policy.allowPrivate &&
+      candidates.every((ip) => evaluateDestination({ command, name, ip, port }, open) === null);
+    const hint = byDefault
+      ? " (a private or special-purpose address; allowPrivate / --allow-private lifts this)"
+      : "";
+    throw refused(`destination ${candidates.join(", ")} not allowed by policy${hint}`, candidates[0]);
+  }
+  return allowed;
 }
 
 /**
