@@ -25,7 +25,7 @@ import type { ByteConnection, Listener, RuntimeAdapter } from "../lib/runtime.ts
 import { SocksError } from "../lib/core/errors.ts";
 import { ReplyCode } from "../lib/core/wire.ts";
 import { fromWebStreams } from "../lib/streams.ts";
-import { ROOT, RUNTIME, socketFds, startTcp, until, within } from "./_fixtures.ts";
+import { ROOT, RUNTIME, sleep, socketFds, startTcp, until, within } from "./_fixtures.ts";
 
 type Runtime = typeof RUNTIME;
 
@@ -97,6 +97,7 @@ type CheckId =
   | "timeout"
   | "unreachable"
   | "relay"
+  | "relay-stalls"
   | "relay-declines"
   | "relay-error"
   | "relay-ends"
@@ -278,6 +279,24 @@ async function readExactly(conn: ByteConnection, n: number): Promise<Uint8Array>
     have += c.length;
   }
   assert.equal(have, n, `read ${have} bytes where ${n} were sent`);
+  return concat(chunks);
+}
+
+/**
+ * Reads until the peer's FIN like {@linkcode readToEnd}, but stops reading for `pauseMs` after every
+ * `every` bytes, so that what is sent to it backs up in the kernel and in the writer's buffers.
+ */
+async function readStalling(conn: ByteConnection, every: number, pauseMs: number): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  let since = 0;
+  for (let c = await conn.read(); c; c = await conn.read()) {
+    chunks.push(c);
+    since += c.length;
+    if (since >= every) {
+      since = 0;
+      await sleep(pauseMs);
+    }
+  }
   return concat(chunks);
 }
 
@@ -642,6 +661,37 @@ for (const line of ADAPTERS.filter((l) => l.runtimes.includes(RUNTIME))) {
             end: "done",
           });
         }),
+    );
+
+    check(
+      "relay-stalls",
+      "the native relay: 16 MiB each way at once, both ends stopping to read now and then: every byte arrives, counted",
+      () =>
+        scoped("relay stalls", async (s) => {
+          // A relay that reuses a read's memory while a write of it still waits for the peer (or lets go
+          // of it then) delivers other bytes than were sent: the stalls make its writes wait.
+          const front = await connectedPair(adapter, s);
+          const back = await connectedPair(adapter, s);
+          const user = front.client, origin = back.accepted;
+          const relayed = adapter.relay!(front.accepted, back.client, {});
+          assert.ok(relayed instanceof Promise, `relay() returned ${relayed}, not a promise`);
+          const up = random(16 << 20), down = random(16 << 20);
+          const [gotUp, gotDown] = await Promise.all([
+            readStalling(origin, 2 << 20, 60),
+            readStalling(user, 2 << 20, 60),
+            writeAll(user, up).then(() => user.closeWrite()),
+            writeAll(origin, down).then(() => origin.closeWrite()),
+          ]);
+          assert.equal(gotUp.length, up.length);
+          assert.equal(sha256(gotUp), sha256(up), "the bytes up differ");
+          assert.equal(gotDown.length, down.length);
+          assert.equal(sha256(gotDown), sha256(down), "the bytes down differ");
+          assert.deepEqual(await within(10_000, "relay result", relayed), {
+            up: up.length,
+            down: down.length,
+            end: "done",
+          });
+        }, 90_000),
     );
 
     check(
