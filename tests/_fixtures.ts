@@ -648,3 +648,25 @@ export async function holdTunnels(proxyPort: number, target: number, n: number):
     throw e;
   }
 }
+
+/**
+ * Opens a WHATWG WebSocket to `url` that carries its token as a subprotocol, as a browser must
+ * (`edgesocks`, `edgesocks.token.` + unpadded base64url); resolves with the subprotocol the edge selected,
+ * within 10 s, and closes the socket.
+ */
+export async function openWithTokenProtocol(url: string, token: string): Promise<string> {
+  const encoded = btoa(token).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
+  const ws = new WebSocket(url, ["edgesocks", `edgesocks.token.${encoded}`]);
+  try {
+    return await within(
+      10_000,
+      "WebSocket open",
+      new Promise<string>((resolve, reject) => {
+        ws.onopen = () => resolve(ws.protocol);
+        ws.onerror = () => reject(new Error("WebSocket error"));
+      }),
+    );
+  } finally {
+    ws.close();
+  }
+}

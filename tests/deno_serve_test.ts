@@ -17,6 +17,7 @@ import { Buffer } from "node:buffer";
 import {
   curl,
   HTTP_BODY,
+  openWithTokenProtocol,
   type ProxyProcess,
   RawClient,
   ROOT,
@@ -218,19 +219,7 @@ describe(`deno serve edge, bridge on ${RUNTIME}`, () => {
 
   it("a token in the subprotocol (a WHATWG client): accepted, edgesocks selected", async () => {
     // base64url("s3cret-token") = czNjcmV0LXRva2Vu.
-    const ws = new WebSocket(`ws://127.0.0.1:${open.port}/socks`, [
-      "edgesocks",
-      "edgesocks.token.czNjcmV0LXRva2Vu",
-    ]);
-    const opened = await within(
-      10_000,
-      "WebSocket open",
-      new Promise<string>((resolve, reject) => {
-        ws.onopen = () => resolve(ws.protocol);
-        ws.onerror = () => reject(new Error("WebSocket error"));
-      }),
-    );
-    ws.close();
+    const opened = await openWithTokenProtocol(`ws://127.0.0.1:${open.port}/socks`, "s3cret-token");
     assert.equal(opened, "edgesocks");
   });
 

@@ -18,6 +18,7 @@ import { Buffer } from "node:buffer";
 import {
   curl,
   HTTP_BODY,
+  openWithTokenProtocol,
   type ProxyProcess,
   RawClient,
   ROOT,
@@ -264,19 +265,10 @@ describe(`SOCKS over WebSocket: bridge on ${RUNTIME} to each edge`, () => {
           "missing token\n",
         ]);
         // base64url("s3cret-token") = czNjcmV0LXRva2Vu: a WHATWG client, which cannot set headers.
-        const ws = new WebSocket(`ws://127.0.0.1:${edges.get(e)!.port}/socks`, [
-          "edgesocks",
-          "edgesocks.token.czNjcmV0LXRva2Vu",
-        ]);
-        const opened = await within(
-          10_000,
-          "WebSocket open",
-          new Promise<string>((resolve, reject) => {
-            ws.onopen = () => resolve(ws.protocol);
-            ws.onerror = () => reject(new Error("WebSocket error"));
-          }),
+        const opened = await openWithTokenProtocol(
+          `ws://127.0.0.1:${edges.get(e)!.port}/socks`,
+          "s3cret-token",
         );
-        ws.close();
         assert.equal(opened, "edgesocks");
       });
 
