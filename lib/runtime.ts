@@ -273,6 +273,11 @@ export interface WebSocketLike {
   binaryType: string;
   /** Bytes queued by `send()` and not yet handed to the network. */
   readonly bufferedAmount: number;
+  /**
+   * Where present, the `bufferedAmount` above which a writer should wait instead of the ingress's default
+   * (1 MiB): edgesocks' own framed sockets say 0, each waiting write then reusing one frame buffer.
+   */
+  readonly writeHighWater?: number;
   /** 0 connecting, 1 open, 2 closing, 3 closed. */
   readonly readyState: number;
   /** Sends one binary message. */

@@ -17,7 +17,9 @@ import {
   type WebSocketLike,
   type WebSocketPeer,
 } from "../mod.ts";
-import { encodeFrame, FrameDecoder, Opcode } from "../lib/core/websocket_frames.ts";
+import { encodeFrame, FrameDecoder, frameSize, Opcode } from "../lib/core/websocket_frames.ts";
+import { FramedWebSocket } from "../lib/adapters/_websocket_framed.ts";
+import fc from "fast-check";
 import { hex, toHex } from "./_hex.ts";
 import { sleep, within } from "./_fixtures.ts";
 
@@ -280,6 +282,25 @@ describe("WebSocket ingress: a WHATWG socket", () => {
     await assert.rejects(w, /1006/);
   });
 
+  it("a socket's writeHighWater replaces the default: 0 makes each write wait until the socket has sent it", async () => {
+    const ws = Object.assign(new FakeWebSocket(), { writeHighWater: 0 });
+    ws.readyState = 1;
+    const conn = fromWebSocket(ws);
+    ws.bufferedAmount = 5; // far under the default 1 MiB
+    let written = false;
+    const w = conn.write(hex("05 01 00")).then(() => (written = true));
+    await sleep(20);
+    assert.equal(written, false);
+    ws.bufferedAmount = 0;
+    ws.dispatchEvent(new Event("drain"));
+    await within(2_000, "write after drain", w);
+    // Without writeHighWater the same write returns at once.
+    const plain = new FakeWebSocket();
+    plain.readyState = 1;
+    plain.bufferedAmount = 5;
+    await within(2_000, "write under 1 MiB", fromWebSocket(plain).write(hex("05")));
+  });
+
   it("codes a browser-like socket refuses go out as 4000 + (code - 1000)", () => {
     const ws = new FakeWebSocket();
     ws.readyState = 1;
@@ -526,5 +547,88 @@ describe("RFC 6455 frames (the Deno edge and bridge)", () => {
       reason: "text message",
     }]);
     assert.deepEqual(new FrameDecoder().feed(hex("c2 00")), [{ kind: "error", reason: "reserved bits set" }]);
+  });
+
+  it("masks any length at any alignment as the RFC says: byte i XOR mask[i % 4]", () => {
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ maxLength: 300, size: "max" }),
+        fc.uint8Array({ minLength: 4, maxLength: 4 }),
+        fc.integer({ min: 0, max: 7 }),
+        (payload, m, offset) => {
+          // The payload at any offset of its buffer, and a frame written into a buffer at any offset.
+          const at = new Uint8Array(payload.length + offset).subarray(offset);
+          at.set(payload);
+          const into = new Uint8Array(frameSize(payload.length, true) + offset).subarray(offset);
+          const frame = encodeFrame(Opcode.Binary, at, m, into);
+          const head = frame.length - payload.length;
+          const expected = Array.from(payload, (b, i) => b ^ m[i % 4]);
+          assert.deepEqual(Array.from(frame.subarray(head)), expected);
+          assert.deepEqual(Array.from(frame.subarray(head - 4, head)), Array.from(m));
+          assert.deepEqual(at, payload, "the payload is left as it was");
+          const events = new FrameDecoder({ masked: true }).feed(frame.slice());
+          const data = events.flatMap((e) => e.kind === "data" ? Array.from(e.bytes) : []);
+          assert.deepEqual(data, Array.from(payload));
+        },
+      ),
+      { numRuns: 500, seed: 6455 },
+    );
+  });
+
+  it("encodes into a buffer it is given when it is big enough, else into a new one", () => {
+    const into = new Uint8Array(16);
+    const frame = encodeFrame(Opcode.Binary, hex("01 02 03"), undefined, into);
+    assert.equal(frame.buffer, into.buffer);
+    assert.equal(toHex(into.subarray(0, 5)), "82 03 01 02 03");
+    const big = encodeFrame(Opcode.Binary, new Uint8Array(20), undefined, into);
+    assert.notEqual(big.buffer, into.buffer);
+    assert.equal(big.length, frameSize(20, false));
+  });
+
+  it("an owned chunk's data comes out as views of it, unmasked in place; another's as copies", () => {
+    const frame = encodeFrame(Opcode.Binary, hex("'abcdef'"), mask);
+    const owned = frame.slice();
+    const [view] = new FrameDecoder({ masked: true }).feed(owned, true);
+    assert.equal(view.kind === "data" && view.bytes.buffer, owned.buffer);
+    assert.equal(view.kind === "data" && new TextDecoder().decode(view.bytes), "abcdef");
+    const reused = frame.slice();
+    const [copy] = new FrameDecoder({ masked: true }).feed(reused);
+    reused.fill(0); // the reader reuses its buffer for the next read
+    assert.equal(copy.kind === "data" && new TextDecoder().decode(copy.bytes), "abcdef");
+    assert.deepEqual(reused.subarray(0, 2), new Uint8Array(2));
+  });
+
+  it("a framed socket reuses its frame buffer only once the frame before is written", () => {
+    /** Records the frames written; their `written` callbacks run when the test says. */
+    class Recorder extends FramedWebSocket {
+      frames: { frame: Uint8Array; written?: () => void }[] = [];
+      constructor() {
+        super("server");
+        this.readyState = 1;
+      }
+      protected override get attached() {
+        return true;
+      }
+      protected override writeFrame(frame: Uint8Array, written?: () => void) {
+        this.frames.push({ frame, written });
+      }
+    }
+    const ws = new Recorder();
+    const block = (byte: number) => new Uint8Array(32 * 1024).fill(byte);
+    ws.send(block(1));
+    ws.send(block(2)); // the first is not written yet: a buffer of its own
+    ws.frames[0].written!();
+    ws.send(block(3)); // the first's buffer is free again
+    const [a, b, c] = ws.frames.map((f) => f.frame);
+    assert.notEqual(b.buffer, a.buffer);
+    assert.equal(c.buffer, a.buffer);
+    const payloads = [b, c].map((f) =>
+      new Set(new FrameDecoder().feed(f).flatMap((e) => e.kind === "data" ? [...e.bytes] : []))
+    );
+    assert.deepEqual(payloads.map((p) => [...p]), [[2], [3]]);
+    // A late callback of a write that no longer holds the buffer does not free it for the next.
+    ws.frames[0].written!();
+    ws.send(block(4));
+    assert.notEqual(ws.frames[3].frame.buffer, c.buffer);
   });
 });

@@ -16,6 +16,9 @@ import type {
 } from "../runtime.ts";
 import { FramedWebSocket } from "./_websocket_framed.ts";
 
+/** Bytes a framed socket reads at a time. */
+const READ_SIZE = 64 * 1024;
+
 /** How long a new connection may take to send its upgrade request. */
 const REQUEST_TIMEOUT_MS = 10_000;
 
@@ -286,12 +289,18 @@ class DenoFramedWebSocket extends FramedWebSocket {
   async #pump(): Promise<void> {
     if (this.#reading || !this.conn) return;
     this.#reading = true;
-    const buf = new Uint8Array(64 * 1024);
+    let buf = new Uint8Array(READ_SIZE);
     try {
       while (!this.#paused && !this.done) {
         const n = await this.conn.read(buf);
         if (n === null) return this.fail(new Error("the connection ended without a close frame"));
-        this.received(buf.subarray(0, n));
+        // A big read is handed over whole (its messages are views of it) and the next goes into a new
+        // buffer; a small one is copied from, so that a trickle of small messages holds no big buffers.
+        if (n >= READ_SIZE / 4) {
+          const chunk = buf.subarray(0, n);
+          buf = new Uint8Array(READ_SIZE);
+          this.received(chunk, true);
+        } else this.received(buf.subarray(0, n));
       }
     } catch (error) {
       this.fail(error);
@@ -300,12 +309,13 @@ class DenoFramedWebSocket extends FramedWebSocket {
     }
   }
 
-  protected override writeFrame(frame: Uint8Array): void {
+  protected override writeFrame(frame: Uint8Array, written?: () => void): void {
     const conn = this.conn!;
     this.#buffered += frame.length;
     this.#writing = this.#writing.then(() => writeAll(conn, frame)).then(
       () => {
         this.#buffered -= frame.length;
+        written?.();
         this.emit("drain", {});
       },
       (error) => this.fail(error),

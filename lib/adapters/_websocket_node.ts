@@ -156,6 +156,11 @@ export function connectWebSocketNode(url: string, options: WebSocketConnectOptio
   return Promise.resolve(ws);
 }
 
+/** Whether `chunk` spans all of its ArrayBuffer (a read of its own, not a slice of a pool or a parser's buffer). */
+function ownsAll(chunk: Uint8Array): boolean {
+  return chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength;
+}
+
 /** A framed WebSocket over an upgraded Node socket, either end, that can pause reading. */
 class NodeFramedWebSocket extends FramedWebSocket {
   onAbort: (() => void) | undefined;
@@ -191,7 +196,8 @@ class NodeFramedWebSocket extends FramedWebSocket {
   attach(head: Uint8Array): void {
     const socket = this.#socket!;
     socket.setNoDelay?.(true);
-    socket.on("data", (chunk: Buffer) => this.received(chunk));
+    // Node reads every chunk into an ArrayBuffer of its own, its size: such a chunk is the decoder's to keep.
+    socket.on("data", (chunk: Buffer) => this.received(chunk, ownsAll(chunk)));
     socket.on("drain", () => this.emit("drain", {}));
     socket.on("end", () => this.fail(new Error("the connection ended without a close frame")));
     socket.on("error", (error) => this.fail(error));
@@ -199,8 +205,15 @@ class NodeFramedWebSocket extends FramedWebSocket {
     if (head.length > 0) this.received(head);
   }
 
-  protected override writeFrame(frame: Uint8Array): void {
-    this.#socket!.write(frame);
+  protected override writeFrame(frame: Uint8Array, written?: () => void): void {
+    const socket = this.#socket!;
+    // Node writes from the frame's memory until its callback; then the writer may go on (drain: Node's own
+    // 'drain' comes only after a write() that returned false).
+    socket.write(frame, (error) => {
+      if (error) return;
+      written?.();
+      if (socket.writableLength === 0) this.emit("drain", {});
+    });
   }
 
   protected override readOn(): void {

@@ -518,6 +518,9 @@ export function fromWebSocket(
 ): ByteConnection {
   ws.binaryType = "arraybuffer";
   let open = ws.readyState === 1;
+  if (options.sendHighWater === undefined && ws.writeHighWater !== undefined) {
+    options = { ...options, sendHighWater: ws.writeHighWater };
+  }
   const conn = webSocketConnection({
     send: (data) => ws.send(data as Uint8Array<ArrayBuffer>),
     bufferedAmount: () => ws.bufferedAmount,
