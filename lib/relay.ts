@@ -201,6 +201,8 @@ export async function pumpConnection(
   // A source that fails by itself (a WebSocket closed with an error) ends the tunnel at once: this pump
   // may be waiting on a write to a peer that reads nothing, and would never see the failure.
   src.onFailure?.((error) => t.stop("error", error));
+  // Chunks go back to the source once written, where both sides take part (see ByteConnection.recycle).
+  const handBack = src.recycle && dst.recycle ? src : undefined;
   for (;;) {
     const chunk = await src.read();
     if (chunk === null) {
@@ -210,6 +212,7 @@ export async function pumpConnection(
     if (chunk.length === 0) continue;
     t.moved(up, chunk.length);
     await dst.write(chunk);
+    handBack?.recycle!(chunk);
     t.active();
   }
 }

@@ -49,6 +49,14 @@ export interface ByteConnection {
   /** Closes both directions now with a reset, where the runtime can. */
   abort?(): void;
   /**
+   * Hands back a chunk that this connection's `read()` returned, once the caller is done with it: the
+   * connection may read into its memory again or free it, and nothing may touch the chunk afterwards.
+   * A connection that has it also promises that its own `write()` resolves only once it no longer needs
+   * the chunk's memory (sent, or copied). The relay hands a chunk back only between two such connections,
+   * once the other side's write of it has resolved. Optional.
+   */
+  recycle?(chunk: Uint8Array): void;
+  /**
    * Calls `listener` once if the connection fails by itself, whether or not a read or write waits on it (a
    * WebSocket closed with an error by either end): a relay busy writing to the other side ends the tunnel
    * then, instead of waiting for a write that may never finish. One listener; called at once when it has
@@ -286,6 +294,11 @@ export interface WebSocketLike {
   close(code?: number, reason?: string): void;
   /** Listens for `open`, `message`, `close`, `error` (and `drain`, where there is one). */
   addEventListener(type: string, listener: (event: Event) => void): void;
+  /**
+   * Hands back the bytes of a message (the very `data` a `message` event gave) once they are no longer
+   * used, so the socket may read into or free their memory. Optional.
+   */
+  recycle?(data: Uint8Array): void;
   /** Stops reading from the socket. */
   pause?(): unknown;
   /** Reads from the socket again. */

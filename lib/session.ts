@@ -328,6 +328,7 @@ function withPendingRead(conn: ByteConnection, pending: Promise<Uint8Array | nul
     closeWrite: () => conn.closeWrite(),
     close: () => conn.close(),
     ...(conn.abort ? { abort: () => conn.abort!() } : {}),
+    ...(conn.recycle ? { recycle: (chunk: Uint8Array) => conn.recycle!(chunk) } : {}),
     ...(conn.localAddress ? { localAddress: conn.localAddress } : {}),
     ...(conn.remoteAddress ? { remoteAddress: conn.remoteAddress } : {}),
   };

@@ -17,6 +17,7 @@
 import { before, describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
+import { Buffer } from "node:buffer";
 import { createHash, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -25,6 +26,7 @@ import type { ByteConnection, Listener, RuntimeAdapter } from "../lib/runtime.ts
 import { SocksError } from "../lib/core/errors.ts";
 import { ReplyCode } from "../lib/core/wire.ts";
 import { fromWebStreams } from "../lib/streams.ts";
+import { relay as genericRelay } from "../lib/relay.ts";
 import { ROOT, RUNTIME, sleep, socketFds, startTcp, until, within } from "./_fixtures.ts";
 
 type Runtime = typeof RUNTIME;
@@ -42,6 +44,8 @@ interface AdapterLine {
   abort: "reset" | "absent";
   /** Whether `listen(..., { reusePort: true })` shares a port here (otherwise it must reject clearly). */
   reusePort: boolean;
+  /** Whether a dialed connection has `recycle()` and reads into a full chunk handed back. */
+  recycle: boolean;
 }
 
 /** `server.listen({ reusePort })` arrived in Node 22.12 and 23.1. */
@@ -69,6 +73,7 @@ const ADAPTERS: readonly AdapterLine[] = [
     export: "denoAdapter",
     abort: "absent",
     reusePort: denoUnstableNet,
+    recycle: true,
   },
   {
     name: "bun",
@@ -77,6 +82,7 @@ const ADAPTERS: readonly AdapterLine[] = [
     export: "bunAdapter",
     abort: "reset",
     reusePort: true,
+    recycle: false,
   },
   {
     name: "node",
@@ -85,6 +91,7 @@ const ADAPTERS: readonly AdapterLine[] = [
     export: "nodeAdapter",
     abort: "reset",
     reusePort: RUNTIME === "node" ? nodeReusePort : true,
+    recycle: RUNTIME !== "deno",
   },
 ];
 
@@ -98,6 +105,9 @@ type CheckId =
   | "unreachable"
   | "relay"
   | "relay-stalls"
+  | "generic-relay-stalls"
+  | "reuse-after-write"
+  | "recycle"
   | "relay-declines"
   | "relay-error"
   | "relay-ends"
@@ -544,6 +554,57 @@ for (const line of ADAPTERS.filter((l) => l.runtimes.includes(RUNTIME))) {
       );
     }
 
+    for (const sender of ["dialled", "accepted"] as const) {
+      check(
+        "reuse-after-write",
+        `the ${sender} side's write() is done with the chunk when it resolves: overwriting it then changes nothing sent`,
+        () =>
+          scoped("reuse after write", async (s) => {
+            // The relay hands a written chunk back to its source, which reads into it again or frees it
+            // (recycle): a write that resolves while the socket still sends from the chunk's memory (one
+            // under the socket's high-water mark, waiting behind a full kernel buffer) sends other bytes.
+            // Node Buffers too, whose slice() is a view, not a copy.
+            const { client, accepted } = await connectedPair(adapter, s);
+            const [from, to] = sender === "dialled" ? [client, accepted] : [accepted, client];
+            const hash = createHash("sha256");
+            let total = 0;
+            const deadline = Date.now() + 20_000;
+            // The peer does not read yet, so the kernel buffers fill and later writes wait in the socket.
+            for (let i = 0; total < 8 << 20 && Date.now() < deadline; i++) {
+              const size = [700, 5_000, 15_000, 40_000, 64_000][i % 5];
+              const chunk = Buffer.from(randomBytes(size));
+              hash.update(chunk);
+              total += size;
+              const written = from.write(chunk);
+              if (!await settlesWithin(written, 50)) {
+                // Held back: read on, and overwrite the chunk only once its write resolved.
+                const reading = readToEnd(to);
+                await within(20_000, "the held write", written);
+                chunk.fill(0xee);
+                for (let j = 0; j < 50; j++) {
+                  const more = Buffer.from(randomBytes([300, 9_000, 30_000][j % 3]));
+                  hash.update(more);
+                  total += more.length;
+                  await from.write(more);
+                  more.fill(0xee);
+                }
+                await from.closeWrite();
+                const got = await within(20_000, "the rest", reading);
+                assert.equal(got.length, total);
+                assert.equal(
+                  sha256(got),
+                  hash.digest("hex"),
+                  "the bytes differ: a write was not done with its chunk",
+                );
+                return;
+              }
+              chunk.fill(0xee);
+            }
+            assert.fail(`no write was held back in ${total} bytes`);
+          }, 60_000),
+      );
+    }
+
     check(
       "refused",
       "refused: dialing a closed port rejects with ConnectionRefused (0x05)",
@@ -692,6 +753,65 @@ for (const line of ADAPTERS.filter((l) => l.runtimes.includes(RUNTIME))) {
             end: "done",
           });
         }, 90_000),
+    );
+
+    check(
+      "generic-relay-stalls",
+      "the generic relay between its connections: 16 MiB each way, both ends stalling: every byte arrives",
+      () =>
+        scoped("generic relay stalls", async (s) => {
+          // The generic relay hands each chunk back (recycle) once the other side's write of it resolved:
+          // a connection that reads into it again too early, or a write that resolves while it still
+          // needs the memory, delivers other bytes than were sent.
+          const front = await connectedPair(adapter, s);
+          const back = await connectedPair(adapter, s);
+          const user = front.client, origin = back.accepted;
+          const relayed = genericRelay(front.accepted, back.client, {});
+          const up = random(16 << 20), down = random(16 << 20);
+          const [gotUp, gotDown] = await Promise.all([
+            readStalling(origin, 2 << 20, 60),
+            readStalling(user, 2 << 20, 60),
+            writeAll(user, up).then(() => user.closeWrite()),
+            writeAll(origin, down).then(() => origin.closeWrite()),
+          ]);
+          assert.equal(sha256(gotUp), sha256(up), "the bytes up differ");
+          assert.equal(sha256(gotDown), sha256(down), "the bytes down differ");
+          assert.deepEqual(await within(10_000, "relay result", relayed), {
+            up: up.length,
+            down: down.length,
+            end: "done",
+          });
+        }, 90_000),
+    );
+
+    check(
+      "recycle",
+      line.recycle
+        ? "recycle(): a dialed connection reads into a full chunk handed back; every byte arrives"
+        : "recycle(): there is none",
+      () =>
+        scoped("recycle", async (s) => {
+          const data = random(8 << 20);
+          const origin = await startTcp((socket) => socket.end(data));
+          s.defer(() => origin.close());
+          const conn = s.conn(
+            await adapter.dial({ host: "127.0.0.1", port: origin.port, signal: AbortSignal.timeout(10_000) }),
+          );
+          if (!line.recycle) return assert.equal(conn.recycle, undefined);
+          const hash = createHash("sha256");
+          let total = 0, reused = 0;
+          let last: ArrayBufferLike | undefined;
+          for (let c = await conn.read(); c; c = await conn.read()) {
+            if (c.buffer === last) reused++;
+            hash.update(c);
+            total += c.length;
+            last = c.buffer;
+            conn.recycle!(c);
+          }
+          assert.equal(total, data.length);
+          assert.equal(hash.digest("hex"), sha256(data), "the bytes differ");
+          assert.ok(reused > 0, "no read went into a chunk handed back");
+        }, 60_000),
     );
 
     check(

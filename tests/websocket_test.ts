@@ -158,6 +158,24 @@ describe("WebSocket ingress: messages and half-close", () => {
   });
 });
 
+describe("WebSocket ingress: handing messages back", () => {
+  it("recycle() hands a chunk read back to the socket; messages joined into one are handed back as they are copied", async () => {
+    const back: string[] = [];
+    const { peer } = fakePeer();
+    const conn = webSocketConnection({ ...peer, recycle: (data) => void back.push(toHex(data)) });
+    conn.message(hex("01"));
+    const one = (await conn.read())!;
+    assert.deepEqual(back, []);
+    conn.recycle!(one);
+    assert.deepEqual(back, ["01"]);
+    conn.message(hex("02"));
+    conn.message(hex("03"));
+    assert.equal(toHex((await conn.read())!), "02 03");
+    assert.deepEqual(back, ["01", "02", "03"]);
+    assert.equal(webSocketConnection(fakePeer().peer).recycle, undefined, "a peer that takes nothing back");
+  });
+});
+
 describe("WebSocket ingress: bounded memory", () => {
   it("where the socket can pause: pauses above receivePause, resumes once half of it is read", async () => {
     const { peer, state, closes } = fakePeer({ pausable: true });
@@ -630,5 +648,43 @@ describe("RFC 6455 frames (the Deno edge and bridge)", () => {
     ws.frames[0].written!();
     ws.send(block(4));
     assert.notEqual(ws.frames[3].frame.buffer, c.buffer);
+  });
+
+  it("a read lent out as messages is reclaimed once every one of them is handed back, not before", () => {
+    class Reader extends FramedWebSocket {
+      messages: Uint8Array[] = [];
+      reclaimed: ArrayBufferLike[] = [];
+      constructor() {
+        super("client");
+        this.readyState = 1;
+        this.addEventListener("message", (e) => this.messages.push((e as MessageEvent).data));
+      }
+      feed(bytes: Uint8Array, owned: boolean) {
+        this.received(bytes, owned);
+      }
+      protected override reclaim(buffer: ArrayBufferLike) {
+        this.reclaimed.push(buffer);
+      }
+    }
+    const ws = new Reader();
+    const read = new Uint8Array([
+      ...encodeFrame(Opcode.Binary, hex("'ab'")),
+      ...encodeFrame(Opcode.Binary, hex("'cd'")),
+    ]);
+    ws.feed(read, true);
+    const [ab, cd] = ws.messages;
+    assert.deepEqual([ab.buffer, cd.buffer], [read.buffer, read.buffer]);
+    ws.recycle(ab.subarray(1)); // a part of one: ignored
+    ws.recycle(ab);
+    ws.recycle(ab); // twice: ignored
+    assert.deepEqual(ws.reclaimed, []);
+    ws.recycle(cd);
+    assert.deepEqual(ws.reclaimed, [read.buffer]);
+    // A read that is not the socket's own is copied from, and never reclaimed.
+    const other = encodeFrame(Opcode.Binary, hex("'ef'"));
+    ws.feed(other, false);
+    ws.recycle(ws.messages[2]);
+    assert.notEqual(ws.messages[2].buffer, other.buffer);
+    assert.deepEqual(ws.reclaimed, [read.buffer]);
   });
 });

@@ -312,7 +312,8 @@ export abstract class SocketConnection implements ByteConnection {
     }
     // What the socket did not take is copied: the caller may reuse its buffer once we resolve, and only
     // then do we write the rest.
-    const kept = rest.length > 0 ? rest.slice() : EMPTY;
+    // (Uint8Array.prototype.slice: a Buffer's own slice() is a view, not a copy.)
+    const kept = rest.length > 0 ? Uint8Array.prototype.slice.call(rest) : EMPTY;
     return new Promise((resolve, reject) => this.#writes.push({ rest: kept, resolve, reject }));
   }
 

@@ -269,6 +269,7 @@ class DenoFramedWebSocket extends FramedWebSocket {
   #reading = false;
   #buffered = 0;
   #writing: Promise<void> = Promise.resolve();
+  #spare: Uint8Array<ArrayBuffer> | undefined;
 
   override get bufferedAmount(): number {
     return this.#buffered;
@@ -298,7 +299,8 @@ class DenoFramedWebSocket extends FramedWebSocket {
         // buffer; a small one is copied from, so that a trickle of small messages holds no big buffers.
         if (n >= READ_SIZE / 4) {
           const chunk = buf.subarray(0, n);
-          buf = new Uint8Array(READ_SIZE);
+          buf = this.#spare ?? new Uint8Array(READ_SIZE);
+          this.#spare = undefined;
           this.received(chunk, true);
         } else this.received(buf.subarray(0, n));
       }
@@ -320,6 +322,11 @@ class DenoFramedWebSocket extends FramedWebSocket {
       },
       (error) => this.fail(error),
     );
+  }
+
+  /** A read no message uses any more: the next big read goes into it (a new buffer per read is an allocation and a first touch). */
+  protected override reclaim(buffer: ArrayBufferLike): void {
+    if (buffer.byteLength === READ_SIZE) this.#spare = new Uint8Array(buffer as ArrayBuffer);
   }
 
   protected override readOn(): void {

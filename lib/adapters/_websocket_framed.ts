@@ -29,6 +29,8 @@ export const CLOSE_WAIT_MS = 5_000;
  * garbage collection per GiB each side).
  */
 const SCRATCH_MIN = 16 * 1024;
+/** Reads lent out as views that a socket follows (see `recycle`). */
+const LENT_MAX = 64;
 const SCRATCH_MAX = 256 * 1024;
 
 /**
@@ -60,6 +62,12 @@ export class FramedWebSocket implements WebSocketLike {
   #done = false;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
   #scratch: Uint8Array | undefined;
+  /**
+   * Reads whose messages went out as views, oldest first, each with the views still out: once each of
+   * them came back (`recycle`), the read's memory is the subclass's again ({@linkcode reclaim}). At most
+   * {@linkcode LENT_MAX} are followed; views nobody hands back (the SOCKS handshake's) are forgotten.
+   */
+  #lent: { buffer: ArrayBufferLike; views: Uint8Array[] }[] = [];
   /** Which write holds the scratch buffer (0: none); a later write's callback must not free it. */
   #scratchWrite = 0;
   #writes = 0;
@@ -121,8 +129,38 @@ export class FramedWebSocket implements WebSocketLike {
    * are views of it (unmasked in place) instead of copies.
    */
   protected received(bytes: Uint8Array, owned = false): void {
-    this.#handle(this.#decoder.feed(bytes, owned));
+    const events = this.#decoder.feed(bytes, owned);
+    if (owned) {
+      const views: Uint8Array[] = [];
+      for (const e of events) if (e.kind === "data" && e.bytes.buffer === bytes.buffer) views.push(e.bytes);
+      if (views.length > 0) {
+        this.#lent.push({ buffer: bytes.buffer, views });
+        if (this.#lent.length > LENT_MAX) this.#lent.shift();
+      }
+    }
+    this.#handle(events);
   }
+
+  /**
+   * A message's bytes (a view `message` gave), handed back by the ingress once the relay is done with
+   * them. Anything else (a part of one, a copy) is ignored.
+   */
+  recycle(view: Uint8Array): void {
+    const lent = this.#lent;
+    for (let i = 0; i < lent.length; i++) {
+      const at = lent[i].views.indexOf(view);
+      if (at < 0) continue;
+      lent[i].views.splice(at, 1);
+      if (lent[i].views.length > 0) return;
+      const { buffer } = lent[i];
+      // Older reads still out were read by someone who does not hand back: forget them.
+      lent.splice(0, i + 1);
+      return this.reclaim(buffer);
+    }
+  }
+
+  /** A read's memory that no message uses any more: read into it again, or free it. */
+  protected reclaim(_buffer: ArrayBufferLike): void {}
 
   #mask(): Uint8Array | undefined {
     return this.isClient ? nextMask() : undefined;

