@@ -43,9 +43,10 @@ const descriptors = new DescriptorProbe("Node closes new connections at once unt
 const LINGER_MS = 30_000;
 
 /**
- * What an accepted (client) socket buffers before `write()` asks the writer to wait: barely anything, so
- * that a client that stops reading holds one chunk here, not a 64 KiB buffer and a chunk on top. Also its
- * readable side's read-ahead while paused: one read.
+ * What a socket buffers before `write()` asks the writer to wait: barely anything, so that a client that
+ * stops reading holds one chunk here, not a 64 KiB buffer and a chunk on top, and a write that resolved
+ * is done with its chunk (one under this is copied). Also an accepted socket's read-ahead while paused:
+ * one read.
  */
 const HIGH_WATER_MARK = 1024;
 /**
@@ -340,6 +341,9 @@ class Dialing {
       port: options.port,
       allowHalfOpen: true,
       noDelay: true,
+      // As an accepted socket's: a write waiting for the kernel makes the writer wait for 'drain' (then
+      // write() has let go of the chunk), but for one under 1 KiB, which is copied (see send()).
+      highWaterMark: HIGH_WATER_MARK,
       onread: {
         buffer: () => nextBuffer(dialed),
         callback: CALLBACK_HAS_SOCKET
