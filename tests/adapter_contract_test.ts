@@ -724,64 +724,50 @@ for (const line of ADAPTERS.filter((l) => l.runtimes.includes(RUNTIME))) {
         }),
     );
 
+    /**
+     * 16 MiB each way through `relayed` (the native or the generic relay) between the adapter's own
+     * connections, both ends stopping to read now and then. A relay that reuses a read's memory while a
+     * write of it still waits for the peer (or lets go of it then), or a connection that reads into a
+     * chunk handed back (recycle) while its write still needs it, delivers other bytes than were sent:
+     * the stalls make the writes wait.
+     */
+    const stallingBothWays = (
+      relayed: (client: ByteConnection, upstream: ByteConnection) => Promise<unknown> | unknown,
+    ) =>
+      scoped("relay stalls", async (s) => {
+        const front = await connectedPair(adapter, s);
+        const back = await connectedPair(adapter, s);
+        const user = front.client, origin = back.accepted;
+        const result = relayed(front.accepted, back.client);
+        assert.ok(result instanceof Promise, `relay() returned ${result}, not a promise`);
+        const up = random(16 << 20), down = random(16 << 20);
+        const [gotUp, gotDown] = await Promise.all([
+          readStalling(origin, 2 << 20, 60),
+          readStalling(user, 2 << 20, 60),
+          writeAll(user, up).then(() => user.closeWrite()),
+          writeAll(origin, down).then(() => origin.closeWrite()),
+        ]);
+        assert.equal(gotUp.length, up.length);
+        assert.equal(sha256(gotUp), sha256(up), "the bytes up differ");
+        assert.equal(gotDown.length, down.length);
+        assert.equal(sha256(gotDown), sha256(down), "the bytes down differ");
+        assert.deepEqual(await within(10_000, "relay result", result), {
+          up: up.length,
+          down: down.length,
+          end: "done",
+        });
+      }, 90_000);
+
     check(
       "relay-stalls",
       "the native relay: 16 MiB each way at once, both ends stopping to read now and then: every byte arrives, counted",
-      () =>
-        scoped("relay stalls", async (s) => {
-          // A relay that reuses a read's memory while a write of it still waits for the peer (or lets go
-          // of it then) delivers other bytes than were sent: the stalls make its writes wait.
-          const front = await connectedPair(adapter, s);
-          const back = await connectedPair(adapter, s);
-          const user = front.client, origin = back.accepted;
-          const relayed = adapter.relay!(front.accepted, back.client, {});
-          assert.ok(relayed instanceof Promise, `relay() returned ${relayed}, not a promise`);
-          const up = random(16 << 20), down = random(16 << 20);
-          const [gotUp, gotDown] = await Promise.all([
-            readStalling(origin, 2 << 20, 60),
-            readStalling(user, 2 << 20, 60),
-            writeAll(user, up).then(() => user.closeWrite()),
-            writeAll(origin, down).then(() => origin.closeWrite()),
-          ]);
-          assert.equal(gotUp.length, up.length);
-          assert.equal(sha256(gotUp), sha256(up), "the bytes up differ");
-          assert.equal(gotDown.length, down.length);
-          assert.equal(sha256(gotDown), sha256(down), "the bytes down differ");
-          assert.deepEqual(await within(10_000, "relay result", relayed), {
-            up: up.length,
-            down: down.length,
-            end: "done",
-          });
-        }, 90_000),
+      () => stallingBothWays((a, b) => adapter.relay!(a, b, {})),
     );
 
     check(
       "generic-relay-stalls",
-      "the generic relay between its connections: 16 MiB each way, both ends stalling: every byte arrives",
-      () =>
-        scoped("generic relay stalls", async (s) => {
-          // The generic relay hands each chunk back (recycle) once the other side's write of it resolved:
-          // a connection that reads into it again too early, or a write that resolves while it still
-          // needs the memory, delivers other bytes than were sent.
-          const front = await connectedPair(adapter, s);
-          const back = await connectedPair(adapter, s);
-          const user = front.client, origin = back.accepted;
-          const relayed = genericRelay(front.accepted, back.client, {});
-          const up = random(16 << 20), down = random(16 << 20);
-          const [gotUp, gotDown] = await Promise.all([
-            readStalling(origin, 2 << 20, 60),
-            readStalling(user, 2 << 20, 60),
-            writeAll(user, up).then(() => user.closeWrite()),
-            writeAll(origin, down).then(() => origin.closeWrite()),
-          ]);
-          assert.equal(sha256(gotUp), sha256(up), "the bytes up differ");
-          assert.equal(sha256(gotDown), sha256(down), "the bytes down differ");
-          assert.deepEqual(await within(10_000, "relay result", relayed), {
-            up: up.length,
-            down: down.length,
-            end: "done",
-          });
-        }, 90_000),
+      "the generic relay (which hands chunks back) between its connections: the same 16 MiB each way with stalls",
+      () => stallingBothWays((a, b) => genericRelay(a, b, {})),
     );
 
     check(

@@ -29,9 +29,9 @@ export const CLOSE_WAIT_MS = 5_000;
  * garbage collection per GiB each side).
  */
 const SCRATCH_MIN = 16 * 1024;
+const SCRATCH_MAX = 256 * 1024;
 /** Reads lent out as views that a socket follows (see `recycle`). */
 const LENT_MAX = 64;
-const SCRATCH_MAX = 256 * 1024;
 
 /**
  * Masks for a client's frames, drawn from the system's random source 1,024 at a time: one

@@ -10,7 +10,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
-import { connect, createServer, type Socket } from "node:net";
+import { connect, createServer, type NetConnectOpts, type Socket } from "node:net";
 import process from "node:process";
 import { setImmediate, setTimeout } from "node:timers";
 import type {
@@ -350,7 +350,8 @@ class Dialing {
           ? onUpstreamRead
           : (n: number, buf: Uint8Array) => upstreamRead(socket, n, buf as Buffer),
       },
-    });
+      // (net.Socket passes highWaterMark on to its streams; @types/node's NetConnectOpts leaves it out.)
+    } as NetConnectOpts);
     dialed = socket;
     this.socket = socket;
     (socket as Dialed)[kOwner] = this;
