@@ -609,6 +609,13 @@ describe("RFC 6455 frames (the Deno edge and bridge)", () => {
     const [view] = new FrameDecoder({ masked: true }).feed(owned, true);
     assert.equal(view.kind === "data" && view.bytes.buffer, owned.buffer);
     assert.equal(view.kind === "data" && new TextDecoder().decode(view.bytes), "abcdef");
+    // A small part of an owned chunk is copied: a view would hold all of it while queued.
+    const pings = Array.from({ length: 20 }, () => [...encodeFrame(Opcode.Ping, new Uint8Array(125), mask)])
+      .flat();
+    const mostlyPings = new Uint8Array([...encodeFrame(Opcode.Binary, hex("'x'"), mask), ...pings]);
+    const [small] = new FrameDecoder({ masked: true }).feed(mostlyPings, true);
+    assert.equal(small.kind === "data" && toHex(small.bytes), "78");
+    assert.notEqual(small.kind === "data" && small.bytes.buffer, mostlyPings.buffer);
     const reused = frame.slice();
     const [copy] = new FrameDecoder({ masked: true }).feed(reused);
     reused.fill(0); // the reader reuses its buffer for the next read
@@ -665,6 +672,7 @@ describe("RFC 6455 frames (the Deno edge and bridge)", () => {
       protected override reclaim(buffer: ArrayBufferLike) {
         this.reclaimed.push(buffer);
       }
+      protected override writeFrame() {} // the pong
     }
     const ws = new Reader();
     const read = new Uint8Array([
@@ -686,5 +694,9 @@ describe("RFC 6455 frames (the Deno edge and bridge)", () => {
     ws.recycle(ws.messages[2]);
     assert.notEqual(ws.messages[2].buffer, other.buffer);
     assert.deepEqual(ws.reclaimed, [read.buffer]);
+    // An owned read that lends out nothing (a ping) is reclaimed at once.
+    const ping = encodeFrame(Opcode.Ping, hex("'hi'"));
+    ws.feed(ping, true);
+    assert.deepEqual(ws.reclaimed, [read.buffer, ping.buffer]);
   });
 });

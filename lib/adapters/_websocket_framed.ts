@@ -139,6 +139,8 @@ export class FramedWebSocket implements WebSocketLike {
       }
     }
     this.#handle(events);
+    // Nothing of it went out as a view (control frames, small pieces: copies): its memory is free now.
+    if (owned && this.#lent.at(-1)?.buffer !== bytes.buffer) this.reclaim(bytes.buffer);
   }
 
   /**

@@ -139,8 +139,8 @@ export class FrameDecoder {
 
   /**
    * Feeds bytes; returns what they completed. `owned`: the chunk is the decoder's to keep and change (no
-   * one reads or reuses its memory after this call), so data comes out as views of it, unmasked in
-   * place, instead of copies.
+   * one reads or reuses its memory after this call), so data of a quarter of it or more comes out as
+   * views of it, unmasked in place, instead of copies.
    */
   feed(chunk: Uint8Array, owned = false): FrameEvent[] {
     const out: FrameEvent[] = [];
@@ -161,9 +161,11 @@ export class FrameDecoder {
         continue;
       }
       const take = Math.min(this.#remaining, chunk.length - at);
-      // A view of an owned chunk; else a copy with a buffer of its own (the caller may reuse the chunk's).
+      // A view of an owned chunk, when it is a quarter of it at least; else a copy with a buffer of its own
+      // (the caller may reuse the chunk's). A small view would hold the whole chunk: a peer sending a byte
+      // of data and pings for the rest of every read would pin 64 KiB per byte queued.
       let piece: Uint8Array;
-      if (owned) piece = chunk.subarray(at, at + take);
+      if (owned && take * 4 >= chunk.length) piece = chunk.subarray(at, at + take);
       else {
         piece = new Uint8Array(take);
         piece.set(chunk.subarray(at, at + take));
