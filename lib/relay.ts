@@ -212,7 +212,7 @@ export async function pumpConnection(
     if (chunk.length === 0) continue;
     t.moved(up, chunk.length);
     await dst.write(chunk);
-    handBack?.recycle!(chunk);
+    handBack?.recycle?.(chunk);
     t.active();
   }
 }
