@@ -243,6 +243,28 @@ export function runtimeCommand(): { cmd: string; args: string[] } {
   return { cmd: process.execPath, args: [mod] };
 }
 
+/** The startup line of `edgesocks bridge` (group 1: its local port). */
+export const BRIDGE_LINE = /bridge on .*: listening on 127\.0\.0\.1:(\d+) /;
+
+/**
+ * `edgesocks bridge --listen 127.0.0.1:0 --to TO` with `flags`, on `runtime` (the one under test unless
+ * named), as a subprocess; resolves once it listens.
+ */
+export function startBridge(
+  to: string,
+  flags: string[] = [],
+  runtime: typeof RUNTIME = RUNTIME,
+): Promise<ProxyProcess> {
+  const mod = join(ROOT, "mod.ts");
+  return spawnProxy(["bridge", "--listen", "127.0.0.1:0", "--to", to, ...flags], {
+    cmd: join(ROOT, "node_modules/.bin", runtime),
+    args: runtime === "deno" ? ["run", "-A", mod] : [mod],
+    env: { DENO_NO_UPDATE_CHECK: "1" },
+    startup: BRIDGE_LINE,
+    startupMs: 30_000,
+  });
+}
+
 /** A CLI subprocess of the proxy. */
 export interface ProxyProcess {
   port: number;

@@ -26,6 +26,7 @@ import {
   sleep,
   socks5ConnectBytes,
   spawnProxy,
+  startBridge,
   startHttp,
   startTcp,
   until,
@@ -40,7 +41,6 @@ export const asServeDefaultExport = (handler: DenoServeHandler): Deno.ServeDefau
 const MODULE = join(ROOT, "lib/cli/deno_serve.ts");
 const DENO = join(ROOT, "node_modules/.bin/deno");
 const EDGE_LINE = /SOCKS over WebSocket at 127\.0\.0\.1:(\d+)\/socks /;
-const BRIDGE_LINE = /bridge on .*: listening on 127\.0\.0\.1:(\d+) /;
 const TOKEN = "s3cret-token";
 const MiB = 1024 * 1024;
 
@@ -60,23 +60,8 @@ const startEdge = (env: Record<string, string>): Promise<ProxyProcess> =>
   });
 
 /** `edgesocks bridge` on the runtime under test, to `edge`'s /socks. */
-const startBridge = (edge: ProxyProcess, tokenFile = TOKEN_FILE): Promise<ProxyProcess> =>
-  spawnProxy([
-    "bridge",
-    "--listen",
-    "127.0.0.1:0",
-    "--to",
-    `ws://127.0.0.1:${edge.port}/socks`,
-    "--token-file",
-    tokenFile,
-    "--log",
-    "text",
-  ], {
-    cmd: join(ROOT, "node_modules/.bin", RUNTIME),
-    args: RUNTIME === "deno" ? ["run", "-A", join(ROOT, "mod.ts")] : [join(ROOT, "mod.ts")],
-    startup: BRIDGE_LINE,
-    startupMs: 30_000,
-  });
+const bridgeTo = (edge: ProxyProcess, tokenFile = TOKEN_FILE): Promise<ProxyProcess> =>
+  startBridge(`ws://127.0.0.1:${edge.port}/socks`, ["--token-file", tokenFile, "--log", "text"]);
 
 /** An upgrade request sent by curl straight to the edge: the status line, the body. */
 async function upgrade(port: number, headers: string[], path = "/socks") {
@@ -129,10 +114,10 @@ describe(`deno serve edge, bridge on ${RUNTIME}`, () => {
       startEdge({}),
     ]);
     [bridges.open, bridges.wrong, bridges.users, bridges.strict] = await Promise.all([
-      startBridge(open),
-      startBridge(open, WRONG_FILE),
-      startBridge(users),
-      startBridge(strict),
+      bridgeTo(open),
+      bridgeTo(open, WRONG_FILE),
+      bridgeTo(users),
+      bridgeTo(strict),
     ]);
   });
 
@@ -527,7 +512,7 @@ describe("deno serve edge: the module by URL", () => {
     });
     let bridge: ProxyProcess | undefined;
     try {
-      bridge = await startBridge(edge);
+      bridge = await bridgeTo(edge);
       const r = await curl([
         "--socks5-hostname",
         `127.0.0.1:${bridge.port}`,

@@ -27,6 +27,7 @@ import {
   sleep,
   socks5ConnectBytes,
   spawnProxy,
+  startBridge,
   startHttp,
   startTcp,
   until,
@@ -47,7 +48,6 @@ const start = (r: Runtime, args: string[], pattern: RegExp): Promise<ProxyProces
 
 const EDGE_LINE = /ws:\/\/127\.0\.0\.1:(\d+)\/socks/;
 const WSS_LINE = /wss:\/\/127\.0\.0\.1:(\d+)\/socks/;
-const BRIDGE_LINE = /bridge on .*: listening on 127\.0\.0\.1:(\d+) /;
 
 const dir = mkdtempSync(join(tmpdir(), "edgesocks-ws-"));
 const TOKEN = join(dir, "token"), WRONG = join(dir, "wrong");
@@ -98,9 +98,8 @@ describe(`SOCKS over WebSocket: bridge on ${RUNTIME} to each edge`, () => {
       ], EDGE_LINE);
       edges.set(e, edge);
       const to = `ws://127.0.0.1:${edge.port}/socks`;
-      const common = ["bridge", "--listen", "127.0.0.1:0", "--to", to, "--log", "text"];
-      bridges.set(e, await start(RUNTIME, [...common, "--token-file", TOKEN], BRIDGE_LINE));
-      wrongBridges.set(e, await start(RUNTIME, [...common, "--token-file", WRONG], BRIDGE_LINE));
+      bridges.set(e, await startBridge(to, ["--log", "text", "--token-file", TOKEN]));
+      wrongBridges.set(e, await startBridge(to, ["--log", "text", "--token-file", WRONG]));
     }));
   });
 
@@ -429,28 +428,8 @@ describe(`SOCKS over WebSocket: wss:// with a private CA, bridge and edge on ${R
       "--allow-private",
     ], WSS_LINE);
     const to = `wss://127.0.0.1:${edge.port}/socks`;
-    const trusting = await start(RUNTIME, [
-      "bridge",
-      "--listen",
-      "127.0.0.1:0",
-      "--to",
-      to,
-      "--token-file",
-      TOKEN,
-      "--ca",
-      `${ca}.pem`,
-    ], BRIDGE_LINE);
-    const untrusting = await start(RUNTIME, [
-      "bridge",
-      "--listen",
-      "127.0.0.1:0",
-      "--to",
-      to,
-      "--token-file",
-      TOKEN,
-      "--log",
-      "text",
-    ], BRIDGE_LINE);
+    const trusting = await startBridge(to, ["--token-file", TOKEN, "--ca", `${ca}.pem`]);
+    const untrusting = await startBridge(to, ["--token-file", TOKEN, "--log", "text"]);
     try {
       const r = await curl([
         "--socks5-hostname",
@@ -484,15 +463,7 @@ describe(`SOCKS over WebSocket: --workers 2 on ${RUNTIME}`, () => {
       TOKEN,
       "--allow-private",
     ], /ws:\/\/127\.0\.0\.1:(\d+)\/socks .*2 workers/);
-    const bridge = await start(RUNTIME, [
-      "bridge",
-      "--listen",
-      "127.0.0.1:0",
-      "--to",
-      `ws://127.0.0.1:${port}/socks`,
-      "--token-file",
-      TOKEN,
-    ], BRIDGE_LINE);
+    const bridge = await startBridge(`ws://127.0.0.1:${port}/socks`, ["--token-file", TOKEN]);
     try {
       assert.equal(edge.port, port);
       for (let i = 0; i < 4; i++) {
@@ -521,15 +492,7 @@ describe(`SOCKS over WebSocket: the bridge's upgrade request on ${RUNTIME}`, () 
         if (text.includes("\r\n\r\n")) resolveHead(text.slice(0, text.indexOf("\r\n\r\n")));
       });
     });
-    const bridge = await start(RUNTIME, [
-      "bridge",
-      "--listen",
-      "127.0.0.1:0",
-      "--to",
-      `ws://127.0.0.1:${edge.port}/socks`,
-      "--token-file",
-      TOKEN,
-    ], BRIDGE_LINE);
+    const bridge = await startBridge(`ws://127.0.0.1:${edge.port}/socks`, ["--token-file", TOKEN]);
     try {
       const c = await RawClient.open(bridge.port);
       c.send(socks5ConnectBytes(9)); // (the fake edge answers nothing)
@@ -584,15 +547,7 @@ describe(`SOCKS over WebSocket: the edge fails a tunnel mid-download, bridge on 
   it(`1011 and 1008, 3 times each: the local client sees ${CUT_SEEN[RUNTIME]}, and the bridge says why`, async () => {
     let code = 1011;
     const edge = await fakeEdge(() => code);
-    const bridge = await start(RUNTIME, [
-      "bridge",
-      "--listen",
-      "127.0.0.1:0",
-      "--to",
-      `ws://127.0.0.1:${edge.port}/socks`,
-      "--log",
-      "text",
-    ], BRIDGE_LINE);
+    const bridge = await startBridge(`ws://127.0.0.1:${edge.port}/socks`, ["--log", "text"]);
     try {
       const seen: string[] = [];
       for (const c of [1011, 1011, 1011, 1008, 1008, 1008]) {

@@ -31,7 +31,7 @@ import {
   run,
   RUNTIME,
   sleep,
-  spawnProxy,
+  startBridge,
   startHttp,
   startTcp,
   toHex,
@@ -427,33 +427,12 @@ async function tunnel(proxyPort: number, port: number): Promise<Socket> {
 }
 
 /** Starts `edgesocks bridge` on `runtime` to the workerd edge; resolves once it listens. */
-function startBridge(
+const bridgeTo = (
   runtime: "deno" | "bun" | "node",
   wsPort: number,
   tokenFile: string,
-): Promise<ProxyProcess> {
-  const mod = join(ROOT, "mod.ts");
-  return spawnProxy(
-    [
-      "bridge",
-      "--listen",
-      "127.0.0.1:0",
-      "--to",
-      `ws://127.0.0.1:${wsPort}/socks`,
-      "--token-file",
-      tokenFile,
-      "--log",
-      "text",
-    ],
-    {
-      cmd: join(ROOT, "node_modules", ".bin", runtime),
-      args: runtime === "deno" ? ["run", "-A", mod] : [mod],
-      env: { DENO_NO_UPDATE_CHECK: "1" },
-      startup: /listening on 127\.0\.0\.1:(\d+) /,
-      startupMs: 30_000,
-    },
-  );
-}
+): Promise<ProxyProcess> =>
+  startBridge(`ws://127.0.0.1:${wsPort}/socks`, ["--token-file", tokenFile, "--log", "text"], runtime);
 
 /** Half-close both ways through `proxyPort`: each FIN crosses, the other direction keeps flowing. */
 async function halfCloseBothWays(proxyPort: number): Promise<void> {
@@ -1009,10 +988,10 @@ if (RUNTIME === "node") {
         writeFileSync(join(tokens, "token"), "s3cret-token\n");
         writeFileSync(join(tokens, "wrong"), "not-the-token\n");
         for (const r of ["deno", "bun", "node"] as const) {
-          bridges.set(r, await startBridge(r, port.ws, join(tokens, "token")));
+          bridges.set(r, await bridgeTo(r, port.ws, join(tokens, "token")));
         }
-        bridges.set("wrong", await startBridge("node", port.ws, join(tokens, "wrong")));
-        bridges.set("plain", await startBridge("node", port.plainws, join(tokens, "token")));
+        bridges.set("wrong", await bridgeTo("node", port.ws, join(tokens, "wrong")));
+        bridges.set("plain", await bridgeTo("node", port.plainws, join(tokens, "token")));
       });
       after(() => rmSync(tokens, { recursive: true, force: true }));
 
