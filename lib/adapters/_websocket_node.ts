@@ -33,6 +33,7 @@ import type {
   WebSocketLike,
   WebSocketServeOptions,
 } from "../runtime.ts";
+import { freeBuffer, spansBuffer } from "../core/bytes.ts";
 import { CLOSE_WAIT_MS, FramedWebSocket } from "./_websocket_framed.ts";
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -156,11 +157,6 @@ export function connectWebSocketNode(url: string, options: WebSocketConnectOptio
   return Promise.resolve(ws);
 }
 
-/** Whether `chunk` spans all of its ArrayBuffer (a read of its own, not a slice of a pool or a parser's buffer). */
-function ownsAll(chunk: Uint8Array): boolean {
-  return chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength;
-}
-
 /** A framed WebSocket over an upgraded Node socket, either end, that can pause reading. */
 class NodeFramedWebSocket extends FramedWebSocket {
   onAbort: (() => void) | undefined;
@@ -197,7 +193,7 @@ class NodeFramedWebSocket extends FramedWebSocket {
     const socket = this.#socket!;
     socket.setNoDelay?.(true);
     // Node reads every chunk into an ArrayBuffer of its own, its size: such a chunk is the decoder's to keep.
-    socket.on("data", (chunk: Buffer) => this.received(chunk, ownsAll(chunk)));
+    socket.on("data", (chunk: Buffer) => this.received(chunk, spansBuffer(chunk)));
     socket.on("drain", () => this.emit("drain", {}));
     socket.on("end", () => this.fail(new Error("the connection ended without a close frame")));
     socket.on("error", (error) => this.fail(error));
@@ -222,8 +218,7 @@ class NodeFramedWebSocket extends FramedWebSocket {
    * through a Node edge: 0.33 s of collections).
    */
   protected override reclaim(buffer: ArrayBufferLike): void {
-    const ab = buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
-    if (typeof ab.transfer === "function" && !(ab as { detached?: boolean }).detached) ab.transfer(0);
+    freeBuffer(buffer);
   }
 
   protected override readOn(): void {

@@ -21,6 +21,7 @@ import type {
   UnixListener,
 } from "../runtime.ts";
 import { runRelay, Tunnel } from "../relay.ts";
+import { spansBuffer } from "../core/bytes.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { connectError, connectTimedOut } from "./_errors.ts";
 import { notFound, reverseLookupName, systemResolver } from "./_node_dns.ts";
@@ -123,7 +124,7 @@ class DenoConnection implements ByteConnection {
 
   /** A chunk read() returned, done with: a full one (all of its buffer) is read into again. */
   recycle(chunk: Uint8Array): void {
-    if (chunk.length === MAX_READ && chunk.byteOffset === 0 && chunk.buffer.byteLength === MAX_READ) {
+    if (chunk.length === MAX_READ && spansBuffer(chunk)) {
       this.#spare = chunk;
     }
   }

@@ -24,6 +24,7 @@ import type {
   UnixListener,
 } from "../runtime.ts";
 import { type RelayOptions, type RelayResult, Tunnel } from "../relay.ts";
+import { freeBuffer, spansBuffer } from "../core/bytes.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { endpoint, type Handover, SocketConnection } from "./_socket_conn.ts";
 import { connectError, connectTimedOut } from "./_errors.ts";
@@ -124,9 +125,6 @@ function reset(socket: Socket): void {
   }
 }
 
-/** `ArrayBuffer.prototype.transfer` (ES2024: Node 21+, Bun, Deno), where the runtime has it. */
-const canTransfer = typeof (ArrayBuffer.prototype as { transfer?: unknown }).transfer === "function";
-
 /**
  * Frees the memory of `chunk`, a read the client socket handed over and that the kernel has taken all of,
  * at once instead of at the next garbage collection: its ArrayBuffer is detached (`transfer(0)`), only when
@@ -137,8 +135,7 @@ const canTransfer = typeof (ArrayBuffer.prototype as { transfer?: unknown }).tra
  * `--trace-gc`: 36 mark-compacts for 2 GiB up, 1 with this).
  */
 function release(chunk: Buffer): void {
-  const ab = chunk.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
-  if (canTransfer && chunk.byteOffset === 0 && chunk.byteLength === ab.byteLength) ab.transfer!(0);
+  if (spansBuffer(chunk)) freeBuffer(chunk.buffer);
 }
 
 const kOwner = Symbol("edgesocks.owner");
@@ -225,9 +222,7 @@ class NodeConnection extends SocketConnection {
    * read of its own ArrayBuffer (an accepted socket's every read) is freed now instead of at a collection.
    */
   recycle(chunk: Uint8Array): void {
-    if (
-      this.#dialed && isBulk(chunk.length) && chunk.byteOffset === 0 && chunk.buffer.byteLength === READ_CHUNK
-    ) {
+    if (this.#dialed && isBulk(chunk.length) && spansBuffer(chunk)) {
       this.#spare = chunk as Buffer;
     } else release(chunk as Buffer);
   }
