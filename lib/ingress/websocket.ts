@@ -310,6 +310,7 @@ export function webSocketConnection(
     let end = head + 1, size = chunk.length;
     while (end < queue.length && size + queue[end].length <= coalesce) size += queue[end++].length;
     if (end > head + 1) {
+      // Joined into one copy, each message goes back to the socket (recycle) as it is copied.
       chunk = new Uint8Array(size);
       for (let at = 0; head < end; head++) {
         chunk.set(queue[head], at);
@@ -317,9 +318,7 @@ export function webSocketConnection(
         peer.recycle?.(queue[head]);
         queue[head] = undefined as unknown as Uint8Array;
       }
-      head--;
-    }
-    queue[head++] = undefined as unknown as Uint8Array;
+    } else queue[head++] = undefined as unknown as Uint8Array;
     if (head === queue.length) queue.length = head = 0;
     else if (head > 1024) queue.splice(0, head), head = 0;
     queued -= chunk.length;
