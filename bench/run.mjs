@@ -320,13 +320,16 @@ function foreignDelta(a, b) {
   return sum;
 }
 
+/** The processes a running subject has besides `proc` (`extra`: one or a list), measured and stopped with it. */
+const extras = (r) => (r.extra === undefined ? [] : [r.extra].flat());
+
 /**
  * Runs one measurement of subject `r`: the quiet gate, then `run()`, with the proxy's CPU time and
  * the share of the machine's CPUs that other people's processes used meanwhile (`background`).
  */
 async function observe(r, run) {
   const loadBefore = await quietGate();
-  const cpu = () => (r.proc ? groupCpu(r.proc.pid) : 0) + (r.extra ? groupCpu(r.extra.pid) : 0);
+  const cpu = () => [r.proc, ...extras(r)].reduce((sum, p) => sum + (p ? groupCpu(p.pid) : 0), 0);
   const f0 = foreignCpu(), p0 = cpu(), t0 = performance.now();
   const result = await run();
   const wall = (performance.now() - t0) / 1000;
@@ -471,6 +474,14 @@ function subjects() {
     bun: () => [bin("bun"), ["bench/forwarders/bun_forward.ts", "127.0.0.1:0", targets()]],
     node: () => [bin("node"), ["bench/forwarders/node_forward.mjs", "127.0.0.1:0", targets()]],
   };
+  // The bare forwarders' SOCKS5 mode: the least SOCKS5 server each runtime can run (fixed replies, nothing
+  // checked, the forwarder's relay), the floor for any SOCKS5 server's tunnels/s there. `--unstable-net` for
+  // Deno's SO_REUSEPORT.
+  const floors = {
+    deno: [bin("deno"), ["run", "-A", "--unstable-net", "bench/forwarders/deno_forward.ts"]],
+    bun: [bin("bun"), ["bench/forwarders/bun_forward.ts"]],
+    node: [bin("node"), ["bench/forwarders/node_forward.mjs"]],
+  };
   const proxy = ["mod.ts", "--listen", "127.0.0.1:0", "--allow-private"];
   const edgesocks = {
     deno: [bin("deno"), ["run", "-A", ...proxy]],
@@ -487,6 +498,41 @@ function subjects() {
         const started = await startOn(`${rt} forwarder`, ...forwarders[rt]())();
         forwarderPorts[rt] = started.port;
         return started;
+      },
+    });
+    // The least SOCKS5 server, alone and one per core sharing its port (as `--workers auto` runs edgesocks).
+    const [floorCmd, floorArgs] = floors[rt];
+    const cores = os.cpus().length;
+    list.push({
+      id: `${rt}-floor`,
+      label: `${rt} least SOCKS5 server`,
+      kind: "socks",
+      runtime: rt,
+      tunnelsOnly: true,
+      noMemory: "a floor, not a server",
+      start: startOn(`${rt} least SOCKS5 server`, floorCmd, [...floorArgs, "127.0.0.1:0", "socks5"]),
+    });
+    list.push({
+      id: `${rt}-floor-cores`,
+      label: `${rt} least SOCKS5 server × ${cores} processes`,
+      kind: "socks",
+      runtime: rt,
+      tunnelsOnly: true,
+      noMemory: "several processes",
+      start: async () => {
+        const what = `${rt} least SOCKS5 server`;
+        const first = await startOn(what, floorCmd, [...floorArgs, "127.0.0.1:0", "socks5", "reuse"])();
+        const extra = [];
+        try {
+          for (let i = 1; i < cores; i++) {
+            const args = [...floorArgs, `127.0.0.1:${first.port}`, "socks5", "reuse"];
+            extra.push((await startOn(`${what} ${i + 1}`, floorCmd, args)()).proc);
+          }
+        } catch (error) {
+          for (const p of [first.proc, ...extra]) await stop(p);
+          throw error;
+        }
+        return { proc: first.proc, port: first.port, extra };
       },
     });
     // Two bare forwarders in a row: what any second relay in the path costs on this machine, the ceiling
@@ -895,6 +941,16 @@ function summarize(results, raw) {
       );
     }
   }
+  // edgesocks ÷ the least SOCKS5 server on its runtime: alone, and with --workers auto against one per core.
+  for (const rt of only) {
+    for (
+      const [e, f] of [[`${rt}-edgesocks`, `${rt}-floor`], [`${rt}-edgesocks-workers`, `${rt}-floor-cores`]]
+    ) {
+      if (raw[e] && raw[f]) {
+        results.tunnels[e].vsFloor = pairedRatio(raw[e].tunnels, raw[f].tunnels, (t) => t.perSecond);
+      }
+    }
+  }
   // The faster npm server (by median tunnels/s, and by median throughput each way) is the one to beat on Node.
   const npmIds = NPM_PEERS.map(([id]) => id).filter((id) => raw[id]);
   const faster = (value) =>
@@ -906,6 +962,12 @@ function summarize(results, raw) {
       peer: tunPeer,
       ...pairedRatio(nodeE.tunnels, raw[tunPeer].tunnels, (t) => t.perSecond),
     };
+    if (raw["node-floor"]) {
+      results.tunnels["node-floor"].vsNpm = {
+        peer: tunPeer,
+        ...pairedRatio(raw["node-floor"].tunnels, raw[tunPeer].tunnels, (t) => t.perSecond),
+      };
+    }
     for (const d of ["up", "down"]) {
       const peer = faster((id) => results.tput[id][d].median);
       results.tput["node-edgesocks"][d].vsNpm = {
@@ -1038,6 +1100,7 @@ function report(results) {
       t.cpuVsForwarder ? fmt(t.cpuVsForwarder.median, 2) : "",
       [
         t.vsSocks5 ? `÷ SOCKS5 on ${s.runtime}: ${fmt(t.vsSocks5.median, 2)}` : "",
+        t.vsFloor ? `÷ the least SOCKS5 server: ${fmt(t.vsFloor.median, 2)}` : "",
         busy(t.background),
         t.failedTunnels ? `${t.failedTunnels} tunnels failed` : "",
         t.errors[0] ?? "",
@@ -1110,6 +1173,7 @@ function evaluateTargets(results) {
   const npmLabel = (id) => results.subjects.find((s) => s.id === id)?.label.replace(/ \(Node\)$/, "") ?? id;
   const vsNpm = [
     ["tunnels/s", tunnels["node-edgesocks"]?.vsNpm, 1.2],
+    ["the least SOCKS5 server's tunnels/s", tunnels["node-floor"]?.vsNpm, null],
     ["throughput up", tput["node-edgesocks"]?.up.vsNpm, 1],
     ["throughput down", tput["node-edgesocks"]?.down.vsNpm, 1],
   ];
@@ -1118,8 +1182,8 @@ function evaluateTargets(results) {
     targets.push({
       what: `node: ${what} ÷ the faster npm server (${npmLabel(r.peer)})`,
       value: r.median == null ? "—" : range(r, 2),
-      goal: `≥ ${fmt(goal, 1)}`,
-      met: r.median == null ? null : r.median >= goal,
+      goal: goal === null ? "(reported)" : `≥ ${fmt(goal, 1)}`,
+      met: r.median == null || goal === null ? null : r.median >= goal,
     });
   }
   for (const rt of only) {
@@ -1163,11 +1227,10 @@ function evaluateTargets(results) {
   }
   for (const rt of only) {
     for (
-      const [id, how, goal] of [[`${rt}-edgesocks`, "", tunGoal[rt]], [
-        `${rt}-edgesocks-workers`,
-        " (--workers auto)",
-        1,
-      ]]
+      const [id, how, goal, floorId] of [
+        [`${rt}-edgesocks`, "", tunGoal[rt], `${rt}-floor`],
+        [`${rt}-edgesocks-workers`, " (--workers auto)", 1, `${rt}-floor-cores`],
+      ]
     ) {
       const r = tunnels[id]?.vsMicrosocks;
       targets.push({
@@ -1175,6 +1238,17 @@ function evaluateTargets(results) {
         value: r?.median == null ? "—" : range(r, 2),
         goal: `≥ ${fmt(goal, 1)}`,
         met: r?.median == null ? null : r.median >= goal,
+      });
+      // What the least SOCKS5 server reaches on the same runtime, in the same processes: the most any
+      // SOCKS5 server there could show against the goal above.
+      const f = tunnels[floorId]?.vsMicrosocks;
+      targets.push({
+        what: `${rt}: the least SOCKS5 server's tunnels/s${
+          floorId.endsWith("-cores") ? ", one process per core," : ""
+        } ÷ microsocks`,
+        value: f?.median == null ? "—" : range(f, 2),
+        goal: "(reported)",
+        met: null,
       });
     }
   }
@@ -1356,7 +1430,7 @@ async function main() {
         await sleep(200);
       }
     }
-    for (const r of running) await stop(r.proc), await stop(r.extra);
+    for (const r of running) for (const p of [r.proc, ...extras(r)]) await stop(p);
     summarize(results, raw);
     const all = Object.values(raw).flatMap((x) => [...x.up, ...x.down, ...x.tunnels]).map((t) =>
       t?.background
