@@ -329,6 +329,7 @@ function withPendingRead(conn: ByteConnection, pending: Promise<Uint8Array | nul
     close: () => conn.close(),
     ...(conn.abort ? { abort: () => conn.abort!() } : {}),
     ...(conn.recycle ? { recycle: (chunk: Uint8Array) => conn.recycle!(chunk) } : {}),
+    ...(conn.onFailure ? { onFailure: (listener: (error: Error) => void) => conn.onFailure!(listener) } : {}),
     ...(conn.localAddress ? { localAddress: conn.localAddress } : {}),
     ...(conn.remoteAddress ? { remoteAddress: conn.remoteAddress } : {}),
   };

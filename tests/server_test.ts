@@ -269,6 +269,52 @@ describe("driver: CONNECT", () => {
   });
 });
 
+describe("driver: BIND", () => {
+  it("a client connection that fails (a WebSocket's 1011) ends the tunnel to the peer at once", async () => {
+    // The peer comes in while the wait for it has a read of the client pending, which the relay takes over:
+    // that hand-over must keep the connection's failure signal, or the tunnel stays open until a timeout.
+    let arrive: ((conn: ByteConnection) => void) | undefined;
+    const failures: ((error: Error) => void)[] = [];
+    const handle = createHandler({
+      bind: true,
+      policy: { allowPrivate: true },
+      timeouts: { idle: 60_000, connect: 60_000 },
+      dial: () => Promise.reject(new Error("unused")),
+      resolver: {
+        lookup: () => Promise.reject(new Error("x")),
+        reverse: () => Promise.reject(new Error("x")),
+      },
+      openListener: (_address, onConnection) => {
+        arrive = onConnection;
+        return Promise.resolve({
+          address: { host: "127.0.0.1", port: 0x4000 },
+          close: () => Promise.resolve(),
+        });
+      },
+    });
+    const { conn, far } = pipePair({ host: "127.0.0.1", port: 5555 });
+    const client = Object.assign(conn, {
+      localAddress: { host: "127.0.0.1", port: 1080 },
+      onFailure: (listener: (error: Error) => void) => void failures.push(listener),
+    });
+    const done = handle(client);
+    far.send(hex("05 01 00 05 02 00 01 7f 00 00 01 00 00"));
+    assert.equal(toHex(await far.read(12)), "05 00 05 00 00 01 7f 00 00 01 40 00");
+    await sleep(20); // the wait reads the client (to see it close) while no peer has come
+    const peer = pipePair({ host: "127.0.0.1", port: 6000 });
+    arrive!(peer.conn);
+    assert.equal(toHex(await far.read(10)), "05 00 00 01 7f 00 00 01 17 70");
+    peer.far.send("from the peer");
+    assert.equal(text(await far.read(13)), "from the peer");
+    assert.ok(failures.length > 0, "the relay watches the client's failures");
+    for (const listener of failures) listener(new Error("closed by the peer with 1011"));
+    const log = await within(2_000, "the tunnel's end", done);
+    assert.equal(log.outcome, "tunnel_error");
+    assert.match(log.reason, /1011/);
+    await within(2_000, "the peer connection's end", peer.far.readToEnd());
+  });
+});
+
 describe("driver: destination policy", () => {
   const cases: [string, string][] = [
     ["loopback IPv4", "05 01 00 05 01 00 01 7f 00 00 01 00 50"],
