@@ -110,11 +110,6 @@ class BunConnection extends SocketConnection implements SocketState {
     // Bun 1.4: once at accept, twice around connect), so ours was one more setsockopt each.
   }
 
-  override onData(data: Uint8Array): void {
-    // Bun reuses `data`: copy what we keep.
-    super.onData(data.slice());
-  }
-
   protected pauseSocket(): void {
     this.#socket.pause();
   }
@@ -167,7 +162,11 @@ class BunConnection extends SocketConnection implements SocketState {
   }
 }
 
-/** Handlers shared by every socket; per-socket state lives in `socket.data`. */
+/**
+ * Handlers shared by every socket; per-socket state lives in `socket.data`. Each `data` chunk is a
+ * buffer of its own, kept as it is (Bun 1.4 allocates one ArrayBuffer per callback, of the read's size;
+ * the adapter contract's transfer check holds every chunk it reads and would see a reused one).
+ */
 const handlers: SocketHandlers = {
   data: (s, d) => s.data?.onData(d),
   drain: (s) => s.data?.onDrain(),
@@ -212,8 +211,8 @@ class RelaySide implements SocketState {
     const n = this.peer.socket.write(data);
     if (n < 0) return this.tunnel.stop("error", new Error("peer socket closed"));
     if (n < data.length) {
-      // Bun reuses `data`: keep a copy of what is left.
-      this.unsent = data.slice(n);
+      // `data` is ours (see the handlers): keep the part the peer did not take.
+      this.unsent = data.subarray(n);
       this.socket.pause();
     }
   }
