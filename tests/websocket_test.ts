@@ -18,7 +18,7 @@ import {
   type WebSocketPeer,
 } from "../mod.ts";
 import { encodeFrame, FrameDecoder, frameSize, Opcode } from "../lib/core/websocket_frames.ts";
-import { FramedWebSocket } from "../lib/adapters/_websocket_framed.ts";
+import { FramedWebSocket, webSocketKey } from "../lib/adapters/_websocket_framed.ts";
 import fc from "fast-check";
 import { hex, toHex } from "./_hex.ts";
 import { sleep, within } from "./_fixtures.ts";
@@ -565,6 +565,16 @@ describe("RFC 6455 frames (the Deno edge and bridge)", () => {
       reason: "text message",
     }]);
     assert.deepEqual(new FrameDecoder().feed(hex("c2 00")), [{ kind: "error", reason: "reserved bits set" }]);
+  });
+
+  it("a client's Sec-WebSocket-Key is 16 random bytes in base64, a new one each time (RFC 6455 4.1)", () => {
+    // More keys than the random pool they come from holds (4 KiB): each refill gives new bytes.
+    const keys = Array.from({ length: 600 }, () => webSocketKey());
+    for (const key of keys) {
+      assert.match(key, /^[A-Za-z0-9+/]{22}==$/, key);
+      assert.equal(atob(key).length, 16);
+    }
+    assert.equal(new Set(keys).size, keys.length, "no key twice");
   });
 
   it("masks any length at any alignment as the RFC says: byte i XOR mask[i % 4]", () => {

@@ -231,7 +231,8 @@ export abstract class SocketConnection implements ByteConnection {
     if (error) this.#error ??= error;
     this.#eof = true;
     this.#settleReader();
-    this.#failWrites(this.#error ?? new Error("socket closed"));
+    // (Every socket closes: an Error, with its stack trace, only for writes still waiting.)
+    if (this.#writes.length > 0) this.#failWrites(this.#error ?? new Error("socket closed"));
   }
 
   #settleReader() {

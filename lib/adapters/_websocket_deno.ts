@@ -14,7 +14,7 @@ import type {
   WebSocketLike,
   WebSocketServeOptions,
 } from "../runtime.ts";
-import { FramedWebSocket } from "./_websocket_framed.ts";
+import { FramedWebSocket, webSocketKey } from "./_websocket_framed.ts";
 
 /** Bytes a framed socket reads at a time. */
 const READ_SIZE = 64 * 1024;
@@ -233,7 +233,7 @@ class DenoClientWebSocket {
     if (socket.readyState === 3) return void conn.close();
     socket.conn = conn;
     if ("setNoDelay" in conn) (conn as Deno.TcpConn).setNoDelay(true);
-    const key = base64(crypto.getRandomValues(new Uint8Array(16)));
+    const key = webSocketKey();
     const lines = [
       `GET ${url.pathname}${url.search} HTTP/1.1`,
       `host: ${url.host}`,
@@ -294,7 +294,7 @@ class DenoFramedWebSocket extends FramedWebSocket {
     try {
       while (!this.#paused && !this.done) {
         const n = await this.conn.read(buf);
-        if (n === null) return this.fail(new Error("the connection ended without a close frame"));
+        if (n === null) return this.fail("the connection ended without a close frame");
         // A big read is handed over whole (its messages are views of it) and the next goes into a new
         // buffer; a small one is copied from, so that a trickle of small messages holds no big buffers.
         if (n >= READ_SIZE / 4) {

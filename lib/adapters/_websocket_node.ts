@@ -23,7 +23,7 @@ import {
 } from "node:http";
 import { createServer as createHttpsServer, request as httpsRequest } from "node:https";
 import { Buffer } from "node:buffer";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { Socket } from "node:net";
 import type { Duplex } from "node:stream";
 import type {
@@ -34,7 +34,7 @@ import type {
   WebSocketServeOptions,
 } from "../runtime.ts";
 import { freeBuffer, spansBuffer } from "../core/bytes.ts";
-import { CLOSE_WAIT_MS, FramedWebSocket } from "./_websocket_framed.ts";
+import { CLOSE_WAIT_MS, FramedWebSocket, webSocketKey } from "./_websocket_framed.ts";
 
 const GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const acceptKey = (key: string) => createHash("sha1").update(key + GUID).digest("base64");
@@ -118,7 +118,7 @@ export async function serveWebSocketNode(
 export function connectWebSocketNode(url: string, options: WebSocketConnectOptions): Promise<WebSocketLike> {
   const target = new URL(url);
   const ws = new NodeFramedWebSocket(undefined, "client", "");
-  const key = randomBytes(16).toString("base64");
+  const key = webSocketKey();
   const tls = target.protocol === "wss:";
   const request = (tls ? httpsRequest : httpRequest)({
     host: target.hostname.replace(/^\[|\]$/g, ""),
@@ -195,9 +195,9 @@ class NodeFramedWebSocket extends FramedWebSocket {
     // Node reads every chunk into an ArrayBuffer of its own, its size: such a chunk is the decoder's to keep.
     socket.on("data", (chunk: Buffer) => this.received(chunk, spansBuffer(chunk)));
     socket.on("drain", () => this.emit("drain", {}));
-    socket.on("end", () => this.fail(new Error("the connection ended without a close frame")));
+    socket.on("end", () => this.fail("the connection ended without a close frame"));
     socket.on("error", (error) => this.fail(error));
-    socket.on("close", () => this.fail(new Error("the connection closed without a close frame")));
+    socket.on("close", () => this.fail("the connection closed without a close frame"));
     if (head.length > 0) this.received(head);
   }
 

@@ -347,7 +347,8 @@ export function webSocketConnection(
     } catch {
       // Closing an already closed socket: nothing to tell.
     }
-    wake(failure ?? new Error("WebSocket closed"));
+    // (An Error costs its stack trace: made only when a write waits to be told.)
+    if (waiter) wake(failure ?? new Error("WebSocket closed"));
     settleReader();
     failNow();
   };
@@ -446,7 +447,7 @@ export function webSocketConnection(
           `WebSocket closed by the peer with ${code}${reason ? ` (${reason})` : ""}`,
         );
       } else if (!peerEnded) peerEnded = true;
-      wake(failure ?? new Error("WebSocket closed by the peer"));
+      if (waiter) wake(failure ?? new Error("WebSocket closed by the peer"));
       settleReader();
       failNow();
     },
@@ -566,6 +567,8 @@ export function fromWebSocket(
       resolve();
     });
     ws.addEventListener("close", (event) => {
+      // Every socket closes in the end; only one that never opened failed to open (and gets the Error).
+      if (open) return;
       const code = (event as CloseEvent).code;
       reject(new WebSocketClosedError(code, `WebSocket failed to open (close code ${code})`));
     });
