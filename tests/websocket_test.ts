@@ -19,8 +19,9 @@ import {
 } from "../mod.ts";
 import { encodeFrame, FrameDecoder, frameSize, Opcode } from "../lib/core/websocket_frames.ts";
 import { FramedWebSocket, webSocketKey } from "../lib/adapters/_websocket_framed.ts";
+import { DenoFramedWebSocket } from "../lib/adapters/_websocket_deno.ts";
 import fc from "fast-check";
-import { hex, toHex } from "./_hex.ts";
+import { concat, hex, toHex } from "./_hex.ts";
 import { sleep, within } from "./_fixtures.ts";
 
 /** A peer that records what it is asked to do. */
@@ -565,6 +566,54 @@ describe("RFC 6455 frames (the Deno edge and bridge)", () => {
       reason: "text message",
     }]);
     assert.deepEqual(new FrameDecoder().feed(hex("c2 00")), [{ kind: "error", reason: "reserved bits set" }]);
+  });
+
+  it("the Deno socket's reads grow from 4 KiB while they fill, to 64 KiB, and shrink back: an idle one holds 4 KiB", async () => {
+    // A client's masked frames, 300 of 2,000 bytes, then a trickle of small ones, then nothing (idle).
+    const sent = Array.from({ length: 300 }, (_, i) => new Uint8Array(2_000).fill(i));
+    const trickle = Array.from({ length: 6 }, (_, i) => new Uint8Array(10).fill(200 + i));
+    const mask = Uint8Array.of(1, 2, 3, 4);
+    const bulk = concat(...sent.map((m) => encodeFrame(Opcode.Binary, m, mask)));
+    const small = trickle.map((m) => encodeFrame(Opcode.Binary, m, mask));
+    const sizes: number[] = [];
+    let at = 0;
+    const conn = {
+      read(buf: Uint8Array): Promise<number | null> {
+        sizes.push(buf.length);
+        if (at < bulk.length) {
+          const n = Math.min(buf.length, bulk.length - at);
+          buf.set(bulk.subarray(at, at + n));
+          at += n;
+          return Promise.resolve(n);
+        }
+        const next = small.shift();
+        if (!next) return new Promise<never>(() => {}); // idle from here on
+        buf.set(next);
+        return Promise.resolve(next.length);
+      },
+      write: (b: Uint8Array) => Promise.resolve(b.length),
+      close() {},
+    };
+    const ws = new DenoFramedWebSocket("server");
+    const got: Uint8Array[] = [];
+    ws.addEventListener("message", (e) => got.push((e as MessageEvent).data));
+    ws.attach(conn as unknown as Deno.Conn, new Uint8Array(0));
+    // (A frame split over two reads comes out as two pieces: the bytes are what counts.)
+    const want = concat(...sent, ...trickle);
+    const length = () => got.reduce((n, m) => n + m.length, 0);
+    await within(
+      2_000,
+      "every byte",
+      (async () => {
+        while (length() < want.length) await sleep(1);
+      })(),
+    );
+    assert.deepEqual(sizes.slice(0, 5), [4096, 8192, 16384, 32768, 65536], "doubling while reads fill");
+    assert.equal(Math.max(...sizes), 65536);
+    assert.equal(sizes.at(-1), 4096, "the read an idle socket waits on");
+    const all = concat(...got);
+    assert.equal(all.length, want.length);
+    assert.ok(all.every((b, i) => b === want[i]), "every byte as sent, in order");
   });
 
   it("a client's Sec-WebSocket-Key is 16 random bytes in base64, a new one each time (RFC 6455 4.1)", () => {

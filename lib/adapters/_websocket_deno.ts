@@ -16,8 +16,13 @@ import type {
 } from "../runtime.ts";
 import { FramedWebSocket, webSocketKey } from "./_websocket_framed.ts";
 
-/** Bytes a framed socket reads at a time. */
-const READ_SIZE = 64 * 1024;
+/**
+ * Bytes a framed socket reads at a time: from 4 KiB, doubling while reads fill the buffer (to 64 KiB) and
+ * halving after one that used less than half, as the TCP adapter's reads do. A read stays pending for as
+ * long as a tunnel is idle, so an idle one holds a small buffer, not 64 KiB.
+ */
+const READ_MIN = 4 * 1024;
+const READ_MAX = 64 * 1024;
 
 /** How long a new connection may take to send its upgrade request. */
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -262,14 +267,18 @@ class DenoClientWebSocket {
   }
 }
 
-/** A framed WebSocket over a `Deno.Conn` after the upgrade, that can pause reading. */
-class DenoFramedWebSocket extends FramedWebSocket {
+/**
+ * A framed WebSocket over a `Deno.Conn` after the upgrade, that can pause reading. (Exported for the
+ * tests, which give it a stand-in connection.)
+ */
+export class DenoFramedWebSocket extends FramedWebSocket {
   conn: Deno.Conn | undefined;
   #paused = false;
   #reading = false;
   #buffered = 0;
   #writing: Promise<void> = Promise.resolve();
   #spare: Uint8Array<ArrayBuffer> | undefined;
+  #readSize = READ_MIN;
 
   override get bufferedAmount(): number {
     return this.#buffered;
@@ -290,19 +299,27 @@ class DenoFramedWebSocket extends FramedWebSocket {
   async #pump(): Promise<void> {
     if (this.#reading || !this.conn) return;
     this.#reading = true;
-    let buf = new Uint8Array(READ_SIZE);
+    let buf = this.#buffer();
     try {
       while (!this.#paused && !this.done) {
         const n = await this.conn.read(buf);
         if (n === null) return this.fail("the connection ended without a close frame");
-        // A big read is handed over whole (its messages are views of it) and the next goes into a new
+        const size = buf.length;
+        this.#readSize = n === size
+          ? Math.min(size * 2, READ_MAX)
+          : n < size / 2
+          ? Math.max(size / 2, READ_MIN)
+          : size;
+        // A big read is handed over whole (its messages are views of it) and the next goes into another
         // buffer; a small one is copied from, so that a trickle of small messages holds no big buffers.
-        if (n >= READ_SIZE / 4) {
+        if (n >= size / 4) {
           const chunk = buf.subarray(0, n);
-          buf = this.#spare ?? new Uint8Array(READ_SIZE);
-          this.#spare = undefined;
+          buf = this.#buffer();
           this.received(chunk, true);
-        } else this.received(buf.subarray(0, n));
+        } else {
+          this.received(buf.subarray(0, n));
+          if (this.#readSize !== size) buf = this.#buffer();
+        }
       }
     } catch (error) {
       this.fail(error);
@@ -324,9 +341,16 @@ class DenoFramedWebSocket extends FramedWebSocket {
     );
   }
 
+  /** A buffer of the read size: the spare one if it has that size, else a new one. */
+  #buffer(): Uint8Array<ArrayBuffer> {
+    const spare = this.#spare;
+    this.#spare = undefined;
+    return spare?.length === this.#readSize ? spare : new Uint8Array(this.#readSize);
+  }
+
   /** A read no message uses any more: the next big read goes into it (a new buffer per read is an allocation and a first touch). */
   protected override reclaim(buffer: ArrayBufferLike): void {
-    if (buffer.byteLength === READ_SIZE) this.#spare = new Uint8Array(buffer as ArrayBuffer);
+    if (buffer.byteLength === this.#readSize) this.#spare = new Uint8Array(buffer as ArrayBuffer);
   }
 
   protected override readOn(): void {
