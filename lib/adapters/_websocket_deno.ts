@@ -14,6 +14,7 @@ import type {
   WebSocketLike,
   WebSocketServeOptions,
 } from "../runtime.ts";
+import { nextReadSize } from "../core/bytes.ts";
 import { FramedWebSocket, webSocketKey } from "./_websocket_framed.ts";
 
 /**
@@ -305,11 +306,7 @@ export class DenoFramedWebSocket extends FramedWebSocket {
         const n = await this.conn.read(buf);
         if (n === null) return this.fail("the connection ended without a close frame");
         const size = buf.length;
-        this.#readSize = n === size
-          ? Math.min(size * 2, READ_MAX)
-          : n < size / 2
-          ? Math.max(size / 2, READ_MIN)
-          : size;
+        this.#readSize = nextReadSize(size, n, READ_MIN, READ_MAX);
         // A big read is handed over whole (its messages are views of it) and the next goes into another
         // buffer; a small one is copied from, so that a trickle of small messages holds no big buffers.
         if (n >= size / 4) {

@@ -21,7 +21,7 @@ import type {
   UnixListener,
 } from "../runtime.ts";
 import { runRelay, Tunnel } from "../relay.ts";
-import { spansBuffer } from "../core/bytes.ts";
+import { nextReadSize, spansBuffer } from "../core/bytes.ts";
 import { unmapIPv4 } from "../core/replies.ts";
 import { connectError, connectTimedOut } from "./_errors.ts";
 import { notFound, reverseLookupName, systemResolver } from "./_node_dns.ts";
@@ -52,13 +52,6 @@ function hostPort(addr: Deno.Addr): HostPort | undefined {
 /** True when `error` is what a pending read or write sees after our own close(). */
 function closedUnderneath(error: unknown): boolean {
   return error instanceof Deno.errors.BadResource || error instanceof Deno.errors.Interrupted;
-}
-
-/** The next read size: doubled after a read that filled the buffer, halved after one that used less than half. */
-function nextReadSize(size: number, n: number): number {
-  if (n === size) return Math.min(size * 2, MAX_READ);
-  if (n < size / 2) return Math.max(size / 2, MIN_READ);
-  return size;
 }
 
 class DenoConnection implements ByteConnection {
@@ -118,7 +111,7 @@ class DenoConnection implements ByteConnection {
       this.#busy--;
     }
     if (n === null) return null;
-    this.#readSize = nextReadSize(buf.length, n);
+    this.#readSize = nextReadSize(buf.length, n, MIN_READ, MAX_READ);
     return n === buf.length ? buf : buf.subarray(0, n);
   }
 

@@ -12,6 +12,16 @@ export function concatBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
   return out;
 }
 
+/**
+ * The next read size of a buffer that grows and shrinks with the traffic: doubled (up to `max`) after a
+ * read of `n` bytes that filled the `size` it had, halved (down to `min`) after one that used less than half.
+ */
+export function nextReadSize(size: number, n: number, min: number, max: number): number {
+  if (n === size) return Math.min(size * 2, max);
+  if (n < size / 2) return Math.max(size / 2, min);
+  return size;
+}
+
 /** Whether `chunk` spans all of its ArrayBuffer (a buffer of its own, not a slice of a pool or of a bigger read). */
 export function spansBuffer(chunk: Uint8Array): boolean {
   return chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength;
