@@ -958,14 +958,11 @@ function summarize(results, raw) {
   const nodeE = raw["node-edgesocks"];
   if (nodeE && npmIds.length) {
     const tunPeer = faster((id) => results.tunnels[id].median);
-    results.tunnels["node-edgesocks"].vsNpm = {
-      peer: tunPeer,
-      ...pairedRatio(nodeE.tunnels, raw[tunPeer].tunnels, (t) => t.perSecond),
-    };
-    if (raw["node-floor"]) {
-      results.tunnels["node-floor"].vsNpm = {
+    // edgesocks, and the least SOCKS5 server beside it: what any server on Node could show.
+    for (const id of ["node-edgesocks", "node-floor"].filter((id) => raw[id])) {
+      results.tunnels[id].vsNpm = {
         peer: tunPeer,
-        ...pairedRatio(raw["node-floor"].tunnels, raw[tunPeer].tunnels, (t) => t.perSecond),
+        ...pairedRatio(raw[id].tunnels, raw[tunPeer].tunnels, (t) => t.perSecond),
       };
     }
     for (const d of ["up", "down"]) {
