@@ -91,8 +91,9 @@ const handlers: Handlers = {
     }
     const n = peer.write(d);
     if (n < d.length) {
-      // Bun reuses `d`: keep a copy of the rest, and read no more from `s` until it is out.
-      peer.data.unsent = d.slice(Math.max(n, 0));
+      // `d` is ours (Bun gives every callback a buffer of its own): keep the rest, and read no more from
+      // `s` until it is out.
+      peer.data.unsent = d.subarray(Math.max(n, 0));
       s.pause();
     }
   },
